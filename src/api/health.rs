@@ -1,0 +1,179 @@
+//! `GET /health`: database, NATS, streams, consumer lag and projection lag.
+//! Answers 503 when the database, NATS, a stream or a consumer is missing or unreachable.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use super::AppState;
+use crate::events::StreamName;
+use crate::infra::streams;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Serialize)]
+pub struct Health {
+    /// `healthy` or `degraded`.
+    status: &'static str,
+    version: &'static str,
+    /// `connected` or `unavailable` (the original system's field).
+    database: &'static str,
+    checks: Checks,
+}
+
+#[derive(Serialize, Default)]
+struct Checks {
+    database: Check,
+    nats: Check,
+    streams: BTreeMap<String, StreamCheck>,
+    consumers: BTreeMap<String, ConsumerCheck>,
+    projections: BTreeMap<String, ProjectionCheck>,
+}
+
+#[derive(Serialize, Default)]
+struct Check {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StreamCheck {
+    ok: bool,
+    messages: u64,
+    last_seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ConsumerCheck {
+    ok: bool,
+    /// Messages not yet delivered to the consumer.
+    pending: u64,
+    /// Delivered, not yet acknowledged.
+    ack_pending: u64,
+    redelivered: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ProjectionCheck {
+    checkpoint: u64,
+    /// Stream sequences after the checkpoint (an upper bound: purged messages count too).
+    lag: u64,
+}
+
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let mut checks = Checks::default();
+    let started = Instant::now();
+    checks.database = match tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&state.db)).await {
+        Ok(Ok(_)) => Check { ok: true, latency_ms: Some(started.elapsed().as_millis() as u64), error: None },
+        Ok(Err(e)) => failed(e.to_string()),
+        Err(_) => failed("timed out".into()),
+    };
+    checks.nats = if state.nats.is_connected() {
+        Check { ok: true, ..Check::default() }
+    } else {
+        failed("not connected".into())
+    };
+    let mut last_seqs = BTreeMap::new();
+    if checks.nats.ok {
+        check_streams(&state, &mut checks, &mut last_seqs).await;
+    }
+    if checks.database.ok {
+        check_projections(&state, &mut checks, &last_seqs).await;
+    }
+    let healthy = checks.database.ok
+        && checks.nats.ok
+        && !checks.streams.is_empty()
+        && checks.streams.values().all(|s| s.ok)
+        && checks.consumers.values().all(|c| c.ok);
+    let body = Health {
+        status: if healthy { "healthy" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        database: if checks.database.ok { "connected" } else { "unavailable" },
+        checks,
+    };
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
+}
+
+fn failed(error: String) -> Check {
+    Check { ok: false, latency_ms: None, error: Some(error) }
+}
+
+async fn check_streams(state: &AppState, checks: &mut Checks, last_seqs: &mut BTreeMap<String, u64>) {
+    let defs = match streams::embedded() {
+        Ok(defs) => defs,
+        Err(e) => {
+            checks.nats.error = Some(e.to_string());
+            return;
+        }
+    };
+    for def in defs {
+        let name = def.config.name.clone();
+        let info = tokio::time::timeout(CHECK_TIMEOUT, async {
+            let mut stream = state.nats.js.get_stream(&name).await.map_err(|e| e.to_string())?;
+            stream.info().await.map(|i| i.state.clone()).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()));
+        let check = match info {
+            Ok(s) => {
+                last_seqs.insert(name.clone(), s.last_sequence);
+                StreamCheck { ok: true, messages: s.messages, last_seq: s.last_sequence, error: None }
+            }
+            Err(e) => StreamCheck { ok: false, messages: 0, last_seq: 0, error: Some(e) },
+        };
+        checks.streams.insert(name.clone(), check);
+        for consumer in def.consumers {
+            let durable = consumer.config.durable_name.unwrap_or_default();
+            let info = tokio::time::timeout(CHECK_TIMEOUT, async {
+                let stream = state.nats.js.get_stream(&name).await.map_err(|e| e.to_string())?;
+                stream.consumer_info(&durable).await.map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+            let check = match info {
+                Ok(i) => ConsumerCheck {
+                    ok: true,
+                    pending: i.num_pending,
+                    ack_pending: i.num_ack_pending as u64,
+                    redelivered: i.num_redelivered as u64,
+                    error: None,
+                },
+                Err(e) => ConsumerCheck { ok: false, pending: 0, ack_pending: 0, redelivered: 0, error: Some(e) },
+            };
+            metrics::gauge!("aicache_consumer_pending", "consumer" => durable.clone()).set(check.pending as f64);
+            metrics::gauge!("aicache_consumer_ack_pending", "consumer" => durable.clone()).set(check.ack_pending as f64);
+            checks.consumers.insert(format!("{name}/{durable}"), check);
+        }
+    }
+}
+
+async fn check_projections(state: &AppState, checks: &mut Checks, last_seqs: &BTreeMap<String, u64>) {
+    let rows: Vec<(String, i64)> =
+        match sqlx::query_as("SELECT name, last_seq FROM projection_checkpoints").fetch_all(&state.db).await {
+            Ok(rows) => rows,
+            Err(_) => return,
+        };
+    for projection in crate::projections::all() {
+        let checkpoint = rows
+            .iter()
+            .find(|(n, _)| n == projection.name())
+            .map_or(0, |(_, s)| u64::try_from(*s).unwrap_or(0));
+        let stream: StreamName = projection.stream();
+        let end = last_seqs.get(stream.name()).copied().unwrap_or(checkpoint);
+        let lag = end.saturating_sub(checkpoint);
+        metrics::gauge!("aicache_projection_lag", "projection" => projection.name()).set(lag as f64);
+        checks.projections.insert(projection.name().to_owned(), ProjectionCheck { checkpoint, lag });
+    }
+}

@@ -1,0 +1,207 @@
+//! The `ai-cache` command line: one binary, a subcommand for every role and tool.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, Backbone, Role};
+use crate::config::Config;
+use crate::infra::localstack::{self, Durability, LocalNats, LocalPostgres};
+use crate::infra::streams::{self, Change};
+use crate::projections::{self, runtime};
+
+/// ai-cache: clean Markdown and minimal HTML of websites for AI crawlers, through an
+/// event-sourced pipeline on NATS JetStream.
+#[derive(Parser, Debug)]
+#[command(name = "ai-cache", version, propagate_version = true)]
+#[command(after_help = "Roles (for `run --roles`): api, projections.\n\
+    Configuration comes from the environment (see .env.example); every variable is also a flag.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run everything in one process for local use: starts nats-server and PostgreSQL under
+    /// DATA_DIR unless NATS_URL / DATABASE_URL are set, then every role.
+    Dev,
+    /// Run chosen roles against the configured NATS and Postgres (production).
+    Run {
+        /// Roles to run, comma-separated.
+        #[arg(long, env = "ROLES", value_delimiter = ',', default_values = ["api", "projections"])]
+        roles: Vec<Role>,
+    },
+    /// Apply the database migrations.
+    Migrate,
+    /// Stream and consumer definitions (`streams/`).
+    Streams {
+        #[command(subcommand)]
+        command: StreamsCommand,
+    },
+    /// Rebuild read models from the streams.
+    Replay {
+        #[command(subcommand)]
+        command: ReplayCommand,
+    },
+    /// Measure the backbone on a throwaway local stack and print the figures.
+    Bench {
+        /// Events per measurement.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StreamsCommand {
+    /// Create or update every stream and durable consumer; reports what changed.
+    Apply {
+        /// Apply the definitions in this directory instead of the built-in ones.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReplayCommand {
+    /// Empty projections and rebuild them from sequence 1 of their streams.
+    Projections {
+        /// Only this projection (clients, pages, visits).
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let config = self.config;
+        match self.command {
+            Command::Dev => dev(&config).await,
+            Command::Run { roles } => {
+                let backbone = connect(&config).await?;
+                backbone.prepare().await?;
+                let listener = bind_if_api(&config, &roles).await?;
+                app::run_roles(&backbone, &roles, listener, app::shutdown_on_signal()).await
+            }
+            Command::Migrate => {
+                let url = config.database_url.as_deref().context("DATABASE_URL is not set")?;
+                let db = crate::infra::db::connect(url, 2).await?;
+                crate::infra::db::migrate(&db).await?;
+                println!("migrations applied");
+                Ok(())
+            }
+            Command::Streams { command: StreamsCommand::Apply { dir } } => {
+                let url = config.nats_url.as_deref().context("NATS_URL is not set")?;
+                let nats = crate::infra::nats::Nats::connect(url, "ai-cache-cli").await?;
+                let defs = match dir {
+                    Some(dir) => streams::from_dir(&dir)?,
+                    None => streams::embedded()?,
+                };
+                print_report(&streams::apply(&nats.js, &defs).await?);
+                Ok(())
+            }
+            Command::Replay { command: ReplayCommand::Projections { name } } => {
+                let backbone = connect(&config).await?;
+                backbone.prepare().await?;
+                replay_projections(&backbone, name.as_deref()).await
+            }
+            Command::Bench { events } => crate::bench::run(events).await,
+        }
+    }
+}
+
+async fn connect(config: &Config) -> anyhow::Result<Backbone> {
+    let db = config.database_url.as_deref().context("DATABASE_URL is not set")?;
+    let nats = config.nats_url.as_deref().context("NATS_URL is not set")?;
+    Backbone::connect(db, nats, config.db_max_connections).await
+}
+
+async fn bind_if_api(config: &Config, roles: &[Role]) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    if !roles.contains(&Role::Api) {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(config.bind_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.bind_addr))?;
+    Ok(Some(listener))
+}
+
+fn print_report(report: &[streams::Applied]) {
+    for line in report {
+        let change = match line.change {
+            Change::Created => "created",
+            Change::Updated => "updated",
+            Change::Unchanged => "unchanged",
+        };
+        println!("{:<10} {}", change, line.what);
+    }
+    let changed = report.iter().filter(|l| l.change != Change::Unchanged).count();
+    println!("{changed} of {} definitions changed", report.len());
+}
+
+async fn replay_projections(backbone: &Backbone, name: Option<&str>) -> anyhow::Result<()> {
+    let selected: Vec<_> = projections::all()
+        .into_iter()
+        .filter(|p| name.is_none_or(|n| n == p.name()))
+        .collect();
+    if selected.is_empty() {
+        anyhow::bail!("no projection named {:?}; known: clients, pages, visits", name.unwrap_or_default());
+    }
+    for projection in selected {
+        let name = projection.name();
+        runtime::reset(&backbone.db, projection.as_ref()).await?;
+        let bar = indicatif::ProgressBar::new(0).with_message(name);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} events ({per_sec})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let runner = runtime::ProjectionRunner::new(projection, backbone.db.clone(), backbone.nats.js.clone());
+        let progress = |position: u64, end: u64| {
+            bar.set_length(end);
+            bar.set_position(position);
+        };
+        let position = runner.catch_up(&progress).await?;
+        bar.finish();
+        println!("{name}: rebuilt up to stream sequence {position}");
+    }
+    Ok(())
+}
+
+/// `ai-cache dev`: the local stack and every role in one process.
+async fn dev(config: &Config) -> anyhow::Result<()> {
+    let data_dir = std::path::absolute(&config.data_dir).context("resolving DATA_DIR")?;
+    let (nats_url, _nats) = match &config.nats_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let dir = data_dir.join("nats");
+            let conf = Some(PathBuf::from("nats.conf")).filter(|p| p.exists());
+            let nats = tokio::task::spawn_blocking(move || LocalNats::start(&dir, conf.as_deref(), false)).await??;
+            (nats.url(), Some(nats))
+        }
+    };
+    let (db_url, _pg) = match &config.database_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let dir = data_dir.join("postgres");
+            let pg = tokio::task::spawn_blocking(move || LocalPostgres::start(&dir, Durability::Durable, false)).await??;
+            localstack::ensure_database(&pg.url("postgres"), "aicache").await?;
+            (pg.url("aicache"), Some(pg))
+        }
+    };
+    let backbone = Backbone::connect(&db_url, &nats_url, config.db_max_connections).await?;
+    print_report(&backbone.prepare().await?);
+    let listener = bind_if_api(config, &Role::ALL).await?;
+    let api = listener.as_ref().and_then(|l| l.local_addr().ok());
+    println!();
+    println!("ai-cache dev is running (Ctrl-C stops it and the servers it started)");
+    if let Some(api) = api {
+        println!("  API        http://{api}   (health: http://{api}/health, metrics: http://{api}/metrics)");
+    }
+    println!("  NATS       {nats_url}");
+    println!("  Postgres   {db_url}");
+    println!("  data       {}", data_dir.display());
+    app::run_roles(&backbone, &Role::ALL, listener, app::shutdown_on_signal()).await
+}

@@ -1,0 +1,50 @@
+//! Configuration from the environment (and the same names as command-line flags).
+//! Every variable is documented in `.env.example`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Where the backing services are and how the process behaves.
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// PostgreSQL URL. `ai-cache dev` starts its own cluster under DATA_DIR when unset.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// NATS URL. `ai-cache dev` starts its own nats-server under DATA_DIR when unset.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
+    pub bind_addr: SocketAddr,
+
+    /// Directory for the local stack's data (`ai-cache dev`).
+    #[arg(long, env = "DATA_DIR", default_value = ".data")]
+    pub data_dir: PathBuf,
+
+    /// Largest blob (raw HTML, Markdown, rendered HTML) stored, in bytes.
+    #[arg(long, env = "BLOB_MAX_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub blob_max_bytes: u64,
+
+    /// Largest number of Postgres connections per process.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
+
+    /// Seconds in-flight work may take to finish on shutdown.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+
+    /// Log format: `pretty` for people, `json` for log pipelines.
+    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}

@@ -1,0 +1,5 @@
+//! Pure logic: no async, no IO. Everything here is tested without a server.
+
+pub mod content;
+pub mod ids;
+pub mod url;

@@ -1,0 +1,110 @@
+//! Events of the CLIENTS stream: tenants and their configuration.
+//!
+//! Subjects: `clients.<event>.<client_id>`. Secrets are carried only as Fernet tokens
+//! (`*_encrypted` fields), never in clear. All types are at version 1.
+
+use serde::{Deserialize, Serialize};
+
+use super::{EventFamily, StreamName};
+
+/// Every event of the CLIENTS stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ClientEvent {
+    /// A client was created.
+    #[serde(rename = "clients.registered")]
+    Registered(ClientState),
+    /// A client's configuration changed; carries the whole new state and the changed fields.
+    #[serde(rename = "clients.updated")]
+    Updated(ClientUpdated),
+    /// A client and everything of it was deleted.
+    #[serde(rename = "clients.deleted")]
+    Deleted(ClientDeleted),
+}
+
+impl EventFamily for ClientEvent {
+    const STREAM: StreamName = StreamName::Clients;
+    const CATALOGUE: &'static [(&'static str, u32)] = &[
+        ("clients.registered", 1),
+        ("clients.updated", 1),
+        ("clients.deleted", 1),
+    ];
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Registered(_) => "clients.registered",
+            Self::Updated(_) => "clients.updated",
+            Self::Deleted(_) => "clients.deleted",
+        }
+    }
+}
+
+/// Where a client's pages are served from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EdgeTarget {
+    /// Cloudflare KV when the client has Cloudflare credentials, else the built-in store.
+    #[default]
+    Auto,
+    Cloudflare,
+    Builtin,
+}
+
+/// Per-client pipeline settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientSettings {
+    /// How often pages are re-fetched, in seconds.
+    pub refresh_interval_secs: u64,
+    /// Requests per minute the scraper may send to the client's hosts.
+    pub crawl_rate_per_minute: u32,
+    /// Generate Markdown with Gemini (when a key is available) instead of locally.
+    pub use_gemini: bool,
+    pub edge_target: EdgeTarget,
+    /// Accept URLs on subdomains of the client's domain.
+    pub allow_subdomains: bool,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self {
+            refresh_interval_secs: 24 * 60 * 60,
+            crawl_rate_per_minute: 60,
+            use_gemini: false,
+            edge_target: EdgeTarget::Auto,
+            allow_subdomains: false,
+        }
+    }
+}
+
+/// The whole configuration of a client, as `clients.registered` and `clients.updated` carry it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientState {
+    pub name: String,
+    pub domain: String,
+    #[serde(default)]
+    pub cloudflare_account_id: Option<String>,
+    /// Fernet token of the Cloudflare API token.
+    #[serde(default)]
+    pub cloudflare_api_token_encrypted: Option<String>,
+    #[serde(default)]
+    pub cloudflare_kv_namespace_id: Option<String>,
+    /// Fernet token of the client's own Gemini API key.
+    #[serde(default)]
+    pub gemini_api_key_encrypted: Option<String>,
+    pub is_active: bool,
+    pub settings: ClientSettings,
+}
+
+/// `clients.updated` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientUpdated {
+    pub state: ClientState,
+    /// Names of the fields that changed, for readers of the history.
+    pub changed: Vec<String>,
+}
+
+/// `clients.deleted` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientDeleted {
+    pub domain: String,
+}

@@ -1,0 +1,302 @@
+//! Events of the PAGES stream: a page's way through the pipeline.
+//!
+//! Subjects: `pages.<event>.<client_id>.<page_id>`. All types are at version 1.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{EventFamily, StreamName};
+use crate::domain::content::{BlobRef, ContentHash};
+use crate::domain::url::NormalizedUrl;
+
+/// Every event of the PAGES stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum PageEvent {
+    /// A URL entered the pipeline (sitemap import, added by hand).
+    #[serde(rename = "pages.discovered")]
+    Discovered(Discovered),
+    /// Someone or something (scheduler, API, reprocessing) asked for the page to be fetched again.
+    #[serde(rename = "pages.refresh_requested")]
+    RefreshRequested(RefreshRequested),
+    /// The page was fetched and its raw HTML stored.
+    #[serde(rename = "pages.scraped")]
+    Scraped(Scraped),
+    /// The page was fetched (or answered 304) and its main content did not change.
+    #[serde(rename = "pages.unchanged")]
+    Unchanged(Unchanged),
+    /// Fetching failed; `failure` says whether it will be retried.
+    #[serde(rename = "pages.scrape_failed")]
+    ScrapeFailed(ScrapeFailed),
+    /// The page is gone (404/410 or removed by an operator); its edge copies are deleted.
+    #[serde(rename = "pages.removed")]
+    Removed(Removed),
+    /// The main content changed: the Markdown stage's input.
+    #[serde(rename = "pages.content_changed")]
+    ContentChanged(ContentChanged),
+    /// Markdown was generated from the main content.
+    #[serde(rename = "pages.markdown_generated")]
+    MarkdownGenerated(MarkdownGenerated),
+    /// Minimal HTML was rendered from the Markdown.
+    #[serde(rename = "pages.html_rendered")]
+    HtmlRendered(HtmlRendered),
+    /// Markdown and HTML were written to the edge store.
+    #[serde(rename = "pages.kv_uploaded")]
+    KvUploaded(KvUploaded),
+    /// The served content of the page changed: the event external systems subscribe to.
+    #[serde(rename = "pages.updated")]
+    Updated(Updated),
+}
+
+impl EventFamily for PageEvent {
+    const STREAM: StreamName = StreamName::Pages;
+    const CATALOGUE: &'static [(&'static str, u32)] = &[
+        ("pages.discovered", 1),
+        ("pages.refresh_requested", 1),
+        ("pages.scraped", 1),
+        ("pages.unchanged", 1),
+        ("pages.scrape_failed", 1),
+        ("pages.removed", 1),
+        ("pages.content_changed", 1),
+        ("pages.markdown_generated", 1),
+        ("pages.html_rendered", 1),
+        ("pages.kv_uploaded", 1),
+        ("pages.updated", 1),
+    ];
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Discovered(_) => "pages.discovered",
+            Self::RefreshRequested(_) => "pages.refresh_requested",
+            Self::Scraped(_) => "pages.scraped",
+            Self::Unchanged(_) => "pages.unchanged",
+            Self::ScrapeFailed(_) => "pages.scrape_failed",
+            Self::Removed(_) => "pages.removed",
+            Self::ContentChanged(_) => "pages.content_changed",
+            Self::MarkdownGenerated(_) => "pages.markdown_generated",
+            Self::HtmlRendered(_) => "pages.html_rendered",
+            Self::KvUploaded(_) => "pages.kv_uploaded",
+            Self::Updated(_) => "pages.updated",
+        }
+    }
+}
+
+/// Where a URL came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoverySource {
+    Sitemap,
+    Manual,
+}
+
+/// `pages.discovered` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Discovered {
+    pub url: NormalizedUrl,
+    pub source: DiscoverySource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sitemap_url: Option<String>,
+    /// Sitemap `lastmod`, as the sitemap wrote it (W3C datetime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lastmod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changefreq: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+}
+
+/// Why a page is to be fetched again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshReason {
+    Scheduled,
+    Manual,
+    SitemapLastmod,
+    Reprocess,
+}
+
+/// `pages.refresh_requested` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefreshRequested {
+    pub reason: RefreshReason,
+}
+
+/// `pages.scraped` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scraped {
+    pub url: NormalizedUrl,
+    pub http_status: u16,
+    /// The raw HTML in the blob store.
+    pub raw: BlobRef,
+    pub content_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// SHA-256 of the extracted main content: what change detection compares.
+    pub fingerprint: ContentHash,
+    pub fetched_at: DateTime<Utc>,
+    pub duration_ms: u64,
+}
+
+/// Why a fetch led to no change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnchangedReason {
+    /// The origin answered 304 to a conditional GET.
+    NotModified,
+    /// The main content has the fingerprint it had before.
+    SameFingerprint,
+}
+
+/// `pages.unchanged` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unchanged {
+    pub reason: UnchangedReason,
+    pub http_status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<ContentHash>,
+    pub fetched_at: DateTime<Utc>,
+}
+
+/// The kind of a scrape failure, which decides what happens next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScrapeFailure {
+    /// Network trouble, 5xx, 429: retried with backoff.
+    Transient,
+    /// 4xx other than 404/410/429, invalid response: not retried.
+    Permanent,
+    /// robots.txt disallows the page: not retried.
+    RobotsDisallowed,
+    /// The URL is not HTML: recorded and skipped.
+    UnsupportedContentType,
+    /// The host resolves to a private or internal address: refused.
+    BlockedAddress,
+}
+
+/// `pages.scrape_failed` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScrapeFailed {
+    pub failure: ScrapeFailure,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+    /// Which delivery of the request this was (1 for the first).
+    pub attempt: u32,
+}
+
+/// `pages.removed` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Removed {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    pub reason: String,
+}
+
+/// `pages.content_changed` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContentChanged {
+    pub url: NormalizedUrl,
+    pub raw: BlobRef,
+    pub fingerprint: ContentHash,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_fingerprint: Option<ContentHash>,
+    /// The page's version after this change (1 for the first content).
+    pub page_version: u32,
+}
+
+/// Which generator made the Markdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeneratorKind {
+    Local,
+    Gemini,
+}
+
+/// Tokens a model call used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub prompt: u64,
+    pub output: u64,
+    pub total: u64,
+}
+
+/// Metadata extracted alongside the Markdown.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PageMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canonical_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_time: Option<String>,
+}
+
+/// `pages.markdown_generated` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MarkdownGenerated {
+    pub markdown: BlobRef,
+    /// Hash of the raw HTML this was generated from.
+    pub input_hash: ContentHash,
+    pub generator: GeneratorKind,
+    /// Version of the local generator or of the Gemini prompt.
+    pub generator_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Set when Gemini was wanted but the local result was used, with the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenUsage>,
+    pub metadata: PageMetadata,
+    pub page_version: u32,
+}
+
+/// `pages.html_rendered` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HtmlRendered {
+    pub html: BlobRef,
+    pub markdown_hash: ContentHash,
+    pub renderer_version: String,
+    pub page_version: u32,
+}
+
+/// Where a client's pages are served from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EdgeStore {
+    Cloudflare,
+    Builtin,
+}
+
+/// `pages.kv_uploaded` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KvUploaded {
+    pub store: EdgeStore,
+    /// The page's key in the edge store (e.g. `https/example-com/page`).
+    pub kv_key: String,
+    pub markdown_hash: ContentHash,
+    pub html_hash: ContentHash,
+    pub page_version: u32,
+}
+
+/// `pages.updated` v1: fires once each time the served content of a page changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Updated {
+    pub url: NormalizedUrl,
+    pub kv_key: String,
+    pub markdown_hash: ContentHash,
+    pub html_hash: ContentHash,
+    /// Fingerprint of the main content the served version was made from.
+    pub content_fingerprint: ContentHash,
+    pub page_version: u32,
+    pub scraped_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}

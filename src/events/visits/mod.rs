@@ -1,0 +1,145 @@
+//! Events of the VISITS stream: every request the edge served or passed through.
+//!
+//! Subjects: `visits.recorded.<client_id>`. `visits.recorded` is at version 2; version 1 is the
+//! original system's `visits` row (kept so its history can be imported) and is upcast on read.
+
+pub mod v1;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{DecodeError, EventFamily, StreamName};
+
+/// Every event of the VISITS stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum VisitEvent {
+    /// A visit to a client's page, classified.
+    #[serde(rename = "visits.recorded")]
+    Recorded(VisitRecorded),
+}
+
+impl EventFamily for VisitEvent {
+    const STREAM: StreamName = StreamName::Visits;
+    const CATALOGUE: &'static [(&'static str, u32)] = &[("visits.recorded", 2)];
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Recorded(_) => "visits.recorded",
+        }
+    }
+
+    fn upcast(event_type: &str, version: u32, data: Value) -> Result<Value, DecodeError> {
+        let fail = |reason: String| DecodeError::Upcast {
+            event_type: event_type.to_owned(),
+            version,
+            reason,
+        };
+        match (event_type, version) {
+            ("visits.recorded", 1) => {
+                let old: v1::VisitRecorded =
+                    serde_json::from_value(data).map_err(|e| fail(e.to_string()))?;
+                serde_json::to_value(VisitRecorded::from(old)).map_err(|e| fail(e.to_string()))
+            }
+            _ => Err(DecodeError::UnknownVersion {
+                event_type: event_type.to_owned(),
+                version,
+                current: Self::current_version(event_type).unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// What kind of visitor made a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VisitorType {
+    AiBot,
+    SearchBot,
+    OtherBot,
+    Human,
+    WorkerProxy,
+}
+
+/// How far a bot's claimed identity was checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verification {
+    /// Not a bot, or not checked.
+    None,
+    /// The user agent says so; nothing else was checked.
+    Claimed,
+    /// The IP is in the operator's published ranges.
+    IpVerified,
+    /// The operator publishes ranges and the IP is outside them.
+    IpMismatch,
+}
+
+/// What the edge answered with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormatServed {
+    Markdown,
+    Html,
+    /// Passed through to the origin.
+    Origin,
+    /// Not known (imported history).
+    Unknown,
+}
+
+/// `visits.recorded` v2.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VisitRecorded {
+    pub url: String,
+    pub visitor_type: VisitorType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    pub verification: Verification,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+    /// HMAC-SHA256 of the client IP; the raw IP is never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_hash: Option<String>,
+    pub format_served: FormatServed,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub visited_at: DateTime<Utc>,
+}
+
+impl From<v1::VisitRecorded> for VisitRecorded {
+    fn from(old: v1::VisitRecorded) -> Self {
+        // The original system knew three visitor types; "direct" meant a person.
+        let visitor_type = match old.visitor_type.as_deref() {
+            Some("ai_bot") => VisitorType::AiBot,
+            Some("worker_proxy") => VisitorType::WorkerProxy,
+            _ if old.bot_name.is_some() => VisitorType::OtherBot,
+            _ => VisitorType::Human,
+        };
+        let verification = if old.bot_name.is_some() {
+            Verification::Claimed
+        } else {
+            Verification::None
+        };
+        Self {
+            url: old.url,
+            visitor_type,
+            bot_name: old.bot_name,
+            operator: None,
+            category: None,
+            verification,
+            user_agent: old.user_agent,
+            referrer: old.referrer,
+            ip_hash: old.ip_hash,
+            format_served: FormatServed::Unknown,
+            status: None,
+            visited_at: old.visited_at,
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Connections to the outside: NATS/JetStream (streams as code, publishing, blobs),
+//! Postgres, and the local stack of servers `ai-cache dev` and the tests start.
+
+pub mod blobs;
+pub mod db;
+pub mod localstack;
+pub mod nats;
+pub mod publish;
+pub mod streams;

@@ -1,0 +1,384 @@
+//! The consumer runtime every stage runs on: a durable pull consumer, a bounded number of
+//! messages in flight, and one ack policy.
+//!
+//! - Ack only after the step returned `Ok` (its effects are committed).
+//! - Transient failure: nak with a delay (the step's Retry-After, else the backoff schedule).
+//! - Permanent failure, undecodable event or a panicking step: copy to DEADLETTER, then term.
+//! - Transient failure on the last allowed delivery (`max_deliver` of the consumer): copy to
+//!   DEADLETTER, then term.
+//! - Long steps send in-progress acks so the server does not redeliver them meanwhile.
+//! - On shutdown no new message is taken; messages already buffered are nak'd at once, those
+//!   in flight get a grace period to finish and are nak'd if they do not.
+//!
+//! A message is never dropped without a decision: if the process dies, the server redelivers
+//! it after the consumer's `ack_wait`.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind, consumer};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::deadletter::{self, DeadLetter, DeadLetterKind};
+use crate::events::{Event, EventFamily};
+
+/// How a step failed, which decides what the runtime does with the message.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// Worth retrying: network, 5xx, 429, database or NATS unavailable.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help: bad input, 4xx.
+    #[error("{message}")]
+    Permanent { message: String },
+}
+
+impl StepError {
+    pub fn transient(err: impl std::fmt::Display) -> Self {
+        Self::Transient {
+            message: err.to_string(),
+            retry_after: None,
+        }
+    }
+
+    pub fn permanent(err: impl std::fmt::Display) -> Self {
+        Self::Permanent {
+            message: err.to_string(),
+        }
+    }
+
+    /// A transient failure that must not be retried before `delay` (Retry-After, RetryInfo).
+    pub fn retry_after(err: impl std::fmt::Display, delay: Duration) -> Self {
+        Self::Transient {
+            message: err.to_string(),
+            retry_after: Some(delay),
+        }
+    }
+}
+
+/// Where a message stands: which delivery this is.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub subject: String,
+    pub stream_seq: u64,
+    /// 1 for the first delivery.
+    pub delivered: u64,
+}
+
+/// One pipeline step: handles one event, commits its effects, and says how it went.
+pub trait Step<E: EventFamily>: Send + Sync + 'static {
+    fn handle(
+        &self,
+        event: Event<E>,
+        delivery: &Delivery,
+    ) -> impl Future<Output = Result<(), StepError>> + Send;
+}
+
+/// Tuning of a runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// Messages handled at once.
+    pub concurrency: usize,
+    /// Delay before the n-th retry (the last entry repeats).
+    pub backoff: Vec<Duration>,
+    /// How long in-flight messages may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            backoff: [1, 5, 30, 120, 600].map(Duration::from_secs).to_vec(),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("consumer {stream}/{durable}: {message}")]
+pub struct RuntimeError {
+    stream: &'static str,
+    durable: String,
+    message: String,
+}
+
+/// Runs a [`Step`] on a durable consumer.
+pub struct ConsumerRuntime<E, S> {
+    inner: Arc<Inner<S>>,
+    options: RuntimeOptions,
+    _events: PhantomData<fn() -> E>,
+}
+
+struct Inner<S> {
+    js: jetstream::Context,
+    stream: &'static str,
+    durable: String,
+    step: S,
+    backoff: Vec<Duration>,
+}
+
+struct ConsumerLimits {
+    max_deliver: u64,
+    progress_every: Duration,
+}
+
+type InFlight = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl<E: EventFamily + 'static, S: Step<E>> ConsumerRuntime<E, S> {
+    pub fn new(js: jetstream::Context, durable: impl Into<String>, step: S, options: RuntimeOptions) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                js,
+                stream: E::STREAM.name(),
+                durable: durable.into(),
+                step,
+                backoff: options.backoff.clone(),
+            }),
+            options,
+            _events: PhantomData,
+        }
+    }
+
+    /// Handles messages until `shutdown`, then returns in-flight work as described above.
+    /// Reconnects by itself while NATS is away.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RuntimeError> {
+        let inner = &self.inner;
+        let stage = inner.durable.clone();
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            let (mut messages, limits) = match inner.open(self.options.concurrency).await {
+                Ok(opened) => opened,
+                Err(message) => {
+                    failures += 1;
+                    tracing::warn!(stage, error = %message, "cannot open consumer, retrying");
+                    let delay = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            failures = 0;
+            let limits = Arc::new(limits);
+            let hard_stop = CancellationToken::new();
+            let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                    next = messages.next(), if in_flight.len() < self.options.concurrency => match next {
+                        Some(Ok(msg)) => {
+                            let inner = Arc::clone(inner);
+                            let limits = Arc::clone(&limits);
+                            let hard_stop = hard_stop.clone();
+                            in_flight.push(Box::pin(async move { inner.process(msg, &limits, hard_stop).await }));
+                        }
+                        Some(Err(e)) => {
+                            // Missing heartbeats while the server is away are expected; the
+                            // stream resumes by itself after reconnecting.
+                            tracing::warn!(stage, error = %e, "consumer stream error");
+                        }
+                        None => break,
+                    },
+                }
+            }
+            // Whatever is in flight finishes before a new consumer stream is opened.
+            if shutdown.is_cancelled() {
+                drain_buffered(&mut messages).await;
+                let grace = self.options.shutdown_grace;
+                let finished = tokio::time::timeout(grace, async {
+                    while in_flight.next().await.is_some() {}
+                })
+                .await;
+                if finished.is_err() {
+                    hard_stop.cancel();
+                    while in_flight.next().await.is_some() {}
+                }
+            } else {
+                while in_flight.next().await.is_some() {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the durable exists, so a misconfigured role fails at start-up.
+    pub async fn check(&self) -> Result<(), RuntimeError> {
+        self.inner.open(1).await.map(|_| ()).map_err(|message| RuntimeError {
+            stream: self.inner.stream,
+            durable: self.inner.durable.clone(),
+            message,
+        })
+    }
+}
+
+/// Messages pulled but not started are handed back at once instead of waiting for ack_wait.
+async fn drain_buffered(messages: &mut consumer::pull::Stream) {
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_millis(20), messages.next()).await {
+        let _ = msg.ack_with(AckKind::Nak(None)).await;
+    }
+}
+
+impl<S> Inner<S> {
+    async fn open(&self, batch: usize) -> Result<(consumer::pull::Stream, ConsumerLimits), String> {
+        let stream = self.js.get_stream(self.stream).await.map_err(|e| e.to_string())?;
+        let mut consumer: consumer::PullConsumer =
+            stream.get_consumer(&self.durable).await.map_err(|e| e.to_string())?;
+        let info = consumer.info().await.map_err(|e| e.to_string())?;
+        let max_deliver = u64::try_from(info.config.max_deliver).unwrap_or(u64::MAX);
+        let max_deliver = if max_deliver == 0 { u64::MAX } else { max_deliver };
+        let ack_wait = if info.config.ack_wait.is_zero() {
+            Duration::from_secs(30)
+        } else {
+            info.config.ack_wait
+        };
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let limits = ConsumerLimits {
+            max_deliver,
+            progress_every: ack_wait / 3,
+        };
+        Ok((messages, limits))
+    }
+
+    async fn process<E>(&self, msg: jetstream::Message, limits: &ConsumerLimits, hard_stop: CancellationToken)
+    where
+        E: EventFamily,
+        S: Step<E>,
+    {
+        let stage = self.durable.as_str();
+        let started = Instant::now();
+        let delivery = match msg.info() {
+            Ok(info) => Delivery {
+                subject: msg.subject.to_string(),
+                stream_seq: info.stream_sequence,
+                delivered: u64::try_from(info.delivered).unwrap_or(1),
+            },
+            Err(e) => {
+                tracing::error!(stage, error = %e, "message without jetstream metadata");
+                return;
+            }
+        };
+        let outcome = match Event::<E>::from_json(&msg.payload) {
+            Err(e) => Err(StepError::permanent(format!("undecodable event: {e}"))),
+            Ok(event) => {
+                let step = AssertUnwindSafe(self.step.handle(event, &delivery)).catch_unwind();
+                tokio::pin!(step);
+                let mut progress = tokio::time::interval(limits.progress_every);
+                progress.tick().await;
+                loop {
+                    tokio::select! {
+                        result = &mut step => break match result {
+                            Ok(result) => result,
+                            Err(_) => Err(StepError::permanent("step panicked")),
+                        },
+                        _ = progress.tick() => {
+                            let _ = msg.ack_with(AckKind::Progress).await;
+                        }
+                        _ = hard_stop.cancelled() => {
+                            tracing::info!(stage, nats.seq = delivery.stream_seq, "shutting down: message handed back");
+                            let _ = msg.ack_with(AckKind::Nak(None)).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let label = self.settle(&msg, &delivery, limits, outcome).await;
+        metrics::counter!("aicache_stage_messages_total", "stage" => stage.to_owned(), "outcome" => label).increment(1);
+        metrics::histogram!("aicache_stage_duration_seconds", "stage" => stage.to_owned())
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    /// Acks, naks or dead-letters the message; returns the outcome label for metrics.
+    async fn settle(
+        &self,
+        msg: &jetstream::Message,
+        delivery: &Delivery,
+        limits: &ConsumerLimits,
+        outcome: Result<(), StepError>,
+    ) -> &'static str {
+        let stage = self.durable.as_str();
+        let seq = delivery.stream_seq;
+        match outcome {
+            Ok(()) => {
+                if let Err(e) = msg.ack().await {
+                    // The server will redeliver; the step is idempotent.
+                    tracing::warn!(stage, nats.seq = seq, error = %e, "ack failed");
+                }
+                "ok"
+            }
+            Err(StepError::Transient { message, retry_after }) if delivery.delivered < limits.max_deliver => {
+                let delay = retry_after.unwrap_or_else(|| self.backoff_for(delivery.delivered));
+                tracing::warn!(stage, nats.seq = seq, delivered = delivery.delivered, retry_in_ms = delay.as_millis() as u64, error = %message, "step failed, will retry");
+                let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                "retry"
+            }
+            Err(StepError::Transient { message, .. }) => {
+                self.dead_letter(msg, delivery, DeadLetterKind::RetriesExhausted, &message).await
+            }
+            Err(StepError::Permanent { message }) => {
+                self.dead_letter(msg, delivery, DeadLetterKind::Permanent, &message).await
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        msg: &jetstream::Message,
+        delivery: &Delivery,
+        kind: DeadLetterKind,
+        error: &str,
+    ) -> &'static str {
+        let stage = self.durable.as_str();
+        let dl = DeadLetter {
+            stream: self.stream,
+            consumer: stage,
+            subject: &delivery.subject,
+            stream_seq: delivery.stream_seq,
+            deliveries: delivery.delivered,
+            kind,
+            error,
+            payload: msg.payload.clone(),
+        };
+        match deadletter::publish(&self.js, dl).await {
+            Ok(dl_seq) => {
+                tracing::error!(stage, nats.seq = delivery.stream_seq, deadletter.seq = dl_seq, kind = kind.as_str(), error, "message dead-lettered");
+                let _ = msg.ack_with(AckKind::Term).await;
+                "dead_letter"
+            }
+            Err(e) => {
+                // Without a dead letter the message must stay: retry later.
+                tracing::warn!(stage, nats.seq = delivery.stream_seq, error = %e, "dead-lettering failed, will retry");
+                let _ = msg.ack_with(AckKind::Nak(Some(self.backoff_for(1)))).await;
+                "retry"
+            }
+        }
+    }
+
+    fn backoff_for(&self, delivered: u64) -> Duration {
+        let i = usize::try_from(delivered.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.backoff
+            .get(i)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
+    }
+}

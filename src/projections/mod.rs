@@ -1,0 +1,70 @@
+//! Read models: one module per projection, each applying its stream's events to Postgres
+//! rows, plus the runtime that feeds them and stores their checkpoint in the same transaction.
+//!
+//! A projection's `apply` must be a pure function of the event and the rows: it takes every
+//! time from the event, never from the clock, so a rebuild produces the same rows.
+
+pub mod clients;
+pub mod pages;
+pub mod runtime;
+pub mod visits;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use sqlx::PgConnection;
+
+use crate::events::StreamName;
+
+/// A message as read from a stream.
+#[derive(Clone, Debug)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub subject: String,
+    pub payload: Bytes,
+}
+
+/// Why one event was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The event cannot be applied (undecodable, or against the read model's rules): it is
+    /// recorded in `projection_failures` and the projection moves on.
+    #[error("event skipped: {0}")]
+    Skip(String),
+    /// The database failed; the batch is retried.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// A read model built from one stream.
+pub trait Projection: Send + Sync + 'static {
+    /// Stable name, the key of its checkpoint.
+    fn name(&self) -> &'static str;
+    /// The stream it reads.
+    fn stream(&self) -> StreamName;
+    /// The tables it owns: emptied before a rebuild.
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one event inside the batch's transaction.
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        msg: &'a StoredMessage,
+    ) -> BoxFuture<'a, Result<(), ApplyError>>;
+}
+
+/// Every projection of ai-cache.
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(clients::ClientsProjection),
+        Arc::new(pages::PagesProjection),
+        Arc::new(visits::VisitsProjection),
+    ]
+}
+
+/// Decodes `msg` as an event of family `E`, turning a decode error into a skip.
+pub(crate) fn decode<E: crate::events::EventFamily>(
+    msg: &StoredMessage,
+) -> Result<crate::events::Event<E>, ApplyError> {
+    crate::events::Event::<E>::from_json(&msg.payload).map_err(|e| ApplyError::Skip(e.to_string()))
+}

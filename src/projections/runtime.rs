@@ -1,0 +1,412 @@
+//! Feeds a projection from its stream: an ordered consumer starting after the checkpoint,
+//! events applied in batches, each batch and the new checkpoint in one transaction.
+//!
+//! Several runners of the same projection (other processes, or a rebuild beside a live
+//! runner) are safe: each batch locks the checkpoint row and is applied only if the
+//! checkpoint is where the runner left it; otherwise the runner resumes from the checkpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{ApplyError, Projection, StoredMessage};
+
+/// Largest number of events applied in one transaction.
+pub const DEFAULT_BATCH: usize = 500;
+
+/// How long a runner waits for more events before applying a partial batch.
+const BATCH_LINGER: Duration = Duration::from_millis(5);
+
+/// A runner stopped for a reason other than shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("projection {name}: {message}")]
+    Nats { name: &'static str, message: String },
+    #[error("projection {name}: database: {source}")]
+    Db {
+        name: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Runs one projection.
+pub struct ProjectionRunner {
+    projection: Arc<dyn Projection>,
+    db: PgPool,
+    js: jetstream::Context,
+    batch: usize,
+    position: watch::Sender<u64>,
+}
+
+enum BatchOutcome {
+    Applied(u64),
+    /// The checkpoint is not where this runner left it: resume from there.
+    Moved(u64),
+}
+
+impl ProjectionRunner {
+    pub fn new(projection: Arc<dyn Projection>, db: PgPool, js: jetstream::Context) -> Self {
+        Self {
+            projection,
+            db,
+            js,
+            batch: DEFAULT_BATCH,
+            position: watch::Sender::new(0),
+        }
+    }
+
+    /// Sets the largest batch applied in one transaction.
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// The last applied stream sequence, updated after each committed batch.
+    pub fn position(&self) -> watch::Receiver<u64> {
+        self.position.subscribe()
+    }
+
+    /// Applies events until `shutdown`; survives NATS and Postgres outages by retrying.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RunnerError> {
+        self.run_until(shutdown, None).await.map(|_| ())
+    }
+
+    /// Applies events until nothing is left in the stream after the checkpoint; returns the
+    /// final checkpoint. `progress` is called after each batch with (checkpoint, stream end).
+    pub async fn catch_up(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<u64, RunnerError> {
+        self.run_until(CancellationToken::new(), Some(progress)).await
+    }
+
+    async fn run_until(
+        &self,
+        shutdown: CancellationToken,
+        catch_up: Option<&(dyn Fn(u64, u64) + Send + Sync)>,
+    ) -> Result<u64, RunnerError> {
+        let name = self.projection.name();
+        let mut position = self.load_checkpoint().await?;
+        let mut retry = Backoff::default();
+        'consumer: loop {
+            if shutdown.is_cancelled() {
+                return Ok(position);
+            }
+            let end = match self.stream_end().await {
+                Ok(end) => end,
+                Err(message) if catch_up.is_some() => return Err(RunnerError::Nats { name, message }),
+                Err(message) => {
+                    tracing::warn!(projection = name, error = %message, "stream unavailable, retrying");
+                    retry.wait(&shutdown).await;
+                    continue;
+                }
+            };
+            if let Some(progress) = catch_up {
+                progress(position, end);
+                if position >= end {
+                    return Ok(position);
+                }
+            }
+            let mut messages = match self.open(position).await {
+                Ok(messages) => messages,
+                Err(message) => {
+                    tracing::warn!(projection = name, error = %message, "cannot open consumer, retrying");
+                    retry.wait(&shutdown).await;
+                    continue;
+                }
+            };
+            loop {
+                let idle = if catch_up.is_some() { Duration::from_secs(2) } else { Duration::from_secs(3600) };
+                let batch = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(position),
+                    batch = next_batch(&mut messages, self.batch, idle) => batch,
+                };
+                let (batch, last_pending) = match batch {
+                    Ok(Some(b)) => b,
+                    // Idle: in catch-up mode, check again whether anything is left.
+                    Ok(None) => continue 'consumer,
+                    Err(message) => {
+                        tracing::warn!(projection = name, error = %message, "consumer failed, reopening");
+                        retry.wait(&shutdown).await;
+                        continue 'consumer;
+                    }
+                };
+                loop {
+                    match self.apply_batch(position, &batch).await {
+                        Ok(BatchOutcome::Applied(p)) => {
+                            position = p;
+                            self.position.send_replace(p);
+                            retry = Backoff::default();
+                            break;
+                        }
+                        Ok(BatchOutcome::Moved(p)) => {
+                            tracing::info!(projection = name, from = position, to = p, "checkpoint moved, resuming from it");
+                            position = p;
+                            self.position.send_replace(p);
+                            continue 'consumer;
+                        }
+                        Err(e) => {
+                            tracing::warn!(projection = name, error = %e, "applying batch failed, retrying");
+                            retry.wait(&shutdown).await;
+                            if shutdown.is_cancelled() {
+                                return Ok(position);
+                            }
+                        }
+                    }
+                }
+                if let Some(progress) = catch_up {
+                    let end = self.stream_end().await.unwrap_or(position);
+                    progress(position, end);
+                    if last_pending == 0 {
+                        return Ok(position);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn load_checkpoint(&self) -> Result<u64, RunnerError> {
+        let name = self.projection.name();
+        sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(name)
+            .execute(&self.db)
+            .await
+            .map_err(|source| RunnerError::Db { name, source })?;
+        let seq: i64 = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.db)
+            .await
+            .map_err(|source| RunnerError::Db { name, source })?;
+        let seq = u64::try_from(seq).unwrap_or(0);
+        self.position.send_replace(seq);
+        Ok(seq)
+    }
+
+    async fn stream_end(&self) -> Result<u64, String> {
+        let mut stream = self
+            .js
+            .get_stream(self.projection.stream().name())
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(|e| e.to_string())?;
+        Ok(info.state.last_sequence)
+    }
+
+    async fn open(&self, position: u64) -> Result<consumer::pull::Ordered, String> {
+        let stream = self
+            .js
+            .get_stream(self.projection.stream().name())
+            .await
+            .map_err(|e| e.to_string())?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: position + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        consumer.messages().await.map_err(|e| e.to_string())
+    }
+
+    async fn apply_batch(
+        &self,
+        expected: u64,
+        batch: &[StoredMessage],
+    ) -> Result<BatchOutcome, sqlx::Error> {
+        let name = self.projection.name();
+        let mut tx = self.db.begin().await?;
+        let current: i64 = sqlx::query_scalar(
+            "SELECT last_seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let current = u64::try_from(current).unwrap_or(0);
+        if current != expected {
+            return Ok(BatchOutcome::Moved(current));
+        }
+        let fresh: Vec<&StoredMessage> = batch.iter().filter(|m| m.seq > current).collect();
+        let Some(last) = fresh.last().map(|m| m.seq) else {
+            return Ok(BatchOutcome::Applied(current));
+        };
+        let started = std::time::Instant::now();
+        match self.apply_all(&mut tx, &fresh, false).await {
+            Ok(()) => {}
+            Err(e) if is_data_error(&e) => {
+                // One event breaks a rule of the table: apply one by one, setting it aside.
+                tx.rollback().await?;
+                tx = self.db.begin().await?;
+                sqlx::query("SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                self.apply_all(&mut tx, &fresh, true).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        sqlx::query("UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() WHERE name = $1")
+            .bind(name)
+            .bind(i64::try_from(last).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        metrics::counter!("aicache_projection_events_total", "projection" => name)
+            .increment(fresh.len() as u64);
+        metrics::histogram!("aicache_projection_batch_seconds", "projection" => name)
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!("aicache_projection_position", "projection" => name).set(last as f64);
+        Ok(BatchOutcome::Applied(last))
+    }
+
+    /// Applies events; with `isolate`, each in a savepoint so a failing one is recorded and
+    /// skipped instead of failing the batch.
+    async fn apply_all(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        batch: &[&StoredMessage],
+        isolate: bool,
+    ) -> Result<(), sqlx::Error> {
+        for msg in batch {
+            if isolate {
+                sqlx::query("SAVEPOINT event").execute(&mut **tx).await?;
+            }
+            let result = self.projection.apply(&mut **tx, msg).await;
+            let failure = match result {
+                Ok(()) => None,
+                Err(ApplyError::Skip(reason)) => Some(reason),
+                Err(ApplyError::Db(e)) if isolate && is_data_error(&e) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT event").execute(&mut **tx).await?;
+                    Some(e.to_string())
+                }
+                Err(ApplyError::Db(e)) => return Err(e),
+            };
+            if let Some(reason) = failure {
+                self.record_failure(tx, msg, &reason).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_failure(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        msg: &StoredMessage,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        let name = self.projection.name();
+        tracing::error!(projection = name, nats.seq = msg.seq, subject = %msg.subject, error = reason, "event not applied");
+        metrics::counter!("aicache_projection_failures_total", "projection" => name).increment(1);
+        sqlx::query(
+            "INSERT INTO projection_failures (projection, seq, subject, error) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (projection, seq) DO UPDATE SET error = EXCLUDED.error, failed_at = now()",
+        )
+        .bind(name)
+        .bind(i64::try_from(msg.seq).unwrap_or(i64::MAX))
+        .bind(&msg.subject)
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Integrity and data errors (SQLSTATE classes 22 and 23) come from the event, not from the
+/// database being unwell: retrying cannot fix them.
+fn is_data_error(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+}
+
+/// Waits for the first message (up to `idle`), then takes whatever else arrives within a few
+/// milliseconds, up to `max`. Returns the batch and the number of messages still pending
+/// after its last one, or `None` when idle.
+async fn next_batch(
+    messages: &mut consumer::pull::Ordered,
+    max: usize,
+    idle: Duration,
+) -> Result<Option<(Vec<StoredMessage>, u64)>, String> {
+    let mut batch = Vec::new();
+    let mut pending = 0;
+    let first = match tokio::time::timeout(idle, messages.next()).await {
+        Err(_) => return Ok(None),
+        Ok(None) => return Err("consumer closed".into()),
+        Ok(Some(msg)) => msg.map_err(|e| e.to_string())?,
+    };
+    push(&mut batch, &mut pending, first)?;
+    while batch.len() < max && pending > 0 {
+        match tokio::time::timeout(BATCH_LINGER, messages.next()).await {
+            Ok(Some(Ok(msg))) => push(&mut batch, &mut pending, msg)?,
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(Some((batch, pending)))
+}
+
+fn push(
+    batch: &mut Vec<StoredMessage>,
+    pending: &mut u64,
+    msg: jetstream::Message,
+) -> Result<(), String> {
+    let info = msg.info().map_err(|e| e.to_string())?;
+    *pending = info.pending;
+    batch.push(StoredMessage {
+        seq: info.stream_sequence,
+        subject: msg.subject.to_string(),
+        payload: msg.payload.clone(),
+    });
+    Ok(())
+}
+
+/// Exponential backoff between retries, 100 ms doubling up to 10 s.
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    async fn wait(&mut self, shutdown: &CancellationToken) {
+        let delay = Duration::from_millis(100 * 2u64.pow(self.attempt.min(7))).min(Duration::from_secs(10));
+        self.attempt += 1;
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Empties a projection's tables and sets its checkpoint to 0, in one transaction. Live
+/// runners notice the moved checkpoint and start over from the beginning.
+pub async fn reset(db: &PgPool, projection: &dyn Projection) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name, last_seq) VALUES ($1, 0)
+         ON CONFLICT (name) DO UPDATE SET last_seq = 0, updated_at = now()",
+    )
+    .bind(projection.name())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
+    for table in projection.tables() {
+        // Table names come from the projection's own constant list, never from input.
+        let sql = format!("TRUNCATE {table}");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    }
+    sqlx::query("DELETE FROM projection_failures WHERE projection = $1")
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
