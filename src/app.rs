@@ -57,6 +57,8 @@ pub async fn run_roles(
     listener: Option<tokio::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Install the recorder before any role counts anything.
+    crate::telemetry::metrics();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     if roles.contains(&Role::Api) {
         let listener = listener.context("the api role needs a listener")?;

@@ -17,7 +17,7 @@ use crate::events::Event;
 use crate::infra::localstack::{self, Durability, LocalNats, LocalPostgres};
 use crate::infra::publish::{Outgoing, Publisher};
 use crate::projections::pages::PagesProjection;
-use crate::projections::runtime::{self, ProjectionRunner};
+use crate::projections::runtime;
 
 /// Publishes in flight at once for the publish measurements.
 const IN_FLIGHT: usize = 512;
@@ -46,10 +46,8 @@ pub async fn run(events: usize) -> anyhow::Result<()> {
         100.0 * events_rate / raw
     );
 
-    runtime::reset(&backbone.db, &PagesProjection).await?;
-    let runner = ProjectionRunner::new(std::sync::Arc::new(PagesProjection), backbone.db.clone(), backbone.nats.js.clone());
     let started = Instant::now();
-    let applied = runner.catch_up(&|_, _| {}).await?;
+    let applied = runtime::rebuild(&backbone.db, &backbone.nats.js, std::sync::Arc::new(PagesProjection), &|_, _| {}).await?;
     let rate = published as f64 / started.elapsed().as_secs_f64();
     println!(
         "{:<58} {:>10.0} ev/s    ({:.0}% of ceiling; to sequence {applied})",

@@ -152,18 +152,16 @@ async fn replay_projections(backbone: &Backbone, name: Option<&str>) -> anyhow::
     }
     for projection in selected {
         let name = projection.name();
-        runtime::reset(&backbone.db, projection.as_ref()).await?;
         let bar = indicatif::ProgressBar::new(0).with_message(name);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} events ({per_sec})")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        let runner = runtime::ProjectionRunner::new(projection, backbone.db.clone(), backbone.nats.js.clone());
         let progress = |position: u64, end: u64| {
             bar.set_length(end);
             bar.set_position(position);
         };
-        let position = runner.catch_up(&progress).await?;
+        let position = runtime::rebuild(&backbone.db, &backbone.nats.js, projection, &progress).await?;
         bar.finish();
         println!("{name}: rebuilt up to stream sequence {position}");
     }

@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(id.to_string(), GOLDEN_PAGE_ID);
     }
 
-    const GOLDEN_PAGE_ID: &str = "__GOLDEN__";
+    const GOLDEN_PAGE_ID: &str = "ea53674b-c519-5dcf-ac00-368620c651f3";
 
     #[test]
     fn ids_print_in_lowercase_hyphenated_form() {

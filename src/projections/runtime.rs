@@ -410,3 +410,21 @@ pub async fn reset(db: &PgPool, projection: &dyn Projection) -> Result<(), sqlx:
         .await?;
     tx.commit().await
 }
+
+/// Rebuilds a projection from sequence 1: empties it, then applies its whole stream.
+/// `progress` is called with (checkpoint, stream end) after each batch. Returns the final
+/// checkpoint.
+pub async fn rebuild(
+    db: &PgPool,
+    js: &jetstream::Context,
+    projection: Arc<dyn Projection>,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<u64, RunnerError> {
+    let name = projection.name();
+    reset(db, projection.as_ref())
+        .await
+        .map_err(|source| RunnerError::Db { name, source })?;
+    ProjectionRunner::new(projection, db.clone(), js.clone())
+        .catch_up(progress)
+        .await
+}

@@ -1,0 +1,196 @@
+//! The test harness: real servers, started by the tests themselves.
+//!
+//! - One throwaway PostgreSQL cluster per test binary (fsync off), with a migrated template
+//!   database; each test gets a fresh database copied from it.
+//! - One nats-server per test (its own port and storage), so tests can stop and restart it.
+//! - Helpers that wait for a condition (a checkpoint, a stream count) with a deadline instead
+//!   of sleeping.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ai_cache::app::{self, Backbone, Role};
+use ai_cache::infra::localstack::{self, Durability, LocalNats, LocalPostgres};
+use async_nats::jetstream;
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+const TEMPLATE_DB: &str = "aicache_template";
+
+/// The shared cluster (port and admin URL); the process stays up until the test binary exits.
+struct SharedPostgres {
+    admin_url: String,
+    url_prefix: String,
+    _server: Mutex<LocalPostgres>,
+}
+
+fn temp_dir(prefix: &str) -> PathBuf {
+    tempfile::Builder::new().prefix(prefix).tempdir().expect("temp dir").keep()
+}
+
+async fn shared_postgres() -> &'static SharedPostgres {
+    static PG: OnceCell<SharedPostgres> = OnceCell::const_new();
+    PG.get_or_init(|| async {
+        let dir = temp_dir("aicache-test-pg-");
+        let server = tokio::task::spawn_blocking(move || LocalPostgres::start(&dir, Durability::Throwaway, true))
+            .await
+            .expect("join")
+            .expect("postgres starts");
+        let admin_url = server.url("postgres");
+        localstack::ensure_database(&admin_url, TEMPLATE_DB).await.expect("template db");
+        let pool = ai_cache::infra::db::connect(&server.url(TEMPLATE_DB), 2).await.expect("connect");
+        ai_cache::infra::db::migrate(&pool).await.expect("migrations");
+        pool.close().await;
+        let url_prefix = server.url("");
+        SharedPostgres { admin_url, url_prefix, _server: Mutex::new(server) }
+    })
+    .await
+}
+
+/// A fresh, migrated database.
+pub async fn fresh_database() -> (String, PgPool) {
+    let pg = shared_postgres().await;
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = localstack::connect_with_retry(&pg.admin_url, Duration::from_secs(10)).await.expect("admin");
+    // Copying the template needs it idle ("source database is being accessed by other
+    // users" while another test copies it): retry until our turn.
+    let sql = format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&mut admin).await {
+        assert!(Instant::now() < deadline, "cannot create a test database: {e}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = format!("{}{name}", pg.url_prefix);
+    let pool = ai_cache::infra::db::connect(&url, 10).await.expect("connect");
+    (url, pool)
+}
+
+/// A nats-server of its own, with its storage in a temp dir removed at exit.
+pub fn start_nats() -> LocalNats {
+    LocalNats::start(&temp_dir("aicache-test-nats-"), None, true).expect("nats-server starts")
+}
+
+/// A running ai-cache: its own NATS, a fresh database, streams and migrations applied, and
+/// the chosen roles running in this process.
+pub struct TestApp {
+    pub nats: LocalNats,
+    pub backbone: Backbone,
+    pub api: Option<String>,
+    shutdown: CancellationToken,
+}
+
+impl TestApp {
+    /// Every role.
+    pub async fn spawn() -> Self {
+        Self::with_roles(&Role::ALL).await
+    }
+
+    pub async fn with_roles(roles: &[Role]) -> Self {
+        ai_cache::telemetry::init_logging(ai_cache::config::LogFormat::Pretty);
+        let nats = tokio::task::spawn_blocking(start_nats).await.expect("join");
+        let (db_url, _) = fresh_database().await;
+        let backbone = Backbone::connect(&db_url, &nats.url(), 10).await.expect("connect");
+        backbone.prepare().await.expect("streams and migrations");
+        let listener = if roles.contains(&Role::Api) {
+            Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"))
+        } else {
+            None
+        };
+        let api = listener.as_ref().map(|l| format!("http://{}", l.local_addr().expect("addr")));
+        let shutdown = CancellationToken::new();
+        {
+            let backbone = backbone.clone();
+            let roles = roles.to_vec();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { app::run_roles(&backbone, &roles, listener, shutdown).await });
+        }
+        Self { nats, backbone, api, shutdown }
+    }
+
+    pub fn js(&self) -> &jetstream::Context {
+        &self.backbone.nats.js
+    }
+
+    pub fn db(&self) -> &PgPool {
+        &self.backbone.db
+    }
+
+    /// Waits until projection `name` has applied stream sequence `seq`.
+    pub async fn wait_for_checkpoint(&self, name: &str, seq: u64) {
+        let db = self.db().clone();
+        let name = name.to_owned();
+        eventually(Duration::from_secs(30), &format!("projection {name} reaches {seq}"), || {
+            let db = db.clone();
+            let name = name.clone();
+            async move {
+                let at: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
+                    .bind(&name)
+                    .fetch_optional(&db)
+                    .await
+                    .ok()
+                    .flatten();
+                at.is_some_and(|at| at >= i64::try_from(seq).unwrap_or(i64::MAX))
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Messages stored on `stream` (all subjects, or those matching `filter`).
+pub async fn stream_count(js: &jetstream::Context, stream: &str, filter: Option<&str>) -> u64 {
+    let mut s = js.get_stream(stream).await.expect("stream");
+    match filter {
+        None => s.info().await.expect("info").state.messages,
+        Some(filter) => {
+            let info = s.info_with_subjects(filter).await.expect("info");
+            futures::StreamExt::fold(info, 0u64, |acc, r| async move { acc + r.map(|(_, n)| n as u64).unwrap_or(0) }).await
+        }
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds; panics with `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Retries `op` until it succeeds; panics with its last error after `timeout`.
+pub async fn eventually_ok<F, Fut, T, E>(timeout: Duration, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("still failing after {timeout:?}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A shared list a test step records into.
+pub type Recorder<T> = Arc<Mutex<Vec<T>>>;
+
+pub fn recorder<T>() -> Recorder<T> {
+    Arc::new(Mutex::new(Vec::new()))
+}
+
