@@ -34,7 +34,11 @@ pub struct Backbone {
 
 impl Backbone {
     /// Connects to both services.
-    pub async fn connect(database_url: &str, nats_url: &str, max_db_connections: u32) -> anyhow::Result<Self> {
+    pub async fn connect(
+        database_url: &str,
+        nats_url: &str,
+        max_db_connections: u32,
+    ) -> anyhow::Result<Self> {
         let nats = Nats::connect(nats_url, "ai-cache").await?;
         let db = db::connect(database_url, max_db_connections).await?;
         Ok(Self { db, nats })
@@ -67,11 +71,19 @@ pub async fn run_roles(
             nats: backbone.nats.clone(),
         };
         let shutdown = shutdown.clone();
-        tasks.spawn(async move { api::serve(listener, state, shutdown).await.context("api server") });
+        tasks.spawn(async move {
+            api::serve(listener, state, shutdown)
+                .await
+                .context("api server")
+        });
     }
     if roles.contains(&Role::Projections) {
         for projection in projections::all() {
-            let runner = Arc::new(ProjectionRunner::new(projection, backbone.db.clone(), backbone.nats.js.clone()));
+            let runner = Arc::new(ProjectionRunner::new(
+                projection,
+                backbone.db.clone(),
+                backbone.nats.js.clone(),
+            ));
             let shutdown = shutdown.clone();
             tasks.spawn(async move { runner.run(shutdown).await.map_err(Into::into) });
         }

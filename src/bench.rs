@@ -12,8 +12,8 @@ use bytes::Bytes;
 use crate::app::Backbone;
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::url::NormalizedUrl;
-use crate::events::pages::{Discovered, DiscoverySource, PageEvent};
 use crate::events::Event;
+use crate::events::pages::{Discovered, DiscoverySource, PageEvent};
 use crate::infra::localstack::{self, Durability, LocalNats, LocalPostgres};
 use crate::infra::publish::{Outgoing, Publisher};
 use crate::projections::pages::PagesProjection;
@@ -25,18 +25,28 @@ const IN_FLIGHT: usize = 512;
 pub async fn run(events: usize) -> anyhow::Result<()> {
     let root = std::env::temp_dir().join(format!("ai-cache-bench-{}", std::process::id()));
     let (nats_dir, pg_dir) = (root.join("nats"), root.join("pg"));
-    let nats = tokio::task::spawn_blocking(move || LocalNats::start(&nats_dir, None, true)).await??;
+    let nats =
+        tokio::task::spawn_blocking(move || LocalNats::start(&nats_dir, None, true)).await??;
     // File storage with fsync on, as in production.
-    let pg = tokio::task::spawn_blocking(move || LocalPostgres::start(&pg_dir, Durability::Durable, true)).await??;
+    let pg = tokio::task::spawn_blocking(move || {
+        LocalPostgres::start(&pg_dir, Durability::Durable, true)
+    })
+    .await??;
     localstack::ensure_database(&pg.url("postgres"), "bench").await?;
     let backbone = Backbone::connect(&pg.url("bench"), &nats.url(), 8).await?;
     backbone.prepare().await?;
 
-    println!("ai-cache bench: {events} events per figure, {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "ai-cache bench: {events} events per figure, {} cores",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     println!("(nats-server and PostgreSQL on this machine, file storage, fsync on)");
 
     let raw = raw_publish(&backbone.nats.js, events, 1024).await?;
-    println!("{:<58} {:>10.0} msg/s   (ceiling)", "raw JetStream publish, 1 KiB, 512 in flight", raw);
+    println!(
+        "{:<58} {:>10.0} msg/s   (ceiling)",
+        "raw JetStream publish, 1 KiB, 512 in flight", raw
+    );
 
     let (events_rate, published) = event_publish(&backbone, events).await?;
     println!(
@@ -47,7 +57,13 @@ pub async fn run(events: usize) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let applied = runtime::rebuild(&backbone.db, &backbone.nats.js, std::sync::Arc::new(PagesProjection), &|_, _| {}).await?;
+    let applied = runtime::rebuild(
+        &backbone.db,
+        &backbone.nats.js,
+        std::sync::Arc::new(PagesProjection),
+        &|_, _| {},
+    )
+    .await?;
     let rate = published as f64 / started.elapsed().as_secs_f64();
     println!(
         "{:<58} {:>10.0} ev/s    ({:.0}% of ceiling; to sequence {applied})",
@@ -74,11 +90,14 @@ async fn raw_publish(js: &jetstream::Context, count: usize, size: usize) -> anyh
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::with_capacity(IN_FLIGHT);
     for i in 0..count {
-        pending.push_back(js.publish(format!("bench.{}", i % 16), payload.clone()).await?);
-        if pending.len() >= IN_FLIGHT {
-            if let Some(ack) = pending.pop_front() {
-                ack.await?;
-            }
+        pending.push_back(
+            js.publish(format!("bench.{}", i % 16), payload.clone())
+                .await?,
+        );
+        if pending.len() >= IN_FLIGHT
+            && let Some(ack) = pending.pop_front()
+        {
+            ack.await?;
         }
     }
     for ack in pending {

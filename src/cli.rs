@@ -87,13 +87,18 @@ impl Cli {
                 app::run_roles(&backbone, &roles, listener, app::shutdown_on_signal()).await
             }
             Command::Migrate => {
-                let url = config.database_url.as_deref().context("DATABASE_URL is not set")?;
+                let url = config
+                    .database_url
+                    .as_deref()
+                    .context("DATABASE_URL is not set")?;
                 let db = crate::infra::db::connect(url, 2).await?;
                 crate::infra::db::migrate(&db).await?;
                 println!("migrations applied");
                 Ok(())
             }
-            Command::Streams { command: StreamsCommand::Apply { dir } } => {
+            Command::Streams {
+                command: StreamsCommand::Apply { dir },
+            } => {
                 let url = config.nats_url.as_deref().context("NATS_URL is not set")?;
                 let nats = crate::infra::nats::Nats::connect(url, "ai-cache-cli").await?;
                 let defs = match dir {
@@ -103,7 +108,9 @@ impl Cli {
                 print_report(&streams::apply(&nats.js, &defs).await?);
                 Ok(())
             }
-            Command::Replay { command: ReplayCommand::Projections { name } } => {
+            Command::Replay {
+                command: ReplayCommand::Projections { name },
+            } => {
                 let backbone = connect(&config).await?;
                 backbone.prepare().await?;
                 replay_projections(&backbone, name.as_deref()).await
@@ -114,12 +121,18 @@ impl Cli {
 }
 
 async fn connect(config: &Config) -> anyhow::Result<Backbone> {
-    let db = config.database_url.as_deref().context("DATABASE_URL is not set")?;
+    let db = config
+        .database_url
+        .as_deref()
+        .context("DATABASE_URL is not set")?;
     let nats = config.nats_url.as_deref().context("NATS_URL is not set")?;
     Backbone::connect(db, nats, config.db_max_connections).await
 }
 
-async fn bind_if_api(config: &Config, roles: &[Role]) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+async fn bind_if_api(
+    config: &Config,
+    roles: &[Role],
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     if !roles.contains(&Role::Api) {
         return Ok(None);
     }
@@ -138,7 +151,10 @@ fn print_report(report: &[streams::Applied]) {
         };
         println!("{:<10} {}", change, line.what);
     }
-    let changed = report.iter().filter(|l| l.change != Change::Unchanged).count();
+    let changed = report
+        .iter()
+        .filter(|l| l.change != Change::Unchanged)
+        .count();
     println!("{changed} of {} definitions changed", report.len());
 }
 
@@ -148,20 +164,26 @@ async fn replay_projections(backbone: &Backbone, name: Option<&str>) -> anyhow::
         .filter(|p| name.is_none_or(|n| n == p.name()))
         .collect();
     if selected.is_empty() {
-        anyhow::bail!("no projection named {:?}; known: clients, pages, visits", name.unwrap_or_default());
+        anyhow::bail!(
+            "no projection named {:?}; known: clients, pages, visits",
+            name.unwrap_or_default()
+        );
     }
     for projection in selected {
         let name = projection.name();
         let bar = indicatif::ProgressBar::new(0).with_message(name);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} events ({per_sec})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{msg:>8} [{bar:40}] {pos}/{len} events ({per_sec})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         let progress = |position: u64, end: u64| {
             bar.set_length(end);
             bar.set_position(position);
         };
-        let position = runtime::rebuild(&backbone.db, &backbone.nats.js, projection, &progress).await?;
+        let position =
+            runtime::rebuild(&backbone.db, &backbone.nats.js, projection, &progress).await?;
         bar.finish();
         println!("{name}: rebuilt up to stream sequence {position}");
     }
@@ -176,15 +198,21 @@ async fn dev(config: &Config) -> anyhow::Result<()> {
         None => {
             let dir = data_dir.join("nats");
             let conf = Some(PathBuf::from("nats.conf")).filter(|p| p.exists());
-            let nats = tokio::task::spawn_blocking(move || LocalNats::start(&dir, conf.as_deref(), false)).await??;
+            let nats =
+                tokio::task::spawn_blocking(move || LocalNats::start(&dir, conf.as_deref(), false))
+                    .await??;
             (nats.url(), Some(nats))
         }
     };
     let (db_url, _pg) = match &config.database_url {
         Some(url) => (url.clone(), None),
         None => {
-            let dir = data_dir.join("postgres");
-            let pg = tokio::task::spawn_blocking(move || LocalPostgres::start(&dir, Durability::Durable, false)).await??;
+            let dir = localstack::postgres_dir(&data_dir.join("postgres"));
+            println!("PostgreSQL data: {}", dir.display());
+            let pg = tokio::task::spawn_blocking(move || {
+                LocalPostgres::start(&dir, Durability::Durable, false)
+            })
+            .await??;
             localstack::ensure_database(&pg.url("postgres"), "aicache").await?;
             (pg.url("aicache"), Some(pg))
         }
@@ -196,7 +224,9 @@ async fn dev(config: &Config) -> anyhow::Result<()> {
     println!();
     println!("ai-cache dev is running (Ctrl-C stops it and the servers it started)");
     if let Some(api) = api {
-        println!("  API        http://{api}   (health: http://{api}/health, metrics: http://{api}/metrics)");
+        println!(
+            "  API        http://{api}   (health: http://{api}/health, metrics: http://{api}/metrics)"
+        );
     }
     println!("  NATS       {nats_url}");
     println!("  Postgres   {db_url}");

@@ -3,14 +3,14 @@
 //!
 //! See `ARCHITECTURE.md` for the map of this crate.
 
-pub mod domain;
-pub mod events;
-pub mod infra;
-pub mod pipeline;
-pub mod projections;
 pub mod api;
 pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod domain;
+pub mod events;
+pub mod infra;
+pub mod pipeline;
+pub mod projections;
 pub mod telemetry;

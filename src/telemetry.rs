@@ -10,7 +10,9 @@ use crate::config::LogFormat;
 /// Installs the log subscriber; `RUST_LOG` filters (default `info`).
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second install (tests) is not an error worth reporting.
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -74,13 +74,22 @@ struct ProjectionCheck {
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let mut checks = Checks::default();
     let started = Instant::now();
-    checks.database = match tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&state.db)).await {
-        Ok(Ok(_)) => Check { ok: true, latency_ms: Some(started.elapsed().as_millis() as u64), error: None },
-        Ok(Err(e)) => failed(e.to_string()),
-        Err(_) => failed("timed out".into()),
-    };
+    checks.database =
+        match tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&state.db)).await
+        {
+            Ok(Ok(_)) => Check {
+                ok: true,
+                latency_ms: Some(started.elapsed().as_millis() as u64),
+                error: None,
+            },
+            Ok(Err(e)) => failed(e.to_string()),
+            Err(_) => failed("timed out".into()),
+        };
     checks.nats = if state.nats.is_connected() {
-        Check { ok: true, ..Check::default() }
+        Check {
+            ok: true,
+            ..Check::default()
+        }
     } else {
         failed("not connected".into())
     };
@@ -99,18 +108,34 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     let body = Health {
         status: if healthy { "healthy" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
-        database: if checks.database.ok { "connected" } else { "unavailable" },
+        database: if checks.database.ok {
+            "connected"
+        } else {
+            "unavailable"
+        },
         checks,
     };
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }
 
 fn failed(error: String) -> Check {
-    Check { ok: false, latency_ms: None, error: Some(error) }
+    Check {
+        ok: false,
+        latency_ms: None,
+        error: Some(error),
+    }
 }
 
-async fn check_streams(state: &AppState, checks: &mut Checks, last_seqs: &mut BTreeMap<String, u64>) {
+async fn check_streams(
+    state: &AppState,
+    checks: &mut Checks,
+    last_seqs: &mut BTreeMap<String, u64>,
+) {
     let defs = match streams::embedded() {
         Ok(defs) => defs,
         Err(e) => {
@@ -121,24 +146,51 @@ async fn check_streams(state: &AppState, checks: &mut Checks, last_seqs: &mut BT
     for def in defs {
         let name = def.config.name.clone();
         let info = tokio::time::timeout(CHECK_TIMEOUT, async {
-            let mut stream = state.nats.js.get_stream(&name).await.map_err(|e| e.to_string())?;
-            stream.info().await.map(|i| i.state.clone()).map_err(|e| e.to_string())
+            let mut stream = state
+                .nats
+                .js
+                .get_stream(&name)
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .info()
+                .await
+                .map(|i| i.state.clone())
+                .map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|_| Err("timed out".into()));
         let check = match info {
             Ok(s) => {
                 last_seqs.insert(name.clone(), s.last_sequence);
-                StreamCheck { ok: true, messages: s.messages, last_seq: s.last_sequence, error: None }
+                StreamCheck {
+                    ok: true,
+                    messages: s.messages,
+                    last_seq: s.last_sequence,
+                    error: None,
+                }
             }
-            Err(e) => StreamCheck { ok: false, messages: 0, last_seq: 0, error: Some(e) },
+            Err(e) => StreamCheck {
+                ok: false,
+                messages: 0,
+                last_seq: 0,
+                error: Some(e),
+            },
         };
         checks.streams.insert(name.clone(), check);
         for consumer in def.consumers {
             let durable = consumer.config.durable_name.unwrap_or_default();
             let info = tokio::time::timeout(CHECK_TIMEOUT, async {
-                let stream = state.nats.js.get_stream(&name).await.map_err(|e| e.to_string())?;
-                stream.consumer_info(&durable).await.map_err(|e| e.to_string())
+                let stream = state
+                    .nats
+                    .js
+                    .get_stream(&name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                stream
+                    .consumer_info(&durable)
+                    .await
+                    .map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|_| Err("timed out".into()));
@@ -150,18 +202,33 @@ async fn check_streams(state: &AppState, checks: &mut Checks, last_seqs: &mut BT
                     redelivered: i.num_redelivered as u64,
                     error: None,
                 },
-                Err(e) => ConsumerCheck { ok: false, pending: 0, ack_pending: 0, redelivered: 0, error: Some(e) },
+                Err(e) => ConsumerCheck {
+                    ok: false,
+                    pending: 0,
+                    ack_pending: 0,
+                    redelivered: 0,
+                    error: Some(e),
+                },
             };
-            metrics::gauge!("aicache_consumer_pending", "consumer" => durable.clone()).set(check.pending as f64);
-            metrics::gauge!("aicache_consumer_ack_pending", "consumer" => durable.clone()).set(check.ack_pending as f64);
+            metrics::gauge!("aicache_consumer_pending", "consumer" => durable.clone())
+                .set(check.pending as f64);
+            metrics::gauge!("aicache_consumer_ack_pending", "consumer" => durable.clone())
+                .set(check.ack_pending as f64);
             checks.consumers.insert(format!("{name}/{durable}"), check);
         }
     }
 }
 
-async fn check_projections(state: &AppState, checks: &mut Checks, last_seqs: &BTreeMap<String, u64>) {
+async fn check_projections(
+    state: &AppState,
+    checks: &mut Checks,
+    last_seqs: &BTreeMap<String, u64>,
+) {
     let rows: Vec<(String, i64)> =
-        match sqlx::query_as("SELECT name, last_seq FROM projection_checkpoints").fetch_all(&state.db).await {
+        match sqlx::query_as("SELECT name, last_seq FROM projection_checkpoints")
+            .fetch_all(&state.db)
+            .await
+        {
             Ok(rows) => rows,
             Err(_) => return,
         };
@@ -173,7 +240,11 @@ async fn check_projections(state: &AppState, checks: &mut Checks, last_seqs: &BT
         let stream: StreamName = projection.stream();
         let end = last_seqs.get(stream.name()).copied().unwrap_or(checkpoint);
         let lag = end.saturating_sub(checkpoint);
-        metrics::gauge!("aicache_projection_lag", "projection" => projection.name()).set(lag as f64);
-        checks.projections.insert(projection.name().to_owned(), ProjectionCheck { checkpoint, lag });
+        metrics::gauge!("aicache_projection_lag", "projection" => projection.name())
+            .set(lag as f64);
+        checks.projections.insert(
+            projection.name().to_owned(),
+            ProjectionCheck { checkpoint, lag },
+        );
     }
 }

@@ -104,7 +104,9 @@ mod tests {
     #[test]
     fn page_ids_are_stable_across_releases() {
         // A golden value: if this changes, every stored page id changes with it.
-        let client: ClientId = "00000000-0000-4000-8000-000000000001".parse().expect("uuid");
+        let client: ClientId = "00000000-0000-4000-8000-000000000001"
+            .parse()
+            .expect("uuid");
         let id = PageId::derive(client, &url("https://example.com/page"));
         assert_eq!(id.to_string(), GOLDEN_PAGE_ID);
     }
@@ -113,7 +115,9 @@ mod tests {
 
     #[test]
     fn ids_print_in_lowercase_hyphenated_form() {
-        let id: ClientId = "6F9619FF-8B86-D011-B42D-00C04FC964FF".parse().expect("uuid");
+        let id: ClientId = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
+            .parse()
+            .expect("uuid");
         assert_eq!(id.to_string(), "6f9619ff-8b86-d011-b42d-00c04fc964ff");
     }
 }

@@ -116,36 +116,57 @@ mod tests {
 
     #[test]
     fn scheme_and_host_are_lowercased() {
-        assert_eq!(norm("HTTPS://WWW.Example.COM/Path"), "https://www.example.com/Path");
+        assert_eq!(
+            norm("HTTPS://WWW.Example.COM/Path"),
+            "https://www.example.com/Path"
+        );
     }
 
     #[test]
     fn default_ports_are_dropped_and_others_kept() {
         assert_eq!(norm("https://example.com:443/a"), "https://example.com/a");
         assert_eq!(norm("http://example.com:80/a"), "http://example.com/a");
-        assert_eq!(norm("http://example.com:8080/a"), "http://example.com:8080/a");
+        assert_eq!(
+            norm("http://example.com:8080/a"),
+            "http://example.com:8080/a"
+        );
     }
 
     #[test]
     fn fragment_and_empty_query_are_dropped() {
-        assert_eq!(norm("https://example.com/a?#section"), "https://example.com/a");
-        assert_eq!(norm("https://example.com/a?x=1#s"), "https://example.com/a?x=1");
+        assert_eq!(
+            norm("https://example.com/a?#section"),
+            "https://example.com/a"
+        );
+        assert_eq!(
+            norm("https://example.com/a?x=1#s"),
+            "https://example.com/a?x=1"
+        );
     }
 
     #[test]
     fn query_order_is_kept() {
-        assert_eq!(norm("https://example.com/?b=2&a=1"), "https://example.com/?b=2&a=1");
+        assert_eq!(
+            norm("https://example.com/?b=2&a=1"),
+            "https://example.com/?b=2&a=1"
+        );
     }
 
     #[test]
     fn dot_segments_are_resolved_and_empty_path_becomes_slash() {
-        assert_eq!(norm("https://example.com/a/./b/../c"), "https://example.com/a/c");
+        assert_eq!(
+            norm("https://example.com/a/./b/../c"),
+            "https://example.com/a/c"
+        );
         assert_eq!(norm("https://example.com"), "https://example.com/");
     }
 
     #[test]
     fn idn_hosts_become_punycode_and_trailing_dot_is_dropped() {
-        assert_eq!(norm("https://bücher.example/"), "https://xn--bcher-kva.example/");
+        assert_eq!(
+            norm("https://bücher.example/"),
+            "https://xn--bcher-kva.example/"
+        );
         assert_eq!(norm("https://example.com./a"), "https://example.com/a");
     }
 
@@ -156,10 +177,22 @@ mod tests {
 
     #[test]
     fn other_schemes_credentials_and_garbage_are_refused() {
-        assert!(matches!(NormalizedUrl::parse("ftp://example.com/"), Err(UrlError::Scheme(_))));
-        assert!(matches!(NormalizedUrl::parse("javascript:alert(1)"), Err(UrlError::Scheme(_))));
-        assert_eq!(NormalizedUrl::parse("https://u:p@example.com/"), Err(UrlError::Credentials));
-        assert!(matches!(NormalizedUrl::parse("not a url"), Err(UrlError::Invalid(_))));
+        assert!(matches!(
+            NormalizedUrl::parse("ftp://example.com/"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            NormalizedUrl::parse("javascript:alert(1)"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert_eq!(
+            NormalizedUrl::parse("https://u:p@example.com/"),
+            Err(UrlError::Credentials)
+        );
+        assert!(matches!(
+            NormalizedUrl::parse("not a url"),
+            Err(UrlError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -170,8 +203,21 @@ mod tests {
 
     #[test]
     fn host_is_reported_without_port() {
-        assert_eq!(NormalizedUrl::parse("https://Example.com:8443/x").expect("url").host(), "example.com");
-        assert_eq!(NormalizedUrl::parse("http://[::1]:8080/").expect("url").host(), "[::1]");
-        assert_eq!(NormalizedUrl::parse("http://[::1]/").expect("url").host(), "[::1]");
+        assert_eq!(
+            NormalizedUrl::parse("https://Example.com:8443/x")
+                .expect("url")
+                .host(),
+            "example.com"
+        );
+        assert_eq!(
+            NormalizedUrl::parse("http://[::1]:8080/")
+                .expect("url")
+                .host(),
+            "[::1]"
+        );
+        assert_eq!(
+            NormalizedUrl::parse("http://[::1]/").expect("url").host(),
+            "[::1]"
+        );
     }
 }

@@ -32,7 +32,10 @@ pub enum DecodeError {
         current: u32,
     },
     #[error("event {event_type:?} does not belong on stream {stream}")]
-    WrongStream { event_type: String, stream: &'static str },
+    WrongStream {
+        event_type: String,
+        stream: &'static str,
+    },
     #[error("upcasting {event_type:?} from version {version} failed: {reason}")]
     Upcast {
         event_type: String,
@@ -166,11 +169,7 @@ impl<E: EventFamily> Event<E> {
     /// The subject the event is published on: `<type>.<client_id>[.<page_id>]`,
     /// e.g. `pages.content_changed.<client_id>.<page_id>`.
     pub fn subject(&self) -> String {
-        super::subjects::event_subject(
-            self.event_type(),
-            self.meta.client_id,
-            self.meta.page_id,
-        )
+        super::subjects::event_subject(self.event_type(), self.meta.client_id, self.meta.page_id)
     }
 
     /// Encodes the event as its wire JSON, at the current schema version.
@@ -182,7 +181,10 @@ impl<E: EventFamily> Event<E> {
             id: self.meta.id,
             event_type,
             version,
-            occurred_at: self.meta.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            occurred_at: self
+                .meta
+                .occurred_at
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
             client_id: self.meta.client_id,
             page_id: self.meta.page_id,
             correlation_id: self.meta.correlation_id,

@@ -88,7 +88,10 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 /// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after).
 pub fn free_port() -> Result<u16, LocalStackError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(listener.local_addr().map_err(io("finding a free port"))?.port())
+    Ok(listener
+        .local_addr()
+        .map_err(io("finding a free port"))?
+        .port())
 }
 
 /// Starts a watchdog that, once `parent` has exited, sends SIGINT to `child` and, when
@@ -96,7 +99,10 @@ pub fn free_port() -> Result<u16, LocalStackError> {
 fn spawn_watchdog(child: u32, remove: Option<&Path>) -> Result<(), LocalStackError> {
     let parent = std::process::id();
     let cleanup = remove.map_or(String::new(), |dir| {
-        format!("; while kill -0 {child} 2>/dev/null; do sleep 0.2; done; rm -rf '{}'", dir.display())
+        format!(
+            "; while kill -0 {child} 2>/dev/null; do sleep 0.2; done; rm -rf '{}'",
+            dir.display()
+        )
     });
     let script = format!(
         "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -INT {child} 2>/dev/null{cleanup}"
@@ -139,7 +145,11 @@ pub struct LocalNats {
 impl LocalNats {
     /// Starts nats-server with JetStream storage under `dir`, on a free port, with `config`
     /// (e.g. `nats.conf`) when given. `remove_on_exit` deletes `dir` when we exit.
-    pub fn start(dir: &Path, config: Option<&Path>, remove_on_exit: bool) -> Result<Self, LocalStackError> {
+    pub fn start(
+        dir: &Path,
+        config: Option<&Path>,
+        remove_on_exit: bool,
+    ) -> Result<Self, LocalStackError> {
         let mut nats = Self {
             child: None,
             bin: find_nats_server()?,
@@ -153,22 +163,40 @@ impl LocalNats {
     }
 
     fn spawn(&mut self) -> Result<(), LocalStackError> {
-        std::fs::create_dir_all(&self.dir).map_err(io(format!("creating {}", self.dir.display())))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(io(format!("creating {}", self.dir.display())))?;
         let mut cmd = Command::new(&self.bin);
         if let Some(config) = &self.config {
             cmd.arg("-c").arg(config);
         }
-        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(self.dir.join("jetstream"))
-            .arg("-l")
-            .arg(self.dir.join("nats-server.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().map_err(io(format!("starting {}", self.bin.display())))?;
-        spawn_watchdog(child.id(), self.remove_on_exit.then_some(self.dir.as_path()))?;
+        cmd.args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-js",
+            "-sd",
+        ])
+        .arg(self.dir.join("jetstream"))
+        .arg("-l")
+        .arg(self.dir.join("nats-server.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .map_err(io(format!("starting {}", self.bin.display())))?;
+        spawn_watchdog(
+            child.id(),
+            self.remove_on_exit.then_some(self.dir.as_path()),
+        )?;
         self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(15), "nats-server", self.child.as_mut())
+        wait_for_port(
+            self.port,
+            Duration::from_secs(15),
+            "nats-server",
+            self.child.as_mut(),
+        )
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -205,6 +233,36 @@ pub enum Durability {
     Throwaway,
 }
 
+/// Where a cluster for `wanted` can live. When we are root, PostgreSQL runs as `postgres`,
+/// which must be able to reach the directory; a checkout under `/root` (mode 700) is out of
+/// its reach, so the cluster then lives under `/var/lib/ai-cache/` instead.
+pub fn postgres_dir(wanted: &Path) -> PathBuf {
+    let Some(uid) = postgres_uid_if_root() else {
+        return wanted.to_path_buf();
+    };
+    let reachable = wanted.ancestors().skip(1).all(|dir| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir).map_or(true, |m| m.uid() == uid || m.mode() & 0o001 != 0)
+    });
+    if reachable {
+        return wanted.to_path_buf();
+    }
+    let digest = crate::domain::content::ContentHash::of(wanted.as_os_str().as_encoded_bytes());
+    PathBuf::from("/var/lib/ai-cache")
+        .join(&digest.as_str()[..12])
+        .join("postgres")
+}
+
+fn postgres_uid_if_root() -> Option<u32> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    User::from_name("postgres")
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+}
+
 /// A PostgreSQL cluster, our child process.
 pub struct LocalPostgres {
     child: Option<Child>,
@@ -219,7 +277,11 @@ pub struct LocalPostgres {
 impl LocalPostgres {
     /// Starts (creating it first if needed) a cluster in `dir`, listening on 127.0.0.1 on a
     /// free port, trust authentication, superuser `postgres`.
-    pub fn start(dir: &Path, durability: Durability, remove_on_exit: bool) -> Result<Self, LocalStackError> {
+    pub fn start(
+        dir: &Path,
+        durability: Durability,
+        remove_on_exit: bool,
+    ) -> Result<Self, LocalStackError> {
         let owner = if nix::unistd::geteuid().is_root() {
             let user = User::from_name("postgres")
                 .map_err(|e| LocalStackError::Failed(format!("looking up user postgres: {e}")))?
@@ -253,10 +315,13 @@ impl LocalPostgres {
     }
 
     fn init(&self) -> Result<(), LocalStackError> {
-        std::fs::create_dir_all(&self.dir).map_err(io(format!("creating {}", self.dir.display())))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(io(format!("creating {}", self.dir.display())))?;
         if let Some((uid, gid)) = self.owner {
-            std::os::unix::fs::chown(&self.dir, Some(uid), Some(gid))
-                .map_err(io(format!("giving {} to the postgres user", self.dir.display())))?;
+            std::os::unix::fs::chown(&self.dir, Some(uid), Some(gid)).map_err(io(format!(
+                "giving {} to the postgres user",
+                self.dir.display()
+            )))?;
         }
         if self.dir.join("PG_VERSION").exists() {
             return Ok(());
@@ -265,7 +330,15 @@ impl LocalPostgres {
             .command("initdb")
             .arg("-D")
             .arg(&self.dir)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
             .output()
             .map_err(io("running initdb"))?;
         if !out.status.success() {
@@ -279,7 +352,8 @@ impl LocalPostgres {
     }
 
     fn spawn(&mut self) -> Result<(), LocalStackError> {
-        let log = std::fs::File::create(self.dir.join("postgres.log")).map_err(io("creating postgres.log"))?;
+        let log = std::fs::File::create(self.dir.join("postgres.log"))
+            .map_err(io("creating postgres.log"))?;
         if let Some((uid, gid)) = self.owner {
             let _ = std::os::unix::fs::chown(self.dir.join("postgres.log"), Some(uid), Some(gid));
         }
@@ -289,15 +363,35 @@ impl LocalPostgres {
             .arg(&self.dir)
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(&self.dir)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]);
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=200",
+            ]);
         if self.durability == Durability::Throwaway {
-            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+            cmd.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
         }
         cmd.stdout(log).stderr(log_err);
         let child = cmd.spawn().map_err(io("starting postgres"))?;
-        spawn_watchdog(child.id(), self.remove_on_exit.then_some(self.dir.as_path()))?;
+        spawn_watchdog(
+            child.id(),
+            self.remove_on_exit.then_some(self.dir.as_path()),
+        )?;
         self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(30), "postgres", self.child.as_mut())
+        wait_for_port(
+            self.port,
+            Duration::from_secs(30),
+            "postgres",
+            self.child.as_mut(),
+        )
     }
 
     /// The URL of database `db` as superuser.
@@ -326,20 +420,29 @@ impl Drop for LocalPostgres {
 }
 
 /// Waits until `port` accepts connections, failing early if the process exited.
-fn wait_for_port(port: u16, timeout: Duration, what: &str, child: Option<&mut Child>) -> Result<(), LocalStackError> {
+fn wait_for_port(
+    port: u16,
+    timeout: Duration,
+    what: &str,
+    child: Option<&mut Child>,
+) -> Result<(), LocalStackError> {
     let deadline = Instant::now() + timeout;
     let mut child = child;
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
         }
-        if let Some(child) = child.as_deref_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(LocalStackError::Failed(format!("{what} exited at start-up ({status}); see its log")));
-            }
+        if let Some(child) = child.as_deref_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            return Err(LocalStackError::Failed(format!(
+                "{what} exited at start-up ({status}); see its log"
+            )));
         }
         if Instant::now() > deadline {
-            return Err(LocalStackError::Failed(format!("{what} did not listen on port {port} within {timeout:?}")));
+            return Err(LocalStackError::Failed(format!(
+                "{what} did not listen on port {port} within {timeout:?}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -349,20 +452,26 @@ fn wait_for_port(port: u16, timeout: Duration, what: &str, child: Option<&mut Ch
 pub async fn ensure_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
     use sqlx::Connection;
     let mut conn = connect_with_retry(admin_url, Duration::from_secs(30)).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
         // The name is quoted as an identifier; callers pass fixed or generated names.
         let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await?;
     }
     conn.close().await
 }
 
 /// Connects, retrying while the server is still starting up.
-pub async fn connect_with_retry(url: &str, timeout: Duration) -> Result<sqlx::PgConnection, sqlx::Error> {
+pub async fn connect_with_retry(
+    url: &str,
+    timeout: Duration,
+) -> Result<sqlx::PgConnection, sqlx::Error> {
     use sqlx::Connection;
     let deadline = Instant::now() + timeout;
     loop {

@@ -102,7 +102,11 @@ pub fn from_dir(root: &Path) -> Result<Vec<StreamDef>, StreamsError> {
                     path: path.display().to_string(),
                     source,
                 })?;
-                let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
                 files.push((rel, bytes));
             }
         }
@@ -146,7 +150,12 @@ fn parse_all(mut files: Vec<(String, Vec<u8>)>) -> Result<Vec<StreamDef>, Stream
                 let stream = (*stream_dir).to_owned();
                 consumers.push((stream, ConsumerDef { file, raw, config }));
             }
-            _ => return Err(layout(&file, "expected <STREAM>/stream.json or <STREAM>/consumers/<durable>.json")),
+            _ => {
+                return Err(layout(
+                    &file,
+                    "expected <STREAM>/stream.json or <STREAM>/consumers/<durable>.json",
+                ));
+            }
         }
     }
     for (stream, def) in consumers {
@@ -175,10 +184,12 @@ pub async fn apply(
     let mut report = Vec::new();
     for def in defs {
         let what = format!("stream {}", def.config.name);
-        let change = apply_stream(js, def).await.map_err(|message| StreamsError::Apply {
-            what: what.clone(),
-            message,
-        })?;
+        let change = apply_stream(js, def)
+            .await
+            .map_err(|message| StreamsError::Apply {
+                what: what.clone(),
+                message,
+            })?;
         report.push(Applied { what, change });
         for consumer in &def.consumers {
             let durable = consumer.config.durable_name.clone().unwrap_or_default();
@@ -203,7 +214,9 @@ async fn apply_stream(js: &jetstream::Context, def: &StreamDef) -> Result<Change
             if subset_matches(&def.raw, &current) {
                 return Ok(Change::Unchanged);
             }
-            js.update_stream(def.config.clone()).await.map_err(|e| e.to_string())?;
+            js.update_stream(def.config.clone())
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(Change::Updated)
         }
         Err(e)
@@ -213,7 +226,9 @@ async fn apply_stream(js: &jetstream::Context, def: &StreamDef) -> Result<Change
                     if err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
             ) =>
         {
-            js.create_stream(def.config.clone()).await.map_err(|e| e.to_string())?;
+            js.create_stream(def.config.clone())
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(Change::Created)
         }
         Err(e) => Err(e.to_string()),
@@ -286,7 +301,10 @@ mod tests {
         let defs = embedded().expect("definitions parse");
         let names: Vec<&str> = defs.iter().map(|d| d.config.name.as_str()).collect();
         for wanted in ["CLIENTS", "PAGES", "VISITS", "DEADLETTER", "OBJ_blobs"] {
-            assert!(names.contains(&wanted), "missing stream {wanted}: {names:?}");
+            assert!(
+                names.contains(&wanted),
+                "missing stream {wanted}: {names:?}"
+            );
         }
     }
 
@@ -295,12 +313,31 @@ mod tests {
         // nats-server 2.9 ignores `filter_subjects` and would deliver every subject.
         for def in embedded().expect("definitions parse") {
             for c in &def.consumers {
-                assert!(!c.raw.as_object().is_some_and(|o| o.contains_key("filter_subjects")), "{}", c.file);
-                assert!(!c.config.filter_subject.is_empty(), "{} has no filter_subject", c.file);
-                assert_eq!(c.config.ack_policy, consumer::AckPolicy::Explicit, "{}", c.file);
+                assert!(
+                    !c.raw
+                        .as_object()
+                        .is_some_and(|o| o.contains_key("filter_subjects")),
+                    "{}",
+                    c.file
+                );
+                assert!(
+                    !c.config.filter_subject.is_empty(),
+                    "{} has no filter_subject",
+                    c.file
+                );
+                assert_eq!(
+                    c.config.ack_policy,
+                    consumer::AckPolicy::Explicit,
+                    "{}",
+                    c.file
+                );
                 assert!(c.config.max_deliver > 1, "{} needs a retry budget", c.file);
                 if !c.config.backoff.is_empty() {
-                    assert!(c.config.max_deliver > c.config.backoff.len() as i64, "{}", c.file);
+                    assert!(
+                        c.config.max_deliver > c.config.backoff.len() as i64,
+                        "{}",
+                        c.file
+                    );
                 }
             }
         }

@@ -61,7 +61,12 @@ pub async fn publish(js: &jetstream::Context, dl: DeadLetter<'_>) -> Result<u64,
     h.insert(headers::ORIGINAL_SEQ, dl.stream_seq.to_string().as_str());
     h.insert(headers::CONSUMER, dl.consumer);
     // Header values are one line: keep the error's first 1,000 characters on one line.
-    let error: String = dl.error.chars().take(1000).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let error: String = dl
+        .error
+        .chars()
+        .take(1000)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     h.insert(headers::ERROR, error.as_str());
     h.insert(headers::ERROR_KIND, dl.kind.as_str());
     h.insert(headers::DELIVERIES, dl.deliveries.to_string().as_str());

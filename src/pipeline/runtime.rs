@@ -136,7 +136,12 @@ struct ConsumerLimits {
 type InFlight = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl<E: EventFamily + 'static, S: Step<E>> ConsumerRuntime<E, S> {
-    pub fn new(js: jetstream::Context, durable: impl Into<String>, step: S, options: RuntimeOptions) -> Self {
+    pub fn new(
+        js: jetstream::Context,
+        durable: impl Into<String>,
+        step: S,
+        options: RuntimeOptions,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 js,
@@ -215,29 +220,45 @@ impl<E: EventFamily + 'static, S: Step<E>> ConsumerRuntime<E, S> {
 
     /// Checks that the durable exists, so a misconfigured role fails at start-up.
     pub async fn check(&self) -> Result<(), RuntimeError> {
-        self.inner.open(1).await.map(|_| ()).map_err(|message| RuntimeError {
-            stream: self.inner.stream,
-            durable: self.inner.durable.clone(),
-            message,
-        })
+        self.inner
+            .open(1)
+            .await
+            .map(|_| ())
+            .map_err(|message| RuntimeError {
+                stream: self.inner.stream,
+                durable: self.inner.durable.clone(),
+                message,
+            })
     }
 }
 
 /// Messages pulled but not started are handed back at once instead of waiting for ack_wait.
 async fn drain_buffered(messages: &mut consumer::pull::Stream) {
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_millis(20), messages.next()).await {
+    while let Ok(Some(Ok(msg))) =
+        tokio::time::timeout(Duration::from_millis(20), messages.next()).await
+    {
         let _ = msg.ack_with(AckKind::Nak(None)).await;
     }
 }
 
 impl<S> Inner<S> {
     async fn open(&self, batch: usize) -> Result<(consumer::pull::Stream, ConsumerLimits), String> {
-        let stream = self.js.get_stream(self.stream).await.map_err(|e| e.to_string())?;
-        let mut consumer: consumer::PullConsumer =
-            stream.get_consumer(&self.durable).await.map_err(|e| e.to_string())?;
+        let stream = self
+            .js
+            .get_stream(self.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut consumer: consumer::PullConsumer = stream
+            .get_consumer(&self.durable)
+            .await
+            .map_err(|e| e.to_string())?;
         let info = consumer.info().await.map_err(|e| e.to_string())?;
         let max_deliver = u64::try_from(info.config.max_deliver).unwrap_or(u64::MAX);
-        let max_deliver = if max_deliver == 0 { u64::MAX } else { max_deliver };
+        let max_deliver = if max_deliver == 0 {
+            u64::MAX
+        } else {
+            max_deliver
+        };
         let ack_wait = if info.config.ack_wait.is_zero() {
             Duration::from_secs(30)
         } else {
@@ -258,8 +279,12 @@ impl<S> Inner<S> {
         Ok((messages, limits))
     }
 
-    async fn process<E>(&self, msg: jetstream::Message, limits: &ConsumerLimits, hard_stop: CancellationToken)
-    where
+    async fn process<E>(
+        &self,
+        msg: jetstream::Message,
+        limits: &ConsumerLimits,
+        hard_stop: CancellationToken,
+    ) where
         E: EventFamily,
         S: Step<E>,
     {
@@ -325,17 +350,22 @@ impl<S> Inner<S> {
                 }
                 "ok"
             }
-            Err(StepError::Transient { message, retry_after }) if delivery.delivered < limits.max_deliver => {
+            Err(StepError::Transient {
+                message,
+                retry_after,
+            }) if delivery.delivered < limits.max_deliver => {
                 let delay = retry_after.unwrap_or_else(|| self.backoff_for(delivery.delivered));
                 tracing::warn!(stage, nats.seq = seq, delivered = delivery.delivered, retry_in_ms = delay.as_millis() as u64, error = %message, "step failed, will retry");
                 let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
                 "retry"
             }
             Err(StepError::Transient { message, .. }) => {
-                self.dead_letter(msg, delivery, DeadLetterKind::RetriesExhausted, &message).await
+                self.dead_letter(msg, delivery, DeadLetterKind::RetriesExhausted, &message)
+                    .await
             }
             Err(StepError::Permanent { message }) => {
-                self.dead_letter(msg, delivery, DeadLetterKind::Permanent, &message).await
+                self.dead_letter(msg, delivery, DeadLetterKind::Permanent, &message)
+                    .await
             }
         }
     }
@@ -360,7 +390,14 @@ impl<S> Inner<S> {
         };
         match deadletter::publish(&self.js, dl).await {
             Ok(dl_seq) => {
-                tracing::error!(stage, nats.seq = delivery.stream_seq, deadletter.seq = dl_seq, kind = kind.as_str(), error, "message dead-lettered");
+                tracing::error!(
+                    stage,
+                    nats.seq = delivery.stream_seq,
+                    deadletter.seq = dl_seq,
+                    kind = kind.as_str(),
+                    error,
+                    "message dead-lettered"
+                );
                 let _ = msg.ack_with(AckKind::Term).await;
                 "dead_letter"
             }

@@ -84,9 +84,19 @@ async fn upsert(
     .bind(&state.name)
     .bind(&state.domain)
     .bind(&state.cloudflare_account_id)
-    .bind(state.cloudflare_api_token_encrypted.as_ref().map(String::as_bytes))
+    .bind(
+        state
+            .cloudflare_api_token_encrypted
+            .as_ref()
+            .map(String::as_bytes),
+    )
     .bind(&state.cloudflare_kv_namespace_id)
-    .bind(state.gemini_api_key_encrypted.as_ref().map(String::as_bytes))
+    .bind(
+        state
+            .gemini_api_key_encrypted
+            .as_ref()
+            .map(String::as_bytes),
+    )
     .bind(state.is_active)
     .bind(i64::try_from(s.refresh_interval_secs).unwrap_or(i64::MAX))
     .bind(i32::try_from(s.crawl_rate_per_minute).unwrap_or(i32::MAX))

@@ -83,7 +83,8 @@ impl ProjectionRunner {
         &self,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<u64, RunnerError> {
-        self.run_until(CancellationToken::new(), Some(progress)).await
+        self.run_until(CancellationToken::new(), Some(progress))
+            .await
     }
 
     async fn run_until(
@@ -100,7 +101,9 @@ impl ProjectionRunner {
             }
             let end = match self.stream_end().await {
                 Ok(end) => end,
-                Err(message) if catch_up.is_some() => return Err(RunnerError::Nats { name, message }),
+                Err(message) if catch_up.is_some() => {
+                    return Err(RunnerError::Nats { name, message });
+                }
                 Err(message) => {
                     tracing::warn!(projection = name, error = %message, "stream unavailable, retrying");
                     retry.wait(&shutdown).await;
@@ -122,7 +125,11 @@ impl ProjectionRunner {
                 }
             };
             loop {
-                let idle = if catch_up.is_some() { Duration::from_secs(2) } else { Duration::from_secs(3600) };
+                let idle = if catch_up.is_some() {
+                    Duration::from_secs(2)
+                } else {
+                    Duration::from_secs(3600)
+                };
                 let batch = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(position),
                     batch = next_batch(&mut messages, self.batch, idle) => batch,
@@ -146,7 +153,12 @@ impl ProjectionRunner {
                             break;
                         }
                         Ok(BatchOutcome::Moved(p)) => {
-                            tracing::info!(projection = name, from = position, to = p, "checkpoint moved, resuming from it");
+                            tracing::info!(
+                                projection = name,
+                                from = position,
+                                to = p,
+                                "checkpoint moved, resuming from it"
+                            );
                             position = p;
                             self.position.send_replace(p);
                             continue 'consumer;
@@ -178,11 +190,12 @@ impl ProjectionRunner {
             .execute(&self.db)
             .await
             .map_err(|source| RunnerError::Db { name, source })?;
-        let seq: i64 = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.db)
-            .await
-            .map_err(|source| RunnerError::Db { name, source })?;
+        let seq: i64 =
+            sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.db)
+                .await
+                .map_err(|source| RunnerError::Db { name, source })?;
         let seq = u64::try_from(seq).unwrap_or(0);
         self.position.send_replace(seq);
         Ok(seq)
@@ -252,11 +265,13 @@ impl ProjectionRunner {
             }
             Err(e) => return Err(e),
         }
-        sqlx::query("UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() WHERE name = $1")
-            .bind(name)
-            .bind(i64::try_from(last).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() WHERE name = $1",
+        )
+        .bind(name)
+        .bind(i64::try_from(last).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         metrics::counter!("aicache_projection_events_total", "projection" => name)
             .increment(fresh.len() as u64);
@@ -278,12 +293,14 @@ impl ProjectionRunner {
             if isolate {
                 sqlx::query("SAVEPOINT event").execute(&mut **tx).await?;
             }
-            let result = self.projection.apply(&mut **tx, msg).await;
+            let result = self.projection.apply(tx, msg).await;
             let failure = match result {
                 Ok(()) => None,
                 Err(ApplyError::Skip(reason)) => Some(reason),
                 Err(ApplyError::Db(e)) if isolate && is_data_error(&e) => {
-                    sqlx::query("ROLLBACK TO SAVEPOINT event").execute(&mut **tx).await?;
+                    sqlx::query("ROLLBACK TO SAVEPOINT event")
+                        .execute(&mut **tx)
+                        .await?;
                     Some(e.to_string())
                 }
                 Err(ApplyError::Db(e)) => return Err(e),
@@ -375,7 +392,8 @@ struct Backoff {
 
 impl Backoff {
     async fn wait(&mut self, shutdown: &CancellationToken) {
-        let delay = Duration::from_millis(100 * 2u64.pow(self.attempt.min(7))).min(Duration::from_secs(10));
+        let delay =
+            Duration::from_millis(100 * 2u64.pow(self.attempt.min(7))).min(Duration::from_secs(10));
         self.attempt += 1;
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -402,7 +420,9 @@ pub async fn reset(db: &PgPool, projection: &dyn Projection) -> Result<(), sqlx:
     for table in projection.tables() {
         // Table names come from the projection's own constant list, never from input.
         let sql = format!("TRUNCATE {table}");
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await?;
     }
     sqlx::query("DELETE FROM projection_failures WHERE projection = $1")
         .bind(projection.name())

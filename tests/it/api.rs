@@ -38,13 +38,22 @@ async fn health_answers_503_while_nats_is_down_and_recovers_after() {
     let mut app = TestApp::spawn().await;
     let api = app.api.clone().expect("api");
     tokio::task::block_in_place(|| app.nats.stop());
-    eventually(Duration::from_secs(15), "health reports nats down", || async {
-        let (status, _, body) = get(&format!("{api}/health")).await;
-        status == 503 && serde_json::from_str::<Value>(&body).is_ok_and(|h| h["status"] == "degraded" && h["checks"]["nats"]["ok"] == false)
-    })
+    eventually(
+        Duration::from_secs(15),
+        "health reports nats down",
+        || async {
+            let (status, _, body) = get(&format!("{api}/health")).await;
+            status == 503
+                && serde_json::from_str::<Value>(&body)
+                    .is_ok_and(|h| h["status"] == "degraded" && h["checks"]["nats"]["ok"] == false)
+        },
+    )
     .await;
     tokio::task::block_in_place(|| app.nats.restart()).expect("restart");
-    eventually(Duration::from_secs(20), "health is green again", || async { get(&format!("{api}/health")).await.0 == 200 }).await;
+    eventually(Duration::from_secs(20), "health is green again", || async {
+        get(&format!("{api}/health")).await.0 == 200
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -59,15 +68,27 @@ async fn every_response_carries_a_request_id_and_keeps_the_callers() {
         .send()
         .await
         .expect("request");
-    assert_eq!(res.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("trace-me-42"));
+    assert_eq!(
+        res.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("trace-me-42")
+    );
 }
 
 #[tokio::test]
 async fn an_unknown_route_answers_the_json_error_shape() {
     let app = TestApp::with_roles(&[Role::Api]).await;
-    let (status, headers, body) = get(&format!("{}/api/v1/nothing-here", app.api.clone().expect("api"))).await;
+    let (status, headers, body) = get(&format!(
+        "{}/api/v1/nothing-here",
+        app.api.clone().expect("api")
+    ))
+    .await;
     assert_eq!(status, 404);
-    assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+    assert_eq!(
+        headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
     let e: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(e["error"]["code"], "not_found");
     assert!(e["error"]["message"].is_string());
@@ -79,12 +100,24 @@ async fn metrics_are_served_in_prometheus_format() {
     let api = app.api.clone().expect("api");
     // Something for the projection metrics to count.
     let publisher = ai_cache::infra::publish::Publisher::new(app.js().clone());
-    let event = crate::projections::discovered(ai_cache::domain::ids::ClientId::new_random(), "https://example.com/m");
-    let published = publisher.publish(&ai_cache::infra::publish::Outgoing::unique(event)).await.expect("publish");
+    let event = crate::projections::discovered(
+        ai_cache::domain::ids::ClientId::new_random(),
+        "https://example.com/m",
+    );
+    let published = publisher
+        .publish(&ai_cache::infra::publish::Outgoing::unique(event))
+        .await
+        .expect("publish");
     app.wait_for_checkpoint("pages", published.sequence).await;
     let _ = get(&format!("{api}/health")).await;
     let (status, _, body) = get(&format!("{api}/metrics")).await;
     assert_eq!(status, 200);
-    assert!(body.contains("# TYPE aicache_projection_events_total counter"), "{body}");
-    assert!(body.contains("aicache_consumer_pending{consumer=\"markdown\"}"), "{body}");
+    assert!(
+        body.contains("# TYPE aicache_projection_events_total counter"),
+        "{body}"
+    );
+    assert!(
+        body.contains("aicache_consumer_pending{consumer=\"markdown\"}"),
+        "{body}"
+    );
 }

@@ -24,16 +24,34 @@ async fn dev_starts_the_whole_stack_answers_health_and_stops_cleanly() {
         .spawn()
         .expect("ai-cache dev starts");
     let health = format!("http://127.0.0.1:{port}/health");
-    eventually(Duration::from_secs(90), "dev answers /health with 200", || async {
-        reqwest::get(&health).await.is_ok_and(|r| r.status() == 200)
-    })
+    eventually(
+        Duration::from_secs(90),
+        "dev answers /health with 200",
+        || async { reqwest::get(&health).await.is_ok_and(|r| r.status() == 200) },
+    )
     .await;
-    assert!(data.path().join("postgres/PG_VERSION").exists(), "its own cluster under DATA_DIR");
-    assert!(data.path().join("nats/jetstream").exists(), "its own JetStream storage under DATA_DIR");
+    assert!(
+        data.path().join("postgres/PG_VERSION").exists(),
+        "its own cluster under DATA_DIR"
+    );
+    assert!(
+        data.path().join("nats/jetstream").exists(),
+        "its own JetStream storage under DATA_DIR"
+    );
 
-    kill(Pid::from_raw(i32::try_from(child.id()).expect("pid")), Signal::SIGINT).expect("ctrl-c");
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        Signal::SIGINT,
+    )
+    .expect("ctrl-c");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
     assert!(status.success(), "dev exits cleanly on Ctrl-C: {status}");
-    assert!(!data.path().join("postgres/postmaster.pid").exists(), "postgres was stopped");
+    assert!(
+        !data.path().join("postgres/postmaster.pid").exists(),
+        "postgres was stopped"
+    );
     assert!(reqwest::get(&health).await.is_err(), "the API is gone");
 }

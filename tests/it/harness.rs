@@ -28,24 +28,40 @@ struct SharedPostgres {
 }
 
 fn temp_dir(prefix: &str) -> PathBuf {
-    tempfile::Builder::new().prefix(prefix).tempdir().expect("temp dir").keep()
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir")
+        .keep()
 }
 
 async fn shared_postgres() -> &'static SharedPostgres {
     static PG: OnceCell<SharedPostgres> = OnceCell::const_new();
     PG.get_or_init(|| async {
         let dir = temp_dir("aicache-test-pg-");
-        let server = tokio::task::spawn_blocking(move || LocalPostgres::start(&dir, Durability::Throwaway, true))
-            .await
-            .expect("join")
-            .expect("postgres starts");
+        let server = tokio::task::spawn_blocking(move || {
+            LocalPostgres::start(&dir, Durability::Throwaway, true)
+        })
+        .await
+        .expect("join")
+        .expect("postgres starts");
         let admin_url = server.url("postgres");
-        localstack::ensure_database(&admin_url, TEMPLATE_DB).await.expect("template db");
-        let pool = ai_cache::infra::db::connect(&server.url(TEMPLATE_DB), 2).await.expect("connect");
-        ai_cache::infra::db::migrate(&pool).await.expect("migrations");
+        localstack::ensure_database(&admin_url, TEMPLATE_DB)
+            .await
+            .expect("template db");
+        let pool = ai_cache::infra::db::connect(&server.url(TEMPLATE_DB), 2)
+            .await
+            .expect("connect");
+        ai_cache::infra::db::migrate(&pool)
+            .await
+            .expect("migrations");
         pool.close().await;
         let url_prefix = server.url("");
-        SharedPostgres { admin_url, url_prefix, _server: Mutex::new(server) }
+        SharedPostgres {
+            admin_url,
+            url_prefix,
+            _server: Mutex::new(server),
+        }
     })
     .await
 }
@@ -54,17 +70,27 @@ async fn shared_postgres() -> &'static SharedPostgres {
 pub async fn fresh_database() -> (String, PgPool) {
     let pg = shared_postgres().await;
     let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = localstack::connect_with_retry(&pg.admin_url, Duration::from_secs(10)).await.expect("admin");
+    let mut admin = localstack::connect_with_retry(&pg.admin_url, Duration::from_secs(10))
+        .await
+        .expect("admin");
     // Copying the template needs it idle ("source database is being accessed by other
     // users" while another test copies it): retry until our turn.
     let sql = format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&mut admin).await {
-        assert!(Instant::now() < deadline, "cannot create a test database: {e}");
+    while let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        .execute(&mut admin)
+        .await
+    {
+        assert!(
+            Instant::now() < deadline,
+            "cannot create a test database: {e}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let url = format!("{}{name}", pg.url_prefix);
-    let pool = ai_cache::infra::db::connect(&url, 10).await.expect("connect");
+    let pool = ai_cache::infra::db::connect(&url, 10)
+        .await
+        .expect("connect");
     (url, pool)
 }
 
@@ -92,22 +118,37 @@ impl TestApp {
         ai_cache::telemetry::init_logging(ai_cache::config::LogFormat::Pretty);
         let nats = tokio::task::spawn_blocking(start_nats).await.expect("join");
         let (db_url, _) = fresh_database().await;
-        let backbone = Backbone::connect(&db_url, &nats.url(), 10).await.expect("connect");
+        let backbone = Backbone::connect(&db_url, &nats.url(), 10)
+            .await
+            .expect("connect");
         backbone.prepare().await.expect("streams and migrations");
         let listener = if roles.contains(&Role::Api) {
-            Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"))
+            Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind"),
+            )
         } else {
             None
         };
-        let api = listener.as_ref().map(|l| format!("http://{}", l.local_addr().expect("addr")));
+        let api = listener
+            .as_ref()
+            .map(|l| format!("http://{}", l.local_addr().expect("addr")));
         let shutdown = CancellationToken::new();
         {
             let backbone = backbone.clone();
             let roles = roles.to_vec();
             let shutdown = shutdown.clone();
-            tokio::spawn(async move { app::run_roles(&backbone, &roles, listener, shutdown).await });
+            tokio::spawn(
+                async move { app::run_roles(&backbone, &roles, listener, shutdown).await },
+            );
         }
-        Self { nats, backbone, api, shutdown }
+        Self {
+            nats,
+            backbone,
+            api,
+            shutdown,
+        }
     }
 
     pub fn js(&self) -> &jetstream::Context {
@@ -122,19 +163,25 @@ impl TestApp {
     pub async fn wait_for_checkpoint(&self, name: &str, seq: u64) {
         let db = self.db().clone();
         let name = name.to_owned();
-        eventually(Duration::from_secs(30), &format!("projection {name} reaches {seq}"), || {
-            let db = db.clone();
-            let name = name.clone();
-            async move {
-                let at: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
+        eventually(
+            Duration::from_secs(30),
+            &format!("projection {name} reaches {seq}"),
+            || {
+                let db = db.clone();
+                let name = name.clone();
+                async move {
+                    let at: Option<i64> = sqlx::query_scalar(
+                        "SELECT last_seq FROM projection_checkpoints WHERE name = $1",
+                    )
                     .bind(&name)
                     .fetch_optional(&db)
                     .await
                     .ok()
                     .flatten();
-                at.is_some_and(|at| at >= i64::try_from(seq).unwrap_or(i64::MAX))
-            }
-        })
+                    at.is_some_and(|at| at >= i64::try_from(seq).unwrap_or(i64::MAX))
+                }
+            },
+        )
         .await;
     }
 }
@@ -152,7 +199,10 @@ pub async fn stream_count(js: &jetstream::Context, stream: &str, filter: Option<
         None => s.info().await.expect("info").state.messages,
         Some(filter) => {
             let info = s.info_with_subjects(filter).await.expect("info");
-            futures::StreamExt::fold(info, 0u64, |acc, r| async move { acc + r.map(|(_, n)| n as u64).unwrap_or(0) }).await
+            futures::StreamExt::fold(info, 0u64, |acc, r| async move {
+                acc + r.map(|(_, n)| n as u64).unwrap_or(0)
+            })
+            .await
         }
     }
 }
@@ -165,7 +215,10 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !condition().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -193,4 +246,3 @@ pub type Recorder<T> = Arc<Mutex<Vec<T>>>;
 pub fn recorder<T>() -> Recorder<T> {
     Arc::new(Mutex::new(Vec::new()))
 }
-

@@ -4,10 +4,14 @@ use ai_cache::app::Role;
 use ai_cache::domain::content::{BlobRef, ContentHash};
 use ai_cache::domain::ids::{ClientId, PageId};
 use ai_cache::domain::url::NormalizedUrl;
-use ai_cache::events::clients::{ClientDeleted, ClientEvent, ClientSettings, ClientState, ClientUpdated};
-use ai_cache::events::pages::*;
-use ai_cache::events::visits::{FormatServed, Verification, VisitEvent, VisitRecorded, VisitorType};
 use ai_cache::events::Event;
+use ai_cache::events::clients::{
+    ClientDeleted, ClientEvent, ClientSettings, ClientState, ClientUpdated,
+};
+use ai_cache::events::pages::*;
+use ai_cache::events::visits::{
+    FormatServed, Verification, VisitEvent, VisitRecorded, VisitorType,
+};
 use ai_cache::infra::publish::{Outgoing, Publisher};
 use ai_cache::projections::{self, runtime};
 use serde_json::Value;
@@ -32,7 +36,15 @@ pub fn discovered(client: ClientId, url: &str) -> Event<PageEvent> {
 }
 
 async fn last_seq(app: &TestApp, stream: &str) -> u64 {
-    app.js().get_stream(stream).await.expect("stream").info().await.expect("info").state.last_sequence
+    app.js()
+        .get_stream(stream)
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .state
+        .last_sequence
 }
 
 async fn count(app: &TestApp, table: &str) -> i64 {
@@ -54,14 +66,26 @@ async fn an_event_published_twice_with_the_same_id_is_projected_once() {
     let first = publisher.publish(&out).await.expect("publish");
     let second = publisher.publish(&out).await.expect("publish again");
     assert!(!first.duplicate);
-    assert!(second.duplicate, "the server must drop the repeated Nats-Msg-Id");
+    assert!(
+        second.duplicate,
+        "the server must drop the repeated Nats-Msg-Id"
+    );
     assert_eq!(second.sequence, first.sequence);
     // The same URL discovered again under another id (outside the duplicate window, say).
-    let again = publisher.publish(&Outgoing::unique(discovered(client, "HTTPS://EXAMPLE.com/a#x"))).await.expect("publish");
+    let again = publisher
+        .publish(&Outgoing::unique(discovered(
+            client,
+            "HTTPS://EXAMPLE.com/a#x",
+        )))
+        .await
+        .expect("publish");
 
     app.wait_for_checkpoint("pages", again.sequence).await;
     assert_eq!(count(&app, "pages").await, 1);
-    let (id, url): (uuid::Uuid, String) = sqlx::query_as("SELECT id, url FROM pages").fetch_one(app.db()).await.expect("row");
+    let (id, url): (uuid::Uuid, String) = sqlx::query_as("SELECT id, url FROM pages")
+        .fetch_one(app.db())
+        .await
+        .expect("row");
     assert_eq!(id, page.as_uuid());
     assert_eq!(url, "https://example.com/a");
 }
@@ -71,23 +95,37 @@ async fn an_undecodable_event_is_set_aside_and_the_projection_moves_on() {
     let app = TestApp::with_roles(&[Role::Projections]).await;
     let bad = app
         .js()
-        .publish("pages.discovered.not-a-client.not-a-page", "{this is not json".into())
+        .publish(
+            "pages.discovered.not-a-client.not-a-page",
+            "{this is not json".into(),
+        )
         .await
         .expect("publish")
         .await
         .expect("ack");
     let publisher = Publisher::new(app.js().clone());
-    let good = publisher.publish(&Outgoing::unique(discovered(ClientId::new_random(), "https://example.com/b"))).await.expect("publish");
+    let good = publisher
+        .publish(&Outgoing::unique(discovered(
+            ClientId::new_random(),
+            "https://example.com/b",
+        )))
+        .await
+        .expect("publish");
 
     app.wait_for_checkpoint("pages", good.sequence).await;
     assert_eq!(count(&app, "pages").await, 1);
-    let failures: Vec<(i64, String)> = sqlx::query_as("SELECT seq, error FROM projection_failures WHERE projection = 'pages'")
-        .fetch_all(app.db())
-        .await
-        .expect("failures");
+    let failures: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, error FROM projection_failures WHERE projection = 'pages'")
+            .fetch_all(app.db())
+            .await
+            .expect("failures");
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].0, bad.sequence as i64);
-    assert!(failures[0].1.contains("malformed event json"), "{}", failures[0].1);
+    assert!(
+        failures[0].1.contains("malformed event json"),
+        "{}",
+        failures[0].1
+    );
 }
 
 /// Publishes a realistic history: clients registered, updated and deleted; pages through
@@ -111,9 +149,30 @@ async fn publish_history(app: &TestApp) {
     ];
     let mut updated = state("A renamed", "a.example");
     updated.is_active = false;
-    clients.push(Event::new(a, None, ClientEvent::Updated(ClientUpdated { state: updated, changed: vec!["name".into(), "is_active".into()] })));
-    clients.push(Event::new(b, None, ClientEvent::Deleted(ClientDeleted { domain: "b.example".into() })));
-    publisher.publish_all(&clients.into_iter().map(Outgoing::unique).collect::<Vec<_>>()).await.expect("clients");
+    clients.push(Event::new(
+        a,
+        None,
+        ClientEvent::Updated(ClientUpdated {
+            state: updated,
+            changed: vec!["name".into(), "is_active".into()],
+        }),
+    ));
+    clients.push(Event::new(
+        b,
+        None,
+        ClientEvent::Deleted(ClientDeleted {
+            domain: "b.example".into(),
+        }),
+    ));
+    publisher
+        .publish_all(
+            &clients
+                .into_iter()
+                .map(Outgoing::unique)
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .expect("clients");
 
     let mut pages = Vec::new();
     for i in 0..20 {
@@ -124,12 +183,61 @@ async fn publish_history(app: &TestApp) {
         let md = BlobRef::of(format!("# {i}").as_bytes());
         let html = BlobRef::of(format!("<h1>{i}</h1>").as_bytes());
         let steps = vec![
-            PageEvent::Scraped(Scraped { url: url.clone(), http_status: 200, raw: raw.clone(), content_type: "text/html".into(), etag: Some(format!("\"{i}\"")), last_modified: None, fingerprint: fp.clone(), fetched_at: d.meta.occurred_at, duration_ms: 12 }),
-            PageEvent::ContentChanged(ContentChanged { url: url.clone(), raw: raw.clone(), fingerprint: fp.clone(), previous_fingerprint: None, page_version: 1 }),
-            PageEvent::MarkdownGenerated(MarkdownGenerated { markdown: md.clone(), input_hash: raw.hash.clone(), generator: GeneratorKind::Local, generator_version: "1".into(), model: None, fallback_reason: None, tokens: None, metadata: PageMetadata { title: Some(format!("Page {i}")), ..Default::default() }, page_version: 1 }),
-            PageEvent::HtmlRendered(HtmlRendered { html: html.clone(), markdown_hash: md.hash.clone(), renderer_version: "1".into(), page_version: 1 }),
-            PageEvent::KvUploaded(KvUploaded { store: EdgeStore::Builtin, kv_key: format!("https/a-example/p/{i}"), markdown_hash: md.hash.clone(), html_hash: html.hash.clone(), page_version: 1 }),
-            PageEvent::Updated(Updated { url: url.clone(), kv_key: format!("https/a-example/p/{i}"), markdown_hash: md.hash, html_hash: html.hash, content_fingerprint: fp, page_version: 1, scraped_at: d.meta.occurred_at, updated_at: d.meta.occurred_at }),
+            PageEvent::Scraped(Scraped {
+                url: url.clone(),
+                http_status: 200,
+                raw: raw.clone(),
+                content_type: "text/html".into(),
+                etag: Some(format!("\"{i}\"")),
+                last_modified: None,
+                fingerprint: fp.clone(),
+                fetched_at: d.meta.occurred_at,
+                duration_ms: 12,
+            }),
+            PageEvent::ContentChanged(ContentChanged {
+                url: url.clone(),
+                raw: raw.clone(),
+                fingerprint: fp.clone(),
+                previous_fingerprint: None,
+                page_version: 1,
+            }),
+            PageEvent::MarkdownGenerated(MarkdownGenerated {
+                markdown: md.clone(),
+                input_hash: raw.hash.clone(),
+                generator: GeneratorKind::Local,
+                generator_version: "1".into(),
+                model: None,
+                fallback_reason: None,
+                tokens: None,
+                metadata: PageMetadata {
+                    title: Some(format!("Page {i}")),
+                    ..Default::default()
+                },
+                page_version: 1,
+            }),
+            PageEvent::HtmlRendered(HtmlRendered {
+                html: html.clone(),
+                markdown_hash: md.hash.clone(),
+                renderer_version: "1".into(),
+                page_version: 1,
+            }),
+            PageEvent::KvUploaded(KvUploaded {
+                store: EdgeStore::Builtin,
+                kv_key: format!("https/a-example/p/{i}"),
+                markdown_hash: md.hash.clone(),
+                html_hash: html.hash.clone(),
+                page_version: 1,
+            }),
+            PageEvent::Updated(Updated {
+                url: url.clone(),
+                kv_key: format!("https/a-example/p/{i}"),
+                markdown_hash: md.hash,
+                html_hash: html.hash,
+                content_fingerprint: fp,
+                page_version: 1,
+                scraped_at: d.meta.occurred_at,
+                updated_at: d.meta.occurred_at,
+            }),
         ];
         let mut prev = d.clone();
         pages.push(d);
@@ -139,52 +247,95 @@ async fn publish_history(app: &TestApp) {
             pages.push(e);
         }
         if i % 5 == 0 {
-            pages.push(Event::caused_by(&prev, PageEvent::ScrapeFailed(ScrapeFailed { failure: ScrapeFailure::RobotsDisallowed, message: "disallowed".into(), http_status: None, retry_after_secs: None, attempt: 1 })));
+            pages.push(Event::caused_by(
+                &prev,
+                PageEvent::ScrapeFailed(ScrapeFailed {
+                    failure: ScrapeFailure::RobotsDisallowed,
+                    message: "disallowed".into(),
+                    http_status: None,
+                    retry_after_secs: None,
+                    attempt: 1,
+                }),
+            ));
         }
         if i % 7 == 0 {
-            pages.push(Event::caused_by(&prev, PageEvent::Removed(Removed { http_status: Some(404), reason: "gone".into() })));
+            pages.push(Event::caused_by(
+                &prev,
+                PageEvent::Removed(Removed {
+                    http_status: Some(404),
+                    reason: "gone".into(),
+                }),
+            ));
         }
     }
-    publisher.publish_all(&pages.into_iter().map(Outgoing::unique).collect::<Vec<_>>()).await.expect("pages");
+    publisher
+        .publish_all(&pages.into_iter().map(Outgoing::unique).collect::<Vec<_>>())
+        .await
+        .expect("pages");
 
     let visits: Vec<_> = (0..10)
         .map(|i| {
-            Outgoing::unique(Event::new(a, None, VisitEvent::Recorded(VisitRecorded {
-                url: format!("https://a.example/p/{i}"),
-                visitor_type: if i % 2 == 0 { VisitorType::AiBot } else { VisitorType::Human },
-                bot_name: (i % 2 == 0).then(|| "GPTBot".to_owned()),
-                operator: (i % 2 == 0).then(|| "OpenAI".to_owned()),
-                category: None,
-                verification: Verification::Claimed,
-                user_agent: Some("UA".into()),
-                referrer: None,
-                ip_hash: Some("h".into()),
-                format_served: FormatServed::Markdown,
-                status: Some(200),
-                visited_at: ai_cache::events::envelope::now(),
-            })))
+            Outgoing::unique(Event::new(
+                a,
+                None,
+                VisitEvent::Recorded(VisitRecorded {
+                    url: format!("https://a.example/p/{i}"),
+                    visitor_type: if i % 2 == 0 {
+                        VisitorType::AiBot
+                    } else {
+                        VisitorType::Human
+                    },
+                    bot_name: (i % 2 == 0).then(|| "GPTBot".to_owned()),
+                    operator: (i % 2 == 0).then(|| "OpenAI".to_owned()),
+                    category: None,
+                    verification: Verification::Claimed,
+                    user_agent: Some("UA".into()),
+                    referrer: None,
+                    ip_hash: Some("h".into()),
+                    format_served: FormatServed::Markdown,
+                    status: Some(200),
+                    visited_at: ai_cache::events::envelope::now(),
+                }),
+            ))
         })
         .collect();
     publisher.publish_all(&visits).await.expect("visits");
     // A visit in the original system's shape (schema v1), as an import would write it.
-    let v1 = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events/visits.recorded.v1.json")).expect("fixture");
-    app.js().publish(format!("visits.recorded.{a}"), v1.into()).await.expect("publish").await.expect("ack");
+    let v1 = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/events/visits.recorded.v1.json"),
+    )
+    .expect("fixture");
+    app.js()
+        .publish(format!("visits.recorded.{a}"), v1.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
 }
 
 async fn dump(app: &TestApp, table: &str) -> Value {
     let sql = format!("SELECT coalesce(json_agg(t ORDER BY t.id), '[]'::json) FROM {table} t");
-    sqlx::query_scalar::<_, Value>(sqlx::AssertSqlSafe(sql)).fetch_one(app.db()).await.expect("dump")
+    sqlx::query_scalar::<_, Value>(sqlx::AssertSqlSafe(sql))
+        .fetch_one(app.db())
+        .await
+        .expect("dump")
 }
 
 #[tokio::test]
 async fn a_projection_rebuilt_from_the_streams_equals_the_live_one() {
     let app = TestApp::with_roles(&[Role::Projections]).await;
     publish_history(&app).await;
-    let ends = [("clients", last_seq(&app, "CLIENTS").await), ("pages", last_seq(&app, "PAGES").await), ("visits", last_seq(&app, "VISITS").await)];
+    let ends = [
+        ("clients", last_seq(&app, "CLIENTS").await),
+        ("pages", last_seq(&app, "PAGES").await),
+        ("visits", last_seq(&app, "VISITS").await),
+    ];
     for (name, end) in ends {
         app.wait_for_checkpoint(name, end).await;
     }
-    let live: Vec<Value> = futures::future::join_all(["clients", "pages", "visits"].map(|t| dump(&app, t))).await;
+    let live: Vec<Value> =
+        futures::future::join_all(["clients", "pages", "visits"].map(|t| dump(&app, t))).await;
     assert_eq!(live[0].as_array().map(Vec::len), Some(1), "B was deleted");
     assert_eq!(live[1].as_array().map(Vec::len), Some(20));
     assert_eq!(live[2].as_array().map(Vec::len), Some(11));
@@ -193,12 +344,21 @@ async fn a_projection_rebuilt_from_the_streams_equals_the_live_one() {
     // Rebuild every projection while the live runners keep running beside the rebuild.
     for projection in projections::all() {
         let name = projection.name();
-        let end = runtime::rebuild(app.db(), app.js(), projection, &|_, _| {}).await.expect("rebuild");
-        assert_eq!(end, ends.iter().find(|(n, _)| *n == name).map(|(_, e)| *e).expect("end"));
+        let end = runtime::rebuild(app.db(), app.js(), projection, &|_, _| {})
+            .await
+            .expect("rebuild");
+        assert_eq!(
+            end,
+            ends.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, e)| *e)
+                .expect("end")
+        );
     }
     for (name, end) in ends {
         app.wait_for_checkpoint(name, end).await;
     }
-    let rebuilt: Vec<Value> = futures::future::join_all(["clients", "pages", "visits"].map(|t| dump(&app, t))).await;
+    let rebuilt: Vec<Value> =
+        futures::future::join_all(["clients", "pages", "visits"].map(|t| dump(&app, t))).await;
     assert_eq!(rebuilt, live);
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ai_cache::app::Role;
-use ai_cache::events::pages::{PageEvent, RefreshReason, RefreshRequested};
 use ai_cache::events::Event;
+use ai_cache::events::pages::{PageEvent, RefreshReason, RefreshRequested};
 use ai_cache::infra::publish::{Outgoing, Publisher};
 use ai_cache::pipeline::deadletter::headers;
 use ai_cache::pipeline::runtime::{ConsumerRuntime, Delivery, RuntimeOptions, Step, StepError};
@@ -42,10 +42,22 @@ struct TestStep {
 
 impl Step<PageEvent> for TestStep {
     async fn handle(&self, event: Event<PageEvent>, delivery: &Delivery) -> Result<(), StepError> {
-        let page = event.meta.page_id.map(|p| p.to_string()).unwrap_or_default();
-        self.seen.lock().expect("lock").push((page.clone(), delivery.delivered));
+        let page = event
+            .meta
+            .page_id
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        self.seen
+            .lock()
+            .expect("lock")
+            .push((page.clone(), delivery.delivered));
         let next = Outgoing::keyed(
-            Event::caused_by(&event, PageEvent::RefreshRequested(RefreshRequested { reason: RefreshReason::Reprocess })),
+            Event::caused_by(
+                &event,
+                PageEvent::RefreshRequested(RefreshRequested {
+                    reason: RefreshReason::Reprocess,
+                }),
+            ),
             format!("test-stage:{page}:{}", delivery.stream_seq),
         );
         match &self.behaviour {
@@ -57,7 +69,10 @@ impl Step<PageEvent> for TestStep {
             }
             _ => {}
         }
-        self.publisher.publish(&next).await.map_err(StepError::transient)?;
+        self.publisher
+            .publish(&next)
+            .await
+            .map_err(StepError::transient)?;
         if let Behaviour::ForwardThenHang(published) = &self.behaviour {
             published.notify_one();
             std::future::pending::<()>().await;
@@ -83,8 +98,16 @@ async fn create_test_consumer(app: &TestApp, max_deliver: i64) {
         .expect("consumer");
 }
 
-fn runtime(app: &TestApp, seen: &Recorder<(String, u64)>, behaviour: Behaviour) -> ConsumerRuntime<PageEvent, TestStep> {
-    let step = TestStep { publisher: Publisher::new(app.js().clone()), seen: seen.clone(), behaviour };
+fn runtime(
+    app: &TestApp,
+    seen: &Recorder<(String, u64)>,
+    behaviour: Behaviour,
+) -> ConsumerRuntime<PageEvent, TestStep> {
+    let step = TestStep {
+        publisher: Publisher::new(app.js().clone()),
+        seen: seen.clone(),
+        behaviour,
+    };
     let options = RuntimeOptions {
         concurrency: 4,
         backoff: vec![Duration::from_millis(50)],
@@ -93,7 +116,9 @@ fn runtime(app: &TestApp, seen: &Recorder<(String, u64)>, behaviour: Behaviour) 
     ConsumerRuntime::new(app.js().clone(), STAGE, step, options)
 }
 
-fn spawn(rt: ConsumerRuntime<PageEvent, TestStep>) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+fn spawn(
+    rt: ConsumerRuntime<PageEvent, TestStep>,
+) -> (tokio::task::JoinHandle<()>, CancellationToken) {
     let token = CancellationToken::new();
     let t = token.clone();
     let handle = tokio::spawn(async move {
@@ -103,15 +128,27 @@ fn spawn(rt: ConsumerRuntime<PageEvent, TestStep>) -> (tokio::task::JoinHandle<(
 }
 
 async fn consumer_idle(app: &TestApp) -> bool {
-    let info = app.js().get_stream("PAGES").await.expect("stream").consumer_info(STAGE).await.expect("info");
+    let info = app
+        .js()
+        .get_stream("PAGES")
+        .await
+        .expect("stream")
+        .consumer_info(STAGE)
+        .await
+        .expect("info");
     info.num_pending == 0 && info.num_ack_pending == 0
 }
 
 async fn publish_discovered(app: &TestApp, n: usize) -> Vec<String> {
     let publisher = Publisher::new(app.js().clone());
     let client = ai_cache::domain::ids::ClientId::new_random();
-    let events: Vec<_> = (0..n).map(|i| Outgoing::unique(discovered(client, &format!("https://example.com/{i}")))).collect();
-    let pages = events.iter().map(|o| o.event.meta.page_id.expect("page").to_string()).collect();
+    let events: Vec<_> = (0..n)
+        .map(|i| Outgoing::unique(discovered(client, &format!("https://example.com/{i}"))))
+        .collect();
+    let pages = events
+        .iter()
+        .map(|o| o.event.meta.page_id.expect("page").to_string())
+        .collect();
     publisher.publish_all(&events).await.expect("publish");
     pages
 }
@@ -124,20 +161,33 @@ async fn a_stage_killed_before_its_ack_gets_the_message_again_and_produces_no_du
     let seen = recorder();
 
     let published = Arc::new(Notify::new());
-    let (doomed, _) = spawn(runtime(&app, &seen, Behaviour::ForwardThenHang(published.clone())));
+    let (doomed, _) = spawn(runtime(
+        &app,
+        &seen,
+        Behaviour::ForwardThenHang(published.clone()),
+    ));
     published.notified().await;
     doomed.abort();
     let _ = doomed.await;
 
     let (_survivor, stop) = spawn(runtime(&app, &seen, Behaviour::Forward));
-    eventually(Duration::from_secs(15), "the message is redelivered and acked", || async {
-        seen.lock().expect("lock").len() == 2 && consumer_idle(&app).await
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the message is redelivered and acked",
+        || async { seen.lock().expect("lock").len() == 2 && consumer_idle(&app).await },
+    )
     .await;
     stop.cancel();
     let deliveries: Vec<(String, u64)> = seen.lock().expect("lock").clone();
-    assert_eq!(deliveries, vec![(pages[0].clone(), 1), (pages[0].clone(), 2)]);
-    assert_eq!(stream_count(app.js(), "PAGES", Some("pages.refresh_requested.>")).await, 1, "the redelivery published no duplicate");
+    assert_eq!(
+        deliveries,
+        vec![(pages[0].clone(), 1), (pages[0].clone(), 2)]
+    );
+    assert_eq!(
+        stream_count(app.js(), "PAGES", Some("pages.refresh_requested.>")).await,
+        1,
+        "the redelivery published no duplicate"
+    );
     assert_eq!(stream_count(app.js(), "DEADLETTER", None).await, 0);
 }
 
@@ -149,39 +199,95 @@ async fn a_message_failing_on_every_delivery_ends_in_the_dead_letter_stream() {
     let seen = recorder();
     let (_rt, stop) = spawn(runtime(&app, &seen, Behaviour::AlwaysTransient));
 
-    eventually(Duration::from_secs(15), "the message is dead-lettered", || async {
-        stream_count(app.js(), "DEADLETTER", None).await == 1 && consumer_idle(&app).await
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the message is dead-lettered",
+        || async {
+            stream_count(app.js(), "DEADLETTER", None).await == 1 && consumer_idle(&app).await
+        },
+    )
     .await;
     stop.cancel();
-    assert_eq!(seen.lock().expect("lock").iter().map(|(_, d)| *d).collect::<Vec<_>>(), vec![1, 2, 3]);
-    let dl = app.js().get_stream("DEADLETTER").await.expect("stream").get_last_raw_message_by_subject("deadletter.test-stage").await.expect("dead letter");
+    assert_eq!(
+        seen.lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, d)| *d)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let dl = app
+        .js()
+        .get_stream("DEADLETTER")
+        .await
+        .expect("stream")
+        .get_last_raw_message_by_subject("deadletter.test-stage")
+        .await
+        .expect("dead letter");
     let h = |name: &str| dl.headers.get(name).map(|v| v.to_string());
     assert_eq!(h(headers::DELIVERIES).as_deref(), Some("3"));
     assert_eq!(h(headers::ERROR_KIND).as_deref(), Some("retries_exhausted"));
     assert_eq!(h(headers::ERROR).as_deref(), Some("origin is down"));
     assert_eq!(h(headers::ORIGINAL_STREAM).as_deref(), Some("PAGES"));
     assert!(h(headers::ORIGINAL_SUBJECT).is_some_and(|s| s.starts_with("pages.discovered.")));
-    let original = app.js().get_stream("PAGES").await.expect("stream").get_raw_message(1).await.expect("original");
-    assert_eq!(dl.payload, original.payload, "the payload is kept untouched for re-driving");
+    let original = app
+        .js()
+        .get_stream("PAGES")
+        .await
+        .expect("stream")
+        .get_raw_message(1)
+        .await
+        .expect("original");
+    assert_eq!(
+        dl.payload, original.payload,
+        "the payload is kept untouched for re-driving"
+    );
 }
 
 #[tokio::test]
 async fn an_undecodable_message_is_dead_lettered_at_once_without_reaching_the_step() {
     let app = TestApp::with_roles(&[]).await;
     create_test_consumer(&app, 5).await;
-    app.js().publish("pages.discovered.x.y", "\u{0}garbage".into()).await.expect("publish").await.expect("ack");
+    app.js()
+        .publish("pages.discovered.x.y", "\u{0}garbage".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
     let seen = recorder();
     let (_rt, stop) = spawn(runtime(&app, &seen, Behaviour::Forward));
-    eventually(Duration::from_secs(10), "the message is dead-lettered", || async {
-        stream_count(app.js(), "DEADLETTER", None).await == 1 && consumer_idle(&app).await
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the message is dead-lettered",
+        || async {
+            stream_count(app.js(), "DEADLETTER", None).await == 1 && consumer_idle(&app).await
+        },
+    )
     .await;
     stop.cancel();
     assert!(seen.lock().expect("lock").is_empty());
-    let dl = app.js().get_stream("DEADLETTER").await.expect("stream").get_last_raw_message_by_subject("deadletter.test-stage").await.expect("dl");
-    assert_eq!(dl.headers.get(headers::ERROR_KIND).map(|v| v.to_string()).as_deref(), Some("permanent"));
-    assert_eq!(dl.headers.get(headers::DELIVERIES).map(|v| v.to_string()).as_deref(), Some("1"));
+    let dl = app
+        .js()
+        .get_stream("DEADLETTER")
+        .await
+        .expect("stream")
+        .get_last_raw_message_by_subject("deadletter.test-stage")
+        .await
+        .expect("dl");
+    assert_eq!(
+        dl.headers
+            .get(headers::ERROR_KIND)
+            .map(|v| v.to_string())
+            .as_deref(),
+        Some("permanent")
+    );
+    assert_eq!(
+        dl.headers
+            .get(headers::DELIVERIES)
+            .map(|v| v.to_string())
+            .as_deref(),
+        Some("1")
+    );
 }
 
 #[tokio::test]
@@ -191,9 +297,13 @@ async fn a_panicking_step_dead_letters_its_message_and_the_runtime_carries_on() 
     publish_discovered(&app, 2).await;
     let seen = recorder();
     let (rt, stop) = spawn(runtime(&app, &seen, Behaviour::Panic));
-    eventually(Duration::from_secs(10), "both messages are dead-lettered", || async {
-        stream_count(app.js(), "DEADLETTER", None).await == 2 && consumer_idle(&app).await
-    })
+    eventually(
+        Duration::from_secs(10),
+        "both messages are dead-lettered",
+        || async {
+            stream_count(app.js(), "DEADLETTER", None).await == 2 && consumer_idle(&app).await
+        },
+    )
     .await;
     assert!(!rt.is_finished(), "the runtime survives a panicking step");
     stop.cancel();
@@ -206,12 +316,22 @@ async fn on_shutdown_the_message_in_flight_finishes_and_is_acked() {
     publish_discovered(&app, 1).await;
     let seen = recorder();
     let started = Arc::new(Notify::new());
-    let (rt, stop) = spawn(runtime(&app, &seen, Behaviour::Slow(started.clone(), Duration::from_millis(400))));
+    let (rt, stop) = spawn(runtime(
+        &app,
+        &seen,
+        Behaviour::Slow(started.clone(), Duration::from_millis(400)),
+    ));
     started.notified().await;
     stop.cancel();
     rt.await.expect("runtime returns");
-    assert!(consumer_idle(&app).await, "the in-flight message was acked before returning");
-    assert_eq!(stream_count(app.js(), "PAGES", Some("pages.refresh_requested.>")).await, 1);
+    assert!(
+        consumer_idle(&app).await,
+        "the in-flight message was acked before returning"
+    );
+    assert_eq!(
+        stream_count(app.js(), "PAGES", Some("pages.refresh_requested.>")).await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,30 +341,65 @@ async fn after_a_nats_restart_stages_and_projections_resume_and_nothing_is_lost(
     let seen = recorder();
     let (_rt, stop) = spawn(runtime(&app, &seen, Behaviour::Forward));
     let mut pages = publish_discovered(&app, 30).await;
-    eventually(Duration::from_secs(15), "the first batch is handled", || async { seen.lock().expect("lock").len() >= 30 }).await;
+    eventually(
+        Duration::from_secs(15),
+        "the first batch is handled",
+        || async { seen.lock().expect("lock").len() >= 30 },
+    )
+    .await;
 
     tokio::task::block_in_place(|| app.nats.restart()).expect("restart");
     // Publishing retries until the client has reconnected.
     let publisher = Publisher::new(app.js().clone());
     let client = ai_cache::domain::ids::ClientId::new_random();
     for i in 0..30 {
-        let out = Outgoing::unique(discovered(client, &format!("https://example.com/after/{i}")));
+        let out = Outgoing::unique(discovered(
+            client,
+            &format!("https://example.com/after/{i}"),
+        ));
         pages.push(out.event.meta.page_id.expect("page").to_string());
         crate::harness::eventually_ok(Duration::from_secs(20), || publisher.publish(&out)).await;
     }
 
-    eventually(Duration::from_secs(30), "every page is handled once more after the restart", || async {
-        let mut handled: Vec<String> = seen.lock().expect("lock").iter().map(|(p, _)| p.clone()).collect();
-        handled.sort();
-        handled.dedup();
-        handled.len() == 60
+    eventually(
+        Duration::from_secs(30),
+        "every page is handled once more after the restart",
+        || async {
+            let mut handled: Vec<String> = seen
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|(p, _)| p.clone())
+                .collect();
+            handled.sort();
+            handled.dedup();
+            handled.len() == 60
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(15), "the consumer is idle", || async {
+        consumer_idle(&app).await
     })
     .await;
-    eventually(Duration::from_secs(15), "the consumer is idle", || async { consumer_idle(&app).await }).await;
     stop.cancel();
-    assert_eq!(stream_count(app.js(), "PAGES", Some("pages.refresh_requested.>")).await, 60);
-    let end = app.js().get_stream("PAGES").await.expect("stream").info().await.expect("info").state.last_sequence;
+    assert_eq!(
+        stream_count(app.js(), "PAGES", Some("pages.refresh_requested.>")).await,
+        60
+    );
+    let end = app
+        .js()
+        .get_stream("PAGES")
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .state
+        .last_sequence;
     app.wait_for_checkpoint("pages", end).await;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM pages").fetch_one(app.db()).await.expect("count");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM pages")
+        .fetch_one(app.db())
+        .await
+        .expect("count");
     assert_eq!(rows, 60);
 }
