@@ -74,6 +74,7 @@ pub async fn run(events: usize) -> anyhow::Result<()> {
     drop(backbone);
     drop(pg);
     drop(nats);
+    let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }
 

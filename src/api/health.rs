@@ -2,6 +2,7 @@
 //! Answers 503 when the database, NATS, a stream or a consumer is missing or unreachable.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -136,10 +137,12 @@ async fn check_streams(
     checks: &mut Checks,
     last_seqs: &mut BTreeMap<String, u64>,
 ) {
-    let defs = match streams::embedded() {
+    // The definitions are compiled in: parse them once.
+    static DEFS: OnceLock<Result<Vec<streams::StreamDef>, String>> = OnceLock::new();
+    let defs = match DEFS.get_or_init(|| streams::embedded().map_err(|e| e.to_string())) {
         Ok(defs) => defs,
         Err(e) => {
-            checks.nats.error = Some(e.to_string());
+            checks.nats.error = Some(e.clone());
             return;
         }
     };
@@ -178,8 +181,8 @@ async fn check_streams(
             },
         };
         checks.streams.insert(name.clone(), check);
-        for consumer in def.consumers {
-            let durable = consumer.config.durable_name.unwrap_or_default();
+        for consumer in &def.consumers {
+            let durable = consumer.config.durable_name.clone().unwrap_or_default();
             let info = tokio::time::timeout(CHECK_TIMEOUT, async {
                 let stream = state
                     .nats
