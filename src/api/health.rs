@@ -124,6 +124,16 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     (status, Json(body))
 }
 
+/// Runs a NATS request with the check timeout, its error as text.
+async fn within_timeout<T, E: std::fmt::Display>(
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, request).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    }
+}
+
 fn failed(error: String) -> Check {
     Check {
         ok: false,
@@ -148,23 +158,11 @@ async fn check_streams(
     };
     for def in defs {
         let name = def.config.name.clone();
-        let info = tokio::time::timeout(CHECK_TIMEOUT, async {
-            let mut stream = state
-                .nats
-                .js
-                .get_stream(&name)
-                .await
-                .map_err(|e| e.to_string())?;
-            stream
-                .info()
-                .await
-                .map(|i| i.state.clone())
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()));
-        let check = match info {
-            Ok(s) => {
+        // `get_stream` fetches the stream's info; the consumers reuse the same handle.
+        let stream = within_timeout(state.nats.js.get_stream(&name)).await;
+        let check = match &stream {
+            Ok(stream) => {
+                let s = &stream.cached_info().state;
                 last_seqs.insert(name.clone(), s.last_sequence);
                 StreamCheck {
                     ok: true,
@@ -177,26 +175,16 @@ async fn check_streams(
                 ok: false,
                 messages: 0,
                 last_seq: 0,
-                error: Some(e),
+                error: Some(e.clone()),
             },
         };
         checks.streams.insert(name.clone(), check);
         for consumer in &def.consumers {
             let durable = consumer.config.durable_name.clone().unwrap_or_default();
-            let info = tokio::time::timeout(CHECK_TIMEOUT, async {
-                let stream = state
-                    .nats
-                    .js
-                    .get_stream(&name)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                stream
-                    .consumer_info(&durable)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await
-            .unwrap_or_else(|_| Err("timed out".into()));
+            let info = match &stream {
+                Ok(stream) => within_timeout(stream.consumer_info(&durable)).await,
+                Err(_) => Err("stream unavailable".to_owned()),
+            };
             let check = match info {
                 Ok(i) => ConsumerCheck {
                     ok: true,

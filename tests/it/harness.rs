@@ -115,7 +115,14 @@ impl TestApp {
     }
 
     pub async fn with_roles(roles: &[Role]) -> Self {
-        ai_cache::telemetry::init_logging(ai_cache::config::LogFormat::Pretty);
+        // Logs go to the test's captured output: shown only when the test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let nats = tokio::task::spawn_blocking(start_nats).await.expect("join");
         let (db_url, _) = fresh_database().await;
         let backbone = Backbone::connect(&db_url, &nats.url(), 10)
@@ -183,6 +190,14 @@ impl TestApp {
             },
         )
         .await;
+    }
+}
+
+impl TestApp {
+    /// The last sequence assigned on `stream`.
+    pub async fn last_seq(&self, stream: &str) -> u64 {
+        let mut s = self.js().get_stream(stream).await.expect("stream");
+        s.info().await.expect("info").state.last_sequence
     }
 }
 

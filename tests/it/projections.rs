@@ -35,18 +35,6 @@ pub fn discovered(client: ClientId, url: &str) -> Event<PageEvent> {
     )
 }
 
-async fn last_seq(app: &TestApp, stream: &str) -> u64 {
-    app.js()
-        .get_stream(stream)
-        .await
-        .expect("stream")
-        .info()
-        .await
-        .expect("info")
-        .state
-        .last_sequence
-}
-
 async fn count(app: &TestApp, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
         .fetch_one(app.db())
@@ -327,9 +315,9 @@ async fn a_projection_rebuilt_from_the_streams_equals_the_live_one() {
     let app = TestApp::with_roles(&[Role::Projections]).await;
     publish_history(&app).await;
     let ends = [
-        ("clients", last_seq(&app, "CLIENTS").await),
-        ("pages", last_seq(&app, "PAGES").await),
-        ("visits", last_seq(&app, "VISITS").await),
+        ("clients", app.last_seq("CLIENTS").await),
+        ("pages", app.last_seq("PAGES").await),
+        ("visits", app.last_seq("VISITS").await),
     ];
     for (name, end) in ends {
         app.wait_for_checkpoint(name, end).await;

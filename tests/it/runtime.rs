@@ -139,6 +139,35 @@ async fn consumer_idle(app: &TestApp) -> bool {
     info.num_pending == 0 && info.num_ack_pending == 0
 }
 
+/// Waits until `n` messages are dead-lettered and the test consumer has nothing left.
+async fn wait_dead_lettered(app: &TestApp, n: u64) {
+    eventually(
+        Duration::from_secs(15),
+        &format!("{n} message(s) are dead-lettered"),
+        || async {
+            stream_count(app.js(), "DEADLETTER", None).await == n && consumer_idle(app).await
+        },
+    )
+    .await;
+}
+
+/// The headers of the test stage's last dead letter, by name, and its payload.
+async fn last_dead_letter(app: &TestApp) -> (impl Fn(&str) -> Option<String>, bytes::Bytes) {
+    let dl = app
+        .js()
+        .get_stream("DEADLETTER")
+        .await
+        .expect("stream")
+        .get_last_raw_message_by_subject("deadletter.test-stage")
+        .await
+        .expect("dead letter");
+    let headers = dl.headers.clone();
+    (
+        move |name: &str| headers.get(name).map(|v| v.to_string()),
+        dl.payload,
+    )
+}
+
 async fn publish_discovered(app: &TestApp, n: usize) -> Vec<String> {
     let publisher = Publisher::new(app.js().clone());
     let client = ai_cache::domain::ids::ClientId::new_random();
@@ -198,38 +227,20 @@ async fn a_message_failing_on_every_delivery_ends_in_the_dead_letter_stream() {
     publish_discovered(&app, 1).await;
     let seen = recorder();
     let (_rt, stop) = spawn(runtime(&app, &seen, Behaviour::AlwaysTransient));
-
-    eventually(
-        Duration::from_secs(15),
-        "the message is dead-lettered",
-        || async {
-            stream_count(app.js(), "DEADLETTER", None).await == 1 && consumer_idle(&app).await
-        },
-    )
-    .await;
+    wait_dead_lettered(&app, 1).await;
     stop.cancel();
+
+    let deliveries: Vec<u64> = seen.lock().expect("lock").iter().map(|(_, d)| *d).collect();
+    assert_eq!(deliveries, vec![1, 2, 3]);
+    let (header, payload) = last_dead_letter(&app).await;
+    assert_eq!(header(headers::DELIVERIES).as_deref(), Some("3"));
     assert_eq!(
-        seen.lock()
-            .expect("lock")
-            .iter()
-            .map(|(_, d)| *d)
-            .collect::<Vec<_>>(),
-        vec![1, 2, 3]
+        header(headers::ERROR_KIND).as_deref(),
+        Some("retries_exhausted")
     );
-    let dl = app
-        .js()
-        .get_stream("DEADLETTER")
-        .await
-        .expect("stream")
-        .get_last_raw_message_by_subject("deadletter.test-stage")
-        .await
-        .expect("dead letter");
-    let h = |name: &str| dl.headers.get(name).map(|v| v.to_string());
-    assert_eq!(h(headers::DELIVERIES).as_deref(), Some("3"));
-    assert_eq!(h(headers::ERROR_KIND).as_deref(), Some("retries_exhausted"));
-    assert_eq!(h(headers::ERROR).as_deref(), Some("origin is down"));
-    assert_eq!(h(headers::ORIGINAL_STREAM).as_deref(), Some("PAGES"));
-    assert!(h(headers::ORIGINAL_SUBJECT).is_some_and(|s| s.starts_with("pages.discovered.")));
+    assert_eq!(header(headers::ERROR).as_deref(), Some("origin is down"));
+    assert_eq!(header(headers::ORIGINAL_STREAM).as_deref(), Some("PAGES"));
+    assert!(header(headers::ORIGINAL_SUBJECT).is_some_and(|s| s.starts_with("pages.discovered.")));
     let original = app
         .js()
         .get_stream("PAGES")
@@ -239,7 +250,7 @@ async fn a_message_failing_on_every_delivery_ends_in_the_dead_letter_stream() {
         .await
         .expect("original");
     assert_eq!(
-        dl.payload, original.payload,
+        payload, original.payload,
         "the payload is kept untouched for re-driving"
     );
 }
@@ -256,38 +267,13 @@ async fn an_undecodable_message_is_dead_lettered_at_once_without_reaching_the_st
         .expect("ack");
     let seen = recorder();
     let (_rt, stop) = spawn(runtime(&app, &seen, Behaviour::Forward));
-    eventually(
-        Duration::from_secs(10),
-        "the message is dead-lettered",
-        || async {
-            stream_count(app.js(), "DEADLETTER", None).await == 1 && consumer_idle(&app).await
-        },
-    )
-    .await;
+    wait_dead_lettered(&app, 1).await;
     stop.cancel();
+
     assert!(seen.lock().expect("lock").is_empty());
-    let dl = app
-        .js()
-        .get_stream("DEADLETTER")
-        .await
-        .expect("stream")
-        .get_last_raw_message_by_subject("deadletter.test-stage")
-        .await
-        .expect("dl");
-    assert_eq!(
-        dl.headers
-            .get(headers::ERROR_KIND)
-            .map(|v| v.to_string())
-            .as_deref(),
-        Some("permanent")
-    );
-    assert_eq!(
-        dl.headers
-            .get(headers::DELIVERIES)
-            .map(|v| v.to_string())
-            .as_deref(),
-        Some("1")
-    );
+    let (header, _) = last_dead_letter(&app).await;
+    assert_eq!(header(headers::ERROR_KIND).as_deref(), Some("permanent"));
+    assert_eq!(header(headers::DELIVERIES).as_deref(), Some("1"));
 }
 
 #[tokio::test]
@@ -297,16 +283,11 @@ async fn a_panicking_step_dead_letters_its_message_and_the_runtime_carries_on() 
     publish_discovered(&app, 2).await;
     let seen = recorder();
     let (rt, stop) = spawn(runtime(&app, &seen, Behaviour::Panic));
-    eventually(
-        Duration::from_secs(10),
-        "both messages are dead-lettered",
-        || async {
-            stream_count(app.js(), "DEADLETTER", None).await == 2 && consumer_idle(&app).await
-        },
-    )
-    .await;
+    wait_dead_lettered(&app, 2).await;
     assert!(!rt.is_finished(), "the runtime survives a panicking step");
     stop.cancel();
+    let (header, _) = last_dead_letter(&app).await;
+    assert_eq!(header(headers::ERROR).as_deref(), Some("step panicked"));
 }
 
 #[tokio::test]
@@ -386,20 +367,39 @@ async fn after_a_nats_restart_stages_and_projections_resume_and_nothing_is_lost(
         stream_count(app.js(), "PAGES", Some("pages.refresh_requested.>")).await,
         60
     );
-    let end = app
-        .js()
-        .get_stream("PAGES")
-        .await
-        .expect("stream")
-        .info()
-        .await
-        .expect("info")
-        .state
-        .last_sequence;
+    let end = app.last_seq("PAGES").await;
     app.wait_for_checkpoint("pages", end).await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM pages")
         .fetch_one(app.db())
         .await
         .expect("count");
     assert_eq!(rows, 60);
+}
+
+#[tokio::test]
+async fn a_step_longer_than_ack_wait_is_kept_alive_by_progress_acks_and_not_redelivered() {
+    let app = TestApp::with_roles(&[]).await;
+    create_test_consumer(&app, 5).await; // ack_wait 1 s
+    publish_discovered(&app, 1).await;
+    let seen = recorder();
+    let started = Arc::new(Notify::new());
+    let slow = Behaviour::Slow(started.clone(), Duration::from_millis(2500));
+    let (_rt, stop) = spawn(runtime(&app, &seen, slow));
+    started.notified().await;
+    eventually(
+        Duration::from_secs(10),
+        "the slow step finishes and is acked",
+        || async {
+            stream_count(app.js(), "PAGES", Some("pages.refresh_requested.>")).await == 1
+                && consumer_idle(&app).await
+        },
+    )
+    .await;
+    stop.cancel();
+    let deliveries: Vec<u64> = seen.lock().expect("lock").iter().map(|(_, d)| *d).collect();
+    assert_eq!(
+        deliveries,
+        vec![1],
+        "no redelivery while the step was working"
+    );
 }
