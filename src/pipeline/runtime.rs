@@ -6,6 +6,8 @@
 //! - Permanent failure, undecodable event or a panicking step: copy to DEADLETTER, then term.
 //! - Transient failure on the last allowed delivery (`max_deliver` of the consumer): copy to
 //!   DEADLETTER, then term.
+//! - A message that used up `max_deliver` without any decision (the process died on every
+//!   delivery) is dead-lettered from the server's max-deliveries advisory.
 //! - Long steps send in-progress acks so the server does not redeliver them meanwhile.
 //! - On shutdown no new message is taken; messages already buffered are nak'd at once, those
 //!   in flight get a grace period to finish and are nak'd if they do not.
@@ -160,6 +162,11 @@ impl<E: EventFamily + 'static, S: Step<E>> ConsumerRuntime<E, S> {
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RuntimeError> {
         let inner = &self.inner;
         let stage = inner.durable.clone();
+        let watcher = {
+            let inner = Arc::clone(inner);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { inner.watch_max_deliveries(shutdown).await })
+        };
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
             let (mut messages, limits) = match inner.open(self.options.concurrency).await {
@@ -215,6 +222,7 @@ impl<E: EventFamily + 'static, S: Step<E>> ConsumerRuntime<E, S> {
                 while in_flight.next().await.is_some() {}
             }
         }
+        let _ = watcher.await;
         Ok(())
     }
 
@@ -241,7 +249,78 @@ async fn drain_buffered(messages: &mut consumer::pull::Stream) {
     }
 }
 
+/// The server's notice that a message used up its deliveries without being acked or termed.
+#[derive(serde::Deserialize)]
+struct MaxDeliveries {
+    stream_seq: u64,
+    deliveries: u64,
+}
+
 impl<S> Inner<S> {
+    /// A message whose step crashed the process (or outlived ack_wait) on every delivery
+    /// reaches `max_deliver` without the runtime ever deciding; the server then stops
+    /// delivering it and says so in an advisory. This dead-letters such messages, so even
+    /// they end up visible. One subscriber per stage (queue group) handles each advisory;
+    /// the dead letter's id makes a second copy impossible anyway.
+    async fn watch_max_deliveries(&self, shutdown: CancellationToken) {
+        let client = self.js.client();
+        let subject = format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+            self.stream, self.durable
+        );
+        let queue = format!("ai-cache-max-deliveries-{}", self.durable);
+        let mut advisories = match client.queue_subscribe(subject, queue).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::error!(stage = %self.durable, error = %e, "cannot watch max-deliveries advisories");
+                return;
+            }
+        };
+        loop {
+            let advisory = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = advisories.next() => match next {
+                    Some(msg) => msg,
+                    None => return,
+                },
+            };
+            let Ok(notice) = serde_json::from_slice::<MaxDeliveries>(&advisory.payload) else {
+                tracing::warn!(stage = %self.durable, "unreadable max-deliveries advisory");
+                continue;
+            };
+            if let Err(e) = self.dead_letter_by_seq(&notice).await {
+                tracing::error!(stage = %self.durable, nats.seq = notice.stream_seq, error = %e, "cannot dead-letter a message that used up its deliveries");
+            }
+        }
+    }
+
+    async fn dead_letter_by_seq(&self, notice: &MaxDeliveries) -> Result<(), String> {
+        let stream = self
+            .js
+            .get_stream(self.stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let original = stream
+            .get_raw_message(notice.stream_seq)
+            .await
+            .map_err(|e| e.to_string())?;
+        let error = "delivery limit reached without a decision: the stage crashed or timed out on every delivery";
+        let dl = DeadLetter {
+            stream: self.stream,
+            consumer: &self.durable,
+            subject: original.subject.as_str(),
+            stream_seq: notice.stream_seq,
+            deliveries: notice.deliveries,
+            kind: DeadLetterKind::RetriesExhausted,
+            error,
+            payload: original.payload,
+        };
+        let seq = deadletter::publish(&self.js, dl).await?;
+        tracing::error!(stage = %self.durable, nats.seq = notice.stream_seq, deadletter.seq = seq, error, "message dead-lettered");
+        metrics::counter!("aicache_stage_messages_total", "stage" => self.durable.clone(), "outcome" => "dead_letter").increment(1);
+        Ok(())
+    }
+
     async fn open(&self, batch: usize) -> Result<(consumer::pull::Stream, ConsumerLimits), String> {
         let stream = self
             .js

@@ -403,3 +403,40 @@ async fn a_step_longer_than_ack_wait_is_kept_alive_by_progress_acks_and_not_rede
         "no redelivery while the step was working"
     );
 }
+
+#[tokio::test]
+async fn a_message_that_crashes_the_stage_on_every_delivery_still_ends_in_the_dead_letter_stream() {
+    let app = TestApp::with_roles(&[]).await;
+    create_test_consumer(&app, 2).await;
+    publish_discovered(&app, 1).await;
+    let seen = recorder();
+    // Two deliveries, and the stage dies during each of them.
+    for _ in 0..2 {
+        let published = Arc::new(Notify::new());
+        let (doomed, _) = spawn(runtime(
+            &app,
+            &seen,
+            Behaviour::ForwardThenHang(published.clone()),
+        ));
+        published.notified().await;
+        doomed.abort();
+        let _ = doomed.await;
+    }
+    // A healthy instance is running when the server gives up on the message.
+    let (_survivor, stop) = spawn(runtime(&app, &seen, Behaviour::Forward));
+    wait_dead_lettered(&app, 1).await;
+    stop.cancel();
+
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        2,
+        "the server delivered it max_deliver times, no more"
+    );
+    let (header, _) = last_dead_letter(&app).await;
+    assert_eq!(header(headers::DELIVERIES).as_deref(), Some("2"));
+    assert_eq!(
+        header(headers::ERROR_KIND).as_deref(),
+        Some("retries_exhausted")
+    );
+    assert!(header(headers::ERROR).is_some_and(|e| e.contains("without a decision")));
+}
