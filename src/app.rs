@@ -8,7 +8,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::commands::tenants::Tenants;
+use crate::config::ApiConfig;
 use crate::infra::nats::Nats;
+use crate::infra::secrets::Secrets;
 use crate::infra::{db, streams};
 use crate::projections::{self, runtime::ProjectionRunner};
 
@@ -53,23 +56,54 @@ impl Backbone {
     }
 }
 
+/// The tenant commands, with the configured Fernet keys.
+pub fn tenants(backbone: &Backbone, config: &ApiConfig) -> anyhow::Result<Tenants> {
+    let secrets =
+        Secrets::from_config(config.fernet_keys.as_deref(), config.fernet_key.as_deref())?;
+    Ok(Tenants::new(
+        backbone.db.clone(),
+        backbone.nats.js.clone(),
+        Arc::new(secrets),
+        std::time::Duration::from_secs(config.write_timeout_secs),
+    ))
+}
+
+/// Everything the API role needs; refuses to start without a master key or a Fernet key.
+pub fn api_state(backbone: &Backbone, config: &ApiConfig) -> anyhow::Result<AppState> {
+    let master = config
+        .master_api_key
+        .as_deref()
+        .filter(|k| !k.trim().is_empty())
+        .context("MASTER_API_KEY is not set: the API needs a master key")?;
+    anyhow::ensure!(
+        master.trim().len() >= 16,
+        "MASTER_API_KEY must be at least 16 characters"
+    );
+    Ok(AppState {
+        db: backbone.db.clone(),
+        nats: backbone.nats.clone(),
+        tenants: tenants(backbone, config)?,
+        auth: Arc::new(api::auth::Auth::new(
+            master.trim(),
+            config.rate_limit_per_minute,
+        )),
+        max_body_bytes: config.max_body_bytes,
+    })
+}
+
 /// Runs `roles` until `shutdown` is cancelled or one of them fails; on the way out every
-/// role gets to finish its in-flight work.
+/// role gets to finish its in-flight work. The api role serves `api` (listener and state).
 pub async fn run_roles(
     backbone: &Backbone,
     roles: &[Role],
-    listener: Option<tokio::net::TcpListener>,
+    api: Option<(tokio::net::TcpListener, AppState)>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // Install the recorder before any role counts anything.
     crate::telemetry::metrics();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     if roles.contains(&Role::Api) {
-        let listener = listener.context("the api role needs a listener")?;
-        let state = AppState {
-            db: backbone.db.clone(),
-            nats: backbone.nats.clone(),
-        };
+        let (listener, state) = api.context("the api role needs a listener and its state")?;
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             api::serve(listener, state, shutdown)

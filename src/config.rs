@@ -37,6 +37,9 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
 
+    #[command(flatten)]
+    pub api: ApiConfig,
+
     /// Log format: `pretty` for people, `json` for log pipelines.
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
@@ -47,4 +50,32 @@ pub struct Config {
 pub enum LogFormat {
     Pretty,
     Json,
+}
+
+/// Access and limits of the HTTP API.
+#[derive(Args, Clone, Debug)]
+pub struct ApiConfig {
+    /// The master API key (all tenants, admin operations). `ai-cache dev` makes one when unset.
+    #[arg(long, env = "MASTER_API_KEY", hide_env_values = true)]
+    pub master_api_key: Option<String>,
+
+    /// Fernet keys, comma-separated: the first encrypts, all decrypt (rotation).
+    #[arg(long, env = "FERNET_KEYS", hide_env_values = true)]
+    pub fernet_keys: Option<String>,
+
+    /// One Fernet key (the original system's variable); FERNET_KEYS wins when both are set.
+    #[arg(long, env = "FERNET_KEY", hide_env_values = true)]
+    pub fernet_key: Option<String>,
+
+    /// Requests per minute per API key (and per IP address without a valid key).
+    #[arg(long, env = "RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u32,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Seconds a write waits for its projection before answering 202 instead.
+    #[arg(long, env = "WRITE_TIMEOUT_SECS", default_value_t = 10)]
+    pub write_timeout_secs: u64,
 }

@@ -1,18 +1,43 @@
 //! The one error type of the API: each variant has its status and stable code beside it,
-//! and renders as `{"error": {"code": "snake_case_code", "message": "..."}}`.
+//! and renders as `{"error": {"code": "snake_case_code", "message": "..."}}` (plus `field`
+//! for validation errors).
+
+use std::time::Duration;
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+use crate::commands::tenants::TenantError;
 
 /// An error answered to an API caller.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    #[error("{message}")]
+    InvalidQuery { message: String },
+    #[error("{0}")]
+    MalformedJson(String),
+    #[error("missing or invalid API key: send it in X-API-Key or Authorization: Bearer")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than the limit")]
+    PayloadTooLarge,
+    #[error("expected a JSON body (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("{field}: {message}")]
+    Validation { field: String, message: String },
+    #[error("too many requests: retry after {} s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration },
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// Anything unexpected: logged with its cause, answered as an opaque 500.
@@ -25,9 +50,28 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::InvalidQuery { .. } => (StatusCode::BAD_REQUEST, "invalid_query"),
+            Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field: field.into(),
+            message: message.into(),
         }
     }
 }
@@ -38,13 +82,49 @@ impl IntoResponse for ApiError {
         if let Self::Internal(cause) = &self {
             tracing::error!(error = format!("{cause:#}"), "internal error");
         }
-        let body = json!({"error": {"code": code, "message": self.to_string()}});
-        (status, Json(body)).into_response()
+        let mut error = json!({"code": code, "message": self.to_string()});
+        if let Self::Validation { field, .. } = &self {
+            error["field"] = json!(field);
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if let Self::RateLimited { retry_after } = &self {
+            let secs = retry_after.as_secs().max(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(e.into())
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::Unavailable("database unavailable".into())
+            }
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<TenantError> for ApiError {
+    fn from(e: TenantError) -> Self {
+        match e {
+            TenantError::Invalid(f) => Self::Validation {
+                field: f.field,
+                message: f.message,
+            },
+            TenantError::Conflict { field } => {
+                Self::Conflict(format!("a client with this {field} already exists"))
+            }
+            TenantError::NotFound(what) => Self::NotFound(format!("{what} not found")),
+            TenantError::Publish(_) | TenantError::Stream(_) => {
+                tracing::warn!(error = %e, "event store unavailable");
+                Self::Unavailable("event store unavailable, retry".into())
+            }
+            TenantError::Db(db) => db.into(),
+            TenantError::Secrets(s) => Self::Internal(s.into()),
+        }
     }
 }

@@ -72,6 +72,9 @@ struct ProjectionCheck {
     lag: u64,
 }
 
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "every check ok"), (status = 503, description = "degraded")))]
+/// Database, NATS, streams, consumer backlog and projection lag.
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let mut checks = Checks::default();
     let started = Instant::now();

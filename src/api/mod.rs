@@ -1,14 +1,21 @@
-//! The HTTP API: axum routers per resource, one error type, request ids and one log line
-//! per request.
+//! The HTTP API: axum routers per resource, one error type, request ids, one log line per
+//! request, authentication and rate limits on `/api/v1`, and an OpenAPI document generated
+//! from the same route definitions (`/api/v1/openapi.json`), so it covers every route.
 
+pub mod auth;
+pub mod clients;
 pub mod error;
+pub mod extract;
 pub mod health;
+pub mod keys;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::Json;
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, Response};
 use axum::routing::get;
 use sqlx::PgPool;
@@ -18,9 +25,14 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 use tracing::Span;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
+use crate::commands::tenants::Tenants;
 use crate::infra::nats::Nats;
 
 /// What every handler can reach.
@@ -28,17 +40,72 @@ use crate::infra::nats::Nats;
 pub struct AppState {
     pub db: PgPool,
     pub nats: Nats,
+    pub tenants: Tenants,
+    pub auth: Arc<auth::Auth>,
+    pub max_body_bytes: usize,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/metrics", get(metrics))
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ai-cache", description = "Clean Markdown and minimal HTML of websites for AI crawlers, and who reads them."),
+    modifiers(&SecurityAddon),
+    tags((name = "clients", description = "Tenants (the original client API)"),
+         (name = "keys", description = "Per-client API keys"),
+         (name = "operations", description = "Health and metrics")),
+)]
+struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "The master key or a per-client key (aic_...); `Authorization: Bearer <key>` works too",
+            ))),
+        );
+    }
+}
+
+/// The routes and the OpenAPI document describing exactly them.
+pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let protected = OpenApiRouter::new()
+        .routes(routes!(clients::list, clients::create))
+        .routes(routes!(clients::get_one, clients::update, clients::delete))
+        .routes(routes!(clients::by_domain))
+        .routes(routes!(keys::list, keys::create))
+        .routes(routes!(keys::revoke))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(metrics))
+        .merge(protected)
+        .split_for_parts();
+    let document = openapi.clone();
+    let router = router
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { Json(document) }),
+        )
         .fallback(not_found)
-        .with_state(state)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state);
+    (router, openapi)
+}
+
+/// The whole API with its layers.
+pub fn router(state: AppState) -> axum::Router {
+    routes(state)
+        .0
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<Body>| {
@@ -59,6 +126,9 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+/// Prometheus metrics.
 async fn metrics() -> String {
     crate::telemetry::metrics().render()
 }
@@ -67,12 +137,27 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
 /// Serves the API on `listener` until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let auth = Arc::clone(&state.auth);
+    let sweeper = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = sweeper.cancelled() => return,
+                _ = every.tick() => auth.forget_idle(),
+            }
+        }
+    });
     let app = router(state);
     axum::serve(
         listener,

@@ -20,6 +20,12 @@ pub enum ClientEvent {
     /// A client and everything of it was deleted.
     #[serde(rename = "clients.deleted")]
     Deleted(ClientDeleted),
+    /// A per-client API key was created (only its SHA-256 is kept).
+    #[serde(rename = "clients.key_created")]
+    KeyCreated(KeyCreated),
+    /// A per-client API key was revoked.
+    #[serde(rename = "clients.key_revoked")]
+    KeyRevoked(KeyRevoked),
 }
 
 impl EventFamily for ClientEvent {
@@ -28,6 +34,8 @@ impl EventFamily for ClientEvent {
         ("clients.registered", 1),
         ("clients.updated", 1),
         ("clients.deleted", 1),
+        ("clients.key_created", 1),
+        ("clients.key_revoked", 1),
     ];
 
     fn event_type(&self) -> &'static str {
@@ -35,6 +43,8 @@ impl EventFamily for ClientEvent {
             Self::Registered(_) => "clients.registered",
             Self::Updated(_) => "clients.updated",
             Self::Deleted(_) => "clients.deleted",
+            Self::KeyCreated(_) => "clients.key_created",
+            Self::KeyRevoked(_) => "clients.key_revoked",
         }
     }
 }
@@ -107,4 +117,24 @@ pub struct ClientUpdated {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClientDeleted {
     pub domain: String,
+}
+
+/// `clients.key_created` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyCreated {
+    pub key_id: uuid::Uuid,
+    /// A label for people (`"cloudflare worker"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The first characters of the key, shown in listings (`aic_Ab3dEf12`).
+    pub display_prefix: String,
+    /// SHA-256 (hex) of the whole key: the only form in which it is stored.
+    pub key_hash: String,
+    pub scopes: Vec<crate::domain::client::Scope>,
+}
+
+/// `clients.key_revoked` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyRevoked {
+    pub key_id: uuid::Uuid,
 }

@@ -6,4 +6,5 @@ pub mod db;
 pub mod localstack;
 pub mod nats;
 pub mod publish;
+pub mod secrets;
 pub mod streams;

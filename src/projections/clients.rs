@@ -1,4 +1,5 @@
-//! The clients projection: the original `clients` table plus per-client settings.
+//! The clients projection: the original `clients` table plus per-client settings, and
+//! `api_keys` (hashes only).
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -21,7 +22,7 @@ impl Projection for ClientsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["clients"]
+        &["clients", "api_keys"]
     }
 
     fn apply<'a>(
@@ -35,10 +36,44 @@ impl Projection for ClientsProjection {
                 ClientEvent::Registered(state) => upsert(conn, &event, state).await,
                 ClientEvent::Updated(update) => upsert(conn, &event, &update.state).await,
                 ClientEvent::Deleted(_) => {
+                    let id = event.meta.client_id.as_uuid();
+                    sqlx::query("DELETE FROM api_keys WHERE client_id = $1")
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await?;
                     sqlx::query("DELETE FROM clients WHERE id = $1")
-                        .bind(event.meta.client_id.as_uuid())
+                        .bind(id)
                         .execute(conn)
                         .await?;
+                    Ok(())
+                }
+                ClientEvent::KeyCreated(k) => {
+                    let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+                    sqlx::query(
+                        "INSERT INTO api_keys (id, client_id, name, display_prefix, key_hash, scopes, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(k.key_id)
+                    .bind(event.meta.client_id.as_uuid())
+                    .bind(&k.name)
+                    .bind(&k.display_prefix)
+                    .bind(&k.key_hash)
+                    .bind(&scopes)
+                    .bind(event.meta.occurred_at)
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                }
+                ClientEvent::KeyRevoked(k) => {
+                    sqlx::query(
+                        "UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND client_id = $2 AND revoked_at IS NULL",
+                    )
+                    .bind(k.key_id)
+                    .bind(event.meta.client_id.as_uuid())
+                    .bind(event.meta.occurred_at)
+                    .execute(conn)
+                    .await?;
                     Ok(())
                 }
             }
@@ -107,4 +142,178 @@ async fn upsert(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A row of `clients`, as the API and the write side read it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ClientRow {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub domain: String,
+    pub cloudflare_account_id: Option<String>,
+    pub cloudflare_api_token_encrypted: Option<Vec<u8>>,
+    pub cloudflare_kv_namespace_id: Option<String>,
+    pub gemini_api_key_encrypted: Option<Vec<u8>>,
+    pub is_active: bool,
+    pub refresh_interval_secs: i64,
+    pub crawl_rate_per_minute: i32,
+    pub use_gemini: bool,
+    pub edge_target: String,
+    pub allow_subdomains: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl ClientRow {
+    /// The client's state as the events carry it (tokens stay encrypted).
+    pub fn state(&self) -> ClientState {
+        let token =
+            |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+        ClientState {
+            name: self.name.clone(),
+            domain: self.domain.clone(),
+            cloudflare_account_id: self.cloudflare_account_id.clone(),
+            cloudflare_api_token_encrypted: token(&self.cloudflare_api_token_encrypted),
+            cloudflare_kv_namespace_id: self.cloudflare_kv_namespace_id.clone(),
+            gemini_api_key_encrypted: token(&self.gemini_api_key_encrypted),
+            is_active: self.is_active,
+            settings: crate::events::clients::ClientSettings {
+                refresh_interval_secs: u64::try_from(self.refresh_interval_secs)
+                    .unwrap_or_default(),
+                crawl_rate_per_minute: u32::try_from(self.crawl_rate_per_minute)
+                    .unwrap_or_default(),
+                use_gemini: self.use_gemini,
+                edge_target: match self.edge_target.as_str() {
+                    "cloudflare" => EdgeTarget::Cloudflare,
+                    "builtin" => EdgeTarget::Builtin,
+                    _ => EdgeTarget::Auto,
+                },
+                allow_subdomains: self.allow_subdomains,
+            },
+        }
+    }
+}
+
+const CLIENT_COLUMNS: &str =
+    "id, name, domain, cloudflare_account_id, cloudflare_api_token_encrypted,
+    cloudflare_kv_namespace_id, gemini_api_key_encrypted, is_active, refresh_interval_secs,
+    crawl_rate_per_minute, use_gemini, edge_target, allow_subdomains, created_at, updated_at";
+
+/// The client with this id.
+pub async fn find<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: uuid::Uuid,
+) -> Result<Option<ClientRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The client with this (normalized) domain.
+pub async fn find_by_domain(
+    db: &sqlx::PgPool,
+    domain: &str,
+) -> Result<Option<ClientRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLIENT_COLUMNS} FROM clients WHERE domain = $1"
+    )))
+    .bind(domain)
+    .fetch_optional(db)
+    .await
+}
+
+/// A page of clients, oldest first, and the total count.
+pub async fn list(
+    db: &sqlx::PgPool,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<ClientRow>, i64), sqlx::Error> {
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id LIMIT $1 OFFSET $2"
+    )))
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let total = sqlx::query_scalar("SELECT count(*) FROM clients")
+        .fetch_one(db)
+        .await?;
+    Ok((rows, total))
+}
+
+/// Which unique field (`name` or `domain`) another client already uses, if any.
+pub async fn conflicting_field<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    name: &str,
+    domain: &str,
+    except: Option<uuid::Uuid>,
+) -> Result<Option<&'static str>, sqlx::Error> {
+    let taken: Option<(bool, bool)> = sqlx::query_as(
+        "SELECT name = $1, domain = $2 FROM clients
+         WHERE (name = $1 OR domain = $2) AND ($3::uuid IS NULL OR id <> $3) LIMIT 1",
+    )
+    .bind(name)
+    .bind(domain)
+    .bind(except)
+    .fetch_optional(db)
+    .await?;
+    Ok(taken.map(|(name_taken, _)| if name_taken { "name" } else { "domain" }))
+}
+
+/// A row of `api_keys` (never the key, only its hash and display prefix).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    pub id: uuid::Uuid,
+    pub client_id: uuid::Uuid,
+    pub name: Option<String>,
+    pub display_prefix: String,
+    pub scopes: Vec<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+const KEY_COLUMNS: &str = "id, client_id, name, display_prefix, scopes, created_at, revoked_at";
+
+/// A client's keys, newest first, revoked ones included.
+pub async fn list_keys(
+    db: &sqlx::PgPool,
+    client: uuid::Uuid,
+) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE client_id = $1 ORDER BY created_at DESC, id"
+    )))
+    .bind(client)
+    .fetch_all(db)
+    .await
+}
+
+/// One key of a client.
+pub async fn find_key(
+    db: &sqlx::PgPool,
+    client: uuid::Uuid,
+    key: uuid::Uuid,
+) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE client_id = $1 AND id = $2"
+    )))
+    .bind(client)
+    .bind(key)
+    .fetch_optional(db)
+    .await
+}
+
+/// The live (not revoked) key with this SHA-256.
+pub async fn find_live_key_by_hash(
+    db: &sqlx::PgPool,
+    key_hash: &str,
+) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
+    )))
+    .bind(key_hash)
+    .fetch_optional(db)
+    .await
 }

@@ -448,3 +448,29 @@ pub async fn rebuild(
         .catch_up(progress)
         .await
 }
+
+/// Waits until projection `name` has applied stream sequence `seq` (read-your-writes).
+/// Returns `false` if it has not within `timeout`.
+pub async fn wait_for(
+    db: &PgPool,
+    name: &str,
+    seq: u64,
+    timeout: Duration,
+) -> Result<bool, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let target = i64::try_from(seq).unwrap_or(i64::MAX);
+    loop {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(db)
+                .await?;
+        if at.is_some_and(|at| at >= target) {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

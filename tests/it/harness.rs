@@ -99,12 +99,47 @@ pub fn start_nats() -> LocalNats {
     LocalNats::start(&temp_dir("aicache-test-nats-"), None, true).expect("nats-server starts")
 }
 
+/// The master key of every test app.
+pub const MASTER_KEY: &str = "test-master-key-0123456789abcdef";
+
+/// Settings a test may change.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub rate_limit_per_minute: u32,
+    pub max_body_bytes: usize,
+    pub fernet_keys: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            rate_limit_per_minute: 100_000,
+            max_body_bytes: 64 * 1024,
+            fernet_keys: vec![ai_cache::infra::secrets::Secrets::generate_key()],
+        }
+    }
+}
+
+impl Options {
+    pub fn api_config(&self) -> ai_cache::config::ApiConfig {
+        ai_cache::config::ApiConfig {
+            master_api_key: Some(MASTER_KEY.into()),
+            fernet_keys: Some(self.fernet_keys.join(",")),
+            fernet_key: None,
+            rate_limit_per_minute: self.rate_limit_per_minute,
+            max_body_bytes: self.max_body_bytes,
+            write_timeout_secs: 10,
+        }
+    }
+}
+
 /// A running ai-cache: its own NATS, a fresh database, streams and migrations applied, and
 /// the chosen roles running in this process.
 pub struct TestApp {
     pub nats: LocalNats,
     pub backbone: Backbone,
     pub api: Option<String>,
+    pub options: Options,
     shutdown: CancellationToken,
 }
 
@@ -115,6 +150,10 @@ impl TestApp {
     }
 
     pub async fn with_roles(roles: &[Role]) -> Self {
+        Self::with_options(roles, Options::default()).await
+    }
+
+    pub async fn with_options(roles: &[Role], options: Options) -> Self {
         // Logs go to the test's captured output: shown only when the test fails.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -129,33 +168,48 @@ impl TestApp {
             .await
             .expect("connect");
         backbone.prepare().await.expect("streams and migrations");
-        let listener = if roles.contains(&Role::Api) {
-            Some(
-                tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind"),
-            )
+        let server = if roles.contains(&Role::Api) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let state = app::api_state(&backbone, &options.api_config()).expect("api state");
+            Some((listener, state))
         } else {
             None
         };
-        let api = listener
+        let api = server
             .as_ref()
-            .map(|l| format!("http://{}", l.local_addr().expect("addr")));
+            .map(|(l, _)| format!("http://{}", l.local_addr().expect("addr")));
         let shutdown = CancellationToken::new();
         {
             let backbone = backbone.clone();
             let roles = roles.to_vec();
             let shutdown = shutdown.clone();
-            tokio::spawn(
-                async move { app::run_roles(&backbone, &roles, listener, shutdown).await },
-            );
+            tokio::spawn(async move { app::run_roles(&backbone, &roles, server, shutdown).await });
         }
         Self {
             nats,
             backbone,
             api,
+            options,
             shutdown,
         }
+    }
+
+    /// The tenant commands, as the API uses them.
+    pub fn tenants(&self) -> ai_cache::commands::tenants::Tenants {
+        app::tenants(&self.backbone, &self.options.api_config()).expect("tenants")
+    }
+
+    /// A request to the API with the master key.
+    pub fn master(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.request(method, path).header("X-API-Key", MASTER_KEY)
+    }
+
+    /// A request to the API without a key.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let base = self.api.as_deref().expect("the api role runs");
+        reqwest::Client::new().request(method, format!("{base}{path}"))
     }
 
     pub fn js(&self) -> &jetstream::Context {

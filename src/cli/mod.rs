@@ -1,5 +1,8 @@
 //! The `ai-cache` command line: one binary, a subcommand for every role and tool.
 
+mod dev;
+mod tenants;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -7,7 +10,6 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{self, Backbone, Role};
 use crate::config::Config;
-use crate::infra::localstack::{self, Durability, LocalNats, LocalPostgres};
 use crate::infra::streams::{self, Change};
 use crate::projections::{self, runtime};
 
@@ -47,6 +49,21 @@ pub enum Command {
         #[command(subcommand)]
         command: ReplayCommand,
     },
+    /// Manage clients (tenants).
+    Client {
+        #[command(subcommand)]
+        command: tenants::ClientCommand,
+    },
+    /// Manage per-client API keys.
+    Key {
+        #[command(subcommand)]
+        command: tenants::KeyCommand,
+    },
+    /// Fernet keys: generate one, re-encrypt every stored secret with the first.
+    Secrets {
+        #[command(subcommand)]
+        command: tenants::SecretsCommand,
+    },
     /// Measure the backbone on a throwaway local stack and print the figures.
     Bench {
         /// Events per measurement.
@@ -79,13 +96,16 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         let config = self.config;
         match self.command {
-            Command::Dev => dev(&config).await,
+            Command::Dev => dev::run(&config).await,
             Command::Run { roles } => {
                 let backbone = connect(&config).await?;
                 backbone.prepare().await?;
-                let listener = bind_if_api(&config, &roles).await?;
-                app::run_roles(&backbone, &roles, listener, app::shutdown_on_signal()).await
+                let api = api_if_wanted(&config, &backbone, &roles).await?;
+                app::run_roles(&backbone, &roles, api, app::shutdown_on_signal()).await
             }
+            Command::Client { command } => tenants::client(&config, command).await,
+            Command::Key { command } => tenants::key(&config, command).await,
+            Command::Secrets { command } => tenants::secrets(&config, command).await,
             Command::Migrate => {
                 let url = config
                     .database_url
@@ -120,7 +140,7 @@ impl Cli {
     }
 }
 
-async fn connect(config: &Config) -> anyhow::Result<Backbone> {
+pub(crate) async fn connect(config: &Config) -> anyhow::Result<Backbone> {
     let db = config
         .database_url
         .as_deref()
@@ -129,20 +149,23 @@ async fn connect(config: &Config) -> anyhow::Result<Backbone> {
     Backbone::connect(db, nats, config.db_max_connections).await
 }
 
-async fn bind_if_api(
+/// The api role's listener and state, when the api role is wanted.
+async fn api_if_wanted(
     config: &Config,
+    backbone: &Backbone,
     roles: &[Role],
-) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+) -> anyhow::Result<Option<(tokio::net::TcpListener, crate::api::AppState)>> {
     if !roles.contains(&Role::Api) {
         return Ok(None);
     }
+    let state = app::api_state(backbone, &config.api)?;
     let listener = tokio::net::TcpListener::bind(config.bind_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind_addr))?;
-    Ok(Some(listener))
+    Ok(Some((listener, state)))
 }
 
-fn print_report(report: &[streams::Applied]) {
+pub(crate) fn print_report(report: &[streams::Applied]) {
     for line in report {
         let change = match line.change {
             Change::Created => "created",
@@ -188,48 +211,4 @@ async fn replay_projections(backbone: &Backbone, name: Option<&str>) -> anyhow::
         println!("{name}: rebuilt up to stream sequence {position}");
     }
     Ok(())
-}
-
-/// `ai-cache dev`: the local stack and every role in one process.
-async fn dev(config: &Config) -> anyhow::Result<()> {
-    let data_dir = std::path::absolute(&config.data_dir).context("resolving DATA_DIR")?;
-    let (nats_url, _nats) = match &config.nats_url {
-        Some(url) => (url.clone(), None),
-        None => {
-            let dir = data_dir.join("nats");
-            let conf = Some(PathBuf::from("nats.conf")).filter(|p| p.exists());
-            let nats =
-                tokio::task::spawn_blocking(move || LocalNats::start(&dir, conf.as_deref(), false))
-                    .await??;
-            (nats.url(), Some(nats))
-        }
-    };
-    let (db_url, _pg) = match &config.database_url {
-        Some(url) => (url.clone(), None),
-        None => {
-            let dir = localstack::postgres_dir(&data_dir.join("postgres"));
-            println!("PostgreSQL data: {}", dir.display());
-            let pg = tokio::task::spawn_blocking(move || {
-                LocalPostgres::start(&dir, Durability::Durable, false)
-            })
-            .await??;
-            localstack::ensure_database(&pg.url("postgres"), "aicache").await?;
-            (pg.url("aicache"), Some(pg))
-        }
-    };
-    let backbone = Backbone::connect(&db_url, &nats_url, config.db_max_connections).await?;
-    print_report(&backbone.prepare().await?);
-    let listener = bind_if_api(config, &Role::ALL).await?;
-    let api = listener.as_ref().and_then(|l| l.local_addr().ok());
-    println!();
-    println!("ai-cache dev is running (Ctrl-C stops it and the servers it started)");
-    if let Some(api) = api {
-        println!(
-            "  API        http://{api}   (health: http://{api}/health, metrics: http://{api}/metrics)"
-        );
-    }
-    println!("  NATS       {nats_url}");
-    println!("  Postgres   {db_url}");
-    println!("  data       {}", data_dir.display());
-    app::run_roles(&backbone, &Role::ALL, listener, app::shutdown_on_signal()).await
 }

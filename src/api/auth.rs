@@ -1,0 +1,277 @@
+//! Who is calling, and how often.
+//!
+//! A request carries a key in `X-API-Key` or `Authorization: Bearer`: either the master key
+//! (every tenant, admin operations; compared in constant time) or a per-client key (one
+//! client, the scopes it was given; looked up by its SHA-256 on every request, so a
+//! revocation takes effect at once). Every key has its own rate limit (GCRA, per process);
+//! requests without a valid key are limited per IP address, which also slows key guessing.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::commands::tenants::hash_key;
+use crate::domain::client::{Scope, looks_like_client_key};
+use crate::projections::clients as read;
+
+/// The caller of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// The operator: every tenant, every operation.
+    Master,
+    /// A per-client key.
+    Client {
+        client_id: Uuid,
+        key_id: Uuid,
+        scopes: Vec<Scope>,
+    },
+}
+
+impl Principal {
+    /// Only the master key may do this.
+    pub fn require_master(&self) -> Result<(), ApiError> {
+        match self {
+            Self::Master => Ok(()),
+            Self::Client { .. } => Err(ApiError::Forbidden(
+                "this operation needs the master key".into(),
+            )),
+        }
+    }
+
+    /// The master key, or a key of `client` with `scope`.
+    pub fn require(&self, client: Uuid, scope: Scope) -> Result<(), ApiError> {
+        match self {
+            Self::Master => Ok(()),
+            Self::Client { client_id, .. } if *client_id != client => Err(ApiError::Forbidden(
+                "this key belongs to another client".into(),
+            )),
+            Self::Client { scopes, .. } if !scopes.contains(&scope) => Err(ApiError::Forbidden(
+                format!("this key lacks the {} scope", scope.as_str()),
+            )),
+            Self::Client { .. } => Ok(()),
+        }
+    }
+
+    pub fn is_master(&self) -> bool {
+        matches!(self, Self::Master)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+type Limiter =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// Keys and limits.
+pub struct Auth {
+    master_hash: [u8; 32],
+    limiter: Limiter,
+    per_minute: u32,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Auth(limit {}/min)", self.per_minute)
+    }
+}
+
+impl Auth {
+    /// `master_key` is hashed at once; `per_minute` requests per key (and per IP without one).
+    pub fn new(master_key: &str, per_minute: u32) -> Self {
+        let per_minute = per_minute.max(1);
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+        Self {
+            master_hash: Sha256::digest(master_key.as_bytes()).into(),
+            limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+            per_minute,
+        }
+    }
+
+    fn is_master(&self, presented: &str) -> bool {
+        // Hashing first makes the comparison independent of the presented key's length.
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        bool::from(presented.ct_eq(&self.master_hash))
+    }
+
+    async fn resolve(
+        &self,
+        db: &sqlx::PgPool,
+        presented: &str,
+    ) -> Result<Option<Principal>, ApiError> {
+        if self.is_master(presented) {
+            return Ok(Some(Principal::Master));
+        }
+        if !looks_like_client_key(presented) {
+            return Ok(None);
+        }
+        let Some(row) = read::find_live_key_by_hash(db, &hash_key(presented)).await? else {
+            return Ok(None);
+        };
+        let scopes = row.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
+        Ok(Some(Principal::Client {
+            client_id: row.client_id,
+            key_id: row.id,
+            scopes,
+        }))
+    }
+
+    /// Spends one request of `bucket`: remaining requests, or how long to wait.
+    fn spend(&self, bucket: &str) -> Result<u32, Duration> {
+        match self.limiter.check_key(&bucket.to_owned()) {
+            Ok(snapshot) => Ok(snapshot.remaining_burst_capacity()),
+            Err(not_until) => Err(not_until.wait_time_from(self.limiter.clock().now())),
+        }
+    }
+
+    /// Forgets buckets that are full again (bounded memory with many keys and addresses).
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+    }
+
+    fn headers(&self, headers: &mut HeaderMap, remaining: u32) {
+        // Time until the bucket is full again: each spent request refills in 60/limit s.
+        let spent = self.per_minute.saturating_sub(remaining);
+        let reset = (u64::from(spent) * 60).div_ceil(u64::from(self.per_minute));
+        for (name, value) in [
+            ("x-ratelimit-limit", self.per_minute.to_string()),
+            ("x-ratelimit-remaining", remaining.to_string()),
+            ("x-ratelimit-reset", reset.to_string()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        }
+    }
+}
+
+/// The key a request presents, from `X-API-Key` or `Authorization: Bearer`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = auth.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// Middleware for `/api/v1`: authenticates, rate-limits, and records the principal.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let auth: &Arc<Auth> = &state.auth;
+    let ip: Option<IpAddr> = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let principal = match presented_key(req.headers()) {
+        Some(key) if !key.is_empty() => match auth.resolve(&state.db, key).await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        },
+        _ => None,
+    };
+    let bucket = match &principal {
+        Some(Principal::Master) => "master".to_owned(),
+        Some(Principal::Client { key_id, .. }) => format!("key:{key_id}"),
+        None => format!(
+            "ip:{}",
+            ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+        ),
+    };
+    let remaining = match auth.spend(&bucket) {
+        Ok(remaining) => remaining,
+        Err(wait) => {
+            let mut res = ApiError::RateLimited { retry_after: wait }.into_response();
+            auth.headers(res.headers_mut(), 0);
+            return res;
+        }
+    };
+    let mut res = match principal {
+        Some(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        None => ApiError::Unauthorized.into_response(),
+    };
+    auth.headers(res.headers_mut(), remaining);
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_read_from_either_header() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer  abc "));
+        assert_eq!(presented_key(&h), Some("abc"));
+        h.insert("x-api-key", HeaderValue::from_static("xyz"));
+        assert_eq!(presented_key(&h), Some("xyz"));
+        let mut basic = HeaderMap::new();
+        basic.insert("authorization", HeaderValue::from_static("Basic abc"));
+        assert_eq!(presented_key(&basic), None);
+    }
+
+    #[test]
+    fn only_the_exact_master_key_is_the_master() {
+        let auth = Auth::new("s3cret-master", 10);
+        assert!(auth.is_master("s3cret-master"));
+        assert!(!auth.is_master("s3cret-maste"));
+        assert!(!auth.is_master(""));
+    }
+
+    #[test]
+    fn scopes_and_tenants_are_enforced() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let reader = Principal::Client {
+            client_id: a,
+            key_id: Uuid::new_v4(),
+            scopes: vec![Scope::Read],
+        };
+        assert!(reader.require(a, Scope::Read).is_ok());
+        assert!(reader.require(a, Scope::Write).is_err());
+        assert!(reader.require(b, Scope::Read).is_err());
+        assert!(reader.require_master().is_err());
+        assert!(Principal::Master.require(b, Scope::Write).is_ok());
+    }
+
+    #[test]
+    fn the_limit_runs_out_and_reports_a_wait() {
+        let auth = Auth::new("m", 3);
+        assert_eq!(auth.spend("k"), Ok(2));
+        assert_eq!(auth.spend("k"), Ok(1));
+        assert_eq!(auth.spend("k"), Ok(0));
+        let wait = auth.spend("k").expect_err("limited");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+        assert_eq!(auth.spend("other"), Ok(2), "buckets are per key");
+    }
+}

@@ -1,0 +1,151 @@
+//! Extractors that answer bad input in the API's JSON error shape instead of axum's plain
+//! text: malformed JSON (400), a wrong or missing field (422 naming it), a body over the limit
+//! (413), no JSON content type (415), a bad path id or query (400).
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+
+/// `axum::Json` with JSON errors.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_error(rejection)),
+        }
+    }
+}
+
+fn json_error(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            let text = e.body_text();
+            let detail = text
+                .split_once("target type: ")
+                .map_or(text.as_str(), |(_, d)| d)
+                .to_owned();
+            let (field, message) = field_of(&detail);
+            ApiError::validation(field, message)
+        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::MalformedJson(format!(
+            "malformed JSON: {}",
+            e.body_text().rsplit(": ").next().unwrap_or("syntax error")
+        )),
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge
+        }
+        other => ApiError::BadRequest(other.body_text()),
+    }
+}
+
+/// Splits serde's `path: message` (or `missing field `x``) into the field and the message.
+fn field_of(detail: &str) -> (String, String) {
+    for marker in ["missing field `", "unknown field `"] {
+        if let Some(rest) = detail.split_once(marker).map(|(_, r)| r) {
+            let name = rest.split('`').next().unwrap_or_default();
+            let prefix = detail
+                .split_once(": ")
+                .map(|(p, _)| p)
+                .filter(|p| *p != "." && !p.contains(' '));
+            let field = prefix.map_or(name.to_owned(), |p| format!("{p}.{name}"));
+            let message = detail.rsplit_once(": ").map_or(detail, |(_, m)| m);
+            return (
+                field,
+                message
+                    .split(", expected")
+                    .next()
+                    .unwrap_or(message)
+                    .to_owned(),
+            );
+        }
+    }
+    match detail.split_once(": ") {
+        Some((path, message)) if !path.contains(' ') => (path.to_owned(), message.to_owned()),
+        _ => ("body".to_owned(), detail.to_owned()),
+    }
+}
+
+/// `axum::extract::Path` with JSON errors.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                Err(ApiError::BadRequest(format!(
+                    "invalid id in path: {}",
+                    e.body_text().rsplit(": ").next().unwrap_or("malformed")
+                )))
+            }
+            Err(other) => Err(ApiError::BadRequest(other.body_text())),
+        }
+    }
+}
+
+/// `axum::extract::Query` with JSON errors.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::InvalidQuery {
+                message: format!(
+                    "invalid query: {}",
+                    e.body_text()
+                        .split_once("string: ")
+                        .map_or("malformed", |(_, m)| m)
+                ),
+            }),
+            Err(other) => Err(ApiError::InvalidQuery {
+                message: other.body_text(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_of;
+
+    #[test]
+    fn serde_messages_name_the_field() {
+        assert_eq!(
+            field_of("missing field `name` at line 1 column 2").0,
+            "name"
+        );
+        assert_eq!(
+            field_of("unknown field `nmae`, expected one of `name`, `domain` at line 1 column 8").0,
+            "nmae"
+        );
+        assert_eq!(
+            field_of("settings: unknown field `x`, expected `y`").0,
+            "settings.x"
+        );
+        assert_eq!(
+            field_of(
+                "is_active: invalid type: string \"yes\", expected a boolean at line 1 column 20"
+            )
+            .0,
+            "is_active"
+        );
+        assert_eq!(field_of("something odd").0, "body");
+    }
+}

@@ -1,0 +1,107 @@
+//! `ai-cache dev`: the local stack and every role in one process.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::app::{self, Backbone, Role};
+use crate::config::Config;
+use crate::infra::localstack::{self, Durability, LocalNats, LocalPostgres};
+use crate::infra::secrets::Secrets;
+
+/// `ai-cache dev`: the local stack and every role in one process.
+pub(super) async fn run(config: &Config) -> anyhow::Result<()> {
+    let data_dir = std::path::absolute(&config.data_dir).context("resolving DATA_DIR")?;
+    let (nats_url, _nats) = match &config.nats_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let dir = data_dir.join("nats");
+            let conf = Some(PathBuf::from("nats.conf")).filter(|p| p.exists());
+            let nats =
+                tokio::task::spawn_blocking(move || LocalNats::start(&dir, conf.as_deref(), false))
+                    .await??;
+            (nats.url(), Some(nats))
+        }
+    };
+    let (db_url, _pg) = match &config.database_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let dir = localstack::postgres_dir(&data_dir.join("postgres"));
+            println!("PostgreSQL data: {}", dir.display());
+            let pg = tokio::task::spawn_blocking(move || {
+                LocalPostgres::start(&dir, Durability::Durable, false)
+            })
+            .await??;
+            localstack::ensure_database(&pg.url("postgres"), "aicache").await?;
+            (pg.url("aicache"), Some(pg))
+        }
+    };
+    let backbone = Backbone::connect(&db_url, &nats_url, config.db_max_connections).await?;
+    super::print_report(&backbone.prepare().await?);
+    let mut config = config.clone();
+    config.api.master_api_key = Some(dev_secret(
+        &data_dir,
+        "master_api_key",
+        config.api.master_api_key.take(),
+        random_master_key,
+    )?);
+    if config.api.fernet_keys.is_none() {
+        config.api.fernet_key = Some(dev_secret(
+            &data_dir,
+            "fernet_key",
+            config.api.fernet_key.take(),
+            Secrets::generate_key,
+        )?);
+    }
+    let api_server = super::api_if_wanted(&config, &backbone, &Role::ALL).await?;
+    let api = api_server.as_ref().and_then(|(l, _)| l.local_addr().ok());
+    println!();
+    println!("ai-cache dev is running (Ctrl-C stops it and the servers it started)");
+    if let Some(api) = api {
+        println!(
+            "  API        http://{api}   (health: http://{api}/health, metrics: http://{api}/metrics)"
+        );
+    }
+    println!("  NATS       {nats_url}");
+    println!("  Postgres   {db_url}");
+    println!("  data       {}", data_dir.display());
+    if std::env::var_os("MASTER_API_KEY").is_none() {
+        println!(
+            "  master key {}/master_api_key   (X-API-Key for /api/v1)",
+            data_dir.display()
+        );
+    }
+    app::run_roles(&backbone, &Role::ALL, api_server, app::shutdown_on_signal()).await
+}
+
+/// A secret `ai-cache dev` needs and the user did not set: kept in DATA_DIR (mode 600) so it
+/// stays the same from one run to the next.
+fn dev_secret(
+    data_dir: &Path,
+    name: &str,
+    given: Option<String>,
+    make: fn() -> String,
+) -> anyhow::Result<String> {
+    if let Some(given) = given {
+        return Ok(given);
+    }
+    let path = data_dir.join(name);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(existing.trim().to_owned());
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let value = make();
+    std::fs::write(&path, &value).with_context(|| format!("writing {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(value)
+}
+
+fn random_master_key() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

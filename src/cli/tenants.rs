@@ -1,0 +1,313 @@
+//! `ai-cache client|key|secrets`: the operator's tools for tenants. They run the same
+//! commands as the API (and wait for the projections the same way), printing JSON.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use uuid::Uuid;
+
+use crate::api::clients::ClientView;
+use crate::app;
+use crate::commands::tenants::{ClientPatch, NewClient, Tenants, Visibility};
+use crate::config::Config;
+use crate::domain::client::{Scope, SettingsPatch, normalize_domain};
+use crate::domain::ids::ClientId;
+use crate::events::clients::EdgeTarget;
+use crate::infra::secrets::{Secret, Secrets};
+use crate::projections::clients as read;
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Create a client.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        domain: String,
+        #[command(flatten)]
+        fields: ClientFields,
+    },
+    /// List clients.
+    List,
+    /// Show one client (by id or domain).
+    Show {
+        client: String,
+        /// Print the decrypted secrets too.
+        #[arg(long)]
+        include_secrets: bool,
+    },
+    /// Change a client (by id or domain); only the options given change.
+    Update {
+        client: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        active: Option<bool>,
+        #[command(flatten)]
+        fields: ClientFields,
+    },
+    /// Delete a client and everything of it. Cannot be undone.
+    Delete {
+        client: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Optional client fields shared by `add` and `update`. Secrets given as flags can end up
+/// in shell history: prefer the environment variables.
+#[derive(Args, Debug, Default)]
+pub struct ClientFields {
+    #[arg(long)]
+    cloudflare_account_id: Option<String>,
+    #[arg(long, env = "CLIENT_CLOUDFLARE_API_TOKEN", hide_env_values = true)]
+    cloudflare_api_token: Option<String>,
+    #[arg(long)]
+    cloudflare_kv_namespace_id: Option<String>,
+    #[arg(long, env = "CLIENT_GEMINI_API_KEY", hide_env_values = true)]
+    gemini_api_key: Option<String>,
+    #[arg(long)]
+    refresh_interval_secs: Option<u64>,
+    #[arg(long)]
+    crawl_rate_per_minute: Option<u32>,
+    #[arg(long)]
+    use_gemini: Option<bool>,
+    /// auto, cloudflare or builtin.
+    #[arg(long)]
+    edge_target: Option<String>,
+    #[arg(long)]
+    allow_subdomains: Option<bool>,
+}
+
+impl ClientFields {
+    fn settings(&self) -> anyhow::Result<SettingsPatch> {
+        let edge_target = match self.edge_target.as_deref() {
+            None => None,
+            Some("auto") => Some(EdgeTarget::Auto),
+            Some("cloudflare") => Some(EdgeTarget::Cloudflare),
+            Some("builtin") => Some(EdgeTarget::Builtin),
+            Some(other) => {
+                anyhow::bail!("--edge-target must be auto, cloudflare or builtin, not {other:?}")
+            }
+        };
+        Ok(SettingsPatch {
+            refresh_interval_secs: self.refresh_interval_secs,
+            crawl_rate_per_minute: self.crawl_rate_per_minute,
+            use_gemini: self.use_gemini,
+            edge_target,
+            allow_subdomains: self.allow_subdomains,
+        })
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Create a key for a client; prints it once.
+    Create {
+        client: String,
+        /// read, write or ingest (repeat for several).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a client's keys.
+    List { client: String },
+    /// Revoke a key.
+    Revoke { client: String, key_id: Uuid },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretsCommand {
+    /// Print a new Fernet key (for FERNET_KEY / FERNET_KEYS).
+    GenerateKey,
+    /// Re-encrypt every stored secret with the first of FERNET_KEYS, through events.
+    Rotate,
+}
+
+async fn tenants(config: &Config) -> anyhow::Result<Tenants> {
+    let backbone = super::connect(config).await?;
+    app::tenants(&backbone, &config.api)
+}
+
+/// A client by id or domain.
+async fn resolve(t: &Tenants, db: &sqlx::PgPool, client: &str) -> anyhow::Result<read::ClientRow> {
+    let _ = t;
+    let row = match client.parse::<Uuid>() {
+        Ok(id) => read::find(db, id).await?,
+        Err(_) => {
+            read::find_by_domain(
+                db,
+                &normalize_domain(client).map_err(|e| anyhow::anyhow!(e))?,
+            )
+            .await?
+        }
+    };
+    row.with_context(|| format!("no client {client:?}"))
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn warn_pending(v: Visibility) {
+    if v == Visibility::Pending {
+        eprintln!(
+            "recorded, but the clients projection has not shown it yet (is a projections role running?)"
+        );
+    }
+}
+
+pub async fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
+    let backbone = super::connect(config).await?;
+    let t = app::tenants(&backbone, &config.api)?;
+    let db = &backbone.db;
+    match command {
+        ClientCommand::Add {
+            name,
+            domain,
+            fields,
+        } => {
+            let new = NewClient {
+                name,
+                domain,
+                settings: fields.settings()?,
+                cloudflare_account_id: fields.cloudflare_account_id,
+                cloudflare_api_token: fields.cloudflare_api_token.map(Secret::new),
+                cloudflare_kv_namespace_id: fields.cloudflare_kv_namespace_id,
+                gemini_api_key: fields.gemini_api_key.map(Secret::new),
+                is_active: None,
+            };
+            let (id, v) = t.register(new).await?;
+            warn_pending(v);
+            show(db, id.as_uuid()).await
+        }
+        ClientCommand::List => {
+            let (rows, _) = read::list(db, i64::MAX, 0).await?;
+            print_json(&rows.iter().map(ClientView::from_row).collect::<Vec<_>>())
+        }
+        ClientCommand::Show {
+            client,
+            include_secrets,
+        } => {
+            let row = resolve(&t, db, &client).await?;
+            let mut view = serde_json::to_value(ClientView::from_row(&row))?;
+            if include_secrets {
+                for (field, token) in [
+                    ("cloudflare_api_token", &row.cloudflare_api_token_encrypted),
+                    ("gemini_api_key", &row.gemini_api_key_encrypted),
+                ] {
+                    if let Some(token) = token {
+                        view[field] = t
+                            .secrets()
+                            .decrypt(&String::from_utf8_lossy(token))?
+                            .expose()
+                            .into();
+                    }
+                }
+            }
+            print_json(&view)
+        }
+        ClientCommand::Update {
+            client,
+            name,
+            domain,
+            active,
+            fields,
+        } => {
+            let row = resolve(&t, db, &client).await?;
+            let patch = ClientPatch {
+                name,
+                domain,
+                is_active: active,
+                settings: Some(fields.settings()?),
+                cloudflare_account_id: fields.cloudflare_account_id.map(Some),
+                cloudflare_api_token: fields.cloudflare_api_token.map(|s| Some(Secret::new(s))),
+                cloudflare_kv_namespace_id: fields.cloudflare_kv_namespace_id.map(Some),
+                gemini_api_key: fields.gemini_api_key.map(|s| Some(Secret::new(s))),
+            };
+            warn_pending(t.update(ClientId::from_uuid(row.id), patch).await?);
+            show(db, row.id).await
+        }
+        ClientCommand::Delete { client, yes } => {
+            let row = resolve(&t, db, &client).await?;
+            anyhow::ensure!(
+                yes,
+                "deleting {} ({}) removes its pages, visits, keys and events for good: add --yes",
+                row.name,
+                row.domain
+            );
+            print_json(&t.delete(ClientId::from_uuid(row.id)).await?)
+        }
+    }
+}
+
+async fn show(db: &sqlx::PgPool, id: Uuid) -> anyhow::Result<()> {
+    match read::find(db, id).await? {
+        Some(row) => print_json(&ClientView::from_row(&row)),
+        None => print_json(&serde_json::json!({ "id": id, "status": "recorded" })),
+    }
+}
+
+pub async fn key(config: &Config, command: KeyCommand) -> anyhow::Result<()> {
+    let backbone = super::connect(config).await?;
+    let t = app::tenants(&backbone, &config.api)?;
+    let db = &backbone.db;
+    match command {
+        KeyCommand::Create {
+            client,
+            scopes,
+            name,
+        } => {
+            let row = resolve(&t, db, &client).await?;
+            let scopes: Vec<Scope> = scopes
+                .iter()
+                .map(|s| {
+                    Scope::parse(s)
+                        .with_context(|| format!("unknown scope {s:?}: read, write or ingest"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let (created, v) = t
+                .create_key(ClientId::from_uuid(row.id), &scopes, name)
+                .await?;
+            warn_pending(v);
+            eprintln!("the key is shown this once: store it now");
+            print_json(&serde_json::json!({
+                "id": created.row.id, "key": created.key.expose(), "display_prefix": created.row.display_prefix,
+                "scopes": created.row.scopes,
+            }))
+        }
+        KeyCommand::List { client } => {
+            let row = resolve(&t, db, &client).await?;
+            let keys: Vec<crate::api::keys::KeyView> = read::list_keys(db, row.id)
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect();
+            print_json(&keys)
+        }
+        KeyCommand::Revoke { client, key_id } => {
+            let row = resolve(&t, db, &client).await?;
+            warn_pending(t.revoke_key(ClientId::from_uuid(row.id), key_id).await?);
+            println!("revoked {key_id}");
+            Ok(())
+        }
+    }
+}
+
+pub async fn secrets(config: &Config, command: SecretsCommand) -> anyhow::Result<()> {
+    match command {
+        SecretsCommand::GenerateKey => {
+            println!("{}", Secrets::generate_key());
+            Ok(())
+        }
+        SecretsCommand::Rotate => {
+            let changed = tenants(config).await?.rotate_secrets().await?;
+            println!("re-encrypted the secrets of {changed} client(s) with the first key");
+            Ok(())
+        }
+    }
+}

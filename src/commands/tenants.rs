@@ -1,0 +1,509 @@
+//! Commands on tenants: register, update, delete clients; create and revoke their API keys;
+//! re-encrypt their secrets.
+//!
+//! Writes to clients are serialized by a Postgres advisory lock held from the uniqueness check
+//! to the moment the projection shows the new event, so two concurrent writers (in any
+//! processes) cannot both claim a name or a domain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::domain::client::{
+    self, API_KEY_DISPLAY_LEN, API_KEY_PREFIX, FieldError, Scope, SettingsPatch,
+};
+use crate::domain::ids::ClientId;
+use crate::events::clients::{
+    ClientDeleted, ClientEvent, ClientSettings, ClientState, ClientUpdated, KeyCreated, KeyRevoked,
+};
+use crate::events::{Event, subjects};
+use crate::infra::publish::{Outgoing, PublishError, Publisher};
+use crate::infra::secrets::{Secret, Secrets, SecretsError};
+use crate::projections::clients as read;
+use crate::projections::runtime::wait_for;
+
+/// Advisory lock key serializing writes to clients ("aicache" in ASCII).
+const CLIENTS_LOCK: i64 = 0x6169_6361_6368_65;
+/// Longest Cloudflare id and secret accepted.
+const MAX_ID_LEN: usize = 256;
+const MAX_SECRET_LEN: usize = 4096;
+
+/// A tenant command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("a client with this {field} already exists")]
+    Conflict { field: &'static str },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("stream: {0}")]
+    Stream(String),
+}
+
+/// Whether the projection showed the write before the answer went out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visibility {
+    /// Readable now.
+    Visible,
+    /// Recorded in the stream, not yet in the read model (the projector lags or is not running).
+    Pending,
+}
+
+/// A new client as a caller describes it.
+#[derive(Debug, Default)]
+pub struct NewClient {
+    pub name: String,
+    pub domain: String,
+    pub cloudflare_account_id: Option<String>,
+    pub cloudflare_api_token: Option<Secret>,
+    pub cloudflare_kv_namespace_id: Option<String>,
+    pub gemini_api_key: Option<Secret>,
+    pub is_active: Option<bool>,
+    pub settings: SettingsPatch,
+}
+
+/// A change to a client: `None` leaves a field as it is; `Some(None)` clears an optional one.
+#[derive(Debug, Default)]
+pub struct ClientPatch {
+    pub name: Option<String>,
+    pub domain: Option<String>,
+    pub cloudflare_account_id: Option<Option<String>>,
+    pub cloudflare_api_token: Option<Option<Secret>>,
+    pub cloudflare_kv_namespace_id: Option<Option<String>>,
+    pub gemini_api_key: Option<Option<Secret>>,
+    pub is_active: Option<bool>,
+    pub settings: Option<SettingsPatch>,
+}
+
+/// What deleting a client removed.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct DeleteReport {
+    pub pages_deleted: u64,
+    pub visits_deleted: u64,
+    pub api_keys_deleted: u64,
+    pub events_purged: u64,
+}
+
+/// A key as created: the key itself is in `key`, shown this once.
+#[derive(Debug)]
+pub struct CreatedKey {
+    pub key: Secret,
+    pub row: read::ApiKeyRow,
+}
+
+/// The tenant commands.
+#[derive(Clone)]
+pub struct Tenants {
+    db: PgPool,
+    js: jetstream::Context,
+    publisher: Publisher,
+    secrets: Arc<Secrets>,
+    timeout: Duration,
+}
+
+impl Tenants {
+    pub fn new(
+        db: PgPool,
+        js: jetstream::Context,
+        secrets: Arc<Secrets>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            publisher: Publisher::new(js.clone()),
+            db,
+            js,
+            secrets,
+            timeout,
+        }
+    }
+
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// Registers a client; answers once the projection shows it (or `Pending` after the timeout).
+    pub async fn register(&self, new: NewClient) -> Result<(ClientId, Visibility), TenantError> {
+        let state = ClientState {
+            name: client::validate_name(&new.name)?,
+            domain: client::normalize_domain(&new.domain)?,
+            cloudflare_account_id: client::optional_text(
+                "cloudflare_account_id",
+                new.cloudflare_account_id.as_deref(),
+                MAX_ID_LEN,
+            )?,
+            cloudflare_api_token_encrypted: self
+                .seal("cloudflare_api_token", new.cloudflare_api_token)?,
+            cloudflare_kv_namespace_id: client::optional_text(
+                "cloudflare_kv_namespace_id",
+                new.cloudflare_kv_namespace_id.as_deref(),
+                MAX_ID_LEN,
+            )?,
+            gemini_api_key_encrypted: self.seal("gemini_api_key", new.gemini_api_key)?,
+            is_active: new.is_active.unwrap_or(true),
+            settings: new.settings.apply(&ClientSettings::default())?,
+        };
+        check_edge(&state)?;
+        let id = ClientId::new_random();
+        let mut tx = self.db.begin().await?;
+        lock(&mut tx).await?;
+        if let Some(field) =
+            read::conflicting_field(&mut *tx, &state.name, &state.domain, None).await?
+        {
+            return Err(TenantError::Conflict { field });
+        }
+        let event = Event::new(id, None, ClientEvent::Registered(state));
+        let visibility = self.publish_and_wait(event).await?;
+        tx.commit().await?;
+        Ok((id, visibility))
+    }
+
+    /// Applies `patch` to client `id`. A patch that changes nothing publishes nothing.
+    pub async fn update(
+        &self,
+        id: ClientId,
+        patch: ClientPatch,
+    ) -> Result<Visibility, TenantError> {
+        let mut tx = self.db.begin().await?;
+        lock(&mut tx).await?;
+        let current = read::find(&mut *tx, id.as_uuid())
+            .await?
+            .ok_or(TenantError::NotFound("client"))?;
+        let old = current.state();
+        let mut new = old.clone();
+        if let Some(name) = &patch.name {
+            new.name = client::validate_name(name)?;
+        }
+        if let Some(domain) = &patch.domain {
+            new.domain = client::normalize_domain(domain)?;
+        }
+        if let Some(v) = &patch.cloudflare_account_id {
+            new.cloudflare_account_id =
+                client::optional_text("cloudflare_account_id", v.as_deref(), MAX_ID_LEN)?;
+        }
+        if let Some(v) = &patch.cloudflare_kv_namespace_id {
+            new.cloudflare_kv_namespace_id =
+                client::optional_text("cloudflare_kv_namespace_id", v.as_deref(), MAX_ID_LEN)?;
+        }
+        let mut changed = Vec::new();
+        if let Some(v) = patch.cloudflare_api_token {
+            new.cloudflare_api_token_encrypted = self.seal("cloudflare_api_token", v)?;
+            changed.push("cloudflare_api_token".to_owned());
+        }
+        if let Some(v) = patch.gemini_api_key {
+            new.gemini_api_key_encrypted = self.seal("gemini_api_key", v)?;
+            changed.push("gemini_api_key".to_owned());
+        }
+        if let Some(active) = patch.is_active {
+            new.is_active = active;
+        }
+        if let Some(settings) = &patch.settings {
+            new.settings = settings.apply(&old.settings)?;
+        }
+        check_edge(&new)?;
+        changed.extend(changed_fields(&old, &new));
+        if changed.is_empty() {
+            return Ok(Visibility::Visible);
+        }
+        if let Some(field) =
+            read::conflicting_field(&mut *tx, &new.name, &new.domain, Some(id.as_uuid())).await?
+        {
+            return Err(TenantError::Conflict { field });
+        }
+        let event = Event::new(
+            id,
+            None,
+            ClientEvent::Updated(ClientUpdated {
+                state: new,
+                changed,
+            }),
+        );
+        let visibility = self.publish_and_wait(event).await?;
+        tx.commit().await?;
+        Ok(visibility)
+    }
+
+    /// Deletes a client and everything of it: its rows in every projection and its events in
+    /// every stream (purged by subject). Blobs are content-addressed and may be shared, so
+    /// they stay (see docs/OPERATIONS.md).
+    pub async fn delete(&self, id: ClientId) -> Result<DeleteReport, TenantError> {
+        let mut tx = self.db.begin().await?;
+        lock(&mut tx).await?;
+        let current = read::find(&mut *tx, id.as_uuid())
+            .await?
+            .ok_or(TenantError::NotFound("client"))?;
+        let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE client_id = $1")
+            .bind(id.as_uuid())
+            .fetch_one(&mut *tx)
+            .await?;
+        let event = Event::new(
+            id,
+            None,
+            ClientEvent::Deleted(ClientDeleted {
+                domain: current.domain,
+            }),
+        );
+        // The projection must apply the deletion before the client's events are purged.
+        self.publish_and_wait(event).await?;
+        let mut purged = 0;
+        for filter in [
+            subjects::client_on_stream("pages", id, true),
+            subjects::client_on_stream("visits", id, false),
+            subjects::client_on_stream("visits", id, true),
+        ] {
+            purged += self
+                .purge(
+                    if filter.starts_with("pages") {
+                        "PAGES"
+                    } else {
+                        "VISITS"
+                    },
+                    &filter,
+                )
+                .await?;
+        }
+        // Batches the projectors read before the purge are applied before the rows go.
+        for (projection, stream) in [("pages", "PAGES"), ("visits", "VISITS")] {
+            let end = self.stream_end(stream).await?;
+            wait_for(&self.db, projection, end, self.timeout).await?;
+        }
+        let pages = sqlx::query("DELETE FROM pages WHERE client_id = $1")
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await?;
+        let visits = sqlx::query("DELETE FROM visits WHERE client_id = $1")
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await?;
+        purged += self
+            .purge("CLIENTS", &subjects::client_on_stream("clients", id, false))
+            .await?;
+        tx.commit().await?;
+        Ok(DeleteReport {
+            pages_deleted: pages.rows_affected(),
+            visits_deleted: visits.rows_affected(),
+            api_keys_deleted: u64::try_from(keys).unwrap_or_default(),
+            events_purged: purged,
+        })
+    }
+
+    /// Creates a key for client `id`; the key is returned this once and stored only as SHA-256.
+    pub async fn create_key(
+        &self,
+        id: ClientId,
+        scopes: &[Scope],
+        name: Option<String>,
+    ) -> Result<(CreatedKey, Visibility), TenantError> {
+        let scopes = client::validate_scopes(scopes)?;
+        let name = client::optional_text("name", name.as_deref(), client::MAX_NAME_LEN)?;
+        read::find(&self.db, id.as_uuid())
+            .await?
+            .ok_or(TenantError::NotFound("client"))?;
+        let mut random = [0u8; 32];
+        rand::rng().fill_bytes(&mut random);
+        let key = format!(
+            "{API_KEY_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+        );
+        let key_id = Uuid::new_v4();
+        let created = KeyCreated {
+            key_id,
+            name,
+            display_prefix: key[..API_KEY_DISPLAY_LEN].to_owned(),
+            key_hash: hash_key(&key),
+            scopes,
+        };
+        let event = Event::new(id, None, ClientEvent::KeyCreated(created.clone()));
+        let visibility = self.publish_and_wait(event).await?;
+        let row = read::ApiKeyRow {
+            id: key_id,
+            client_id: id.as_uuid(),
+            name: created.name,
+            display_prefix: created.display_prefix,
+            scopes: created
+                .scopes
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            created_at: crate::events::envelope::now(),
+            revoked_at: None,
+        };
+        Ok((
+            CreatedKey {
+                key: Secret::new(key),
+                row,
+            },
+            visibility,
+        ))
+    }
+
+    /// Revokes a key; once this returns `Visible`, the key is refused.
+    pub async fn revoke_key(&self, id: ClientId, key_id: Uuid) -> Result<Visibility, TenantError> {
+        let key = read::find_key(&self.db, id.as_uuid(), key_id)
+            .await?
+            .ok_or(TenantError::NotFound("key"))?;
+        if key.revoked_at.is_some() {
+            return Ok(Visibility::Visible);
+        }
+        self.publish_and_wait(Event::new(
+            id,
+            None,
+            ClientEvent::KeyRevoked(KeyRevoked { key_id }),
+        ))
+        .await
+    }
+
+    /// Re-encrypts every stored secret with the first Fernet key, through `clients.updated`
+    /// events. Returns how many clients changed.
+    pub async fn rotate_secrets(&self) -> Result<usize, TenantError> {
+        let mut tx = self.db.begin().await?;
+        lock(&mut tx).await?;
+        let (rows, _) = read::list(&self.db, i64::MAX, 0).await?;
+        let mut changed = 0;
+        for row in rows {
+            let old = row.state();
+            let mut new = old.clone();
+            let mut fields = Vec::new();
+            if let Some(t) = self.rekey(old.cloudflare_api_token_encrypted.as_deref())? {
+                new.cloudflare_api_token_encrypted = Some(t);
+                fields.push("cloudflare_api_token".to_owned());
+            }
+            if let Some(t) = self.rekey(old.gemini_api_key_encrypted.as_deref())? {
+                new.gemini_api_key_encrypted = Some(t);
+                fields.push("gemini_api_key".to_owned());
+            }
+            if fields.is_empty() {
+                continue;
+            }
+            let id = ClientId::from_uuid(row.id);
+            self.publish_and_wait(Event::new(
+                id,
+                None,
+                ClientEvent::Updated(ClientUpdated {
+                    state: new,
+                    changed: fields,
+                }),
+            ))
+            .await?;
+            changed += 1;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    fn rekey(&self, token: Option<&str>) -> Result<Option<String>, TenantError> {
+        match token {
+            Some(t) => Ok(self.secrets.reencrypt(t)?),
+            None => Ok(None),
+        }
+    }
+
+    fn seal(&self, field: &str, secret: Option<Secret>) -> Result<Option<String>, TenantError> {
+        let Some(secret) = secret.filter(|s| !s.expose().trim().is_empty()) else {
+            return Ok(None);
+        };
+        if secret.expose().len() > MAX_SECRET_LEN {
+            return Err(
+                FieldError::new(field, format!("must be at most {MAX_SECRET_LEN} bytes")).into(),
+            );
+        }
+        Ok(Some(
+            self.secrets.encrypt(&Secret::new(secret.expose().trim())),
+        ))
+    }
+
+    async fn publish_and_wait(&self, event: Event<ClientEvent>) -> Result<Visibility, TenantError> {
+        let published = self.publisher.publish(&Outgoing::unique(event)).await?;
+        let visible = wait_for(&self.db, "clients", published.sequence, self.timeout).await?;
+        Ok(if visible {
+            Visibility::Visible
+        } else {
+            Visibility::Pending
+        })
+    }
+
+    async fn purge(&self, stream: &str, filter: &str) -> Result<u64, TenantError> {
+        let stream = self
+            .js
+            .get_stream(stream)
+            .await
+            .map_err(|e| TenantError::Stream(e.to_string()))?;
+        let purged = stream
+            .purge()
+            .filter(filter)
+            .await
+            .map_err(|e| TenantError::Stream(e.to_string()))?;
+        Ok(purged.purged)
+    }
+
+    async fn stream_end(&self, stream: &str) -> Result<u64, TenantError> {
+        let mut stream = self
+            .js
+            .get_stream(stream)
+            .await
+            .map_err(|e| TenantError::Stream(e.to_string()))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| TenantError::Stream(e.to_string()))?;
+        Ok(info.state.last_sequence)
+    }
+}
+
+/// SHA-256 (hex) of an API key: the form it is stored and looked up in.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+async fn lock(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CLIENTS_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn check_edge(state: &ClientState) -> Result<(), FieldError> {
+    client::check_edge_target(
+        state.settings.edge_target,
+        state.cloudflare_account_id.is_some(),
+        state.cloudflare_api_token_encrypted.is_some(),
+        state.cloudflare_kv_namespace_id.is_some(),
+    )
+}
+
+/// Names of the non-secret fields that differ (secrets are reported by the caller, which
+/// knows whether they were given: two encryptions of one value never compare equal).
+fn changed_fields(old: &ClientState, new: &ClientState) -> Vec<String> {
+    let mut changed = Vec::new();
+    let mut check = |name: &str, differs: bool| {
+        if differs {
+            changed.push(name.to_owned());
+        }
+    };
+    check("name", old.name != new.name);
+    check("domain", old.domain != new.domain);
+    check(
+        "cloudflare_account_id",
+        old.cloudflare_account_id != new.cloudflare_account_id,
+    );
+    check(
+        "cloudflare_kv_namespace_id",
+        old.cloudflare_kv_namespace_id != new.cloudflare_kv_namespace_id,
+    );
+    check("is_active", old.is_active != new.is_active);
+    check("settings", old.settings != new.settings);
+    changed
+}
