@@ -48,31 +48,29 @@ fn json_error(rejection: JsonRejection) -> ApiError {
     }
 }
 
-/// Splits serde's `path: message` (or `missing field `x``) into the field and the message.
+/// Splits serde's `path: message` (serde_path_to_error's format) into the field and the
+/// message. For a missing field the path is its parent; for an unknown one, the field itself.
 fn field_of(detail: &str) -> (String, String) {
-    for marker in ["missing field `", "unknown field `"] {
-        if let Some(rest) = detail.split_once(marker).map(|(_, r)| r) {
-            let name = rest.split('`').next().unwrap_or_default();
-            let prefix = detail
-                .split_once(": ")
-                .map(|(p, _)| p)
-                .filter(|p| *p != "." && !p.contains(' '));
-            let field = prefix.map_or(name.to_owned(), |p| format!("{p}.{name}"));
-            let message = detail.rsplit_once(": ").map_or(detail, |(_, m)| m);
-            return (
-                field,
-                message
-                    .split(", expected")
-                    .next()
-                    .unwrap_or(message)
-                    .to_owned(),
-            );
-        }
+    let (path, message) = match detail.split_once(": ") {
+        Some((path, message)) if !path.contains(' ') => (Some(path).filter(|p| *p != "."), message),
+        _ => (None, detail),
+    };
+    let message = message.split(", expected").next().unwrap_or(message);
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_owned();
+    if let Some(rest) = message.split_once("missing field `").map(|(_, r)| r) {
+        let name = rest.split('`').next().unwrap_or_default();
+        let field = path.map_or(name.to_owned(), |p| format!("{p}.{name}"));
+        return (field, message);
     }
-    match detail.split_once(": ") {
-        Some((path, message)) if !path.contains(' ') => (path.to_owned(), message.to_owned()),
-        _ => ("body".to_owned(), detail.to_owned()),
+    if let Some(rest) = message.split_once("unknown field `").map(|(_, r)| r) {
+        let name = rest.split('`').next().unwrap_or_default();
+        return (path.unwrap_or(name).to_owned(), message);
     }
+    (path.unwrap_or("body").to_owned(), message)
 }
 
 /// `axum::extract::Path` with JSON errors.
@@ -132,19 +130,25 @@ mod tests {
             "name"
         );
         assert_eq!(
-            field_of("unknown field `nmae`, expected one of `name`, `domain` at line 1 column 8").0,
-            "nmae"
+            field_of(".: missing field `name` at line 1 column 2").0,
+            "name"
+        );
+        assert_eq!(field_of("settings: missing field `y`").0, "settings.y");
+        let unknown =
+            "nmae: unknown field `nmae`, expected one of `name`, `domain` at line 1 column 8";
+        assert_eq!(
+            field_of(unknown),
+            ("nmae".into(), "unknown field `nmae`".into())
         );
         assert_eq!(
-            field_of("settings: unknown field `x`, expected `y`").0,
+            field_of("settings.x: unknown field `x`, expected `y`").0,
             "settings.x"
         );
+        let wrong_type =
+            "is_active: invalid type: string \"yes\", expected a boolean at line 1 column 20";
         assert_eq!(
-            field_of(
-                "is_active: invalid type: string \"yes\", expected a boolean at line 1 column 20"
-            )
-            .0,
-            "is_active"
+            field_of(wrong_type),
+            ("is_active".into(), "invalid type: string \"yes\"".into())
         );
         assert_eq!(field_of("something odd").0, "body");
     }

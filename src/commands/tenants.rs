@@ -29,7 +29,7 @@ use crate::projections::clients as read;
 use crate::projections::runtime::wait_for;
 
 /// Advisory lock key serializing writes to clients ("aicache" in ASCII).
-const CLIENTS_LOCK: i64 = 0x6169_6361_6368_65;
+const CLIENTS_LOCK: i64 = 0x0061_6963_6163_6865;
 /// Longest Cloudflare id and secret accepted.
 const MAX_ID_LEN: usize = 256;
 const MAX_SECRET_LEN: usize = 4096;

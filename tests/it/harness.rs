@@ -139,6 +139,7 @@ pub struct TestApp {
     pub nats: LocalNats,
     pub backbone: Backbone,
     pub api: Option<String>,
+    pub db_url: String,
     pub options: Options,
     shutdown: CancellationToken,
 }
@@ -191,14 +192,22 @@ impl TestApp {
             nats,
             backbone,
             api,
+            db_url,
             options,
             shutdown,
         }
     }
 
-    /// The tenant commands, as the API uses them.
-    pub fn tenants(&self) -> ai_cache::commands::tenants::Tenants {
-        app::tenants(&self.backbone, &self.options.api_config()).expect("tenants")
+    /// Tenant commands with other Fernet keys (rotation tests).
+    pub fn tenants_with(
+        app: &TestApp,
+        fernet_keys: Vec<String>,
+    ) -> ai_cache::commands::tenants::Tenants {
+        let options = Options {
+            fernet_keys,
+            ..app.options.clone()
+        };
+        app::tenants(&app.backbone, &options.api_config()).expect("tenants")
     }
 
     /// A request to the API with the master key.

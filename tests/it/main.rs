@@ -1,7 +1,10 @@
 //! Integration tests: one binary, real nats-server and PostgreSQL started by the harness.
 
+mod access;
 mod api;
 mod backbone;
+mod cli;
+mod clients;
 mod dev;
 mod events;
 mod harness;

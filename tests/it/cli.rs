@@ -1,0 +1,100 @@
+//! The operator's command line for tenants, run as the real binary against a running app.
+
+use std::process::Command;
+
+use ai_cache::app::Role;
+use serde_json::Value;
+
+use crate::harness::TestApp;
+
+fn ai_cache(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ai-cache"))
+        .args(args)
+        .env("DATABASE_URL", &app.db_url)
+        .env("NATS_URL", app.nats.url())
+        .env("FERNET_KEYS", app.options.fernet_keys.join(","))
+        .env_remove("FERNET_KEY")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("ai-cache runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_and_keys_are_managed_from_the_command_line() {
+    let app = TestApp::with_roles(&[Role::Projections]).await;
+    let run = |args: &'static [&'static str]| {
+        let app = &app;
+        tokio::task::block_in_place(move || ai_cache(app, args))
+    };
+    let (ok, out, err) = run(&[
+        "client",
+        "add",
+        "--name",
+        "Example Corp",
+        "--domain",
+        "Example.com",
+        "--cloudflare-api-token",
+        "cf-secret",
+    ]);
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(created["domain"], "example.com");
+    assert_eq!(created["has_cloudflare_token"], true);
+    assert!(!out.contains("cf-secret"));
+
+    let (ok, out, err) = run(&["client", "show", "example.com", "--include-secrets"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("cf-secret"),
+        "the operator can read it back on purpose"
+    );
+
+    let (ok, out, err) = run(&[
+        "key",
+        "create",
+        "example.com",
+        "--scope",
+        "ingest",
+        "--name",
+        "worker",
+    ]);
+    assert!(ok, "{err}");
+    let key: Value = serde_json::from_str(&out).expect("json");
+    let secret = key["key"].as_str().expect("key").to_owned();
+    let (ok, out, _) = run(&["key", "list", "example.com"]);
+    assert!(ok);
+    assert!(out.contains("\"ingest\"") && !out.contains(&secret));
+
+    let (ok, out, _) = run(&["client", "list"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out)
+            .expect("json")
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    let (ok, _, err) = run(&["client", "delete", "example.com"]);
+    assert!(
+        !ok && err.contains("--yes"),
+        "deleting asks for confirmation: {err}"
+    );
+    let (ok, out, err) = run(&["client", "delete", "example.com", "--yes"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("api_keys_deleted"));
+    let (ok, _, err) = run(&["client", "show", "example.com"]);
+    assert!(!ok && err.contains("no client"), "{err}");
+
+    let (ok, out, _) = run(&["secrets", "generate-key"]);
+    assert!(ok);
+    assert!(
+        ai_cache::infra::secrets::Secrets::new(&[out.trim()]).is_ok(),
+        "a usable key: {out}"
+    );
+}
