@@ -237,7 +237,7 @@ impl Tenants {
 
     /// Deletes a client and everything of it: its rows in every projection and its events in
     /// every stream (purged by subject). Blobs are content-addressed and may be shared, so
-    /// they stay (see docs/OPERATIONS.md).
+    /// they stay (README, "Deleting a client").
     pub async fn delete(&self, id: ClientId) -> Result<DeleteReport, TenantError> {
         let mut tx = self.db.begin().await?;
         lock(&mut tx).await?;
