@@ -127,14 +127,14 @@ pub enum SecretsCommand {
     Rotate,
 }
 
-async fn tenants(config: &Config) -> anyhow::Result<Tenants> {
+/// The tenant commands and the database they read.
+async fn open(config: &Config) -> anyhow::Result<(Tenants, sqlx::PgPool)> {
     let backbone = super::connect(config).await?;
-    app::tenants(&backbone, &config.api)
+    Ok((app::tenants(&backbone, &config.api)?, backbone.db))
 }
 
 /// A client by id or domain.
-async fn resolve(t: &Tenants, db: &sqlx::PgPool, client: &str) -> anyhow::Result<read::ClientRow> {
-    let _ = t;
+async fn resolve(db: &sqlx::PgPool, client: &str) -> anyhow::Result<read::ClientRow> {
     let row = match client.parse::<Uuid>() {
         Ok(id) => read::find(db, id).await?,
         Err(_) => {
@@ -162,9 +162,8 @@ fn warn_pending(v: Visibility) {
 }
 
 pub async fn client(config: &Config, command: ClientCommand) -> anyhow::Result<()> {
-    let backbone = super::connect(config).await?;
-    let t = app::tenants(&backbone, &config.api)?;
-    let db = &backbone.db;
+    let (t, db) = open(config).await?;
+    let db = &db;
     match command {
         ClientCommand::Add {
             name,
@@ -193,7 +192,7 @@ pub async fn client(config: &Config, command: ClientCommand) -> anyhow::Result<(
             client,
             include_secrets,
         } => {
-            let row = resolve(&t, db, &client).await?;
+            let row = resolve(db, &client).await?;
             let mut view = serde_json::to_value(ClientView::from_row(&row))?;
             if include_secrets {
                 for (field, token) in [
@@ -218,7 +217,7 @@ pub async fn client(config: &Config, command: ClientCommand) -> anyhow::Result<(
             active,
             fields,
         } => {
-            let row = resolve(&t, db, &client).await?;
+            let row = resolve(db, &client).await?;
             let patch = ClientPatch {
                 name,
                 domain,
@@ -233,7 +232,7 @@ pub async fn client(config: &Config, command: ClientCommand) -> anyhow::Result<(
             show(db, row.id).await
         }
         ClientCommand::Delete { client, yes } => {
-            let row = resolve(&t, db, &client).await?;
+            let row = resolve(db, &client).await?;
             anyhow::ensure!(
                 yes,
                 "deleting {} ({}) removes its pages, visits, keys and events for good: add --yes",
@@ -253,16 +252,15 @@ async fn show(db: &sqlx::PgPool, id: Uuid) -> anyhow::Result<()> {
 }
 
 pub async fn key(config: &Config, command: KeyCommand) -> anyhow::Result<()> {
-    let backbone = super::connect(config).await?;
-    let t = app::tenants(&backbone, &config.api)?;
-    let db = &backbone.db;
+    let (t, db) = open(config).await?;
+    let db = &db;
     match command {
         KeyCommand::Create {
             client,
             scopes,
             name,
         } => {
-            let row = resolve(&t, db, &client).await?;
+            let row = resolve(db, &client).await?;
             let scopes: Vec<Scope> = scopes
                 .iter()
                 .map(|s| {
@@ -281,7 +279,7 @@ pub async fn key(config: &Config, command: KeyCommand) -> anyhow::Result<()> {
             }))
         }
         KeyCommand::List { client } => {
-            let row = resolve(&t, db, &client).await?;
+            let row = resolve(db, &client).await?;
             let keys: Vec<crate::api::keys::KeyView> = read::list_keys(db, row.id)
                 .await?
                 .into_iter()
@@ -290,7 +288,7 @@ pub async fn key(config: &Config, command: KeyCommand) -> anyhow::Result<()> {
             print_json(&keys)
         }
         KeyCommand::Revoke { client, key_id } => {
-            let row = resolve(&t, db, &client).await?;
+            let row = resolve(db, &client).await?;
             warn_pending(t.revoke_key(ClientId::from_uuid(row.id), key_id).await?);
             println!("revoked {key_id}");
             Ok(())
@@ -305,7 +303,7 @@ pub async fn secrets(config: &Config, command: SecretsCommand) -> anyhow::Result
             Ok(())
         }
         SecretsCommand::Rotate => {
-            let changed = tenants(config).await?.rotate_secrets().await?;
+            let changed = open(config).await?.0.rotate_secrets().await?;
             println!("re-encrypted the secrets of {changed} client(s) with the first key");
             Ok(())
         }

@@ -449,16 +449,9 @@ impl Tenants {
     }
 
     async fn stream_end(&self, stream: &str) -> Result<u64, TenantError> {
-        let mut stream = self
-            .js
-            .get_stream(stream)
+        crate::infra::nats::last_sequence(&self.js, stream)
             .await
-            .map_err(|e| TenantError::Stream(e.to_string()))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| TenantError::Stream(e.to_string()))?;
-        Ok(info.state.last_sequence)
+            .map_err(TenantError::Stream)
     }
 }
 

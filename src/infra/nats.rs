@@ -49,3 +49,10 @@ impl Nats {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 }
+
+/// The last sequence assigned on `stream` (0 for an empty stream).
+pub async fn last_sequence(js: &jetstream::Context, stream: &str) -> Result<u64, String> {
+    let mut stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+    let info = stream.info().await.map_err(|e| e.to_string())?;
+    Ok(info.state.last_sequence)
+}

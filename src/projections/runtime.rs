@@ -202,13 +202,7 @@ impl ProjectionRunner {
     }
 
     async fn stream_end(&self) -> Result<u64, String> {
-        let mut stream = self
-            .js
-            .get_stream(self.projection.stream().name())
-            .await
-            .map_err(|e| e.to_string())?;
-        let info = stream.info().await.map_err(|e| e.to_string())?;
-        Ok(info.state.last_sequence)
+        crate::infra::nats::last_sequence(&self.js, self.projection.stream().name()).await
     }
 
     async fn open(&self, position: u64) -> Result<consumer::pull::Ordered, String> {

@@ -259,8 +259,9 @@ impl TestApp {
 impl TestApp {
     /// The last sequence assigned on `stream`.
     pub async fn last_seq(&self, stream: &str) -> u64 {
-        let mut s = self.js().get_stream(stream).await.expect("stream");
-        s.info().await.expect("info").state.last_sequence
+        ai_cache::infra::nats::last_sequence(self.js(), stream)
+            .await
+            .expect("stream")
     }
 }
 

@@ -139,6 +139,19 @@ async fn consumer_idle(app: &TestApp) -> bool {
     info.num_pending == 0 && info.num_ack_pending == 0
 }
 
+/// Runs a stage that publishes its output and then dies before acking (the task is aborted).
+async fn crash_during_delivery(app: &TestApp, seen: &Recorder<(String, u64)>) {
+    let published = Arc::new(Notify::new());
+    let (doomed, _) = spawn(runtime(
+        app,
+        seen,
+        Behaviour::ForwardThenHang(published.clone()),
+    ));
+    published.notified().await;
+    doomed.abort();
+    let _ = doomed.await;
+}
+
 /// Waits until `n` messages are dead-lettered and the test consumer has nothing left.
 async fn wait_dead_lettered(app: &TestApp, n: u64) {
     eventually(
@@ -189,15 +202,7 @@ async fn a_stage_killed_before_its_ack_gets_the_message_again_and_produces_no_du
     let pages = publish_discovered(&app, 1).await;
     let seen = recorder();
 
-    let published = Arc::new(Notify::new());
-    let (doomed, _) = spawn(runtime(
-        &app,
-        &seen,
-        Behaviour::ForwardThenHang(published.clone()),
-    ));
-    published.notified().await;
-    doomed.abort();
-    let _ = doomed.await;
+    crash_during_delivery(&app, &seen).await;
 
     let (_survivor, stop) = spawn(runtime(&app, &seen, Behaviour::Forward));
     eventually(
@@ -412,15 +417,7 @@ async fn a_message_that_crashes_the_stage_on_every_delivery_still_ends_in_the_de
     let seen = recorder();
     // Two deliveries, and the stage dies during each of them.
     for _ in 0..2 {
-        let published = Arc::new(Notify::new());
-        let (doomed, _) = spawn(runtime(
-            &app,
-            &seen,
-            Behaviour::ForwardThenHang(published.clone()),
-        ));
-        published.notified().await;
-        doomed.abort();
-        let _ = doomed.await;
+        crash_during_delivery(&app, &seen).await;
     }
     // A healthy instance is running when the server gives up on the message.
     let (_survivor, stop) = spawn(runtime(&app, &seen, Behaviour::Forward));
