@@ -3,4 +3,5 @@
 pub mod client;
 pub mod content;
 pub mod ids;
+pub mod sitemap;
 pub mod url;

@@ -10,3 +10,4 @@ mod events;
 mod harness;
 mod projections;
 mod runtime;
+mod sitemap_corpus;
