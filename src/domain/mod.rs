@@ -3,5 +3,6 @@
 pub mod client;
 pub mod content;
 pub mod ids;
+pub mod netaddr;
 pub mod sitemap;
 pub mod url;

@@ -16,6 +16,9 @@ pub enum PageEvent {
     /// A URL entered the pipeline (sitemap import, added by hand).
     #[serde(rename = "pages.discovered")]
     Discovered(Discovered),
+    /// A sitemap import with `overwrite` changed the page's sitemap metadata.
+    #[serde(rename = "pages.metadata_updated")]
+    MetadataUpdated(MetadataUpdated),
     /// Someone or something (scheduler, API, reprocessing) asked for the page to be fetched again.
     #[serde(rename = "pages.refresh_requested")]
     RefreshRequested(RefreshRequested),
@@ -52,6 +55,7 @@ impl EventFamily for PageEvent {
     const STREAM: StreamName = StreamName::Pages;
     const CATALOGUE: &'static [(&'static str, u32)] = &[
         ("pages.discovered", 1),
+        ("pages.metadata_updated", 1),
         ("pages.refresh_requested", 1),
         ("pages.scraped", 1),
         ("pages.unchanged", 1),
@@ -67,6 +71,7 @@ impl EventFamily for PageEvent {
     fn event_type(&self) -> &'static str {
         match self {
             Self::Discovered(_) => "pages.discovered",
+            Self::MetadataUpdated(_) => "pages.metadata_updated",
             Self::RefreshRequested(_) => "pages.refresh_requested",
             Self::Scraped(_) => "pages.scraped",
             Self::Unchanged(_) => "pages.unchanged",
@@ -97,6 +102,20 @@ pub struct Discovered {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sitemap_url: Option<String>,
     /// Sitemap `lastmod`, as the sitemap wrote it (W3C datetime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lastmod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changefreq: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+}
+
+/// `pages.metadata_updated` v1: the sitemap metadata as the overwriting import read it
+/// (absent values clear the stored ones).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetadataUpdated {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sitemap_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lastmod: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -92,6 +92,15 @@ fn update_for(
     let query = |sql| sqlx::query(sql).bind(page_id).bind(at);
     let q = match event {
         PageEvent::Discovered(_) | PageEvent::RefreshRequested(_) => return Ok(None),
+        PageEvent::MetadataUpdated(m) => query(
+            "UPDATE pages SET sitemap_url = COALESCE($3, sitemap_url), lastmod = $4,
+                 changefreq = $5, priority = $6, updated_at = $2
+             WHERE id = $1",
+        )
+        .bind(&m.sitemap_url)
+        .bind(&m.lastmod)
+        .bind(&m.changefreq)
+        .bind(&m.priority),
         PageEvent::Scraped(s) => query(
             "UPDATE pages SET status = 'fetched', stage = 'scraped', content_hash = $3,
                  content_size = $4, etag = $5, last_modified = $6, last_http_status = $7,
