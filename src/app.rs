@@ -8,8 +8,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::commands::discovery::{Discovery, Importer};
 use crate::commands::tenants::Tenants;
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, FetchConfig};
+use crate::infra::http::HttpClient;
 use crate::infra::nats::Nats;
 use crate::infra::secrets::Secrets;
 use crate::infra::{db, streams};
@@ -68,8 +70,20 @@ pub fn tenants(backbone: &Backbone, config: &ApiConfig) -> anyhow::Result<Tenant
     ))
 }
 
+/// Sitemap discovery with the configured fetching rules and limits.
+pub fn discovery(fetch: &FetchConfig) -> anyhow::Result<Discovery> {
+    Ok(Discovery::new(
+        HttpClient::new(&fetch.http())?,
+        fetch.discovery(),
+    ))
+}
+
 /// Everything the API role needs; refuses to start without a master key or a Fernet key.
-pub fn api_state(backbone: &Backbone, config: &ApiConfig) -> anyhow::Result<AppState> {
+pub fn api_state(
+    backbone: &Backbone,
+    config: &ApiConfig,
+    fetch: &FetchConfig,
+) -> anyhow::Result<AppState> {
     let master = config
         .master_api_key
         .as_deref()
@@ -88,6 +102,12 @@ pub fn api_state(backbone: &Backbone, config: &ApiConfig) -> anyhow::Result<AppS
             config.rate_limit_per_minute,
         )),
         max_body_bytes: config.max_body_bytes,
+        discovery: discovery(fetch)?,
+        importer: Importer::new(
+            backbone.db.clone(),
+            backbone.nats.js.clone(),
+            std::time::Duration::from_secs(config.write_timeout_secs),
+        ),
     })
 }
 

@@ -40,6 +40,9 @@ pub struct Config {
     #[command(flatten)]
     pub api: ApiConfig,
 
+    #[command(flatten)]
+    pub fetch: FetchConfig,
+
     /// Log format: `pretty` for people, `json` for log pipelines.
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
@@ -78,4 +81,62 @@ pub struct ApiConfig {
     /// Seconds a write waits for its projection before answering 202 instead.
     #[arg(long, env = "WRITE_TIMEOUT_SECS", default_value_t = 10)]
     pub write_timeout_secs: u64,
+}
+
+/// Outbound fetching (sitemaps, pages) and discovery limits.
+#[derive(Args, Clone, Debug)]
+pub struct FetchConfig {
+    /// Allow fetching from private, loopback and link-local addresses (tests and local demos
+    /// only: it lets API callers make ai-cache reach internal services).
+    #[arg(long, env = "ALLOW_PRIVATE_NETWORKS", default_value_t = false)]
+    pub allow_private_networks: bool,
+
+    /// The User-Agent of every outbound request.
+    #[arg(long, env = "USER_AGENT", default_value = crate::infra::http::DEFAULT_USER_AGENT)]
+    pub user_agent: String,
+
+    /// Seconds a whole request may take (connecting gets a third of it, at most 10 s).
+    #[arg(long, env = "FETCH_TIMEOUT_SECS", default_value_t = 30)]
+    pub fetch_timeout_secs: u64,
+
+    /// Redirects followed per request.
+    #[arg(long, env = "FETCH_MAX_REDIRECTS", default_value_t = 5)]
+    pub fetch_max_redirects: usize,
+
+    /// Most URLs one sitemap import takes (the safety limit).
+    #[arg(long, env = "SITEMAP_MAX_URLS", default_value_t = 10_000)]
+    pub sitemap_max_urls: usize,
+
+    /// Most sitemap documents one import reads.
+    #[arg(long, env = "SITEMAP_MAX_SITEMAPS", default_value_t = 500)]
+    pub sitemap_max_sitemaps: usize,
+
+    /// Largest sitemap document, in bytes, compressed or inflated.
+    #[arg(long, env = "SITEMAP_MAX_BYTES", default_value_t = 52_428_800)]
+    pub sitemap_max_bytes: usize,
+}
+
+impl FetchConfig {
+    pub fn http(&self) -> crate::infra::http::HttpConfig {
+        let timeout = std::time::Duration::from_secs(self.fetch_timeout_secs.max(1));
+        crate::infra::http::HttpConfig {
+            user_agent: self.user_agent.clone(),
+            allow_private_networks: self.allow_private_networks,
+            connect_timeout: (timeout / 3).min(std::time::Duration::from_secs(10)),
+            timeout,
+            max_redirects: self.fetch_max_redirects,
+        }
+    }
+
+    pub fn discovery(&self) -> crate::commands::discovery::DiscoveryLimits {
+        crate::commands::discovery::DiscoveryLimits {
+            max_urls: self.sitemap_max_urls,
+            max_sitemaps: self.sitemap_max_sitemaps,
+            document: crate::domain::sitemap::Limits {
+                max_body_bytes: self.sitemap_max_bytes,
+                max_inflated_bytes: self.sitemap_max_bytes,
+                ..crate::domain::sitemap::Limits::default()
+            },
+        }
+    }
 }

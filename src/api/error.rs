@@ -36,6 +36,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{field}: {message}")]
     Validation { field: String, message: String },
+    /// A well-formed request that cannot be carried out (an unreadable sitemap, a refused address).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     #[error("too many requests: retry after {} s", retry_after.as_secs().max(1))]
     RateLimited { retry_after: Duration },
     #[error("service unavailable: {0}")]
@@ -62,6 +65,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Self::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -125,6 +129,42 @@ impl From<TenantError> for ApiError {
             }
             TenantError::Db(db) => db.into(),
             TenantError::Secrets(s) => Self::Internal(s.into()),
+        }
+    }
+}
+
+impl From<crate::commands::discovery::DiscoveryError> for ApiError {
+    fn from(e: crate::commands::discovery::DiscoveryError) -> Self {
+        use crate::commands::discovery::DiscoveryError;
+        use crate::infra::http::FetchError;
+        let code = match &e {
+            DiscoveryError::Fetch {
+                error: FetchError::BlockedAddress(_),
+                ..
+            } => "blocked_address",
+            DiscoveryError::Fetch {
+                error: FetchError::Scheme(_) | FetchError::InvalidUrl(_),
+                ..
+            } => "invalid_url",
+            DiscoveryError::NoSitemap(_) => "no_sitemap",
+            _ => "sitemap_unreadable",
+        };
+        Self::Unprocessable {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::commands::discovery::ImportError> for ApiError {
+    fn from(e: crate::commands::discovery::ImportError) -> Self {
+        use crate::commands::discovery::ImportError;
+        match e {
+            ImportError::Publish(p) => {
+                tracing::warn!(error = %p, "event store unavailable");
+                Self::Unavailable("event store unavailable, retry".into())
+            }
+            ImportError::Db(db) => db.into(),
         }
     }
 }

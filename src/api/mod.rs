@@ -8,6 +8,8 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod pages;
+pub mod sitemap;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub tenants: Tenants,
     pub auth: Arc<auth::Auth>,
     pub max_body_bytes: usize,
+    pub discovery: crate::commands::discovery::Discovery,
+    pub importer: crate::commands::discovery::Importer,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -53,6 +57,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     modifiers(&SecurityAddon),
     tags((name = "clients", description = "Tenants (the original client API)"),
          (name = "keys", description = "Per-client API keys"),
+         (name = "sitemaps", description = "Sitemap preview and import (the original sitemap API)"),
+         (name = "pages", description = "Pages and their pipeline state"),
          (name = "operations", description = "Health and metrics")),
 )]
 struct ApiDoc;
@@ -80,6 +86,12 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(clients::by_domain))
         .routes(routes!(keys::list, keys::create))
         .routes(routes!(keys::revoke))
+        .routes(routes!(sitemap::parse))
+        .routes(routes!(sitemap::import))
+        .routes(routes!(sitemap::client_pages))
+        .routes(routes!(pages::get_one))
+        .routes(routes!(pages::by_url))
+        .routes(routes!(pages::add))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -187,3 +187,132 @@ fn update_for(
     };
     Ok(Some(q))
 }
+
+/// A page's sitemap metadata, to tell what an overwriting import changes.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct SitemapMetadata {
+    pub id: Uuid,
+    pub sitemap_url: Option<String>,
+    pub lastmod: Option<String>,
+    pub changefreq: Option<String>,
+    pub priority: Option<String>,
+}
+
+impl SitemapMetadata {
+    /// Whether `entry` (listed by `sitemap_url`) says something else.
+    pub fn differs(
+        &self,
+        entry: &crate::domain::sitemap::Entry,
+        sitemap_url: Option<&str>,
+    ) -> bool {
+        self.lastmod != entry.lastmod
+            || self.changefreq != entry.changefreq
+            || self.priority != entry.priority
+            || (sitemap_url.is_some() && self.sitemap_url.as_deref() != sitemap_url)
+    }
+}
+
+/// The sitemap metadata of those of `ids` that are known pages.
+pub async fn sitemap_metadata(
+    db: &sqlx::PgPool,
+    ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, SitemapMetadata>, sqlx::Error> {
+    let mut known = std::collections::HashMap::new();
+    for chunk in ids.chunks(5000) {
+        let rows: Vec<SitemapMetadata> = sqlx::query_as(
+            "SELECT id, sitemap_url, lastmod, changefreq, priority FROM pages WHERE id = ANY($1)",
+        )
+        .bind(chunk)
+        .fetch_all(db)
+        .await?;
+        known.extend(rows.into_iter().map(|r| (r.id, r)));
+    }
+    Ok(known)
+}
+
+/// A row of `pages`, as the API reads it.
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct PageRow {
+    pub id: Uuid,
+    pub client_id: Uuid,
+    pub url: String,
+    pub url_hash: String,
+    /// What the last fetch found: discovered, fetched, unchanged, changed, removed, blocked, failed.
+    pub status: String,
+    /// The last pipeline step completed: discovered, scraped, markdown, rendered, uploaded, live, removed.
+    pub stage: String,
+    pub source: Option<String>,
+    pub sitemap_url: Option<String>,
+    pub lastmod: Option<String>,
+    pub changefreq: Option<String>,
+    pub priority: Option<String>,
+    /// SHA-256 of the raw HTML.
+    pub content_hash: Option<String>,
+    pub content_size: Option<i64>,
+    pub fingerprint: Option<String>,
+    pub last_http_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub last_error_kind: Option<String>,
+    pub markdown_hash: Option<String>,
+    pub generator: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub language: Option<String>,
+    pub simple_html_hash: Option<String>,
+    pub kv_key: Option<String>,
+    pub edge_store: Option<String>,
+    pub last_scraped_at: Option<DateTime<Utc>>,
+    pub last_changed_at: Option<DateTime<Utc>>,
+    pub last_processed_at: Option<DateTime<Utc>>,
+    pub kv_uploaded_at: Option<DateTime<Utc>>,
+    pub last_updated_at: Option<DateTime<Utc>>,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const PAGE_COLUMNS: &str =
+    "id, client_id, url, url_hash, status, stage, source, sitemap_url, lastmod,
+    changefreq, priority, content_hash, content_size, fingerprint, last_http_status, last_error,
+    last_error_kind, markdown_hash, generator, title, description, language, simple_html_hash,
+    kv_key, edge_store, last_scraped_at, last_changed_at, last_processed_at, kv_uploaded_at,
+    last_updated_at, version, created_at, updated_at";
+
+/// The page with this id.
+pub async fn find(db: &sqlx::PgPool, id: Uuid) -> Result<Option<PageRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {PAGE_COLUMNS} FROM pages WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// A page of a client's pages, oldest first, with the total; `has_content` filters on whether
+/// raw HTML was fetched.
+pub async fn list_for_client(
+    db: &sqlx::PgPool,
+    client: Uuid,
+    has_content: Option<bool>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<PageRow>, i64), sqlx::Error> {
+    let filter = "client_id = $1 AND ($2::bool IS NULL OR (content_hash IS NOT NULL) = $2)";
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {PAGE_COLUMNS} FROM pages WHERE {filter} ORDER BY created_at, id LIMIT $3 OFFSET $4"
+    )))
+    .bind(client)
+    .bind(has_content)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await?;
+    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM pages WHERE {filter}"
+    )))
+    .bind(client)
+    .bind(has_content)
+    .fetch_one(db)
+    .await?;
+    Ok((rows, total))
+}

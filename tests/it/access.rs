@@ -341,6 +341,12 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
         "GET /api/v1/clients/{id}/keys",
         "POST /api/v1/clients/{id}/keys",
         "DELETE /api/v1/clients/{id}/keys/{key_id}",
+        "POST /api/v1/sitemap/parse",
+        "POST /api/v1/sitemap/import",
+        "GET /api/v1/sitemap/client/{client_id}/pages",
+        "GET /api/v1/pages/{id}",
+        "GET /api/v1/clients/{id}/pages/by-url",
+        "POST /api/v1/clients/{id}/pages",
     ]
     .into_iter()
     .map(String::from)

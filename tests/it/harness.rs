@@ -108,6 +108,7 @@ pub struct Options {
     pub rate_limit_per_minute: u32,
     pub max_body_bytes: usize,
     pub fernet_keys: Vec<String>,
+    pub sitemap_max_urls: usize,
 }
 
 impl Default for Options {
@@ -116,11 +117,25 @@ impl Default for Options {
             rate_limit_per_minute: 100_000,
             max_body_bytes: 64 * 1024,
             fernet_keys: vec![ai_cache::infra::secrets::Secrets::generate_key()],
+            sitemap_max_urls: 10_000,
         }
     }
 }
 
 impl Options {
+    /// Tests fetch from their own origin on 127.0.0.1: private networks are allowed.
+    pub fn fetch_config(&self) -> ai_cache::config::FetchConfig {
+        ai_cache::config::FetchConfig {
+            allow_private_networks: true,
+            user_agent: ai_cache::infra::http::DEFAULT_USER_AGENT.into(),
+            fetch_timeout_secs: 5,
+            fetch_max_redirects: 5,
+            sitemap_max_urls: self.sitemap_max_urls,
+            sitemap_max_sitemaps: 100,
+            sitemap_max_bytes: 8 * 1024 * 1024,
+        }
+    }
+
     pub fn api_config(&self) -> ai_cache::config::ApiConfig {
         ai_cache::config::ApiConfig {
             master_api_key: Some(MASTER_KEY.into()),
@@ -173,7 +188,8 @@ impl TestApp {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
-            let state = app::api_state(&backbone, &options.api_config()).expect("api state");
+            let state = app::api_state(&backbone, &options.api_config(), &options.fetch_config())
+                .expect("api state");
             Some((listener, state))
         } else {
             None

@@ -1,0 +1,149 @@
+//! Pages: state by id and by URL, and adding URLs by hand.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::auth::Principal;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::{ApiError, AppState};
+use crate::commands::discovery::{ImportSummary, Origin};
+use crate::domain::client::Scope;
+use crate::domain::ids::{ClientId, PageId};
+use crate::domain::sitemap::Entry;
+use crate::domain::url::NormalizedUrl;
+use crate::projections::clients as clients_read;
+use crate::projections::pages::{self as read, PageRow};
+
+/// A page and its pipeline state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PageView {
+    #[serde(flatten)]
+    pub page: PageRow,
+    pub has_raw_html: bool,
+    pub has_markdown: bool,
+    pub has_html: bool,
+}
+
+impl From<PageRow> for PageView {
+    fn from(page: PageRow) -> Self {
+        Self {
+            has_raw_html: page.content_hash.is_some(),
+            has_markdown: page.markdown_hash.is_some(),
+            has_html: page.simple_html_hash.is_some(),
+            page,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/pages/{id}", tag = "pages", params(("id" = Uuid, Path)),
+    responses((status = 200, body = PageView), (status = 403), (status = 404)),
+    security(("api_key" = [])))]
+/// A page's state (master key, or its client's `read` key).
+pub async fn get_one(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<PageView>, ApiError> {
+    let page = read::find(&state.db, id)
+        .await?
+        .ok_or_else(page_not_found)?;
+    principal
+        .require(page.client_id, Scope::Read)
+        .map_err(|_| page_not_found())?;
+    Ok(Json(page.into()))
+}
+
+/// `?url=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ByUrl {
+    /// The page URL, in any spelling that normalizes to it.
+    pub url: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/clients/{id}/pages/by-url", tag = "pages", params(("id" = Uuid, Path), ByUrl),
+    responses((status = 200, body = PageView), (status = 403), (status = 404)),
+    security(("api_key" = [])))]
+/// A page's state by its URL (master key, or the client's `read` key).
+pub async fn by_url(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(client): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<ByUrl>,
+) -> Result<Json<PageView>, ApiError> {
+    principal.require(client, Scope::Read)?;
+    let url = NormalizedUrl::parse(&q.url).map_err(|e| ApiError::InvalidQuery {
+        message: format!("url: {e}"),
+    })?;
+    let id = PageId::derive(ClientId::from_uuid(client), &url);
+    let page = read::find(&state.db, id.as_uuid())
+        .await?
+        .ok_or_else(page_not_found)?;
+    Ok(Json(page.into()))
+}
+
+/// Body of `POST /api/v1/clients/{id}/pages`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddPages {
+    /// URLs on the client's domain (at most 10,000).
+    pub urls: Vec<String>,
+}
+
+/// `POST /api/v1/clients/{id}/pages` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AddPagesResponse {
+    pub message: String,
+    pub summary: ImportSummary,
+}
+
+#[utoipa::path(post, path = "/api/v1/clients/{id}/pages", tag = "pages", params(("id" = Uuid, Path)), request_body = AddPages,
+    responses((status = 200, body = AddPagesResponse), (status = 403), (status = 404), (status = 422)),
+    security(("api_key" = [])))]
+/// Add pages by URL (master key, or the client's `write` key). Known URLs are skipped.
+pub async fn add(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(client_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<AddPages>,
+) -> Result<Json<AddPagesResponse>, ApiError> {
+    principal.require(client_id, Scope::Write)?;
+    let limit = state.discovery.limits().max_urls;
+    if body.urls.is_empty() || body.urls.len() > limit {
+        return Err(ApiError::validation(
+            "urls",
+            format!("must hold 1 to {limit} URLs"),
+        ));
+    }
+    let client = clients_read::find(&state.db, client_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("client not found".into()))?;
+    let entries: Vec<(Entry, Option<String>)> = body
+        .urls
+        .into_iter()
+        .map(|loc| {
+            (
+                Entry {
+                    loc,
+                    ..Entry::default()
+                },
+                None,
+            )
+        })
+        .collect();
+    let summary = state
+        .importer
+        .import(&client, &entries, Origin::Manual, true, false, limit)
+        .await?;
+    Ok(Json(AddPagesResponse {
+        message: format!("{} page(s) added", summary.created),
+        summary,
+    }))
+}
+
+fn page_not_found() -> ApiError {
+    ApiError::NotFound("page not found".into())
+}

@@ -1,0 +1,280 @@
+//! `/api/v1/sitemap/...`: the original system's sitemap endpoints (preview, import, list a
+//! client's pages).
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::auth::Principal;
+use super::clients::Paging;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::pages::PageView;
+use super::{ApiError, AppState};
+use crate::commands::discovery::{ImportSummary, Issue, Origin, on_domain};
+use crate::domain::client::Scope;
+use crate::domain::sitemap::Entry;
+use crate::domain::url::NormalizedUrl;
+use crate::projections::{clients as clients_read, pages as pages_read};
+
+/// Deepest index nesting a caller may ask to follow.
+const MAX_DEPTH_LIMIT: u32 = 10;
+/// URLs shown by a preview.
+const PREVIEW: usize = 100;
+
+/// Body of `POST /api/v1/sitemap/parse`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParseRequest {
+    /// A sitemap, sitemap index, text sitemap, or a site (`https://example.com/`).
+    pub sitemap_url: String,
+    /// Follow sitemap indexes (default true).
+    pub recursive: Option<bool>,
+    /// Index levels to follow (default 3, at most 10).
+    pub max_depth: Option<u32>,
+}
+
+/// One URL of a preview.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UrlView {
+    pub loc: String,
+    pub lastmod: Option<String>,
+    pub priority: Option<String>,
+    pub changefreq: Option<String>,
+}
+
+impl From<&Entry> for UrlView {
+    fn from(e: &Entry) -> Self {
+        Self {
+            loc: e.loc.clone(),
+            lastmod: e.lastmod.clone(),
+            priority: e.priority.clone(),
+            changefreq: e.changefreq.clone(),
+        }
+    }
+}
+
+/// `POST /api/v1/sitemap/parse` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParseResponse {
+    pub sitemap_url: String,
+    /// URLs found (up to the safety limit).
+    pub total_urls: usize,
+    /// The first 100.
+    pub urls: Vec<UrlView>,
+    /// More URLs than shown, or the safety limit was reached.
+    pub truncated: bool,
+    /// Sitemap documents read.
+    pub sitemaps: Vec<String>,
+    /// Sitemaps not read or not followed, and why.
+    pub errors: Vec<Issue>,
+    /// Values dropped and tags ignored (first 100).
+    pub warnings: Vec<String>,
+}
+
+fn depth(max_depth: Option<u32>) -> Result<u32, ApiError> {
+    let d = max_depth.unwrap_or(3);
+    if d > MAX_DEPTH_LIMIT {
+        return Err(ApiError::validation(
+            "max_depth",
+            format!("must be at most {MAX_DEPTH_LIMIT}"),
+        ));
+    }
+    Ok(d)
+}
+
+#[utoipa::path(post, path = "/api/v1/sitemap/parse", tag = "sitemaps", request_body = ParseRequest,
+    responses((status = 200, body = ParseResponse), (status = 403), (status = 422)),
+    security(("api_key" = [])))]
+/// Preview a sitemap without creating anything (master key, or a `write` key for its own domain).
+pub async fn parse(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<ParseRequest>,
+) -> Result<Json<ParseResponse>, ApiError> {
+    let max_depth = depth(body.max_depth)?;
+    if let Principal::Client { client_id, .. } = &principal {
+        principal.require(*client_id, Scope::Write)?;
+        let client = clients_read::find(&state.db, *client_id)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        let url = NormalizedUrl::parse(&body.sitemap_url)
+            .map_err(|e| ApiError::validation("sitemap_url", e.to_string()))?;
+        on_domain(&url, &client.domain, client.allow_subdomains).map_err(ApiError::Forbidden)?;
+    }
+    let found = state
+        .discovery
+        .discover(
+            &body.sitemap_url,
+            body.recursive.unwrap_or(true),
+            max_depth,
+            &|_| {},
+        )
+        .await?;
+    Ok(Json(ParseResponse {
+        sitemap_url: body.sitemap_url,
+        total_urls: found.entries.len(),
+        urls: found
+            .entries
+            .iter()
+            .take(PREVIEW)
+            .map(|(e, _)| e.into())
+            .collect(),
+        truncated: found.truncated || found.entries.len() > PREVIEW,
+        sitemaps: found.sitemaps,
+        errors: found.issues,
+        warnings: found.warnings.into_iter().take(100).collect(),
+    }))
+}
+
+/// Body of `POST /api/v1/sitemap/import`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    pub client_id: Uuid,
+    pub sitemap_url: String,
+    /// Follow sitemap indexes (default true).
+    pub recursive: Option<bool>,
+    /// Index levels to follow (default 3, at most 10).
+    pub max_depth: Option<u32>,
+    /// Create pages (default true); false reports what an import would do.
+    pub create_pages: Option<bool>,
+    /// Update the sitemap metadata of known pages (default false: they are skipped).
+    pub overwrite: Option<bool>,
+}
+
+/// The client an import was for.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientRef {
+    pub id: Uuid,
+    pub name: String,
+    pub domain: String,
+}
+
+/// `POST /api/v1/sitemap/import` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportResponse {
+    pub message: String,
+    pub summary: ImportSummary,
+    pub client: ClientRef,
+    /// Sitemap documents read.
+    pub sitemaps: Vec<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/sitemap/import", tag = "sitemaps", request_body = ImportRequest,
+    responses((status = 200, body = ImportResponse), (status = 403), (status = 404), (status = 422)),
+    security(("api_key" = [])))]
+/// Import a sitemap's URLs as pages of a client (master key, or the client's `write` key).
+pub async fn import(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<ImportRequest>,
+) -> Result<Json<ImportResponse>, ApiError> {
+    principal.require(body.client_id, Scope::Write)?;
+    let max_depth = depth(body.max_depth)?;
+    let client = clients_read::find(&state.db, body.client_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("client not found".into()))?;
+    let found = state
+        .discovery
+        .discover(
+            &body.sitemap_url,
+            body.recursive.unwrap_or(true),
+            max_depth,
+            &|_| {},
+        )
+        .await?;
+    let entries: Vec<(Entry, Option<String>)> = found
+        .entries
+        .into_iter()
+        .map(|(e, s)| (e, Some(s)))
+        .collect();
+    let limit = state.discovery.limits().max_urls;
+    let mut summary = state
+        .importer
+        .import(
+            &client,
+            &entries,
+            Origin::Sitemap,
+            body.create_pages.unwrap_or(true),
+            body.overwrite.unwrap_or(false),
+            limit,
+        )
+        .await?;
+    summary.truncated |= found.truncated;
+    for issue in found.issues {
+        if summary.error_details.len() < 100 {
+            summary.error_details.push(issue);
+        }
+    }
+    let message = if summary.truncated {
+        format!("Sitemap imported up to the safety limit of {limit} URLs")
+    } else {
+        "Sitemap imported successfully".to_owned()
+    };
+    Ok(Json(ImportResponse {
+        message,
+        summary,
+        client: ClientRef {
+            id: client.id,
+            name: client.name,
+            domain: client.domain,
+        },
+        sitemaps: found.sitemaps,
+    }))
+}
+
+/// Filters of the page list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1 to 1000, default 100.
+    pub limit: Option<i64>,
+    /// Default 0.
+    pub offset: Option<i64>,
+    /// Only pages whose raw HTML was (true) or was not yet (false) fetched.
+    pub has_content: Option<bool>,
+}
+
+/// `GET /api/v1/sitemap/client/{client_id}/pages` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PageList {
+    pub client_id: Uuid,
+    pub client_name: String,
+    pub total_pages: i64,
+    pub pages: Vec<PageView>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[utoipa::path(get, path = "/api/v1/sitemap/client/{client_id}/pages", tag = "sitemaps", params(("client_id" = Uuid, Path), PageQuery),
+    responses((status = 200, body = PageList), (status = 400), (status = 403), (status = 404)),
+    security(("api_key" = [])))]
+/// List a client's pages (master key, or the client's `read` key).
+pub async fn client_pages(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(client_id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<PageList>, ApiError> {
+    principal.require(client_id, Scope::Read)?;
+    let (limit, offset) = Paging {
+        limit: q.limit,
+        offset: q.offset,
+    }
+    .resolve()?;
+    let client = clients_read::find(&state.db, client_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("client not found".into()))?;
+    let (rows, total) =
+        pages_read::list_for_client(&state.db, client_id, q.has_content, limit, offset).await?;
+    Ok(Json(PageList {
+        client_id,
+        client_name: client.name,
+        total_pages: total,
+        pages: rows.into_iter().map(PageView::from).collect(),
+        limit,
+        offset,
+    }))
+}

@@ -1,0 +1,555 @@
+//! Discovery: reading a site's sitemaps (following indexes, finding them through robots.txt)
+//! and turning their URLs into pages.
+//!
+//! Fetching goes through the guarded [`HttpClient`]; parsing is the pure
+//! [`crate::domain::sitemap`]. An import publishes `pages.discovered` for each new URL on the
+//! client's domain (and `pages.metadata_updated` where `overwrite` changes a known one), then
+//! waits until the pages projection shows them.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use serde::Serialize;
+use sqlx::PgPool;
+use url::Url;
+
+use crate::domain::ids::{ClientId, PageId};
+use crate::domain::sitemap::{self, Entry, Kind, Limits};
+use crate::domain::url::NormalizedUrl;
+use crate::events::Event;
+use crate::events::pages::{Discovered, DiscoverySource, MetadataUpdated, PageEvent};
+use crate::infra::http::{FetchError, HttpClient};
+use crate::infra::publish::{Outgoing, PublishError, Publisher};
+use crate::projections::clients::ClientRow;
+use crate::projections::pages as read;
+use crate::projections::runtime::wait_for;
+
+/// Caps of one discovery run.
+#[derive(Clone, Copy, Debug)]
+pub struct DiscoveryLimits {
+    /// Most page URLs one import takes (the original's safety limit).
+    pub max_urls: usize,
+    /// Most sitemap documents one run reads.
+    pub max_sitemaps: usize,
+    /// Caps on each document.
+    pub document: Limits,
+}
+
+impl Default for DiscoveryLimits {
+    fn default() -> Self {
+        Self {
+            max_urls: 10_000,
+            max_sitemaps: 500,
+            document: Limits::default(),
+        }
+    }
+}
+
+/// A problem with one URL or one sitemap, for the summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Issue {
+    pub url: String,
+    pub reason: String,
+}
+
+/// What a discovery run found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Found {
+    /// Page entries with the sitemap that listed each, in document order.
+    pub entries: Vec<(Entry, String)>,
+    /// Sitemap documents read.
+    pub sitemaps: Vec<String>,
+    /// Sitemaps that could not be read, links not followed, entries dropped.
+    pub issues: Vec<Issue>,
+    /// Warnings from the documents (dropped values, unknown tags).
+    pub warnings: Vec<String>,
+    /// The URL limit stopped the run.
+    pub truncated: bool,
+}
+
+/// The start of a discovery run could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("{url}: {error}")]
+    Fetch { url: String, error: FetchError },
+    #[error("{url}: answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: {error}")]
+    Parse {
+        url: String,
+        error: sitemap::SitemapError,
+    },
+    #[error(
+        "no sitemap found for {0}: robots.txt names none, and neither /sitemap.xml nor /sitemap_index.xml exists"
+    )]
+    NoSitemap(String),
+}
+
+/// Reads sitemaps.
+#[derive(Clone, Debug)]
+pub struct Discovery {
+    http: HttpClient,
+    limits: DiscoveryLimits,
+}
+
+impl Discovery {
+    pub fn new(http: HttpClient, limits: DiscoveryLimits) -> Self {
+        Self { http, limits }
+    }
+
+    pub fn limits(&self) -> &DiscoveryLimits {
+        &self.limits
+    }
+
+    /// Reads the sitemap at `start` and, with `recursive`, the sitemaps its indexes list, to
+    /// `max_depth` levels. `start` may also be a site (`https://example.com/`): its sitemaps are
+    /// then found through robots.txt, else `/sitemap.xml` and `/sitemap_index.xml`.
+    /// `progress` is told the number of URLs found after each document.
+    pub async fn discover(
+        &self,
+        start: &str,
+        recursive: bool,
+        max_depth: u32,
+        progress: &(dyn Fn(usize) + Send + Sync),
+    ) -> Result<Found, DiscoveryError> {
+        let start_url = Url::parse(start.trim()).map_err(|_| DiscoveryError::Fetch {
+            url: start.to_owned(),
+            error: FetchError::InvalidUrl(start.to_owned()),
+        })?;
+        let mut found = Found::default();
+        let (roots, guessed) = if is_site_root(&start_url) {
+            self.find_sitemaps(&start_url, &mut found).await?
+        } else {
+            (vec![start_url.to_string()], false)
+        };
+        let mut queue: VecDeque<(String, u32)> = roots.into_iter().map(|u| (u, 0)).collect();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut root_errors = Vec::new();
+        while let Some((url, depth)) = queue.pop_front() {
+            if !seen.insert(dedup_key(&url)) {
+                found.issues.push(Issue {
+                    url,
+                    reason: "already read in this run (a cycle or a duplicate): skipped".into(),
+                });
+                continue;
+            }
+            if found.sitemaps.len() >= self.limits.max_sitemaps {
+                found.issues.push(Issue {
+                    url,
+                    reason: format!("more than {} sitemaps: not read", self.limits.max_sitemaps),
+                });
+                continue;
+            }
+            let parsed = match self.read(&url).await {
+                Ok(parsed) => parsed,
+                // A guessed location that does not exist is no news.
+                Err(DiscoveryError::Status { status: 404, .. }) if depth == 0 && guessed => {
+                    continue;
+                }
+                Err(e) if depth == 0 => {
+                    found.issues.push(Issue {
+                        url,
+                        reason: e.to_string(),
+                    });
+                    root_errors.push(e);
+                    continue;
+                }
+                Err(e) => {
+                    found.issues.push(Issue {
+                        url,
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            found.sitemaps.push(url.clone());
+            found
+                .warnings
+                .extend(parsed.warnings.iter().map(|w| format!("{url}: {w}")));
+            if let Some(error) = &parsed.error {
+                found.issues.push(Issue {
+                    url: url.clone(),
+                    reason: format!("{error} (entries before it were kept)"),
+                });
+            }
+            if parsed.kind == Kind::Index {
+                for child in parsed.entries {
+                    let Some(child_url) = resolve(&url, &child.loc) else {
+                        found.issues.push(Issue {
+                            url: child.loc,
+                            reason: "not an http(s) URL".into(),
+                        });
+                        continue;
+                    };
+                    if !recursive {
+                        found.issues.push(Issue {
+                            url: child_url,
+                            reason: "listed by a sitemap index: not followed (recursive is false)"
+                                .into(),
+                        });
+                    } else if depth >= max_depth {
+                        found.issues.push(Issue {
+                            url: child_url,
+                            reason: format!("deeper than max_depth {max_depth}: not followed"),
+                        });
+                    } else {
+                        queue.push_back((child_url, depth + 1));
+                    }
+                }
+                continue;
+            }
+            for entry in parsed.entries {
+                if found.entries.len() >= self.limits.max_urls {
+                    found.truncated = true;
+                    break;
+                }
+                found.entries.push((entry, url.clone()));
+            }
+            if parsed.truncated {
+                found.truncated = true;
+            }
+            progress(found.entries.len());
+            if found.entries.len() >= self.limits.max_urls {
+                found.truncated = found.truncated || !queue.is_empty();
+                break;
+            }
+        }
+        if found.sitemaps.is_empty() {
+            // Not one starting document could be read: that is the answer, not an empty import.
+            return Err(root_errors
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| DiscoveryError::NoSitemap(start.to_owned())));
+        }
+        Ok(found)
+    }
+
+    async fn read(&self, url: &str) -> Result<sitemap::Parsed, DiscoveryError> {
+        let fetched = self
+            .http
+            .get(url, self.limits.document.max_body_bytes)
+            .await
+            .map_err(|error| DiscoveryError::Fetch {
+                url: url.to_owned(),
+                error,
+            })?;
+        if fetched.status != 200 {
+            return Err(DiscoveryError::Status {
+                url: url.to_owned(),
+                status: fetched.status,
+            });
+        }
+        sitemap::parse(&fetched.body, &self.limits.document).map_err(|error| {
+            DiscoveryError::Parse {
+                url: url.to_owned(),
+                error,
+            }
+        })
+    }
+
+    /// The sitemaps of a site: robots.txt `Sitemap:` lines, else the usual locations (guessed:
+    /// the second value is true, and a 404 there is not an error).
+    async fn find_sitemaps(
+        &self,
+        site: &Url,
+        found: &mut Found,
+    ) -> Result<(Vec<String>, bool), DiscoveryError> {
+        let robots = site
+            .join("/robots.txt")
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        match self.http.get(&robots, 512 * 1024).await {
+            Ok(r) if r.status == 200 => {
+                let listed = robots_sitemaps(&String::from_utf8_lossy(&r.body), &r.url);
+                if !listed.is_empty() {
+                    return Ok((listed, false));
+                }
+            }
+            Ok(_) => {}
+            Err(e @ FetchError::BlockedAddress(_)) => {
+                return Err(DiscoveryError::Fetch {
+                    url: robots,
+                    error: e,
+                });
+            }
+            Err(e) => found.issues.push(Issue {
+                url: robots,
+                reason: e.to_string(),
+            }),
+        }
+        let guesses = ["/sitemap.xml", "/sitemap_index.xml"]
+            .iter()
+            .filter_map(|p| site.join(p).ok())
+            .map(|u| u.to_string())
+            .collect();
+        Ok((guesses, true))
+    }
+}
+
+/// `https://example.com` or `https://example.com/`: a site rather than a sitemap.
+fn is_site_root(url: &Url) -> bool {
+    matches!(url.path(), "" | "/") && url.query().is_none()
+}
+
+/// `Sitemap:` lines of a robots.txt (case-insensitive), resolved against its URL.
+pub fn robots_sitemaps(robots: &str, base: &Url) -> Vec<String> {
+    robots
+        .lines()
+        .filter_map(|line| {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case("sitemap")
+                .then(|| value.trim())
+        })
+        .filter(|v| !v.is_empty())
+        .filter_map(|v| base.join(v).ok().map(|u| u.to_string()))
+        .collect()
+}
+
+fn resolve(base: &str, loc: &str) -> Option<String> {
+    let url = Url::parse(base).ok()?.join(loc.trim()).ok()?;
+    matches!(url.scheme(), "http" | "https").then(|| url.to_string())
+}
+
+fn dedup_key(url: &str) -> String {
+    NormalizedUrl::parse(url).map_or_else(|_| url.to_owned(), |u| u.to_string())
+}
+
+/// The summary of an import, in the original API's shape plus the reasons.
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct ImportSummary {
+    /// URLs considered (after the safety limit).
+    pub total_urls: usize,
+    pub created: usize,
+    /// Already known (and not overwritten), or listed twice.
+    pub skipped: usize,
+    pub updated: usize,
+    pub errors: usize,
+    /// The safety limit stopped the import.
+    pub truncated: bool,
+    /// The safety limit in force.
+    pub limit: usize,
+    /// Why URLs were refused and which sitemaps failed (first 100).
+    pub error_details: Vec<Issue>,
+}
+
+/// Failures of an import after discovery.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Where imported URLs came from.
+#[derive(Clone, Copy, Debug)]
+pub enum Origin {
+    Sitemap,
+    Manual,
+}
+
+/// Turns URLs into pages of one client.
+#[derive(Clone)]
+pub struct Importer {
+    db: PgPool,
+    publisher: Publisher,
+    timeout: Duration,
+}
+
+/// Most events published with their acks in flight together.
+const PUBLISH_BATCH: usize = 500;
+/// Most error details returned.
+const MAX_DETAILS: usize = 100;
+
+impl Importer {
+    pub fn new(db: PgPool, js: jetstream::Context, timeout: Duration) -> Self {
+        Self {
+            db,
+            publisher: Publisher::new(js),
+            timeout,
+        }
+    }
+
+    /// Imports `entries` (each with the sitemap that listed it, if any) into `client`'s pages.
+    pub async fn import(
+        &self,
+        client: &ClientRow,
+        entries: &[(Entry, Option<String>)],
+        origin: Origin,
+        create_pages: bool,
+        overwrite: bool,
+        limit: usize,
+    ) -> Result<ImportSummary, ImportError> {
+        let client_id = ClientId::from_uuid(client.id);
+        let mut summary = ImportSummary {
+            limit,
+            ..ImportSummary::default()
+        };
+        let mut accepted: Vec<(PageId, NormalizedUrl, &Entry, Option<&str>)> = Vec::new();
+        let mut seen = HashSet::new();
+        for (entry, sitemap_url) in entries {
+            if summary.total_urls >= limit {
+                summary.truncated = true;
+                break;
+            }
+            summary.total_urls += 1;
+            let url = match NormalizedUrl::parse(&entry.loc) {
+                Ok(url) => url,
+                Err(e) => {
+                    refuse(&mut summary, &entry.loc, e.to_string());
+                    continue;
+                }
+            };
+            if let Err(reason) = on_domain(&url, &client.domain, client.allow_subdomains) {
+                refuse(&mut summary, &entry.loc, reason);
+                continue;
+            }
+            let page = PageId::derive(client_id, &url);
+            if !seen.insert(page) {
+                summary.skipped += 1;
+                continue;
+            }
+            accepted.push((page, url, entry, sitemap_url.as_deref()));
+        }
+        let known = read::sitemap_metadata(
+            &self.db,
+            &accepted
+                .iter()
+                .map(|(p, ..)| p.as_uuid())
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+        let mut outgoing = Vec::new();
+        for (page, url, entry, sitemap_url) in accepted {
+            match known.get(&page.as_uuid()) {
+                None => {
+                    summary.created += 1;
+                    let source = match origin {
+                        Origin::Sitemap => DiscoverySource::Sitemap,
+                        Origin::Manual => DiscoverySource::Manual,
+                    };
+                    let event = PageEvent::Discovered(Discovered {
+                        url,
+                        source,
+                        sitemap_url: sitemap_url.map(str::to_owned),
+                        lastmod: entry.lastmod.clone(),
+                        changefreq: entry.changefreq.clone(),
+                        priority: entry.priority.clone(),
+                    });
+                    outgoing.push(Outgoing::keyed(
+                        Event::new(client_id, Some(page), event),
+                        format!("discovered:{page}"),
+                    ));
+                }
+                Some(meta) if overwrite && meta.differs(entry, sitemap_url) => {
+                    summary.updated += 1;
+                    let update = MetadataUpdated {
+                        sitemap_url: sitemap_url.map(str::to_owned),
+                        lastmod: entry.lastmod.clone(),
+                        changefreq: entry.changefreq.clone(),
+                        priority: entry.priority.clone(),
+                    };
+                    let key = format!(
+                        "metadata:{page}:{}",
+                        crate::domain::content::ContentHash::of(format!("{update:?}").as_bytes())
+                    );
+                    outgoing.push(Outgoing::keyed(
+                        Event::new(client_id, Some(page), PageEvent::MetadataUpdated(update)),
+                        key,
+                    ));
+                }
+                Some(_) => summary.skipped += 1,
+            }
+        }
+        if !create_pages {
+            // A dry run: the summary says what an import would do, nothing is published.
+            return Ok(summary);
+        }
+        let mut last = None;
+        for batch in outgoing.chunks_mut(PUBLISH_BATCH) {
+            let published = self.publisher.publish_all(batch).await?;
+            last = published.iter().map(|p| p.sequence).max().or(last);
+        }
+        if let Some(seq) = last {
+            wait_for(&self.db, "pages", seq, self.timeout).await?;
+        }
+        Ok(summary)
+    }
+}
+
+fn refuse(summary: &mut ImportSummary, url: &str, reason: String) {
+    summary.errors += 1;
+    if summary.error_details.len() < MAX_DETAILS {
+        summary.error_details.push(Issue {
+            url: url.to_owned(),
+            reason,
+        });
+    }
+}
+
+/// Whether `url` belongs to the client's `domain` (or a subdomain, when allowed).
+pub fn on_domain(url: &NormalizedUrl, domain: &str, allow_subdomains: bool) -> Result<(), String> {
+    let host = url.host();
+    if host == domain
+        || (allow_subdomains
+            && host
+                .strip_suffix(domain)
+                .is_some_and(|rest| rest.ends_with('.')))
+    {
+        return Ok(());
+    }
+    Err(
+        if host
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+        {
+            format!(
+                "{host} is a subdomain of {domain}: enable the client's allow_subdomains setting to accept it"
+            )
+        } else {
+            format!("{host} is not the client's domain {domain}")
+        },
+    )
+}
+
+/// Known pages' sitemap metadata, to tell what an overwrite changes.
+pub type KnownPages = HashMap<uuid::Uuid, read::SitemapMetadata>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn robots_txt_sitemap_lines_are_found_case_insensitively_and_resolved() {
+        let base = Url::parse("https://a.example/robots.txt").expect("url");
+        let robots = "User-agent: *\nDisallow: /\nSitemap: https://a.example/s1.xml\nsitemap:/s2.xml # relative\nSITEMAP :  \n";
+        assert_eq!(
+            robots_sitemaps(robots, &base),
+            ["https://a.example/s1.xml", "https://a.example/s2.xml"]
+        );
+    }
+
+    #[test]
+    fn only_the_clients_domain_and_its_subdomains_by_setting_are_accepted() {
+        let url = |s: &str| NormalizedUrl::parse(s).expect("url");
+        assert!(on_domain(&url("https://example.com/a"), "example.com", false).is_ok());
+        assert!(on_domain(&url("https://www.example.com/a"), "example.com", false).is_err());
+        assert!(on_domain(&url("https://www.example.com/a"), "example.com", true).is_ok());
+        assert!(on_domain(&url("https://notexample.com/a"), "example.com", true).is_err());
+        assert!(on_domain(&url("https://example.com.evil.net/a"), "example.com", true).is_err());
+    }
+
+    #[test]
+    fn a_site_root_is_told_from_a_sitemap_url() {
+        assert!(is_site_root(&Url::parse("https://a.example").expect("url")));
+        assert!(is_site_root(
+            &Url::parse("https://a.example/").expect("url")
+        ));
+        assert!(!is_site_root(
+            &Url::parse("https://a.example/sitemap.xml").expect("url")
+        ));
+    }
+}
