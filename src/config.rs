@@ -103,6 +103,11 @@ pub struct FetchConfig {
     #[arg(long, env = "FETCH_MAX_REDIRECTS", default_value_t = 5)]
     pub fetch_max_redirects: usize,
 
+    /// Fixed addresses for host names, comma-separated `host=ip` (like curl's --resolve): for
+    /// staging and local demos. Those hosts skip DNS and the private-address rule.
+    #[arg(long, env = "FETCH_RESOLVE", value_delimiter = ',', value_parser = parse_resolve)]
+    pub fetch_resolve: Vec<(String, std::net::IpAddr)>,
+
     /// Most URLs one sitemap import takes (the safety limit).
     #[arg(long, env = "SITEMAP_MAX_URLS", default_value_t = 10_000)]
     pub sitemap_max_urls: usize,
@@ -125,6 +130,7 @@ impl FetchConfig {
             connect_timeout: (timeout / 3).min(std::time::Duration::from_secs(10)),
             timeout,
             max_redirects: self.fetch_max_redirects,
+            resolve: self.fetch_resolve.clone(),
         }
     }
 
@@ -139,4 +145,15 @@ impl FetchConfig {
             },
         }
     }
+}
+
+fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (host, ip) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected host=ip"))?;
+    let ip = ip
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: {ip:?} is not an IP address"))?;
+    Ok((host.trim().to_ascii_lowercase(), ip))
 }

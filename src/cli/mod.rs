@@ -1,6 +1,7 @@
 //! The `ai-cache` command line: one binary, a subcommand for every role and tool.
 
 mod dev;
+mod sitemap;
 mod tenants;
 
 use std::path::PathBuf;
@@ -48,6 +49,11 @@ pub enum Command {
     Replay {
         #[command(subcommand)]
         command: ReplayCommand,
+    },
+    /// Read sitemaps: preview one, or import it as a client's pages.
+    Sitemap {
+        #[command(subcommand)]
+        command: sitemap::SitemapCommand,
     },
     /// Manage clients (tenants).
     Client {
@@ -103,6 +109,7 @@ impl Cli {
                 let api = api_if_wanted(&config, &backbone, &roles).await?;
                 app::run_roles(&backbone, &roles, api, app::shutdown_on_signal()).await
             }
+            Command::Sitemap { command } => sitemap::run(&config, command).await,
             Command::Client { command } => tenants::client(&config, command).await,
             Command::Key { command } => tenants::key(&config, command).await,
             Command::Secrets { command } => tenants::secrets(&config, command).await,

@@ -134,7 +134,7 @@ async fn open(config: &Config) -> anyhow::Result<(Tenants, sqlx::PgPool)> {
 }
 
 /// A client by id or domain.
-async fn resolve(db: &sqlx::PgPool, client: &str) -> anyhow::Result<read::ClientRow> {
+pub(super) async fn resolve(db: &sqlx::PgPool, client: &str) -> anyhow::Result<read::ClientRow> {
     let row = match client.parse::<Uuid>() {
         Ok(id) => read::find(db, id).await?,
         Err(_) => {

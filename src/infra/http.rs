@@ -33,6 +33,9 @@ pub struct HttpConfig {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub max_redirects: usize,
+    /// Fixed addresses for some host names, like curl's `--resolve` (staging, the demo site,
+    /// tests). The URL's port is used; these hosts skip DNS and the address rule.
+    pub resolve: Vec<(String, IpAddr)>,
 }
 
 impl Default for HttpConfig {
@@ -43,6 +46,7 @@ impl Default for HttpConfig {
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
             max_redirects: 5,
+            resolve: Vec::new(),
         }
     }
 }
@@ -157,7 +161,11 @@ impl HttpClient {
                 Err(e) => attempt.error(e),
             }
         });
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for (host, ip) in &config.resolve {
+            builder = builder.resolve(host, SocketAddr::new(*ip, 0));
+        }
+        let client = builder
             .user_agent(&config.user_agent)
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)

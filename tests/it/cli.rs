@@ -98,3 +98,38 @@ async fn clients_and_keys_are_managed_from_the_command_line() {
         "a usable key: {out}"
     );
 }
+
+#[test]
+fn sitemap_parse_prints_one_json_object_per_url_and_fails_on_a_broken_document() {
+    let run = |file: &str| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/sitemaps")
+            .join(file);
+        Command::new(env!("CARGO_BIN_EXE_ai-cache"))
+            .args(["sitemap", "parse"])
+            .arg(path)
+            .output()
+            .expect("runs")
+    };
+    let ok = run("go-sitemap-parser/test/sitemap-03.xml.gz");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&ok.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["loc"], "http://HOST/page-04");
+    assert!(
+        lines[0]["lastmod"].is_string()
+            && lines[0]["changefreq"].is_string()
+            && lines[0]["priority"].is_string()
+    );
+
+    let broken = run("sitemap-js/unescaped-lt.xml");
+    assert!(!broken.status.success(), "a broken document is a failure");
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("malformed XML"));
+}

@@ -109,6 +109,9 @@ pub struct Options {
     pub max_body_bytes: usize,
     pub fernet_keys: Vec<String>,
     pub sitemap_max_urls: usize,
+    pub allow_private_networks: bool,
+    /// Host names the app's fetcher resolves to 127.0.0.1 (a test origin's domains).
+    pub local_hosts: Vec<String>,
 }
 
 impl Default for Options {
@@ -118,15 +121,23 @@ impl Default for Options {
             max_body_bytes: 64 * 1024,
             fernet_keys: vec![ai_cache::infra::secrets::Secrets::generate_key()],
             sitemap_max_urls: 10_000,
+            allow_private_networks: true,
+            local_hosts: vec!["site.test".into(), "other.test".into()],
         }
     }
 }
 
 impl Options {
-    /// Tests fetch from their own origin on 127.0.0.1: private networks are allowed.
+    /// Tests fetch from their own origin on 127.0.0.1 (private networks allowed by default,
+    /// and `local_hosts` resolving there).
     pub fn fetch_config(&self) -> ai_cache::config::FetchConfig {
         ai_cache::config::FetchConfig {
-            allow_private_networks: true,
+            allow_private_networks: self.allow_private_networks,
+            fetch_resolve: self
+                .local_hosts
+                .iter()
+                .map(|h| (h.clone(), std::net::Ipv4Addr::LOCALHOST.into()))
+                .collect(),
             user_agent: ai_cache::infra::http::DEFAULT_USER_AGENT.into(),
             fetch_timeout_secs: 5,
             fetch_max_redirects: 5,

@@ -1,0 +1,143 @@
+//! `ai-cache sitemap parse|import`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::app;
+use crate::commands::discovery::{Importer, Origin};
+use crate::config::Config;
+use crate::domain::sitemap::{self, Entry};
+
+#[derive(Subcommand, Debug)]
+pub enum SitemapCommand {
+    /// Print a sitemap's entries as JSON, one object per line (loc, lastmod, changefreq,
+    /// priority). A URL follows sitemap indexes; a file is read as it is. Problems go to
+    /// stderr; the exit code is not 0 when the document could not be (fully) read.
+    Parse {
+        /// A URL (http/https) or a file.
+        source: String,
+        /// Do not follow sitemap indexes (URLs only).
+        #[arg(long)]
+        no_recursive: bool,
+        #[arg(long, default_value_t = 3)]
+        max_depth: u32,
+    },
+    /// Import a sitemap's URLs as pages of a client, with a progress bar, and print the summary.
+    Import {
+        /// The client, by id or domain.
+        #[arg(long)]
+        client: String,
+        /// A sitemap, sitemap index or site URL.
+        url: String,
+        #[arg(long)]
+        no_recursive: bool,
+        #[arg(long, default_value_t = 3)]
+        max_depth: u32,
+        /// Update the sitemap metadata of known pages.
+        #[arg(long)]
+        overwrite: bool,
+        /// Report what would happen; create nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub async fn run(config: &Config, command: SitemapCommand) -> anyhow::Result<()> {
+    match command {
+        SitemapCommand::Parse {
+            source,
+            no_recursive,
+            max_depth,
+        } => parse(config, &source, !no_recursive, max_depth).await,
+        SitemapCommand::Import {
+            client,
+            url,
+            no_recursive,
+            max_depth,
+            overwrite,
+            dry_run,
+        } => {
+            let backbone = super::connect(config).await?;
+            let row = super::tenants::resolve(&backbone.db, &client).await?;
+            let discovery = app::discovery(&config.fetch)?;
+            let bar = indicatif::ProgressBar::new_spinner().with_message("reading sitemaps");
+            let on_progress = |n: usize| bar.set_message(format!("{n} URLs found"));
+            let found = discovery
+                .discover(&url, !no_recursive, max_depth, &on_progress)
+                .await?;
+            bar.set_message(format!("{} URLs found, importing", found.entries.len()));
+            let importer = Importer::new(
+                backbone.db.clone(),
+                backbone.nats.js.clone(),
+                std::time::Duration::from_secs(config.api.write_timeout_secs),
+            );
+            let entries: Vec<(Entry, Option<String>)> = found
+                .entries
+                .iter()
+                .cloned()
+                .map(|(e, s)| (e, Some(s)))
+                .collect();
+            let limit = discovery.limits().max_urls;
+            let mut summary = importer
+                .import(&row, &entries, Origin::Sitemap, !dry_run, overwrite, limit)
+                .await?;
+            summary.truncated |= found.truncated;
+            summary.error_details.extend(found.issues);
+            bar.finish_and_clear();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "summary": summary,
+                    "client": {"id": row.id, "name": row.name, "domain": row.domain},
+                    "sitemaps": found.sitemaps,
+                }))?
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn parse(
+    config: &Config,
+    source: &str,
+    recursive: bool,
+    max_depth: u32,
+) -> anyhow::Result<()> {
+    let is_url = source.starts_with("http://") || source.starts_with("https://");
+    let (entries, problems): (Vec<Entry>, Vec<String>) = if is_url {
+        let found = app::discovery(&config.fetch)?
+            .discover(source, recursive, max_depth, &|_| {})
+            .await?;
+        let problems = found
+            .issues
+            .iter()
+            .map(|i| format!("{}: {}", i.url, i.reason))
+            .chain(found.warnings)
+            .collect();
+        (
+            found.entries.into_iter().map(|(e, _)| e).collect(),
+            problems,
+        )
+    } else {
+        let bytes =
+            std::fs::read(Path::new(source)).with_context(|| format!("cannot read {source}"))?;
+        let parsed = sitemap::parse(&bytes, &config.fetch.discovery().document)?;
+        let mut problems = parsed.warnings.clone();
+        if let Some(e) = &parsed.error {
+            problems.push(format!("error: {e} (entries before it are printed)"));
+        }
+        (parsed.entries, problems)
+    };
+    for entry in &entries {
+        println!("{}", serde_json::to_string(entry)?);
+    }
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    if problems.iter().any(|p| p.starts_with("error: ")) {
+        anyhow::bail!("{source}: the document broke off");
+    }
+    Ok(())
+}
