@@ -143,7 +143,9 @@ async fn event_publish(backbone: &Backbone, count: usize) -> anyhow::Result<(f64
 
 /// A urlset of `n` URLs like a real site's (loc, lastmod, changefreq, priority).
 fn big_sitemap(n: usize) -> Vec<u8> {
-    let mut s = String::from(r#"<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">"#);
+    let mut s = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">"#,
+    );
     for i in 0..n {
         s.push_str(&format!(
             "<url><loc>https://bench.example/articles/{i}/a-fairly-typical-slug-for-a-page?ref=sitemap&amp;v=2</loc><lastmod>2026-11-01T10:00:00+00:00</lastmod><changefreq>weekly</changefreq><priority>0.5</priority></url>\n"
@@ -165,7 +167,9 @@ fn sitemap_parse() {
         let started = Instant::now();
         let mut urls = 0;
         for _ in 0..rounds {
-            urls += crate::domain::sitemap::parse(body, &limits).map(|p| p.entries.len()).unwrap_or(0);
+            urls += crate::domain::sitemap::parse(body, &limits)
+                .map(|p| p.entries.len())
+                .unwrap_or(0);
         }
         let secs = started.elapsed().as_secs_f64();
         let mb = (xml.len() * rounds) as f64 / 1e6 / secs;
@@ -181,20 +185,36 @@ fn sitemap_parse() {
 async fn sitemap_import(backbone: &Backbone) -> anyhow::Result<()> {
     use crate::commands::discovery::{Importer, Origin};
     use crate::commands::tenants::{NewClient, Tenants};
-    let secrets = crate::infra::secrets::Secrets::new(&[crate::infra::secrets::Secrets::generate_key()])?;
+    let secrets =
+        crate::infra::secrets::Secrets::new(&[crate::infra::secrets::Secrets::generate_key()])?;
     let timeout = std::time::Duration::from_secs(120);
-    let tenants = Tenants::new(backbone.db.clone(), backbone.nats.js.clone(), std::sync::Arc::new(secrets), timeout);
+    let tenants = Tenants::new(
+        backbone.db.clone(),
+        backbone.nats.js.clone(),
+        std::sync::Arc::new(secrets),
+        timeout,
+    );
     // The clients and pages projectors run beside the import, as in production.
     let shutdown = tokio_util::sync::CancellationToken::new();
     for projection in crate::projections::all() {
-        let runner = crate::projections::runtime::ProjectionRunner::new(projection, backbone.db.clone(), backbone.nats.js.clone());
+        let runner = crate::projections::runtime::ProjectionRunner::new(
+            projection,
+            backbone.db.clone(),
+            backbone.nats.js.clone(),
+        );
         let stop = shutdown.clone();
         tokio::spawn(async move { runner.run(stop).await });
     }
     let (id, _) = tenants
-        .register(NewClient { name: "Bench".into(), domain: "bench.example".into(), ..NewClient::default() })
+        .register(NewClient {
+            name: "Bench".into(),
+            domain: "bench.example".into(),
+            ..NewClient::default()
+        })
         .await?;
-    let client = crate::projections::clients::find(&backbone.db, id.as_uuid()).await?.context("client")?;
+    let client = crate::projections::clients::find(&backbone.db, id.as_uuid())
+        .await?
+        .context("client")?;
     let entries: Vec<_> = crate::domain::sitemap::parse(&big_sitemap(10_000), &Default::default())?
         .entries
         .into_iter()
@@ -202,7 +222,9 @@ async fn sitemap_import(backbone: &Backbone) -> anyhow::Result<()> {
         .collect();
     let importer = Importer::new(backbone.db.clone(), backbone.nats.js.clone(), timeout);
     let started = Instant::now();
-    let summary = importer.import(&client, &entries, Origin::Sitemap, true, false, 10_000).await?;
+    let summary = importer
+        .import(&client, &entries, Origin::Sitemap, true, false, 10_000)
+        .await?;
     let secs = started.elapsed().as_secs_f64();
     shutdown.cancel();
     println!(
