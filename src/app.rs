@@ -10,11 +10,16 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::commands::discovery::{Discovery, Importer};
 use crate::commands::tenants::Tenants;
-use crate::config::{ApiConfig, FetchConfig};
+use crate::config::{ApiConfig, FetchConfig, PipelineConfig};
+use crate::events::PageEvent;
+use crate::infra::blobs::BlobStore;
 use crate::infra::http::HttpClient;
 use crate::infra::nats::Nats;
 use crate::infra::secrets::Secrets;
 use crate::infra::{db, streams};
+use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
+use crate::pipeline::scheduler;
+use crate::pipeline::scraper::{Scraper, ScraperConfig};
 use crate::projections::{self, runtime::ProjectionRunner};
 
 /// A role a process can run. Any number of processes may run any subset of roles.
@@ -24,10 +29,24 @@ pub enum Role {
     Api,
     /// The projectors: every read model kept up to date from the streams.
     Projections,
+    /// The scraper stage: fetches discovered and refresh-requested pages.
+    Scraper,
+    /// Asks for pages to be fetched again when they are due.
+    Scheduler,
 }
 
 impl Role {
-    pub const ALL: [Role; 2] = [Role::Api, Role::Projections];
+    pub const ALL: [Role; 4] = [Role::Api, Role::Projections, Role::Scraper, Role::Scheduler];
+}
+
+/// What the roles need besides the backbone.
+pub struct Setup {
+    /// The api role's listener and state.
+    pub api: Option<(tokio::net::TcpListener, AppState)>,
+    pub fetch: FetchConfig,
+    pub pipeline: PipelineConfig,
+    pub blob_max_bytes: u64,
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// Connections to NATS and Postgres.
@@ -83,6 +102,7 @@ pub fn api_state(
     backbone: &Backbone,
     config: &ApiConfig,
     fetch: &FetchConfig,
+    pipeline: &PipelineConfig,
 ) -> anyhow::Result<AppState> {
     let master = config
         .master_api_key
@@ -103,6 +123,7 @@ pub fn api_state(
         )),
         max_body_bytes: config.max_body_bytes,
         discovery: discovery(fetch)?,
+        schedule_min_secs: pipeline.scheduler_min_interval_secs,
         importer: Importer::new(
             backbone.db.clone(),
             backbone.nats.js.clone(),
@@ -112,13 +133,14 @@ pub fn api_state(
 }
 
 /// Runs `roles` until `shutdown` is cancelled or one of them fails; on the way out every
-/// role gets to finish its in-flight work. The api role serves `api` (listener and state).
+/// role gets to finish its in-flight work.
 pub async fn run_roles(
     backbone: &Backbone,
     roles: &[Role],
-    api: Option<(tokio::net::TcpListener, AppState)>,
+    setup: Setup,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let api = setup.api;
     // Install the recorder before any role counts anything.
     crate::telemetry::metrics();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
@@ -141,6 +163,47 @@ pub async fn run_roles(
             let shutdown = shutdown.clone();
             tasks.spawn(async move { runner.run(shutdown).await.map_err(Into::into) });
         }
+    }
+    if roles.contains(&Role::Scraper) {
+        let config = ScraperConfig {
+            max_body_bytes: setup.pipeline.scraper_max_bytes,
+            per_host_concurrency: setup.pipeline.scraper_per_host_concurrency,
+            robots_agent: setup.pipeline.robots_agent.clone(),
+            robots_ttl: std::time::Duration::from_secs(setup.pipeline.robots_ttl_secs),
+        };
+        let blobs = BlobStore::open(&backbone.nats.js, setup.blob_max_bytes).await?;
+        let http = HttpClient::new(&setup.fetch.http())?;
+        let scraper = Arc::new(
+            Scraper::new(&backbone.nats.js, http, backbone.db.clone(), blobs, &config)
+                .await
+                .map_err(|e| anyhow::anyhow!("starting the scraper: {e}"))?,
+        );
+        let options = RuntimeOptions {
+            concurrency: setup.pipeline.stage_concurrency,
+            shutdown_grace: setup.shutdown_grace,
+            ..RuntimeOptions::default()
+        };
+        for durable in ["scraper-discovered", "scraper-refresh"] {
+            let runtime = ConsumerRuntime::<PageEvent, _>::new(
+                backbone.nats.js.clone(),
+                durable,
+                Arc::clone(&scraper),
+                options.clone(),
+            );
+            runtime.check().await?;
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { runtime.run(shutdown).await.map_err(Into::into) });
+        }
+    }
+    if roles.contains(&Role::Scheduler) {
+        let (db, js) = (backbone.db.clone(), backbone.nats.js.clone());
+        let every = std::time::Duration::from_secs(setup.pipeline.scheduler_interval_secs.max(1));
+        let min = setup.pipeline.scheduler_min_interval_secs;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            scheduler::run(db, js, every, min, shutdown).await;
+            Ok(())
+        });
     }
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {

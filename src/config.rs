@@ -43,6 +43,9 @@ pub struct Config {
     #[command(flatten)]
     pub fetch: FetchConfig,
 
+    #[command(flatten)]
+    pub pipeline: PipelineConfig,
+
     /// Log format: `pretty` for people, `json` for log pipelines.
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
     pub log_format: LogFormat,
@@ -156,4 +159,36 @@ fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
         .parse()
         .map_err(|_| format!("{s:?}: {ip:?} is not an IP address"))?;
     Ok((host.trim().to_ascii_lowercase(), ip))
+}
+
+/// The scraper and the scheduler.
+#[derive(Args, Clone, Debug)]
+pub struct PipelineConfig {
+    /// Messages each stage handles at once (per process).
+    #[arg(long, env = "STAGE_CONCURRENCY", default_value_t = 16)]
+    pub stage_concurrency: usize,
+
+    /// Fetches at once to one host (per process).
+    #[arg(long, env = "SCRAPER_PER_HOST_CONCURRENCY", default_value_t = 2)]
+    pub scraper_per_host_concurrency: usize,
+
+    /// Largest page body fetched, in bytes.
+    #[arg(long, env = "SCRAPER_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub scraper_max_bytes: usize,
+
+    /// The product token matched against robots.txt `User-agent:` lines.
+    #[arg(long, env = "ROBOTS_AGENT", default_value = "ai-cache")]
+    pub robots_agent: String,
+
+    /// Seconds a host's robots.txt is kept before it is fetched again.
+    #[arg(long, env = "ROBOTS_TTL_SECS", default_value_t = 3600)]
+    pub robots_ttl_secs: u64,
+
+    /// Seconds between two scheduler passes.
+    #[arg(long, env = "SCHEDULER_INTERVAL_SECS", default_value_t = 30)]
+    pub scheduler_interval_secs: u64,
+
+    /// Shortest refresh interval a sitemap changefreq can bring (seconds).
+    #[arg(long, env = "SCHEDULER_MIN_INTERVAL_SECS", default_value_t = 3600)]
+    pub scheduler_min_interval_secs: i64,
 }

@@ -47,6 +47,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub discovery: crate::commands::discovery::Discovery,
     pub importer: crate::commands::discovery::Importer,
+    /// The scheduler's shortest refresh interval, for `next_due_at` in page state.
+    pub schedule_min_secs: i64,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -47,7 +47,7 @@ pub async fn get_one(
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<PageView>, ApiError> {
-    let page = read::find(&state.db, id)
+    let page = read::find(&state.db, id, state.schedule_min_secs)
         .await?
         .ok_or_else(page_not_found)?;
     principal
@@ -79,7 +79,7 @@ pub async fn by_url(
         message: format!("url: {e}"),
     })?;
     let id = PageId::derive(ClientId::from_uuid(client), &url);
-    let page = read::find(&state.db, id.as_uuid())
+    let page = read::find(&state.db, id.as_uuid(), state.schedule_min_secs)
         .await?
         .ok_or_else(page_not_found)?;
     Ok(Json(page.into()))

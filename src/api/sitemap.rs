@@ -267,8 +267,15 @@ pub async fn client_pages(
     let client = clients_read::find(&state.db, client_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("client not found".into()))?;
-    let (rows, total) =
-        pages_read::list_for_client(&state.db, client_id, q.has_content, limit, offset).await?;
+    let (rows, total) = pages_read::list_for_client(
+        &state.db,
+        client_id,
+        q.has_content,
+        limit,
+        offset,
+        state.schedule_min_secs,
+    )
+    .await?;
     Ok(Json(PageList {
         client_id,
         client_name: client.name,

@@ -71,7 +71,13 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<()> {
             data_dir.display()
         );
     }
-    app::run_roles(&backbone, &Role::ALL, api_server, app::shutdown_on_signal()).await
+    app::run_roles(
+        &backbone,
+        &Role::ALL,
+        super::setup(&config, api_server),
+        app::shutdown_on_signal(),
+    )
+    .await
 }
 
 /// A secret `ai-cache dev` needs and the user did not set: kept in DATA_DIR (mode 600) so it

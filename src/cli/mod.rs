@@ -18,8 +18,10 @@ use crate::projections::{self, runtime};
 /// event-sourced pipeline on NATS JetStream.
 #[derive(Parser, Debug)]
 #[command(name = "ai-cache", version, propagate_version = true)]
-#[command(after_help = "Roles (for `run --roles`): api, projections.\n\
-    Configuration comes from the environment (see .env.example); every variable is also a flag.")]
+#[command(
+    after_help = "Roles (for `run --roles`): api, projections, scraper, scheduler.\n\
+    Configuration comes from the environment (see .env.example); every variable is also a flag."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
@@ -35,7 +37,7 @@ pub enum Command {
     /// Run chosen roles against the configured NATS and Postgres (production).
     Run {
         /// Roles to run, comma-separated.
-        #[arg(long, env = "ROLES", value_delimiter = ',', default_values = ["api", "projections"])]
+        #[arg(long, env = "ROLES", value_delimiter = ',', default_values = ["api", "projections", "scraper", "scheduler"])]
         roles: Vec<Role>,
     },
     /// Apply the database migrations.
@@ -107,7 +109,13 @@ impl Cli {
                 let backbone = connect(&config).await?;
                 backbone.prepare().await?;
                 let api = api_if_wanted(&config, &backbone, &roles).await?;
-                app::run_roles(&backbone, &roles, api, app::shutdown_on_signal()).await
+                app::run_roles(
+                    &backbone,
+                    &roles,
+                    setup(&config, api),
+                    app::shutdown_on_signal(),
+                )
+                .await
             }
             Command::Sitemap { command } => sitemap::run(&config, command).await,
             Command::Client { command } => tenants::client(&config, command).await,
@@ -156,6 +164,20 @@ pub(crate) async fn connect(config: &Config) -> anyhow::Result<Backbone> {
     Backbone::connect(db, nats, config.db_max_connections).await
 }
 
+/// Everything the roles need, from the configuration.
+pub(crate) fn setup(
+    config: &Config,
+    api: Option<(tokio::net::TcpListener, crate::api::AppState)>,
+) -> app::Setup {
+    app::Setup {
+        api,
+        fetch: config.fetch.clone(),
+        pipeline: config.pipeline.clone(),
+        blob_max_bytes: config.blob_max_bytes,
+        shutdown_grace: std::time::Duration::from_secs(config.shutdown_grace_secs),
+    }
+}
+
 /// The api role's listener and state, when the api role is wanted.
 async fn api_if_wanted(
     config: &Config,
@@ -165,7 +187,7 @@ async fn api_if_wanted(
     if !roles.contains(&Role::Api) {
         return Ok(None);
     }
-    let state = app::api_state(backbone, &config.api, &config.fetch)?;
+    let state = app::api_state(backbone, &config.api, &config.fetch, &config.pipeline)?;
     let listener = tokio::net::TcpListener::bind(config.bind_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind_addr))?;

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod content;
+pub mod html;
 pub mod ids;
 pub mod netaddr;
 pub mod sitemap;

@@ -423,6 +423,26 @@ pub fn is_w3c_datetime(s: &str) -> bool {
     }
 }
 
+/// A W3C datetime as an instant (a date means its midnight UTC, a month its first day, ...).
+pub fn lastmod_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M%:z") {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%MZ") {
+        return Some(Utc.from_utc_datetime(&t));
+    }
+    let date = match s.len() {
+        4 => NaiveDate::parse_from_str(&format!("{s}-01-01"), "%Y-%m-%d").ok(),
+        7 => NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d").ok(),
+        _ => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok(),
+    }?;
+    Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,6 +622,22 @@ mod tests {
             parse(b"<html><body/></html>", &Limits::default()),
             Err(SitemapError::NotASitemap("html".into()))
         );
+    }
+
+    #[test]
+    fn lastmod_values_become_instants() {
+        let t = |s: &str| lastmod_time(s).map(|t| t.to_rfc3339());
+        assert_eq!(
+            t("2024-02-12T12:34:56+01:00").as_deref(),
+            Some("2024-02-12T11:34:56+00:00")
+        );
+        assert_eq!(
+            t("2024-02-12").as_deref(),
+            Some("2024-02-12T00:00:00+00:00")
+        );
+        assert_eq!(t("2024-02").as_deref(), Some("2024-02-01T00:00:00+00:00"));
+        assert_eq!(t("2024").as_deref(), Some("2024-01-01T00:00:00+00:00"));
+        assert_eq!(t("soon"), None);
     }
 
     #[test]

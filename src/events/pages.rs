@@ -86,6 +86,13 @@ impl EventFamily for PageEvent {
     }
 }
 
+impl PageEvent {
+    /// The stable type name (for messages; `EventFamily::event_type` is the same).
+    pub fn event_type_name(&self) -> &'static str {
+        <Self as EventFamily>::event_type(self)
+    }
+}
+
 /// Where a URL came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -50,11 +50,12 @@ impl Projection for PagesProjection {
             if let PageEvent::Discovered(d) = &event.payload {
                 sqlx::query(
                     "INSERT INTO pages (id, client_id, url, url_hash, status, stage, source,
-                         sitemap_url, lastmod, changefreq, priority, created_at, updated_at)
-                     VALUES ($1,$2,$3,$4,'discovered','discovered',$5,$6,$7,$8,$9,$10,$10)
+                         sitemap_url, lastmod, changefreq, priority, created_at, updated_at, lastmod_at)
+                     VALUES ($1,$2,$3,$4,'discovered','discovered',$5,$6,$7,$8,$9,$10,$10,$11)
                      ON CONFLICT (id) DO UPDATE SET
                          sitemap_url = COALESCE(EXCLUDED.sitemap_url, pages.sitemap_url),
                          lastmod = COALESCE(EXCLUDED.lastmod, pages.lastmod),
+                         lastmod_at = COALESCE(EXCLUDED.lastmod_at, pages.lastmod_at),
                          changefreq = COALESCE(EXCLUDED.changefreq, pages.changefreq),
                          priority = COALESCE(EXCLUDED.priority, pages.priority),
                          updated_at = EXCLUDED.updated_at",
@@ -69,6 +70,7 @@ impl Projection for PagesProjection {
                 .bind(&d.changefreq)
                 .bind(&d.priority)
                 .bind(at)
+                .bind(d.lastmod.as_deref().and_then(crate::domain::sitemap::lastmod_time))
                 .execute(conn)
                 .await?;
                 return Ok(());
@@ -91,20 +93,29 @@ fn update_for(
 ) -> Result<Option<PgQuery<'_>>, ApplyError> {
     let query = |sql| sqlx::query(sql).bind(page_id).bind(at);
     let q = match event {
-        PageEvent::Discovered(_) | PageEvent::RefreshRequested(_) => return Ok(None),
+        PageEvent::Discovered(_) => return Ok(None),
+        PageEvent::RefreshRequested(_) => {
+            query("UPDATE pages SET last_refresh_requested_at = $2 WHERE id = $1")
+        }
         PageEvent::MetadataUpdated(m) => query(
             "UPDATE pages SET sitemap_url = COALESCE($3, sitemap_url), lastmod = $4,
-                 changefreq = $5, priority = $6, updated_at = $2
+                 changefreq = $5, priority = $6, lastmod_at = $7, updated_at = $2
              WHERE id = $1",
         )
         .bind(&m.sitemap_url)
         .bind(&m.lastmod)
         .bind(&m.changefreq)
-        .bind(&m.priority),
+        .bind(&m.priority)
+        .bind(
+            m.lastmod
+                .as_deref()
+                .and_then(crate::domain::sitemap::lastmod_time),
+        ),
         PageEvent::Scraped(s) => query(
             "UPDATE pages SET status = 'fetched', stage = 'scraped', content_hash = $3,
                  content_size = $4, etag = $5, last_modified = $6, last_http_status = $7,
-                 last_scraped_at = $8, last_error = NULL, last_error_kind = NULL, updated_at = $2
+                 last_scraped_at = $8, last_attempt_at = $8, last_fetch_ms = $9,
+                 last_error = NULL, last_error_kind = NULL, updated_at = $2
              WHERE id = $1",
         )
         .bind(s.raw.hash.as_str())
@@ -112,10 +123,11 @@ fn update_for(
         .bind(&s.etag)
         .bind(&s.last_modified)
         .bind(i32::from(s.http_status))
-        .bind(s.fetched_at),
+        .bind(s.fetched_at)
+        .bind(i32::try_from(s.duration_ms).unwrap_or(i32::MAX)),
         PageEvent::Unchanged(u) => query(
             "UPDATE pages SET status = 'unchanged', last_http_status = $3, last_scraped_at = $4,
-                 last_error = NULL, last_error_kind = NULL, updated_at = $2
+                 last_attempt_at = $4, last_error = NULL, last_error_kind = NULL, updated_at = $2
              WHERE id = $1",
         )
         .bind(i32::from(u.http_status))
@@ -128,7 +140,8 @@ fn update_for(
             };
             query(
                 "UPDATE pages SET status = $3, last_error = $4, last_error_kind = $5,
-                     last_http_status = COALESCE($6, last_http_status), updated_at = $2
+                     last_http_status = COALESCE($6, last_http_status), last_attempt_at = $2,
+                     updated_at = $2
                  WHERE id = $1",
             )
             .bind(status)
@@ -139,7 +152,7 @@ fn update_for(
         PageEvent::Removed(r) => query(
             "UPDATE pages SET status = 'removed', stage = 'removed',
                  last_http_status = COALESCE($3, last_http_status), last_error = $4,
-                 updated_at = $2
+                 last_attempt_at = $2, updated_at = $2
              WHERE id = $1",
         )
         .bind(r.http_status.map(i32::from))
@@ -266,23 +279,42 @@ pub struct PageRow {
     pub last_processed_at: Option<DateTime<Utc>>,
     pub kv_uploaded_at: Option<DateTime<Utc>>,
     pub last_updated_at: Option<DateTime<Utc>>,
+    pub lastmod_at: Option<DateTime<Utc>>,
+    /// Last fetch attempt, whatever its outcome.
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// Duration of the last successful fetch.
+    pub last_fetch_ms: Option<i32>,
+    pub last_refresh_requested_at: Option<DateTime<Utc>>,
+    /// When the scheduler asks for the page again (none before its first fetch, or once removed).
+    pub next_due_at: Option<DateTime<Utc>>,
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-const PAGE_COLUMNS: &str =
-    "id, client_id, url, url_hash, status, stage, source, sitemap_url, lastmod,
-    changefreq, priority, content_hash, content_size, fingerprint, last_http_status, last_error,
-    last_error_kind, markdown_hash, generator, title, description, language, simple_html_hash,
-    kv_key, edge_store, last_scraped_at, last_changed_at, last_processed_at, kv_uploaded_at,
-    last_updated_at, version, created_at, updated_at";
+const PAGE_COLUMNS: &str = "p.id, p.client_id, p.url, p.url_hash, p.status, p.stage, p.source,
+    p.sitemap_url, p.lastmod, p.changefreq, p.priority, p.content_hash, p.content_size,
+    p.fingerprint, p.last_http_status, p.last_error, p.last_error_kind, p.markdown_hash,
+    p.generator, p.title, p.description, p.language, p.simple_html_hash, p.kv_key, p.edge_store,
+    p.last_scraped_at, p.last_changed_at, p.last_processed_at, p.kv_uploaded_at,
+    p.last_updated_at, p.lastmod_at, p.last_attempt_at, p.last_fetch_ms,
+    p.last_refresh_requested_at, p.version, p.created_at, p.updated_at";
 
-/// The page with this id.
-pub async fn find(db: &sqlx::PgPool, id: Uuid) -> Result<Option<PageRow>, sqlx::Error> {
+/// `next_due_at`, computed from the page and its client (`$1` is the shortest interval).
+const NEXT_DUE: &str = "CASE WHEN p.status = 'removed' OR NOT COALESCE(c.is_active, false) THEN NULL ELSE
+    page_next_due(p.last_scraped_at, p.last_attempt_at, p.lastmod_at, p.changefreq, c.refresh_interval_secs, $1) END";
+
+/// The page with this id; `min_interval_secs` is the scheduler's shortest refresh interval.
+pub async fn find(
+    db: &sqlx::PgPool,
+    id: Uuid,
+    min_interval_secs: i64,
+) -> Result<Option<PageRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {PAGE_COLUMNS} FROM pages WHERE id = $1"
+        "SELECT {PAGE_COLUMNS}, {NEXT_DUE} AS next_due_at
+         FROM pages p LEFT JOIN clients c ON c.id = p.client_id WHERE p.id = $2"
     )))
+    .bind(min_interval_secs)
     .bind(id)
     .fetch_optional(db)
     .await
@@ -296,23 +328,73 @@ pub async fn list_for_client(
     has_content: Option<bool>,
     limit: i64,
     offset: i64,
+    min_interval_secs: i64,
 ) -> Result<(Vec<PageRow>, i64), sqlx::Error> {
-    let filter = "client_id = $1 AND ($2::bool IS NULL OR (content_hash IS NOT NULL) = $2)";
+    let filter = "p.client_id = $2 AND ($3::bool IS NULL OR (p.content_hash IS NOT NULL) = $3)";
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {PAGE_COLUMNS} FROM pages WHERE {filter} ORDER BY created_at, id LIMIT $3 OFFSET $4"
+        "SELECT {PAGE_COLUMNS}, {NEXT_DUE} AS next_due_at
+         FROM pages p LEFT JOIN clients c ON c.id = p.client_id
+         WHERE {filter} ORDER BY p.created_at, p.id LIMIT $4 OFFSET $5"
     )))
+    .bind(min_interval_secs)
     .bind(client)
     .bind(has_content)
     .bind(limit)
     .bind(offset)
     .fetch_all(db)
     .await?;
-    let total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM pages WHERE {filter}"
-    )))
+    let total = sqlx::query_scalar(
+        "SELECT count(*) FROM pages p WHERE p.client_id = $1 AND ($2::bool IS NULL OR (p.content_hash IS NOT NULL) = $2)",
+    )
     .bind(client)
     .bind(has_content)
     .fetch_one(db)
     .await?;
     Ok((rows, total))
+}
+
+/// A page due for a refresh.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct DuePage {
+    pub id: Uuid,
+    pub client_id: Uuid,
+    pub next_due_at: DateTime<Utc>,
+    /// The sitemap's lastmod is newer than the last fetch.
+    pub by_lastmod: bool,
+}
+
+/// Up to `limit` pages due now whose refresh has not been asked for since they fell due,
+/// most overdue first. Removed pages and inactive clients are left alone.
+pub async fn due(
+    db: &sqlx::PgPool,
+    min_interval_secs: i64,
+    limit: i64,
+) -> Result<Vec<DuePage>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, client_id, next_due_at, by_lastmod FROM (
+             SELECT p.id, p.client_id, p.last_refresh_requested_at,
+                    {NEXT_DUE} AS next_due_at,
+                    COALESCE(p.lastmod_at > p.last_scraped_at, false) AS by_lastmod
+             FROM pages p JOIN clients c ON c.id = p.client_id
+             WHERE c.is_active AND p.status <> 'removed'
+         ) d
+         WHERE next_due_at <= now()
+           AND (last_refresh_requested_at IS NULL OR last_refresh_requested_at < next_due_at)
+         ORDER BY next_due_at
+         LIMIT $2"
+    )))
+    .bind(min_interval_secs)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The ids of a client's pages that can be refreshed (not removed).
+pub async fn refreshable(db: &sqlx::PgPool, client: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM pages WHERE client_id = $1 AND status <> 'removed' ORDER BY created_at, id",
+    )
+    .bind(client)
+    .fetch_all(db)
+    .await
 }

@@ -128,6 +128,19 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Small, fast settings for the pipeline roles.
+    pub fn pipeline_config(&self) -> ai_cache::config::PipelineConfig {
+        ai_cache::config::PipelineConfig {
+            stage_concurrency: 8,
+            scraper_per_host_concurrency: 4,
+            scraper_max_bytes: 1024 * 1024,
+            robots_agent: "ai-cache".into(),
+            robots_ttl_secs: 3600,
+            scheduler_interval_secs: 1,
+            scheduler_min_interval_secs: 3600,
+        }
+    }
+
     /// Tests fetch from their own origin on 127.0.0.1 (private networks allowed by default,
     /// and `local_hosts` resolving there).
     pub fn fetch_config(&self) -> ai_cache::config::FetchConfig {
@@ -199,8 +212,13 @@ impl TestApp {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
-            let state = app::api_state(&backbone, &options.api_config(), &options.fetch_config())
-                .expect("api state");
+            let state = app::api_state(
+                &backbone,
+                &options.api_config(),
+                &options.fetch_config(),
+                &options.pipeline_config(),
+            )
+            .expect("api state");
             Some((listener, state))
         } else {
             None
@@ -213,7 +231,14 @@ impl TestApp {
             let backbone = backbone.clone();
             let roles = roles.to_vec();
             let shutdown = shutdown.clone();
-            tokio::spawn(async move { app::run_roles(&backbone, &roles, server, shutdown).await });
+            let setup = app::Setup {
+                api: server,
+                fetch: options.fetch_config(),
+                pipeline: options.pipeline_config(),
+                blob_max_bytes: 16 * 1024 * 1024,
+                shutdown_grace: std::time::Duration::from_secs(5),
+            };
+            tokio::spawn(async move { app::run_roles(&backbone, &roles, setup, shutdown).await });
         }
         Self {
             nats,

@@ -1,0 +1,227 @@
+//! Reading fetched HTML: decoding its charset, and the fingerprint of its main content that
+//! change detection compares. Pure.
+//!
+//! The fingerprint is the SHA-256 of the main content's text with whitespace collapsed. The
+//! main content is `<main>`, else `[role=main]`, else the only `<article>`, else `<body>`; from
+//! it scripts, styles, navigation, headers, footers, asides, forms and elements whose class or
+//! id names boilerplate (cookie banners, ads, sharing, related links, comments...) are left
+//! out. So a timestamp in a footer, a nonce in a script or a rotating ad slot never counts as
+//! a change, while any edit to the text people read does.
+
+use ego_tree::NodeRef;
+use scraper::{ElementRef, Html, Node, Selector};
+
+use super::content::ContentHash;
+
+/// Decodes an HTML body: the charset from `Content-Type`, else a BOM, else a `<meta>`
+/// declaration in the first 1024 bytes, else UTF-8. Returns the text and the encoding's name;
+/// undecodable bytes become U+FFFD.
+pub fn decode(body: &[u8], content_type: Option<&str>) -> (String, &'static str) {
+    let declared = content_type
+        .and_then(charset_param)
+        .or_else(|| meta_charset(&body[..body.len().min(1024)]));
+    let encoding = encoding_rs::Encoding::for_bom(body)
+        .map(|(e, _)| e)
+        .or_else(|| declared.and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes())))
+        .unwrap_or(encoding_rs::UTF_8);
+    let (text, used, _) = encoding.decode(body);
+    (text.into_owned(), used.name())
+}
+
+fn charset_param(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches(['"', '\'']).to_owned())
+    })
+}
+
+/// `<meta charset="x">` or `<meta http-equiv="Content-Type" content="...; charset=x">`.
+fn meta_charset(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    let at = text.find("charset=")?;
+    let rest = text[at + "charset=".len()..].trim_start_matches(['"', '\'', ' ']);
+    let label: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'))
+        .collect();
+    (!label.is_empty()).then_some(label)
+}
+
+/// Whether a `Content-Type` is HTML (or absent: many servers omit it for HTML).
+pub fn is_html(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return true };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(mime.as_str(), "text/html" | "application/xhtml+xml" | "")
+}
+
+const SKIPPED_TAGS: [&str; 16] = [
+    "script", "style", "noscript", "template", "iframe", "svg", "canvas", "nav", "header",
+    "footer", "aside", "form", "button", "select", "dialog", "object",
+];
+
+/// Words in a class or id that mark boilerplate.
+const BOILERPLATE: [&str; 18] = [
+    "cookie",
+    "consent",
+    "banner",
+    "advert",
+    "ads",
+    "ad-",
+    "sponsor",
+    "sidebar",
+    "related",
+    "share",
+    "social",
+    "comment",
+    "newsletter",
+    "promo",
+    "popup",
+    "modal",
+    "breadcrumb",
+    "subscribe",
+];
+
+fn is_boilerplate(el: &scraper::node::Element) -> bool {
+    if SKIPPED_TAGS.contains(&el.name())
+        || el.attr("hidden").is_some()
+        || el.attr("aria-hidden") == Some("true")
+    {
+        return true;
+    }
+    let names = el.classes().chain(el.id()).map(str::to_ascii_lowercase);
+    names.into_iter().any(|n| {
+        BOILERPLATE.iter().any(|b| {
+            n == *b
+                || n.starts_with(&format!("{b}-"))
+                || n.starts_with(&format!("{b}_"))
+                || n.ends_with(&format!("-{b}"))
+                || (b.ends_with('-') && n.starts_with(b))
+        })
+    })
+}
+
+/// The element holding the page's main content.
+fn main_element(doc: &Html) -> Option<ElementRef<'_>> {
+    let pick = |css: &str| {
+        Selector::parse(css).ok().and_then(|s| {
+            let mut found = doc.select(&s);
+            let first = found.next()?;
+            (css != "article" || found.next().is_none()).then_some(first)
+        })
+    };
+    pick("main")
+        .or_else(|| pick("[role=main]"))
+        .or_else(|| pick("article"))
+        .or_else(|| pick("body"))
+}
+
+/// The text of the main content, whitespace collapsed, boilerplate left out.
+pub fn main_text(html: &str) -> String {
+    let doc = Html::parse_document(html);
+    let Some(root) = main_element(&doc) else {
+        return String::new();
+    };
+    let mut words: Vec<&str> = Vec::new();
+    let mut stack: Vec<NodeRef<'_, Node>> = root.children().collect();
+    stack.reverse();
+    while let Some(node) = stack.pop() {
+        match node.value() {
+            Node::Text(t) => words.extend(t.split_whitespace()),
+            Node::Element(el) if !is_boilerplate(el) => {
+                let mut children: Vec<_> = node.children().collect();
+                children.reverse();
+                stack.extend(children);
+            }
+            _ => {}
+        }
+    }
+    words.join(" ")
+}
+
+/// The fingerprint change detection compares.
+pub fn fingerprint(html: &str) -> ContentHash {
+    ContentHash::of(main_text(html).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(main: &str, footer: &str, script: &str) -> String {
+        format!(
+            r#"<html><head><title>T</title><script>var nonce="{script}";</script></head><body>
+            <nav><a href="/">Home</a></nav><main><h1>Title</h1><p>{main}</p>
+            <div class="ad-slot">Buy {script}</div><div id="cookie-banner">We use cookies</div></main>
+            <footer>Generated at {footer}</footer></body></html>"#
+        )
+    }
+
+    #[test]
+    fn boilerplate_changes_do_not_change_the_fingerprint() {
+        let a = fingerprint(&page("The article text.", "10:00:01", "abc"));
+        let b = fingerprint(&page("The article text.", "23:59:59", "xyz"));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_change_to_the_main_text_changes_the_fingerprint() {
+        assert_ne!(
+            fingerprint(&page("The article text.", "1", "a")),
+            fingerprint(&page("The article text, edited.", "1", "a"))
+        );
+    }
+
+    #[test]
+    fn main_text_keeps_the_content_and_drops_the_rest() {
+        assert_eq!(
+            main_text(&page("Hello   world.", "x", "y")),
+            "Title Hello world."
+        );
+        let no_main = "<html><body><header>Site</header><article><p>Only this</p></article><aside>More</aside></body></html>";
+        assert_eq!(main_text(no_main), "Only this");
+        let two_articles =
+            "<body><article>A</article><article>B</article><footer>F</footer></body>";
+        assert_eq!(main_text(two_articles), "A B");
+    }
+
+    #[test]
+    fn charsets_come_from_the_header_the_bom_or_a_meta_tag() {
+        let latin1 = b"<html><body>caf\xe9</body></html>";
+        assert_eq!(
+            decode(latin1, Some("text/html; charset=ISO-8859-1")).0,
+            "<html><body>café</body></html>"
+        );
+        let meta =
+            b"<html><head><meta charset=\"windows-1252\"></head><body>\x93quoted\x94</body></html>";
+        let (text, name) = decode(meta, Some("text/html"));
+        assert!(text.contains("\u{201c}quoted\u{201d}"), "{text}");
+        assert_eq!(name, "windows-1252");
+        let http_equiv =
+            b"<meta http-equiv='Content-Type' content='text/html; charset=iso-8859-15'>\xa4";
+        assert!(decode(http_equiv, None).0.ends_with('€'));
+        assert_eq!(
+            decode("plain ü".as_bytes(), None),
+            ("plain ü".to_owned(), "UTF-8")
+        );
+        assert_eq!(
+            decode(b"\xef\xbb\xbfbom", Some("text/html; charset=latin1")).0,
+            "bom"
+        );
+    }
+
+    #[test]
+    fn html_content_types() {
+        assert!(is_html(Some("text/html; charset=utf-8")));
+        assert!(is_html(Some("application/xhtml+xml")));
+        assert!(is_html(None));
+        assert!(!is_html(Some("application/pdf")));
+        assert!(!is_html(Some("image/png")));
+    }
+}

@@ -1,0 +1,546 @@
+//! The scraper stage: `pages.discovered` and `pages.refresh_requested` in; the page fetched
+//! politely and safely; `pages.scraped` + `pages.content_changed`, `pages.unchanged`,
+//! `pages.removed` or `pages.scrape_failed` out.
+//!
+//! What the page was before comes from the PAGES stream itself, not from the projection, so a
+//! lagging read model can never cause a wrong comparison: the last `pages.scraped` of the page
+//! gives the validators for a conditional GET, the last `pages.content_changed` gives the
+//! fingerprint to compare and the version to count from (direct get of the last message on
+//! each subject). Output events carry deduplication keys derived from the page and its input,
+//! so a redelivered request publishes nothing twice.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream::Stream};
+use reqwest::header::{HeaderMap, HeaderValue};
+use sqlx::PgPool;
+use url::Url;
+
+use super::politeness::{self, HostGates};
+use super::robots::{RobotsCache, Verdict};
+use super::runtime::{Delivery, Step, StepError};
+use crate::domain::content::BlobRef;
+use crate::domain::html;
+use crate::domain::ids::{ClientId, PageId};
+use crate::domain::url::NormalizedUrl;
+use crate::events::envelope::now;
+use crate::events::pages::*;
+use crate::events::{Event, subjects};
+use crate::infra::blobs::BlobStore;
+use crate::infra::http::{FetchError, Fetched, HttpClient};
+use crate::infra::publish::{Outgoing, Publisher};
+use crate::projections::clients as clients_read;
+
+/// Settings of the scraper.
+#[derive(Clone, Debug)]
+pub struct ScraperConfig {
+    pub max_body_bytes: usize,
+    pub per_host_concurrency: usize,
+    pub robots_agent: String,
+    pub robots_ttl: Duration,
+}
+
+/// The scraper step, shared by its two consumers.
+pub struct Scraper {
+    http: HttpClient,
+    robots: RobotsCache,
+    gates: HostGates,
+    blobs: BlobStore,
+    publisher: Publisher,
+    pages: Stream,
+    db: PgPool,
+    max_body_bytes: usize,
+}
+
+/// What the stream knows of a page.
+#[derive(Default)]
+struct Previous {
+    url: Option<NormalizedUrl>,
+    scraped: Option<Scraped>,
+    changed: Option<ContentChanged>,
+}
+
+impl Scraper {
+    pub async fn new(
+        js: &jetstream::Context,
+        http: HttpClient,
+        db: PgPool,
+        blobs: BlobStore,
+        config: &ScraperConfig,
+    ) -> Result<Self, String> {
+        let pages = js.get_stream("PAGES").await.map_err(|e| e.to_string())?;
+        Ok(Self {
+            robots: RobotsCache::new(http.clone(), &config.robots_agent, config.robots_ttl),
+            gates: HostGates::new(config.per_host_concurrency),
+            http,
+            blobs,
+            publisher: Publisher::new(js.clone()),
+            pages,
+            db,
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    /// The last event of `event_type` for the page, if any.
+    async fn last(
+        &self,
+        event_type: &str,
+        client: ClientId,
+        page: PageId,
+    ) -> Result<Option<PageEvent>, StepError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        let subject = subjects::event_subject(event_type, client, Some(page));
+        match self.pages.direct_get_last_for_subject(subject).await {
+            Ok(msg) => Ok(Event::<PageEvent>::from_json(&msg.payload)
+                .ok()
+                .map(|e| e.payload)),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StepError::transient(format!(
+                "reading the page's history: {e}"
+            ))),
+        }
+    }
+
+    async fn previous(&self, client: ClientId, page: PageId) -> Result<Previous, StepError> {
+        let mut prev = Previous::default();
+        if let Some(PageEvent::Discovered(d)) = self.last("pages.discovered", client, page).await? {
+            prev.url = Some(d.url);
+        }
+        if let Some(PageEvent::Scraped(s)) = self.last("pages.scraped", client, page).await? {
+            prev.scraped = Some(s);
+        }
+        if let Some(PageEvent::ContentChanged(c)) =
+            self.last("pages.content_changed", client, page).await?
+        {
+            prev.changed = Some(c);
+        }
+        Ok(prev)
+    }
+
+    async fn publish(&self, out: Vec<Outgoing<PageEvent>>) -> Result<(), StepError> {
+        self.publisher
+            .publish_all(&out)
+            .await
+            .map(|_| ())
+            .map_err(StepError::transient)
+    }
+
+    /// Records a failure in the page's state; the runtime decides about retries.
+    async fn failed(
+        &self,
+        cause: &Event<PageEvent>,
+        delivery: &Delivery,
+        failure: ScrapeFailure,
+        message: String,
+        http_status: Option<u16>,
+        retry_after: Option<Duration>,
+    ) -> Result<(), StepError> {
+        let event = Event::caused_by(
+            cause,
+            PageEvent::ScrapeFailed(ScrapeFailed {
+                failure,
+                message: message.clone(),
+                http_status,
+                retry_after_secs: retry_after.map(|d| d.as_secs()),
+                attempt: u32::try_from(delivery.delivered).unwrap_or(u32::MAX),
+            }),
+        );
+        let key = format!(
+            "failed:{}:{}:{}",
+            cause
+                .meta
+                .page_id
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            cause.meta.id,
+            delivery.delivered
+        );
+        self.publish(vec![Outgoing::keyed(event, key)]).await?;
+        metrics::counter!("aicache_scraper_fetches_total", "outcome" => failure_label(failure))
+            .increment(1);
+        match failure {
+            ScrapeFailure::Transient => Err(match retry_after {
+                Some(d) => StepError::retry_after(message, d),
+                None => StepError::transient(message),
+            }),
+            // Recorded in the page's state; nothing to retry.
+            _ => Ok(()),
+        }
+    }
+
+    async fn scrape(
+        &self,
+        cause: &Event<PageEvent>,
+        delivery: &Delivery,
+        client: ClientId,
+        page: PageId,
+        url: NormalizedUrl,
+        crawl_rate: u32,
+    ) -> Result<(), StepError> {
+        let target: Url = url.as_url().clone();
+        let crawl_delay = match self.robots.check(&target).await {
+            Verdict::Allowed { crawl_delay } => crawl_delay,
+            Verdict::Disallowed => {
+                return self
+                    .failed(
+                        cause,
+                        delivery,
+                        ScrapeFailure::RobotsDisallowed,
+                        "robots.txt disallows this page for ai-cache".into(),
+                        None,
+                        None,
+                    )
+                    .await;
+            }
+            Verdict::Deferred {
+                retry_after,
+                reason,
+            } => {
+                return self
+                    .failed(
+                        cause,
+                        delivery,
+                        ScrapeFailure::Transient,
+                        reason,
+                        None,
+                        Some(retry_after),
+                    )
+                    .await;
+            }
+            Verdict::Refused(e) => {
+                return self
+                    .failed(cause, delivery, refusal(&e), e.to_string(), None, None)
+                    .await;
+            }
+        };
+        let host = target.host_str().unwrap_or_default().to_owned();
+        let _turn = match self
+            .gates
+            .turn(&host, politeness::interval(crawl_rate, crawl_delay))
+            .await
+        {
+            Ok(turn) => turn,
+            // Not a failure: the host's politeness budget is spent for now.
+            Err(wait) => {
+                return Err(StepError::retry_after(
+                    format!("waiting for a turn at {host}"),
+                    wait,
+                ));
+            }
+        };
+        let prev = self.previous(client, page).await?;
+        let mut headers = HeaderMap::new();
+        if let (Some(scraped), Some(_)) = (&prev.scraped, &prev.changed) {
+            if let Some(v) = scraped
+                .etag
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                headers.insert(reqwest::header::IF_NONE_MATCH, v);
+            }
+            if let Some(v) = scraped
+                .last_modified
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                headers.insert(reqwest::header::IF_MODIFIED_SINCE, v);
+            }
+        }
+        let started = Instant::now();
+        let fetched = match self
+            .http
+            .get_with(url.as_str(), self.max_body_bytes, headers)
+            .await
+        {
+            Ok(f) => f,
+            Err(e) if e.is_transient() => {
+                return self
+                    .failed(
+                        cause,
+                        delivery,
+                        ScrapeFailure::Transient,
+                        e.to_string(),
+                        None,
+                        None,
+                    )
+                    .await;
+            }
+            Err(e) => {
+                return self
+                    .failed(cause, delivery, refusal(&e), e.to_string(), None, None)
+                    .await;
+            }
+        };
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.outcome(cause, delivery, page, url, fetched, prev, duration_ms)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn outcome(
+        &self,
+        cause: &Event<PageEvent>,
+        delivery: &Delivery,
+        page: PageId,
+        url: NormalizedUrl,
+        fetched: Fetched,
+        prev: Previous,
+        duration_ms: u64,
+    ) -> Result<(), StepError> {
+        let status = fetched.status;
+        let key = |kind: &str| format!("{kind}:{page}:{}", cause.meta.id);
+        match status {
+            304 if prev.changed.is_some() => {
+                let event = Event::caused_by(
+                    cause,
+                    PageEvent::Unchanged(Unchanged {
+                        reason: UnchangedReason::NotModified,
+                        http_status: 304,
+                        fingerprint: prev.changed.map(|c| c.fingerprint),
+                        fetched_at: now(),
+                    }),
+                );
+                metrics::counter!("aicache_scraper_fetches_total", "outcome" => "not_modified")
+                    .increment(1);
+                self.publish(vec![Outgoing::keyed(event, key("unchanged"))])
+                    .await
+            }
+            404 | 410 => {
+                let event = Event::caused_by(
+                    cause,
+                    PageEvent::Removed(Removed {
+                        http_status: Some(status),
+                        reason: format!("the origin answered HTTP {status}"),
+                    }),
+                );
+                metrics::counter!("aicache_scraper_fetches_total", "outcome" => "removed")
+                    .increment(1);
+                self.publish(vec![Outgoing::keyed(event, key("removed"))])
+                    .await
+            }
+            429 | 500..=599 => {
+                let retry_after = retry_after(&fetched.headers);
+                self.failed(
+                    cause,
+                    delivery,
+                    ScrapeFailure::Transient,
+                    format!("the origin answered HTTP {status}"),
+                    Some(status),
+                    retry_after,
+                )
+                .await
+            }
+            200..=299 => {
+                self.content(cause, delivery, page, url, fetched, prev, duration_ms)
+                    .await
+            }
+            _ => {
+                self.failed(
+                    cause,
+                    delivery,
+                    ScrapeFailure::Permanent,
+                    format!("the origin answered HTTP {status}"),
+                    Some(status),
+                    None,
+                )
+                .await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn content(
+        &self,
+        cause: &Event<PageEvent>,
+        delivery: &Delivery,
+        page: PageId,
+        url: NormalizedUrl,
+        fetched: Fetched,
+        prev: Previous,
+        duration_ms: u64,
+    ) -> Result<(), StepError> {
+        let content_type = fetched
+            .headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if !html::is_html(content_type.as_deref()) {
+            let ct = content_type.unwrap_or_default();
+            return self
+                .failed(
+                    cause,
+                    delivery,
+                    ScrapeFailure::UnsupportedContentType,
+                    format!("not HTML: {ct}"),
+                    Some(fetched.status),
+                    None,
+                )
+                .await;
+        }
+        let body = fetched.body;
+        let ct = content_type.clone();
+        // Parsing HTML is CPU work on a non-Send document: off the async threads.
+        let (text, fingerprint) = tokio::task::spawn_blocking(move || {
+            let (text, _) = html::decode(&body, ct.as_deref());
+            let fp = html::fingerprint(&text);
+            (text, fp)
+        })
+        .await
+        .map_err(StepError::transient)?;
+        let header = |name| {
+            fetched
+                .headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let fetched_at = now();
+        if prev
+            .changed
+            .as_ref()
+            .is_some_and(|c| c.fingerprint == fingerprint)
+        {
+            let event = Event::caused_by(
+                cause,
+                PageEvent::Unchanged(Unchanged {
+                    reason: UnchangedReason::SameFingerprint,
+                    http_status: fetched.status,
+                    fingerprint: Some(fingerprint),
+                    fetched_at,
+                }),
+            );
+            metrics::counter!("aicache_scraper_fetches_total", "outcome" => "unchanged")
+                .increment(1);
+            return self
+                .publish(vec![Outgoing::keyed(
+                    event,
+                    format!("unchanged:{page}:{}", cause.meta.id),
+                )])
+                .await;
+        }
+        let raw: BlobRef = self
+            .blobs
+            .put(text.as_bytes())
+            .await
+            .map_err(StepError::transient)?;
+        let version = prev.changed.as_ref().map_or(1, |c| c.page_version + 1);
+        let scraped = Event::caused_by(
+            cause,
+            PageEvent::Scraped(Scraped {
+                url: url.clone(),
+                http_status: fetched.status,
+                raw: raw.clone(),
+                // The stored HTML is UTF-8 whatever the origin sent.
+                content_type: "text/html; charset=utf-8".into(),
+                etag: header(reqwest::header::ETAG),
+                last_modified: header(reqwest::header::LAST_MODIFIED),
+                fingerprint: fingerprint.clone(),
+                fetched_at,
+                duration_ms,
+            }),
+        );
+        let changed = Event::caused_by(
+            &scraped,
+            PageEvent::ContentChanged(ContentChanged {
+                url,
+                raw,
+                fingerprint: fingerprint.clone(),
+                previous_fingerprint: prev.changed.map(|c| c.fingerprint),
+                page_version: version,
+            }),
+        );
+        metrics::counter!("aicache_scraper_fetches_total", "outcome" => "changed").increment(1);
+        self.publish(vec![
+            Outgoing::keyed(
+                scraped,
+                format!("scraped:{page}:{}:{fingerprint}", cause.meta.id),
+            ),
+            Outgoing::keyed(changed, format!("changed:{page}:{version}:{fingerprint}")),
+        ])
+        .await
+    }
+}
+
+fn refusal(e: &FetchError) -> ScrapeFailure {
+    match e {
+        FetchError::BlockedAddress(_) => ScrapeFailure::BlockedAddress,
+        _ => ScrapeFailure::Permanent,
+    }
+}
+
+fn failure_label(f: ScrapeFailure) -> &'static str {
+    match f {
+        ScrapeFailure::Transient => "transient",
+        ScrapeFailure::Permanent => "permanent",
+        ScrapeFailure::RobotsDisallowed => "robots_disallowed",
+        ScrapeFailure::UnsupportedContentType => "unsupported_content_type",
+        ScrapeFailure::BlockedAddress => "blocked_address",
+    }
+}
+
+/// `Retry-After` in seconds or as an HTTP date, capped at an hour.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let secs = match v.parse::<u64>() {
+        Ok(secs) => secs,
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+            u64::try_from((at.timestamp() - chrono::Utc::now().timestamp()).max(0)).ok()?
+        }
+    };
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
+impl Step<PageEvent> for Scraper {
+    async fn handle(&self, event: Event<PageEvent>, delivery: &Delivery) -> Result<(), StepError> {
+        let (client, Some(page)) = (event.meta.client_id, event.meta.page_id) else {
+            return Err(StepError::permanent("page event without page_id"));
+        };
+        let url = match &event.payload {
+            PageEvent::Discovered(d) => d.url.clone(),
+            PageEvent::RefreshRequested(_) => match self.previous(client, page).await?.url {
+                Some(url) => url,
+                None => {
+                    return Err(StepError::permanent(
+                        "refresh requested for a page that was never discovered",
+                    ));
+                }
+            },
+            other => {
+                return Err(StepError::permanent(format!(
+                    "the scraper does not handle {}",
+                    other.event_type_name()
+                )));
+            }
+        };
+        let settings = clients_read::find(&self.db, client.as_uuid())
+            .await
+            .map_err(StepError::transient)?;
+        let Some(settings) = settings else {
+            // The client was deleted: nothing to do.
+            tracing::info!(client.id = %client, page.id = %page, "client gone: request dropped");
+            return Ok(());
+        };
+        if !settings.is_active {
+            tracing::info!(client.id = %client, page.id = %page, "client inactive: request dropped");
+            return Ok(());
+        }
+        let rate = u32::try_from(settings.crawl_rate_per_minute).unwrap_or(60);
+        self.scrape(&event, delivery, client, page, url, rate).await
+    }
+}
+
+impl<S: Step<E>, E: crate::events::EventFamily> Step<E> for Arc<S> {
+    fn handle(
+        &self,
+        event: Event<E>,
+        delivery: &Delivery,
+    ) -> impl std::future::Future<Output = Result<(), StepError>> + Send {
+        S::handle(self, event, delivery)
+    }
+}
