@@ -7,8 +7,8 @@ ALTER TABLE pages
 
 -- When a page is due for a refresh (NULL: never, or not yet fetched at all):
 -- its last fetch (or attempt) plus the client's refresh interval, shortened by the sitemap's
--- changefreq but never below `min_secs`; or at once when the sitemap's lastmod is newer than
--- the last fetch. One definition, used by the scheduler and by every read of page state.
+-- changefreq but never below `min_secs`; or at once when the sitemap's lastmod (if not in the
+-- future) is newer than the last fetch. One definition, used by the scheduler and by every read of page state.
 CREATE FUNCTION page_next_due(
     last_scraped_at TIMESTAMPTZ,
     last_attempt_at TIMESTAMPTZ,
@@ -16,10 +16,12 @@ CREATE FUNCTION page_next_due(
     changefreq TEXT,
     refresh_secs BIGINT,
     min_secs BIGINT
-) RETURNS TIMESTAMPTZ LANGUAGE sql IMMUTABLE AS $$
+) RETURNS TIMESTAMPTZ LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN COALESCE(last_scraped_at, last_attempt_at) IS NULL THEN NULL
-        WHEN lastmod_at IS NOT NULL AND last_scraped_at IS NOT NULL AND lastmod_at > last_scraped_at
+        -- A lastmod in the future says nothing yet (else the page would be due forever).
+        WHEN lastmod_at IS NOT NULL AND last_scraped_at IS NOT NULL
+             AND lastmod_at > last_scraped_at AND lastmod_at <= now()
             THEN last_scraped_at
         ELSE COALESCE(last_scraped_at, last_attempt_at) + make_interval(secs => GREATEST(
             LEAST(min_secs, refresh_secs),

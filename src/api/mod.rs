@@ -94,6 +94,8 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(pages::get_one))
         .routes(routes!(pages::by_url))
         .routes(routes!(pages::add))
+        .routes(routes!(pages::refresh))
+        .routes(routes!(pages::refresh_client))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

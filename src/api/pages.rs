@@ -147,3 +147,94 @@ pub async fn add(
 fn page_not_found() -> ApiError {
     ApiError::NotFound("page not found".into())
 }
+
+/// `POST .../refresh` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefreshResponse {
+    pub message: String,
+    /// Pages asked for.
+    pub requested: usize,
+}
+
+#[utoipa::path(post, path = "/api/v1/pages/{id}/refresh", tag = "pages", params(("id" = Uuid, Path)),
+    responses((status = 202, body = RefreshResponse), (status = 403), (status = 404), (status = 409)),
+    security(("api_key" = [])))]
+/// Fetch a page again now (master key, or its client's `write` key).
+pub async fn refresh(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<(axum::http::StatusCode, Json<RefreshResponse>), ApiError> {
+    let page = read::find(&state.db, id, state.schedule_min_secs)
+        .await?
+        .ok_or_else(page_not_found)?;
+    principal
+        .require(page.client_id, Scope::Write)
+        .map_err(|_| page_not_found())?;
+    if page.status == "removed" {
+        return Err(ApiError::Conflict(
+            "the page was removed; add it again to fetch it".into(),
+        ));
+    }
+    let requested = request_refresh(&state, page.client_id, &[page.id]).await?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(RefreshResponse {
+            message: "refresh requested".into(),
+            requested,
+        }),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/clients/{id}/refresh", tag = "pages", params(("id" = Uuid, Path)),
+    responses((status = 202, body = RefreshResponse), (status = 403), (status = 404)),
+    security(("api_key" = [])))]
+/// Fetch every page of a client again now (master key, or the client's `write` key).
+pub async fn refresh_client(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(client_id): ApiPath<Uuid>,
+) -> Result<(axum::http::StatusCode, Json<RefreshResponse>), ApiError> {
+    principal.require(client_id, Scope::Write)?;
+    clients_read::find(&state.db, client_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("client not found".into()))?;
+    let pages = read::refreshable(&state.db, client_id).await?;
+    let requested = request_refresh(&state, client_id, &pages).await?;
+    let message = format!("refresh requested for {requested} page(s)");
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(RefreshResponse { message, requested }),
+    ))
+}
+
+async fn request_refresh(
+    state: &AppState,
+    client: Uuid,
+    pages: &[Uuid],
+) -> Result<usize, ApiError> {
+    use crate::events::Event;
+    use crate::events::pages::{PageEvent, RefreshReason, RefreshRequested};
+    use crate::infra::publish::{Outgoing, Publisher};
+    let publisher = Publisher::new(state.nats.js.clone());
+    for chunk in pages.chunks(500) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|p| {
+                let payload = PageEvent::RefreshRequested(RefreshRequested {
+                    reason: RefreshReason::Manual,
+                });
+                Outgoing::unique(Event::new(
+                    ClientId::from_uuid(client),
+                    Some(PageId::from_uuid(*p)),
+                    payload,
+                ))
+            })
+            .collect();
+        publisher.publish_all(&batch).await.map_err(|e| {
+            tracing::warn!(error = %e, "event store unavailable");
+            ApiError::Unavailable("event store unavailable, retry".into())
+        })?;
+    }
+    Ok(pages.len())
+}

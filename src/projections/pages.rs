@@ -374,7 +374,7 @@ pub async fn due(
         "SELECT id, client_id, next_due_at, by_lastmod FROM (
              SELECT p.id, p.client_id, p.last_refresh_requested_at,
                     {NEXT_DUE} AS next_due_at,
-                    COALESCE(p.lastmod_at > p.last_scraped_at, false) AS by_lastmod
+                    COALESCE(p.lastmod_at > p.last_scraped_at AND p.lastmod_at <= now(), false) AS by_lastmod
              FROM pages p JOIN clients c ON c.id = p.client_id
              WHERE c.is_active AND p.status <> 'removed'
          ) d

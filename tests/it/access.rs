@@ -347,6 +347,8 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
         "GET /api/v1/pages/{id}",
         "GET /api/v1/clients/{id}/pages/by-url",
         "POST /api/v1/clients/{id}/pages",
+        "POST /api/v1/pages/{id}/refresh",
+        "POST /api/v1/clients/{id}/refresh",
     ]
     .into_iter()
     .map(String::from)

@@ -110,6 +110,7 @@ pub struct Options {
     pub fernet_keys: Vec<String>,
     pub sitemap_max_urls: usize,
     pub allow_private_networks: bool,
+    pub fetch_timeout_secs: u64,
     /// Host names the app's fetcher resolves to 127.0.0.1 (a test origin's domains).
     pub local_hosts: Vec<String>,
 }
@@ -122,6 +123,7 @@ impl Default for Options {
             fernet_keys: vec![ai_cache::infra::secrets::Secrets::generate_key()],
             sitemap_max_urls: 10_000,
             allow_private_networks: true,
+            fetch_timeout_secs: 5,
             local_hosts: vec!["site.test".into(), "other.test".into()],
         }
     }
@@ -152,7 +154,7 @@ impl Options {
                 .map(|h| (h.clone(), std::net::Ipv4Addr::LOCALHOST.into()))
                 .collect(),
             user_agent: ai_cache::infra::http::DEFAULT_USER_AGENT.into(),
-            fetch_timeout_secs: 5,
+            fetch_timeout_secs: self.fetch_timeout_secs,
             fetch_max_redirects: 5,
             sitemap_max_urls: self.sitemap_max_urls,
             sitemap_max_sitemaps: 100,

@@ -10,6 +10,8 @@ mod discovery;
 mod events;
 mod harness;
 mod origin;
+mod page_origin;
 mod projections;
 mod runtime;
+mod scraper;
 mod sitemap_corpus;
