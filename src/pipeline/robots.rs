@@ -37,12 +37,16 @@ enum Rules {
     Refused(FetchError),
 }
 
+/// One origin's entry. Its lock is held while robots.txt is fetched, so the many requests of
+/// a host seen for the first time wait for one fetch instead of each making one.
+type Slot = Arc<Mutex<Option<(Instant, Rules)>>>;
+
 /// The cache.
 pub struct RobotsCache {
     http: HttpClient,
     agent: String,
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, Rules)>>,
+    entries: std::sync::Mutex<HashMap<String, Slot>>,
 }
 
 /// How long a host is deferred after its robots.txt failed.
@@ -56,38 +60,35 @@ impl RobotsCache {
             http,
             agent: agent.to_owned(),
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
     /// The verdict for `url`, fetching its host's robots.txt when not cached.
     pub async fn check(&self, url: &Url) -> Verdict {
         let origin = url.origin().ascii_serialization();
-        let cached = self
-            .entries
-            .lock()
-            .await
-            .get(&origin)
-            .filter(|(at, rules)| {
-                let ttl = if matches!(rules, Rules::Deferred(_)) {
-                    DEFER
-                } else {
-                    self.ttl
-                };
-                at.elapsed() < ttl
-            })
-            .map(|(_, rules)| rules.clone());
-        let rules = match cached {
-            Some(rules) => rules,
+        let slot: Slot = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(entries.entry(origin.clone()).or_default())
+        };
+        let mut entry = slot.lock().await;
+        let fresh = entry.as_ref().filter(|(at, rules)| {
+            let ttl = if matches!(rules, Rules::Deferred(_)) {
+                DEFER
+            } else {
+                self.ttl
+            };
+            at.elapsed() < ttl
+        });
+        let rules = match fresh {
+            Some((_, rules)) => rules.clone(),
             None => {
                 let rules = self.fetch(&origin).await;
-                self.entries
-                    .lock()
-                    .await
-                    .insert(origin, (Instant::now(), rules.clone()));
+                *entry = Some((Instant::now(), rules.clone()));
                 rules
             }
         };
+        drop(entry);
         match rules {
             Rules::AllowAll => Verdict::Allowed { crawl_delay: None },
             Rules::Parsed(robot) if robot.allowed(url.as_str()) => Verdict::Allowed {
