@@ -72,7 +72,20 @@ pub async fn run(events: usize) -> anyhow::Result<()> {
         100.0 * rate / raw
     );
     sitemap_parse();
+    // The projectors run beside the remaining sections, as in production.
+    let projectors = tokio_util::sync::CancellationToken::new();
+    for projection in crate::projections::all() {
+        let runner = crate::projections::runtime::ProjectionRunner::new(
+            projection,
+            backbone.db.clone(),
+            backbone.nats.js.clone(),
+        );
+        let stop = projectors.clone();
+        tokio::spawn(async move { runner.run(stop).await });
+    }
     sitemap_import(&backbone).await?;
+    scrape(&backbone, 2000).await?;
+    projectors.cancel();
     drop(backbone);
     drop(pg);
     drop(nats);
@@ -194,17 +207,6 @@ async fn sitemap_import(backbone: &Backbone) -> anyhow::Result<()> {
         std::sync::Arc::new(secrets),
         timeout,
     );
-    // The clients and pages projectors run beside the import, as in production.
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    for projection in crate::projections::all() {
-        let runner = crate::projections::runtime::ProjectionRunner::new(
-            projection,
-            backbone.db.clone(),
-            backbone.nats.js.clone(),
-        );
-        let stop = shutdown.clone();
-        tokio::spawn(async move { runner.run(stop).await });
-    }
     let (id, _) = tenants
         .register(NewClient {
             name: "Bench".into(),
@@ -226,12 +228,183 @@ async fn sitemap_import(backbone: &Backbone) -> anyhow::Result<()> {
         .import(&client, &entries, Origin::Sitemap, true, false, 10_000)
         .await?;
     let secs = started.elapsed().as_secs_f64();
-    shutdown.cancel();
     println!(
         "{:<58} {:>10.0} URLs/s   ({} pages.discovered published and projected)",
         "sitemap import, 10,000 URLs, to readable pages rows",
         summary.created as f64 / secs,
         summary.created
+    );
+    Ok(())
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+/// An article of about 20 KB, like a real page, different per `i`.
+fn bench_page(i: usize) -> String {
+    let para = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. ";
+    format!(
+        "<html><head><title>Page {i}</title><script>var t={i};</script></head><body><nav><a href='/'>Home</a></nav>\
+         <main><h1>Article {i}</h1>{}</main><footer>Footer</footer></body></html>",
+        (0..30)
+            .map(|p| format!("<p>{p}. {}</p>", para.repeat(1)))
+            .collect::<String>()
+    )
+}
+
+async fn scrape(backbone: &Backbone, pages: usize) -> anyhow::Result<()> {
+    use crate::commands::tenants::{NewClient, Tenants};
+    use crate::domain::client::SettingsPatch;
+    use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
+    use crate::pipeline::scraper::{Scraper, ScraperConfig};
+    const HOSTS: usize = 100;
+    // The origin: every path answers an article; 100 host names all lead here.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
+        let i: usize = uri.path().trim_start_matches("/p/").parse().unwrap_or(0);
+        (
+            [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            bench_page(i),
+        )
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http_config = crate::infra::http::HttpConfig {
+        resolve: (0..HOSTS)
+            .map(|h| {
+                (
+                    format!("h{h}.bench.test"),
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                )
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let secrets =
+        crate::infra::secrets::Secrets::new(&[crate::infra::secrets::Secrets::generate_key()])?;
+    let tenants = Tenants::new(
+        backbone.db.clone(),
+        backbone.nats.js.clone(),
+        std::sync::Arc::new(secrets),
+        std::time::Duration::from_secs(60),
+    );
+    let settings = SettingsPatch {
+        crawl_rate_per_minute: Some(600),
+        ..SettingsPatch::default()
+    };
+    let (client, _) = tenants
+        .register(NewClient {
+            name: "Scrape bench".into(),
+            domain: "bench.test".into(),
+            settings,
+            ..NewClient::default()
+        })
+        .await?;
+    let blobs = crate::infra::blobs::BlobStore::open(&backbone.nats.js, 16 << 20).await?;
+    let config = ScraperConfig {
+        max_body_bytes: 1 << 20,
+        per_host_concurrency: 2,
+        robots_agent: "ai-cache".into(),
+        robots_ttl: std::time::Duration::from_secs(3600),
+    };
+    let http = crate::infra::http::HttpClient::new(&http_config)?;
+    let scraper = std::sync::Arc::new(
+        Scraper::new(&backbone.nats.js, http, backbone.db.clone(), blobs, &config)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    let before = crate::infra::nats::last_sequence(&backbone.nats.js, "PAGES")
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let events: Vec<_> = (0..pages)
+        .map(|i| {
+            let url =
+                NormalizedUrl::parse(&format!("http://h{}.bench.test:{port}/p/{i}", i % HOSTS))
+                    .expect("url");
+            let page = PageId::derive(client, &url);
+            Outgoing::unique(Event::new(
+                client,
+                Some(page),
+                PageEvent::Discovered(Discovered {
+                    url,
+                    source: DiscoverySource::Manual,
+                    sitemap_url: None,
+                    lastmod: None,
+                    changefreq: None,
+                    priority: None,
+                }),
+            ))
+        })
+        .collect();
+    let cpu = cpu_seconds();
+    let started = Instant::now();
+    Publisher::new(backbone.nats.js.clone())
+        .publish_all(&events)
+        .await?;
+    // A consumer of this client's discoveries only: the earlier sections published others.
+    let pages_stream = backbone.nats.js.get_stream("PAGES").await?;
+    pages_stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("bench-scraper".into()),
+            filter_subject: format!("pages.discovered.{client}.>"),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: std::time::Duration::from_secs(60),
+            max_deliver: 5,
+            ..Default::default()
+        })
+        .await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let runtime = ConsumerRuntime::<PageEvent, _>::new(
+        backbone.nats.js.clone(),
+        "bench-scraper",
+        std::sync::Arc::clone(&scraper),
+        RuntimeOptions {
+            concurrency: 64,
+            ..RuntimeOptions::default()
+        },
+    );
+    let run = {
+        let stop = stop.clone();
+        tokio::spawn(async move { runtime.run(stop).await })
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let info = pages_stream.consumer_info("bench-scraper").await?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the scrape benchmark did not finish in 10 minutes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu;
+    stop.cancel();
+    let _ = run.await;
+    let produced = crate::infra::nats::last_sequence(&backbone.nats.js, "PAGES")
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?
+        - before
+        - pages as u64;
+    // Each page must have given pages.scraped and pages.content_changed, or the figure means nothing.
+    anyhow::ensure!(
+        produced == 2 * pages as u64,
+        "the scrape benchmark produced {produced} events for {pages} pages: not a valid run"
+    );
+    println!(
+        "{:<58} {:>10.0} pages/s  ({:.2} ms CPU per page in this process, origin included; {} events)",
+        format!("scrape {pages} new 20 KB pages, {HOSTS} hosts, 64 in flight"),
+        pages as f64 / secs,
+        cpu * 1000.0 / pages as f64,
+        produced
     );
     Ok(())
 }
