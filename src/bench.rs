@@ -253,7 +253,7 @@ fn bench_page(i: usize) -> String {
         "<html><head><title>Page {i}</title><script>var t={i};</script></head><body><nav><a href='/'>Home</a></nav>\
          <main><h1>Article {i}</h1>{}</main><footer>Footer</footer></body></html>",
         (0..30)
-            .map(|p| format!("<p>{p}. {}</p>", para.repeat(1)))
+            .map(|p| format!("<p>{p}. {}</p>", para.repeat(5)))
             .collect::<String>()
     )
 }
