@@ -10,9 +10,8 @@ use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 
 use crate::app::Backbone;
-use crate::domain::ids::{ClientId, PageId};
+use crate::domain::ids::ClientId;
 use crate::domain::url::NormalizedUrl;
-use crate::events::Event;
 use crate::events::pages::{Discovered, DiscoverySource, PageEvent};
 use crate::infra::localstack::{self, Durability, LocalNats, LocalPostgres};
 use crate::infra::publish::{Outgoing, Publisher};
@@ -131,20 +130,23 @@ async fn event_publish(backbone: &Backbone, count: usize) -> anyhow::Result<(f64
     let mut batch = Vec::with_capacity(IN_FLIGHT);
     for i in 0..count {
         let url = NormalizedUrl::parse(&format!("https://bench.example/page/{i}"))?;
-        let page = PageId::derive(client, &url);
-        let event = Event::new(
-            client,
-            Some(page),
-            PageEvent::Discovered(Discovered {
-                url,
-                source: DiscoverySource::Sitemap,
-                sitemap_url: Some("https://bench.example/sitemap.xml".into()),
-                lastmod: Some("2026-11-01".into()),
-                changefreq: Some("weekly".into()),
-                priority: Some("0.5".into()),
-            }),
+        let event = Discovered {
+            sitemap_url: Some("https://bench.example/sitemap.xml".into()),
+            lastmod: Some("2026-11-01".into()),
+            changefreq: Some("weekly".into()),
+            priority: Some("0.5".into()),
+            ..Discovered::bare(url, DiscoverySource::Sitemap)
+        }
+        .into_event(client);
+        let key = format!(
+            "bench:{}",
+            event
+                .meta
+                .page_id
+                .map(|p| p.to_string())
+                .unwrap_or_default()
         );
-        batch.push(Outgoing::keyed(event, format!("bench:{page}")));
+        batch.push(Outgoing::keyed(event, key));
         if batch.len() == IN_FLIGHT {
             publisher.publish_all(&batch).await?;
             batch.clear();
@@ -327,19 +329,7 @@ async fn scrape(backbone: &Backbone, pages: usize) -> anyhow::Result<()> {
             let url =
                 NormalizedUrl::parse(&format!("http://h{}.bench.test:{port}/p/{i}", i % HOSTS))
                     .expect("url");
-            let page = PageId::derive(client, &url);
-            Outgoing::unique(Event::new(
-                client,
-                Some(page),
-                PageEvent::Discovered(Discovered {
-                    url,
-                    source: DiscoverySource::Manual,
-                    sitemap_url: None,
-                    lastmod: None,
-                    changefreq: None,
-                    priority: None,
-                }),
-            ))
+            Outgoing::unique(Discovered::bare(url, DiscoverySource::Manual).into_event(client))
         })
         .collect();
     let cpu = cpu_seconds();

@@ -431,16 +431,15 @@ impl Importer {
                         Origin::Sitemap => DiscoverySource::Sitemap,
                         Origin::Manual => DiscoverySource::Manual,
                     };
-                    let event = PageEvent::Discovered(Discovered {
-                        url,
-                        source,
+                    let discovered = Discovered {
                         sitemap_url: sitemap_url.map(str::to_owned),
                         lastmod: entry.lastmod.clone(),
                         changefreq: entry.changefreq.clone(),
                         priority: entry.priority.clone(),
-                    });
+                        ..Discovered::bare(url, source)
+                    };
                     outgoing.push(Outgoing::keyed(
-                        Event::new(client_id, Some(page), event),
+                        discovered.into_event(client_id),
                         format!("discovered:{page}"),
                     ));
                 }

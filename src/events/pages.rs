@@ -5,8 +5,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{EventFamily, StreamName};
+use super::{Event, EventFamily, StreamName};
 use crate::domain::content::{BlobRef, ContentHash};
+use crate::domain::ids::{ClientId, PageId};
 use crate::domain::url::NormalizedUrl;
 
 /// Every event of the PAGES stream.
@@ -129,6 +130,26 @@ pub struct MetadataUpdated {
     pub changefreq: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
+}
+
+impl Discovered {
+    /// A URL found with nothing else known about it.
+    pub fn bare(url: NormalizedUrl, source: DiscoverySource) -> Self {
+        Self {
+            url,
+            source,
+            sitemap_url: None,
+            lastmod: None,
+            changefreq: None,
+            priority: None,
+        }
+    }
+
+    /// The `pages.discovered` event of this URL for `client`, its page id derived from both.
+    pub fn into_event(self, client: ClientId) -> Event<PageEvent> {
+        let page = PageId::derive(client, &self.url);
+        Event::new(client, Some(page), PageEvent::Discovered(self))
+    }
 }
 
 /// Why a page is to be fetched again.

@@ -129,32 +129,25 @@ impl Scraper {
     /// Records a failure in the page's state; the runtime decides about retries.
     async fn failed(
         &self,
-        cause: &Event<PageEvent>,
-        delivery: &Delivery,
+        at: &Attempt<'_>,
         failure: ScrapeFailure,
         message: String,
         http_status: Option<u16>,
         retry_after: Option<Duration>,
     ) -> Result<(), StepError> {
         let event = Event::caused_by(
-            cause,
+            at.cause,
             PageEvent::ScrapeFailed(ScrapeFailed {
                 failure,
                 message: message.clone(),
                 http_status,
                 retry_after_secs: retry_after.map(|d| d.as_secs()),
-                attempt: u32::try_from(delivery.delivered).unwrap_or(u32::MAX),
+                attempt: u32::try_from(at.delivery.delivered).unwrap_or(u32::MAX),
             }),
         );
         let key = format!(
             "failed:{}:{}:{}",
-            cause
-                .meta
-                .page_id
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            cause.meta.id,
-            delivery.delivered
+            at.page, at.cause.meta.id, at.delivery.delivered
         );
         self.publish(vec![Outgoing::keyed(event, key)]).await?;
         metrics::counter!("aicache_scraper_fetches_total", "outcome" => failure_label(failure))
@@ -171,26 +164,17 @@ impl Scraper {
 
     async fn scrape(
         &self,
-        cause: &Event<PageEvent>,
-        delivery: &Delivery,
+        at: &Attempt<'_>,
         client: ClientId,
-        page: PageId,
-        url: NormalizedUrl,
         crawl_rate: u32,
     ) -> Result<(), StepError> {
-        let target: Url = url.as_url().clone();
+        let target: Url = at.url.as_url().clone();
         let crawl_delay = match self.robots.check(&target).await {
             Verdict::Allowed { crawl_delay } => crawl_delay,
             Verdict::Disallowed => {
+                let message = "robots.txt disallows this page for ai-cache".to_owned();
                 return self
-                    .failed(
-                        cause,
-                        delivery,
-                        ScrapeFailure::RobotsDisallowed,
-                        "robots.txt disallows this page for ai-cache".into(),
-                        None,
-                        None,
-                    )
+                    .failed(at, ScrapeFailure::RobotsDisallowed, message, None, None)
                     .await;
             }
             Verdict::Deferred {
@@ -199,8 +183,7 @@ impl Scraper {
             } => {
                 return self
                     .failed(
-                        cause,
-                        delivery,
+                        at,
                         ScrapeFailure::Transient,
                         reason,
                         None,
@@ -210,7 +193,7 @@ impl Scraper {
             }
             Verdict::Refused(e) => {
                 return self
-                    .failed(cause, delivery, refusal(&e), e.to_string(), None, None)
+                    .failed(at, refusal(&e), e.to_string(), None, None)
                     .await;
             }
         };
@@ -229,165 +212,90 @@ impl Scraper {
                 ));
             }
         };
-        let prev = self.previous(client, page).await?;
-        let mut headers = HeaderMap::new();
-        if let (Some(scraped), Some(_)) = (&prev.scraped, &prev.changed) {
-            if let Some(v) = scraped
-                .etag
-                .as_deref()
-                .and_then(|v| HeaderValue::from_str(v).ok())
-            {
-                headers.insert(reqwest::header::IF_NONE_MATCH, v);
-            }
-            if let Some(v) = scraped
-                .last_modified
-                .as_deref()
-                .and_then(|v| HeaderValue::from_str(v).ok())
-            {
-                headers.insert(reqwest::header::IF_MODIFIED_SINCE, v);
-            }
-        }
+        let prev = self.previous(client, at.page).await?;
         let started = Instant::now();
         let fetched = match self
             .http
-            .get_with(url.as_str(), self.max_body_bytes, headers)
+            .get_with(at.url.as_str(), self.max_body_bytes, validators(&prev))
             .await
         {
             Ok(f) => f,
             Err(e) if e.is_transient() => {
                 return self
-                    .failed(
-                        cause,
-                        delivery,
-                        ScrapeFailure::Transient,
-                        e.to_string(),
-                        None,
-                        None,
-                    )
+                    .failed(at, ScrapeFailure::Transient, e.to_string(), None, None)
                     .await;
             }
             Err(e) => {
                 return self
-                    .failed(cause, delivery, refusal(&e), e.to_string(), None, None)
+                    .failed(at, refusal(&e), e.to_string(), None, None)
                     .await;
             }
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.outcome(cause, delivery, page, url, fetched, prev, duration_ms)
-            .await
+        self.outcome(at, fetched, prev, duration_ms).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn outcome(
         &self,
-        cause: &Event<PageEvent>,
-        delivery: &Delivery,
-        page: PageId,
-        url: NormalizedUrl,
+        at: &Attempt<'_>,
         fetched: Fetched,
         prev: Previous,
         duration_ms: u64,
     ) -> Result<(), StepError> {
         let status = fetched.status;
-        let key = |kind: &str| format!("{kind}:{page}:{}", cause.meta.id);
+        let key = |kind: &str| format!("{kind}:{}:{}", at.page, at.cause.meta.id);
         match status {
             304 if prev.changed.is_some() => {
-                let event = Event::caused_by(
-                    cause,
-                    PageEvent::Unchanged(Unchanged {
-                        reason: UnchangedReason::NotModified,
-                        http_status: 304,
-                        fingerprint: prev.changed.map(|c| c.fingerprint),
-                        fetched_at: now(),
-                    }),
-                );
+                let unchanged = Unchanged {
+                    reason: UnchangedReason::NotModified,
+                    http_status: 304,
+                    fingerprint: prev.changed.map(|c| c.fingerprint),
+                    fetched_at: now(),
+                };
+                let event = Event::caused_by(at.cause, PageEvent::Unchanged(unchanged));
                 metrics::counter!("aicache_scraper_fetches_total", "outcome" => "not_modified")
                     .increment(1);
                 self.publish(vec![Outgoing::keyed(event, key("unchanged"))])
                     .await
             }
             404 | 410 => {
-                let event = Event::caused_by(
-                    cause,
-                    PageEvent::Removed(Removed {
-                        http_status: Some(status),
-                        reason: format!("the origin answered HTTP {status}"),
-                    }),
-                );
+                let removed = Removed {
+                    http_status: Some(status),
+                    reason: format!("the origin answered HTTP {status}"),
+                };
+                let event = Event::caused_by(at.cause, PageEvent::Removed(removed));
                 metrics::counter!("aicache_scraper_fetches_total", "outcome" => "removed")
                     .increment(1);
                 self.publish(vec![Outgoing::keyed(event, key("removed"))])
                     .await
             }
             429 | 500..=599 => {
-                let retry_after = retry_after(&fetched.headers);
+                let message = format!("the origin answered HTTP {status}");
                 self.failed(
-                    cause,
-                    delivery,
+                    at,
                     ScrapeFailure::Transient,
-                    format!("the origin answered HTTP {status}"),
+                    message,
                     Some(status),
-                    retry_after,
+                    retry_after(&fetched.headers),
                 )
                 .await
             }
-            200..=299 => {
-                self.content(cause, delivery, page, url, fetched, prev, duration_ms)
-                    .await
-            }
+            200..=299 => self.content(at, fetched, prev, duration_ms).await,
             _ => {
-                self.failed(
-                    cause,
-                    delivery,
-                    ScrapeFailure::Permanent,
-                    format!("the origin answered HTTP {status}"),
-                    Some(status),
-                    None,
-                )
-                .await
+                let message = format!("the origin answered HTTP {status}");
+                self.failed(at, ScrapeFailure::Permanent, message, Some(status), None)
+                    .await
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn content(
         &self,
-        cause: &Event<PageEvent>,
-        delivery: &Delivery,
-        page: PageId,
-        url: NormalizedUrl,
+        at: &Attempt<'_>,
         fetched: Fetched,
         prev: Previous,
         duration_ms: u64,
     ) -> Result<(), StepError> {
-        let content_type = fetched
-            .headers
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if !html::is_html(content_type.as_deref()) {
-            let ct = content_type.unwrap_or_default();
-            return self
-                .failed(
-                    cause,
-                    delivery,
-                    ScrapeFailure::UnsupportedContentType,
-                    format!("not HTML: {ct}"),
-                    Some(fetched.status),
-                    None,
-                )
-                .await;
-        }
-        let body = fetched.body;
-        let ct = content_type.clone();
-        // Parsing HTML is CPU work on a non-Send document: off the async threads.
-        let (text, fingerprint) = tokio::task::spawn_blocking(move || {
-            let (text, _) = html::decode(&body, ct.as_deref());
-            let fp = html::fingerprint(&text);
-            (text, fp)
-        })
-        .await
-        .map_err(StepError::transient)?;
         let header = |name| {
             fetched
                 .headers
@@ -395,27 +303,51 @@ impl Scraper {
                 .and_then(|v: &HeaderValue| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let fetched_at = now();
+        let content_type = header(reqwest::header::CONTENT_TYPE);
+        if !html::is_html(content_type.as_deref()) {
+            let message = format!("not HTML: {}", content_type.unwrap_or_default());
+            return self
+                .failed(
+                    at,
+                    ScrapeFailure::UnsupportedContentType,
+                    message,
+                    Some(fetched.status),
+                    None,
+                )
+                .await;
+        }
+        let (etag, last_modified) = (
+            header(reqwest::header::ETAG),
+            header(reqwest::header::LAST_MODIFIED),
+        );
+        let body = fetched.body;
+        // Parsing HTML is CPU work on a non-Send document: off the async threads.
+        let (text, fingerprint) = tokio::task::spawn_blocking(move || {
+            let (text, _) = html::decode(&body, content_type.as_deref());
+            let fp = html::fingerprint(&text);
+            (text, fp)
+        })
+        .await
+        .map_err(StepError::transient)?;
+        let (page, fetched_at) = (at.page, now());
         if prev
             .changed
             .as_ref()
             .is_some_and(|c| c.fingerprint == fingerprint)
         {
-            let event = Event::caused_by(
-                cause,
-                PageEvent::Unchanged(Unchanged {
-                    reason: UnchangedReason::SameFingerprint,
-                    http_status: fetched.status,
-                    fingerprint: Some(fingerprint),
-                    fetched_at,
-                }),
-            );
+            let unchanged = Unchanged {
+                reason: UnchangedReason::SameFingerprint,
+                http_status: fetched.status,
+                fingerprint: Some(fingerprint),
+                fetched_at,
+            };
+            let event = Event::caused_by(at.cause, PageEvent::Unchanged(unchanged));
             metrics::counter!("aicache_scraper_fetches_total", "outcome" => "unchanged")
                 .increment(1);
             return self
                 .publish(vec![Outgoing::keyed(
                     event,
-                    format!("unchanged:{page}:{}", cause.meta.id),
+                    format!("unchanged:{page}:{}", at.cause.meta.id),
                 )])
                 .await;
         }
@@ -426,15 +358,15 @@ impl Scraper {
             .map_err(StepError::transient)?;
         let version = prev.changed.as_ref().map_or(1, |c| c.page_version + 1);
         let scraped = Event::caused_by(
-            cause,
+            at.cause,
             PageEvent::Scraped(Scraped {
-                url: url.clone(),
+                url: at.url.clone(),
                 http_status: fetched.status,
                 raw: raw.clone(),
                 // The stored HTML is UTF-8 whatever the origin sent.
                 content_type: "text/html; charset=utf-8".into(),
-                etag: header(reqwest::header::ETAG),
-                last_modified: header(reqwest::header::LAST_MODIFIED),
+                etag,
+                last_modified,
                 fingerprint: fingerprint.clone(),
                 fetched_at,
                 duration_ms,
@@ -443,7 +375,7 @@ impl Scraper {
         let changed = Event::caused_by(
             &scraped,
             PageEvent::ContentChanged(ContentChanged {
-                url,
+                url: at.url.clone(),
                 raw,
                 fingerprint: fingerprint.clone(),
                 previous_fingerprint: prev.changed.map(|c| c.fingerprint),
@@ -454,12 +386,37 @@ impl Scraper {
         self.publish(vec![
             Outgoing::keyed(
                 scraped,
-                format!("scraped:{page}:{}:{fingerprint}", cause.meta.id),
+                format!("scraped:{page}:{}:{fingerprint}", at.cause.meta.id),
             ),
             Outgoing::keyed(changed, format!("changed:{page}:{version}:{fingerprint}")),
         ])
         .await
     }
+}
+
+/// One request to scrape a page: what caused it, which delivery this is, the page.
+struct Attempt<'a> {
+    cause: &'a Event<PageEvent>,
+    delivery: &'a Delivery,
+    page: PageId,
+    url: NormalizedUrl,
+}
+
+/// `If-None-Match` / `If-Modified-Since` from the last fetch, when there is content to keep.
+fn validators(prev: &Previous) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let (Some(scraped), Some(_)) = (&prev.scraped, &prev.changed) {
+        let pairs = [
+            (reqwest::header::IF_NONE_MATCH, &scraped.etag),
+            (reqwest::header::IF_MODIFIED_SINCE, &scraped.last_modified),
+        ];
+        for (name, value) in pairs {
+            if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+                headers.insert(name, v);
+            }
+        }
+    }
+    headers
 }
 
 fn refusal(e: &FetchError) -> ScrapeFailure {
@@ -531,7 +488,13 @@ impl Step<PageEvent> for Scraper {
             return Ok(());
         }
         let rate = u32::try_from(settings.crawl_rate_per_minute).unwrap_or(60);
-        self.scrape(&event, delivery, client, page, url, rate).await
+        let attempt = Attempt {
+            cause: &event,
+            delivery,
+            page,
+            url,
+        };
+        self.scrape(&attempt, client, rate).await
     }
 }
 

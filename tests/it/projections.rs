@@ -2,7 +2,7 @@
 
 use ai_cache::app::Role;
 use ai_cache::domain::content::{BlobRef, ContentHash};
-use ai_cache::domain::ids::{ClientId, PageId};
+use ai_cache::domain::ids::ClientId;
 use ai_cache::domain::url::NormalizedUrl;
 use ai_cache::events::Event;
 use ai_cache::events::clients::{
@@ -20,19 +20,7 @@ use crate::harness::TestApp;
 
 pub fn discovered(client: ClientId, url: &str) -> Event<PageEvent> {
     let url = NormalizedUrl::parse(url).expect("url");
-    let page = PageId::derive(client, &url);
-    Event::new(
-        client,
-        Some(page),
-        PageEvent::Discovered(Discovered {
-            url,
-            source: DiscoverySource::Manual,
-            sitemap_url: None,
-            lastmod: None,
-            changefreq: None,
-            priority: None,
-        }),
-    )
+    Discovered::bare(url, DiscoverySource::Manual).into_event(client)
 }
 
 async fn count(app: &TestApp, table: &str) -> i64 {
