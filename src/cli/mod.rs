@@ -1,6 +1,7 @@
 //! The `ai-cache` command line: one binary, a subcommand for every role and tool.
 
 mod dev;
+mod extract;
 mod sitemap;
 mod tenants;
 
@@ -71,6 +72,27 @@ pub enum Command {
     Secrets {
         #[command(subcommand)]
         command: tenants::SecretsCommand,
+    },
+    /// Print the Markdown the local generator makes of an HTML file.
+    Extract {
+        /// The page's URL (links are made absolute against it).
+        #[arg(long)]
+        url: String,
+        /// `markdown` (default) or `json` (Markdown plus metadata).
+        #[arg(long, default_value = "markdown")]
+        format: String,
+        file: PathBuf,
+    },
+    /// Score the local generator over a corpus of pages with expected extractions and write the
+    /// report (docs/EXTRACTION_QUALITY.md).
+    ExtractReport {
+        #[arg(
+            long,
+            default_value = "../shared/data/readability-test-pages/test-pages"
+        )]
+        corpus: PathBuf,
+        #[arg(long, default_value = "docs/EXTRACTION_QUALITY.md")]
+        out: PathBuf,
     },
     /// Measure the backbone on a throwaway local stack and print the figures.
     Bench {
@@ -150,6 +172,14 @@ impl Cli {
                 backbone.prepare().await?;
                 replay_projections(&backbone, name.as_deref()).await
             }
+            Command::Extract { url, format, file } => {
+                anyhow::ensure!(
+                    matches!(format.as_str(), "markdown" | "json"),
+                    "--format is markdown or json"
+                );
+                extract::extract(&file, &url, format == "json")
+            }
+            Command::ExtractReport { corpus, out } => extract::report(&corpus, &out),
             Command::Bench { events } => crate::bench::run(events).await,
         }
     }

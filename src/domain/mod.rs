@@ -4,6 +4,8 @@ pub mod client;
 pub mod content;
 pub mod html;
 pub mod ids;
+pub mod markdown;
 pub mod netaddr;
+pub mod quality;
 pub mod sitemap;
 pub mod url;

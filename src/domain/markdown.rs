@@ -1,0 +1,300 @@
+//! The local Markdown generator: main-content extraction (rs-trafilatura, the best-scoring
+//! Rust extractor on public benchmarks) and HTML→Markdown (htmd), with links made absolute,
+//! plus the page's metadata. Pure; CPU-bound (run it off the async threads).
+//!
+//! When the extractor finds text but no structured content it falls back to that text, and
+//! when it finds nothing, to the same main-content rule change detection uses
+//! ([`super::html::main_text`]), so a page never yields empty Markdown without reason.
+
+use scraper::{Html, Selector};
+use url::Url;
+
+use crate::events::pages::PageMetadata;
+
+/// Changes whenever the output for the same input can change: it is part of the Markdown
+/// stage's deduplication key, so bumping it and reprocessing regenerates every page.
+pub const GENERATOR_VERSION: &str = "local-1";
+
+/// Largest HTML input handled, in bytes (larger pages are cut: extraction time and memory
+/// grow with the input).
+pub const MAX_INPUT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Markdown and metadata of a page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generated {
+    pub markdown: String,
+    pub metadata: PageMetadata,
+}
+
+/// Tags whose content never belongs in the Markdown.
+const SKIP: [&str; 8] = [
+    "script", "style", "noscript", "iframe", "svg", "form", "button", "template",
+];
+
+/// Generates Markdown for the page at `page_url` from its HTML.
+pub fn generate(html: &str, page_url: &str) -> Generated {
+    let html = truncate(html, MAX_INPUT_BYTES);
+    let base = Url::parse(page_url).ok();
+    let options = rs_trafilatura::Options {
+        url: Some(page_url.to_owned()),
+        include_links: true,
+        include_images: true,
+        include_tables: true,
+        include_formatting: true,
+        ..Default::default()
+    };
+    let extracted = rs_trafilatura::extract_with_options(html, &options).ok();
+    let converter = htmd::HtmlToMarkdown::builder()
+        .skip_tags(SKIP.to_vec())
+        .build();
+    let from_html = extracted
+        .as_ref()
+        .and_then(|r| r.content_html.as_deref())
+        .filter(|h| !h.trim().is_empty())
+        .and_then(|h| converter.convert(h).ok())
+        .filter(|md| !md.trim().is_empty());
+    let body = match from_html {
+        Some(md) => md,
+        None => {
+            let text = extracted
+                .as_ref()
+                .map(|r| r.content_text.clone())
+                .filter(|t| !t.trim().is_empty());
+            paragraphs(&text.unwrap_or_else(|| super::html::main_text(html)))
+        }
+    };
+    let mut markdown = absolutize(&body, base.as_ref());
+    // Images of the main content that the extractor reported but left out of its HTML: the
+    // hero image and images described in words (icons and decorations have no such alt).
+    let described = |i: &&rs_trafilatura::ImageData| {
+        i.is_hero
+            || i.alt
+                .as_deref()
+                .is_some_and(|a| a.split_whitespace().count() >= 3)
+    };
+    for image in extracted
+        .iter()
+        .flat_map(|r| &r.images)
+        .filter(described)
+        .take(5)
+    {
+        let src = base
+            .as_ref()
+            .and_then(|b| b.join(&image.src).ok())
+            .map_or(image.src.clone(), |u| u.to_string());
+        if !image.src.is_empty() && !markdown.contains(&src) {
+            let alt = image
+                .alt
+                .as_deref()
+                .or(image.caption.as_deref())
+                .unwrap_or("")
+                .replace(['[', ']'], "");
+            markdown.push_str(&format!("\n\n![{alt}]({src})"));
+        }
+    }
+    let markdown = tidy(&markdown);
+    let metadata = metadata(html, extracted.as_ref().map(|r| &r.metadata), base.as_ref());
+    Generated { markdown, metadata }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Plain text as Markdown paragraphs (special characters escaped).
+fn paragraphs(text: &str) -> String {
+    text.split("\n\n")
+        .flat_map(|block| block.lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| rs_trafilatura::markdown::escape_markdown(l, false))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// Makes the targets of `](...)` links and images absolute against `base`.
+fn absolutize(md: &str, base: Option<&Url>) -> String {
+    let Some(base) = base else {
+        return md.to_owned();
+    };
+    let mut out = String::with_capacity(md.len() + 64);
+    let mut rest = md;
+    while let Some(at) = rest.find("](") {
+        out.push_str(&rest[..at + 2]);
+        rest = &rest[at + 2..];
+        let end = rest.find([')', ' ', '\n']).unwrap_or(rest.len());
+        let (target, tail) = rest.split_at(end);
+        let target = target.trim_start_matches('<').trim_end_matches('>');
+        match base.join(target) {
+            Ok(abs) if !target.is_empty() && !target.starts_with("mailto:") => {
+                out.push_str(abs.as_str())
+            }
+            _ => out.push_str(target),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// At most one blank line in a row, no trailing blank lines.
+fn tidy(md: &str) -> String {
+    let mut out = String::with_capacity(md.len());
+    let mut blank = 0;
+    for line in md.lines() {
+        if line.trim().is_empty() {
+            blank += 1;
+            if blank > 1 {
+                continue;
+            }
+        } else {
+            blank = 0;
+        }
+        let line = line.trim_end_matches(|c: char| c.is_whitespace() && c != ' ');
+        if line.trim_start().starts_with('|') {
+            // Table rows come padded to column width: the padding carries nothing.
+            out.push_str(&line.split_whitespace().collect::<Vec<_>>().join(" "));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    let trimmed = out.trim();
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("{trimmed}\n")
+    }
+}
+
+fn metadata(
+    html: &str,
+    found: Option<&rs_trafilatura::Metadata>,
+    base: Option<&Url>,
+) -> PageMetadata {
+    let doc = Html::parse_document(truncate(html, 512 * 1024));
+    let attr = |css: &str, name: &str| -> Option<String> {
+        let sel = Selector::parse(css).ok()?;
+        doc.select(&sel)
+            .find_map(|e| e.value().attr(name))
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let text = |css: &str| -> Option<String> {
+        let sel = Selector::parse(css).ok()?;
+        doc.select(&sel)
+            .next()
+            .map(|e| {
+                e.text()
+                    .collect::<String>()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|v| !v.is_empty())
+    };
+    let canonical = attr("link[rel=canonical]", "href").and_then(|h| match base {
+        Some(b) => b.join(&h).ok().map(|u| u.to_string()),
+        None => Some(h),
+    });
+    PageMetadata {
+        title: found
+            .and_then(|m| m.title.clone())
+            .or_else(|| attr("meta[property='og:title']", "content"))
+            .or_else(|| text("title")),
+        description: found
+            .and_then(|m| m.description.clone())
+            .or_else(|| attr("meta[name=description]", "content"))
+            .or_else(|| attr("meta[property='og:description']", "content")),
+        language: attr("html", "lang").or_else(|| found.and_then(|m| m.language.clone())),
+        canonical_url: canonical,
+        published_time: attr("meta[property='article:published_time']", "content")
+            .or_else(|| found.and_then(|m| m.date).map(|d| d.to_rfc3339())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = r#"<!doctype html><html lang="en-GB"><head><title>Fallback title</title>
+        <meta name="description" content="What it says">
+        <link rel="canonical" href="/articles/1">
+        <meta property="article:published_time" content="2026-11-01T09:00:00Z"></head>
+        <body><nav><a href="/">Home</a><a href="/about">About</a></nav>
+        <main><article><h1>The article</h1>
+        <p>First paragraph with <a href="/other">a relative link</a> and <strong>bold</strong> text,
+        long enough to count as real content for an extractor that scores paragraphs.</p>
+        <h2>A section</h2><ul><li>one item</li><li>two items</li></ul>
+        <pre><code>let x = 1;</code></pre>
+        <table><tr><th>Name</th><th>Value</th></tr><tr><td>a</td><td>1</td></tr></table>
+        <blockquote><p>A quoted sentence that matters to the story.</p></blockquote>
+        <p><img src="/img/photo.jpg" alt="A photo of the thing"></p>
+        <p>A closing paragraph that also carries enough words to look like prose to the scorer.</p>
+        </article></main><footer>© 2026 Example, rendered at 10:00</footer>
+        <script>track()</script></body></html>"#;
+
+    #[test]
+    fn structure_is_kept_and_boilerplate_left_out() {
+        let g = generate(PAGE, "https://example.com/articles/1?utm=x");
+        let md = &g.markdown;
+        assert!(md.contains("# The article"), "{md}");
+        assert!(md.contains("## A section"), "{md}");
+        assert!(md.contains("one item") && md.contains("two items"), "{md}");
+        assert!(md.contains("let x = 1;"), "{md}");
+        assert!(md.contains("**bold**"), "{md}");
+        assert!(md.contains("> A quoted sentence"), "{md}");
+        assert!(
+            !md.contains("track()") && !md.contains("rendered at"),
+            "{md}"
+        );
+        assert!(!md.contains("About"), "navigation is left out: {md}");
+    }
+
+    #[test]
+    fn links_and_images_are_absolute() {
+        let md = generate(PAGE, "https://example.com/articles/1").markdown;
+        assert!(md.contains("(https://example.com/other)"), "{md}");
+        assert!(md.contains("https://example.com/img/photo.jpg"), "{md}");
+        assert!(
+            md.contains("A photo of the thing"),
+            "alt text is kept: {md}"
+        );
+    }
+
+    #[test]
+    fn metadata_is_extracted() {
+        let m = generate(PAGE, "https://example.com/articles/1").metadata;
+        assert_eq!(m.description.as_deref(), Some("What it says"));
+        assert_eq!(m.language.as_deref(), Some("en-GB"));
+        assert_eq!(
+            m.canonical_url.as_deref(),
+            Some("https://example.com/articles/1")
+        );
+        assert_eq!(m.published_time.as_deref(), Some("2026-11-01T09:00:00Z"));
+        assert!(m.title.is_some());
+    }
+
+    #[test]
+    fn empty_or_odd_input_gives_markdown_without_panicking() {
+        assert_eq!(generate("", "https://example.com/").markdown, "");
+        let g = generate("<p>only text</p>", "not a url");
+        assert!(g.markdown.contains("only text"), "{}", g.markdown);
+    }
+
+    #[test]
+    fn relative_targets_are_joined_and_others_kept() {
+        let base = Url::parse("https://a.example/x/y").expect("url");
+        assert_eq!(
+            absolutize("[a](../b) [m](mailto:x@y.z) ![i](/i.png)", Some(&base)),
+            "[a](https://a.example/b) [m](mailto:x@y.z) ![i](https://a.example/i.png)"
+        );
+    }
+}
