@@ -17,6 +17,8 @@ use crate::infra::http::HttpClient;
 use crate::infra::nats::Nats;
 use crate::infra::secrets::Secrets;
 use crate::infra::{db, streams};
+use crate::pipeline::markdown::MarkdownStage;
+use crate::pipeline::renderer::RendererStage;
 use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
 use crate::pipeline::scheduler;
 use crate::pipeline::scraper::{Scraper, ScraperConfig};
@@ -33,10 +35,21 @@ pub enum Role {
     Scraper,
     /// Asks for pages to be fetched again when they are due.
     Scheduler,
+    /// The Markdown stage: changed content to Markdown.
+    Markdown,
+    /// The renderer stage: Markdown to minimal HTML.
+    Renderer,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Api, Role::Projections, Role::Scraper, Role::Scheduler];
+    pub const ALL: [Role; 6] = [
+        Role::Api,
+        Role::Projections,
+        Role::Scraper,
+        Role::Scheduler,
+        Role::Markdown,
+        Role::Renderer,
+    ];
 }
 
 /// What the roles need besides the backbone.
@@ -164,6 +177,11 @@ pub async fn run_roles(
             tasks.spawn(async move { runner.run(shutdown).await.map_err(Into::into) });
         }
     }
+    let options = RuntimeOptions {
+        concurrency: setup.pipeline.stage_concurrency,
+        shutdown_grace: setup.shutdown_grace,
+        ..RuntimeOptions::default()
+    };
     if roles.contains(&Role::Scraper) {
         let config = ScraperConfig {
             max_body_bytes: setup.pipeline.scraper_max_bytes,
@@ -178,22 +196,45 @@ pub async fn run_roles(
                 .await
                 .map_err(|e| anyhow::anyhow!("starting the scraper: {e}"))?,
         );
-        let options = RuntimeOptions {
-            concurrency: setup.pipeline.stage_concurrency,
-            shutdown_grace: setup.shutdown_grace,
-            ..RuntimeOptions::default()
-        };
         for durable in ["scraper-discovered", "scraper-refresh"] {
-            let runtime = ConsumerRuntime::<PageEvent, _>::new(
-                backbone.nats.js.clone(),
+            spawn_stage(
+                &mut tasks,
+                backbone,
                 durable,
                 Arc::clone(&scraper),
                 options.clone(),
-            );
-            runtime.check().await?;
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move { runtime.run(shutdown).await.map_err(Into::into) });
+                &shutdown,
+            )
+            .await?;
         }
+    }
+    if roles.contains(&Role::Markdown) {
+        let blobs = BlobStore::open(&backbone.nats.js, setup.blob_max_bytes).await?;
+        let stage = MarkdownStage::new(&backbone.nats.js, blobs);
+        spawn_stage(
+            &mut tasks,
+            backbone,
+            "markdown",
+            stage,
+            options.clone(),
+            &shutdown,
+        )
+        .await?;
+    }
+    if roles.contains(&Role::Renderer) {
+        let blobs = BlobStore::open(&backbone.nats.js, setup.blob_max_bytes).await?;
+        let stage = RendererStage::new(&backbone.nats.js, blobs)
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the renderer: {e}"))?;
+        spawn_stage(
+            &mut tasks,
+            backbone,
+            "renderer",
+            stage,
+            options.clone(),
+            &shutdown,
+        )
+        .await?;
     }
     if roles.contains(&Role::Scheduler) {
         let (db, js) = (backbone.db.clone(), backbone.nats.js.clone());
@@ -218,6 +259,23 @@ pub async fn run_roles(
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Runs `step` on the durable consumer `durable` of PAGES, after checking the consumer exists.
+async fn spawn_stage<S: crate::pipeline::runtime::Step<PageEvent>>(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    backbone: &Backbone,
+    durable: &str,
+    step: S,
+    options: RuntimeOptions,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let runtime =
+        ConsumerRuntime::<PageEvent, _>::new(backbone.nats.js.clone(), durable, step, options);
+    runtime.check().await?;
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move { runtime.run(shutdown).await.map_err(Into::into) });
+    Ok(())
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM.

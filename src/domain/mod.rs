@@ -7,5 +7,6 @@ pub mod ids;
 pub mod markdown;
 pub mod netaddr;
 pub mod quality;
+pub mod render;
 pub mod sitemap;
 pub mod url;

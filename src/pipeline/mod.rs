@@ -6,7 +6,10 @@
 //! markdown, renderer and uploader stages are built on the same runtime.
 
 pub mod deadletter;
+pub mod history;
+pub mod markdown;
 pub mod politeness;
+pub mod renderer;
 pub mod robots;
 pub mod runtime;
 pub mod scheduler;

@@ -12,11 +12,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, stream::Stream};
+use async_nats::jetstream;
 use reqwest::header::{HeaderMap, HeaderValue};
 use sqlx::PgPool;
 use url::Url;
 
+use super::history::PageHistory;
 use super::politeness::{self, HostGates};
 use super::robots::{RobotsCache, Verdict};
 use super::runtime::{Delivery, Step, StepError};
@@ -24,9 +25,9 @@ use crate::domain::content::BlobRef;
 use crate::domain::html;
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::url::NormalizedUrl;
+use crate::events::Event;
 use crate::events::envelope::now;
 use crate::events::pages::*;
-use crate::events::{Event, subjects};
 use crate::infra::blobs::BlobStore;
 use crate::infra::http::{FetchError, Fetched, HttpClient};
 use crate::infra::publish::{Outgoing, Publisher};
@@ -48,7 +49,7 @@ pub struct Scraper {
     gates: HostGates,
     blobs: BlobStore,
     publisher: Publisher,
-    pages: Stream,
+    history: PageHistory,
     db: PgPool,
     max_body_bytes: usize,
 }
@@ -69,49 +70,35 @@ impl Scraper {
         blobs: BlobStore,
         config: &ScraperConfig,
     ) -> Result<Self, String> {
-        let pages = js.get_stream("PAGES").await.map_err(|e| e.to_string())?;
+        let history = PageHistory::open(js).await?;
         Ok(Self {
             robots: RobotsCache::new(http.clone(), &config.robots_agent, config.robots_ttl),
             gates: HostGates::new(config.per_host_concurrency),
             http,
             blobs,
             publisher: Publisher::new(js.clone()),
-            pages,
+            history,
             db,
             max_body_bytes: config.max_body_bytes,
         })
     }
 
-    /// The last event of `event_type` for the page, if any.
-    async fn last(
-        &self,
-        event_type: &str,
-        client: ClientId,
-        page: PageId,
-    ) -> Result<Option<PageEvent>, StepError> {
-        use async_nats::jetstream::stream::DirectGetErrorKind;
-        let subject = subjects::event_subject(event_type, client, Some(page));
-        match self.pages.direct_get_last_for_subject(subject).await {
-            Ok(msg) => Ok(Event::<PageEvent>::from_json(&msg.payload)
-                .ok()
-                .map(|e| e.payload)),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StepError::transient(format!(
-                "reading the page's history: {e}"
-            ))),
-        }
-    }
-
     async fn previous(&self, client: ClientId, page: PageId) -> Result<Previous, StepError> {
         let mut prev = Previous::default();
-        if let Some(PageEvent::Discovered(d)) = self.last("pages.discovered", client, page).await? {
+        if let Some(PageEvent::Discovered(d)) =
+            self.history.last("pages.discovered", client, page).await?
+        {
             prev.url = Some(d.url);
         }
-        if let Some(PageEvent::Scraped(s)) = self.last("pages.scraped", client, page).await? {
+        if let Some(PageEvent::Scraped(s)) =
+            self.history.last("pages.scraped", client, page).await?
+        {
             prev.scraped = Some(s);
         }
-        if let Some(PageEvent::ContentChanged(c)) =
-            self.last("pages.content_changed", client, page).await?
+        if let Some(PageEvent::ContentChanged(c)) = self
+            .history
+            .last("pages.content_changed", client, page)
+            .await?
         {
             prev.changed = Some(c);
         }

@@ -15,3 +15,4 @@ mod projections;
 mod runtime;
 mod scraper;
 mod sitemap_corpus;
+mod stages;

@@ -1,0 +1,91 @@
+//! The renderer stage: `pages.markdown_generated` in, `pages.html_rendered` out, under the key
+//! `rendered:<page>:<markdown hash>:<renderer version>`.
+
+use super::history::PageHistory;
+use super::runtime::{Delivery, Step, StepError};
+use crate::domain::render::{self, RENDERER_VERSION};
+use crate::events::Event;
+use crate::events::pages::{HtmlRendered, PageEvent};
+use crate::infra::blobs::BlobStore;
+use crate::infra::publish::{Outgoing, Publisher};
+
+/// The stage.
+pub struct RendererStage {
+    blobs: BlobStore,
+    publisher: Publisher,
+    history: PageHistory,
+}
+
+impl RendererStage {
+    pub async fn new(
+        js: &async_nats::jetstream::Context,
+        blobs: BlobStore,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            blobs,
+            publisher: Publisher::new(js.clone()),
+            history: PageHistory::open(js).await?,
+        })
+    }
+}
+
+impl Step<PageEvent> for RendererStage {
+    async fn handle(&self, event: Event<PageEvent>, _delivery: &Delivery) -> Result<(), StepError> {
+        let PageEvent::MarkdownGenerated(generated) = &event.payload else {
+            return Err(StepError::permanent(format!(
+                "the renderer does not handle {}",
+                event.event_type()
+            )));
+        };
+        let page = event
+            .meta
+            .page_id
+            .ok_or_else(|| StepError::permanent("page event without page_id"))?;
+        let markdown = self
+            .blobs
+            .get(&generated.markdown.hash)
+            .await
+            .map_err(StepError::transient)?
+            .ok_or_else(|| {
+                StepError::permanent(format!(
+                    "markdown {} is not in the blob store",
+                    generated.markdown.hash
+                ))
+            })?;
+        let url = self
+            .history
+            .url(event.meta.client_id, page)
+            .await?
+            .ok_or_else(|| StepError::permanent("the page has no URL in its history"))?;
+        // The Markdown variant is the same URL, asked for with `Accept: text/markdown`.
+        let html = render::render(
+            &String::from_utf8_lossy(&markdown),
+            &generated.metadata,
+            url.as_str(),
+            url.as_str(),
+        );
+        let blob = self
+            .blobs
+            .put(html.as_bytes())
+            .await
+            .map_err(StepError::transient)?;
+        let key = format!(
+            "rendered:{page}:{}:{RENDERER_VERSION}",
+            generated.markdown.hash
+        );
+        let out = Event::caused_by(
+            &event,
+            PageEvent::HtmlRendered(HtmlRendered {
+                html: blob,
+                markdown_hash: generated.markdown.hash.clone(),
+                renderer_version: RENDERER_VERSION.to_owned(),
+                page_version: generated.page_version,
+            }),
+        );
+        self.publisher
+            .publish(&Outgoing::keyed(out, key))
+            .await
+            .map_err(StepError::transient)?;
+        Ok(())
+    }
+}
