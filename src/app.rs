@@ -22,6 +22,7 @@ use crate::pipeline::renderer::RendererStage;
 use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
 use crate::pipeline::scheduler;
 use crate::pipeline::scraper::{Scraper, ScraperConfig};
+use crate::pipeline::uploader::Uploader;
 use crate::projections::{self, runtime::ProjectionRunner};
 
 /// A role a process can run. Any number of processes may run any subset of roles.
@@ -39,6 +40,8 @@ pub enum Role {
     Markdown,
     /// The renderer stage: Markdown to minimal HTML.
     Renderer,
+    /// The uploader stage: pages to the edge store, `pages.updated`.
+    Uploader,
 }
 
 impl Role {
@@ -235,6 +238,24 @@ pub async fn run_roles(
             &shutdown,
         )
         .await?;
+    }
+    if roles.contains(&Role::Uploader) {
+        let uploader = Arc::new(
+            Uploader::new(&backbone.nats.js, backbone.db.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("starting the uploader: {e}"))?,
+        );
+        for durable in ["uploader", "uploader-removed"] {
+            spawn_stage(
+                &mut tasks,
+                backbone,
+                durable,
+                Arc::clone(&uploader),
+                options.clone(),
+                &shutdown,
+            )
+            .await?;
+        }
     }
     if roles.contains(&Role::Scheduler) {
         let (db, js) = (backbone.db.clone(), backbone.nats.js.clone());

@@ -20,7 +20,7 @@ use crate::projections::{self, runtime};
 #[derive(Parser, Debug)]
 #[command(name = "ai-cache", version, propagate_version = true)]
 #[command(
-    after_help = "Roles (for `run --roles`): api, projections, scraper, scheduler, markdown, renderer.\n\
+    after_help = "Roles (for `run --roles`): api, projections, scraper, scheduler, markdown, renderer, uploader.\n\
     Configuration comes from the environment (see .env.example); every variable is also a flag."
 )]
 pub struct Cli {
@@ -38,7 +38,7 @@ pub enum Command {
     /// Run chosen roles against the configured NATS and Postgres (production).
     Run {
         /// Roles to run, comma-separated.
-        #[arg(long, env = "ROLES", value_delimiter = ',', default_values = ["api", "projections", "scraper", "scheduler", "markdown", "renderer"])]
+        #[arg(long, env = "ROLES", value_delimiter = ',', default_values = ["api", "projections", "scraper", "scheduler", "markdown", "renderer", "uploader"])]
         roles: Vec<Role>,
     },
     /// Apply the database migrations.

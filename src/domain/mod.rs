@@ -4,6 +4,7 @@ pub mod client;
 pub mod content;
 pub mod html;
 pub mod ids;
+pub mod kv_key;
 pub mod markdown;
 pub mod netaddr;
 pub mod quality;

@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod db;
+pub mod edge_store;
 pub mod http;
 pub mod localstack;
 pub mod nats;

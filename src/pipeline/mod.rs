@@ -14,3 +14,4 @@ pub mod robots;
 pub mod runtime;
 pub mod scheduler;
 pub mod scraper;
+pub mod uploader;

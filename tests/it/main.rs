@@ -7,6 +7,7 @@ mod cli;
 mod clients;
 mod dev;
 mod discovery;
+mod end_to_end;
 mod events;
 mod harness;
 mod origin;
