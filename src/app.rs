@@ -114,7 +114,7 @@ pub fn discovery(fetch: &FetchConfig) -> anyhow::Result<Discovery> {
 }
 
 /// Everything the API role needs; refuses to start without a master key or a Fernet key.
-pub fn api_state(
+pub async fn api_state(
     backbone: &Backbone,
     config: &ApiConfig,
     fetch: &FetchConfig,
@@ -140,6 +140,11 @@ pub fn api_state(
         max_body_bytes: config.max_body_bytes,
         discovery: discovery(fetch)?,
         schedule_min_secs: pipeline.scheduler_min_interval_secs,
+        blobs: BlobStore::open(
+            &backbone.nats.js,
+            pipeline.scraper_max_bytes.max(16 << 20) as u64,
+        )
+        .await?,
         importer: Importer::new(
             backbone.db.clone(),
             backbone.nats.js.clone(),

@@ -49,6 +49,8 @@ pub struct AppState {
     pub importer: crate::commands::discovery::Importer,
     /// The scheduler's shortest refresh interval, for `next_due_at` in page state.
     pub schedule_min_secs: i64,
+    /// Page contents (raw HTML, Markdown, rendered HTML).
+    pub blobs: crate::infra::blobs::BlobStore,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -96,6 +98,7 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(pages::add))
         .routes(routes!(pages::refresh))
         .routes(routes!(pages::refresh_client))
+        .routes(routes!(pages::content))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

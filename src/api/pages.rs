@@ -238,3 +238,55 @@ async fn request_refresh(
     }
     Ok(pages.len())
 }
+
+/// `?format=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ContentQuery {
+    /// `markdown` (default), `html` (the minimal HTML) or `raw` (the fetched HTML, as UTF-8).
+    pub format: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/pages/{id}/content", tag = "pages", params(("id" = Uuid, Path), ContentQuery),
+    responses((status = 200, description = "the content", content_type = "text/markdown"), (status = 400), (status = 403), (status = 404)),
+    security(("api_key" = [])))]
+/// A page's Markdown, minimal HTML or raw HTML (master key, or its client's `read` key).
+pub async fn content(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<ContentQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let page = read::find(&state.db, id, state.schedule_min_secs)
+        .await?
+        .ok_or_else(page_not_found)?;
+    principal
+        .require(page.client_id, Scope::Read)
+        .map_err(|_| page_not_found())?;
+    let format = q.format.as_deref().unwrap_or("markdown");
+    let (hash, content_type) = match format {
+        "markdown" => (&page.markdown_hash, "text/markdown; charset=utf-8"),
+        "html" => (&page.simple_html_hash, "text/html; charset=utf-8"),
+        "raw" => (&page.content_hash, "text/html; charset=utf-8"),
+        other => {
+            return Err(ApiError::InvalidQuery {
+                message: format!("format {other:?}: expected markdown, html or raw"),
+            });
+        }
+    };
+    let hash = hash
+        .as_deref()
+        .ok_or_else(|| ApiError::NotFound(format!("the page has no {format} content yet")))?;
+    let hash = crate::domain::content::ContentHash::parse(hash)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let bytes = state
+        .blobs
+        .get(&hash)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("the page's {format} content is no longer stored"))
+        })?;
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response())
+}

@@ -217,7 +217,7 @@ async fn api_if_wanted(
     if !roles.contains(&Role::Api) {
         return Ok(None);
     }
-    let state = app::api_state(backbone, &config.api, &config.fetch, &config.pipeline)?;
+    let state = app::api_state(backbone, &config.api, &config.fetch, &config.pipeline).await?;
     let listener = tokio::net::TcpListener::bind(config.bind_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind_addr))?;

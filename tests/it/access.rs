@@ -349,6 +349,7 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
         "POST /api/v1/clients/{id}/pages",
         "POST /api/v1/pages/{id}/refresh",
         "POST /api/v1/clients/{id}/refresh",
+        "GET /api/v1/pages/{id}/content",
     ]
     .into_iter()
     .map(String::from)

@@ -497,6 +497,7 @@ async fn client_keys_reach_only_their_own_pages_and_imports() {
         with_key(Method::POST, "/api/v1/sitemap/import".into()).json(&json!({"client_id": b, "sitemap_url": origin.url("/sitemap-01.xml")})),
         with_key(Method::POST, format!("/api/v1/pages/{b_page}/refresh")),
         with_key(Method::POST, format!("/api/v1/clients/{b}/refresh")),
+        with_key(Method::GET, format!("/api/v1/pages/{b_page}/content?format=raw")),
         with_key(Method::POST, "/api/v1/sitemap/parse".into()).json(&json!({"sitemap_url": origin.url("/sitemap-01.xml").replace("site.test", "other.test")})),
     ];
     for req in refused {

@@ -220,6 +220,7 @@ impl TestApp {
                 &options.fetch_config(),
                 &options.pipeline_config(),
             )
+            .await
             .expect("api state");
             Some((listener, state))
         } else {
