@@ -352,11 +352,12 @@ pub async fn delete(
     principal.require_master()?;
     let deleted = state.tenants.delete(ClientId::from_uuid(id)).await?;
     Ok(Json(Deleted {
-        message: "Client deleted: its pages, visits, API keys and events are gone".into(),
+        message: "Client deleted: its pages, visits, API keys, events and built-in edge store entries are gone".into(),
         id,
         deleted,
         not_deleted: vec![
             "blobs (raw HTML, Markdown, HTML) are content-addressed and may be shared with other clients; they stay in the blob store".into(),
+            "keys in the client's own Cloudflare Workers KV namespace are not touched (ai-cache does not upload to Cloudflare yet)".into(),
         ],
     }))
 }

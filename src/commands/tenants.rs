@@ -92,6 +92,8 @@ pub struct ClientPatch {
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DeleteReport {
     pub pages_deleted: u64,
+    /// Entries removed from the built-in edge store.
+    pub edge_keys_deleted: u64,
     pub visits_deleted: u64,
     pub api_keys_deleted: u64,
     pub events_purged: u64,
@@ -248,6 +250,11 @@ impl Tenants {
             .bind(id.as_uuid())
             .fetch_one(&mut *tx)
             .await?;
+        // The client's pages, for their edge store entries (before their rows go).
+        let urls: Vec<String> = sqlx::query_scalar("SELECT url FROM pages WHERE client_id = $1")
+            .bind(id.as_uuid())
+            .fetch_all(&mut *tx)
+            .await?;
         let event = Event::new(
             id,
             None,
@@ -279,6 +286,27 @@ impl Tenants {
             let end = self.stream_end(stream).await?;
             wait_for(&self.db, projection, end, self.timeout).await?;
         }
+        let edge = crate::infra::edge_store::EdgeStore::open(&self.js)
+            .await
+            .map_err(|e| TenantError::Stream(e.to_string()))?;
+        let mut edge_keys_deleted = 0;
+        for url in urls
+            .iter()
+            .filter_map(|u| crate::domain::url::NormalizedUrl::parse(u).ok())
+        {
+            let key = crate::domain::kv_key::kv_key(&url);
+            if edge
+                .get(&key)
+                .await
+                .map_err(|e| TenantError::Stream(e.to_string()))?
+                .is_some()
+            {
+                edge.delete(&key)
+                    .await
+                    .map_err(|e| TenantError::Stream(e.to_string()))?;
+                edge_keys_deleted += 1;
+            }
+        }
         let pages = sqlx::query("DELETE FROM pages WHERE client_id = $1")
             .bind(id.as_uuid())
             .execute(&mut *tx)
@@ -293,6 +321,7 @@ impl Tenants {
         tx.commit().await?;
         Ok(DeleteReport {
             pages_deleted: pages.rows_affected(),
+            edge_keys_deleted,
             visits_deleted: visits.rows_affected(),
             api_keys_deleted: u64::try_from(keys).unwrap_or_default(),
             events_purged: purged,
