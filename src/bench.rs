@@ -42,6 +42,7 @@ pub async fn run(events: usize) -> anyhow::Result<()> {
     println!("(nats-server and PostgreSQL on this machine, file storage, fsync on)");
 
     let raw = raw_publish(&backbone.nats.js, events, 1024).await?;
+    let raw_ceiling = raw;
     println!(
         "{:<58} {:>10.0} msg/s   (ceiling)",
         "raw JetStream publish, 1 KiB, 512 in flight", raw
@@ -83,7 +84,9 @@ pub async fn run(events: usize) -> anyhow::Result<()> {
         tokio::spawn(async move { runner.run(stop).await });
     }
     sitemap_import(&backbone).await?;
-    scrape(&backbone, 2000).await?;
+    let scraped = scrape(&backbone, 2000).await?;
+    let stages = stages(&backbone, scraped).await?;
+    pipeline(&backbone, &scraped, stages, 1000, raw_ceiling).await?;
     projectors.cancel();
     drop(backbone);
     drop(pg);
@@ -260,7 +263,15 @@ fn bench_page(i: usize) -> String {
     )
 }
 
-async fn scrape(backbone: &Backbone, pages: usize) -> anyhow::Result<()> {
+/// What the scrape section leaves for the next ones.
+#[derive(Clone, Copy)]
+struct Scraped {
+    client: ClientId,
+    port: u16,
+    pages: usize,
+}
+
+async fn scrape(backbone: &Backbone, pages: usize) -> anyhow::Result<Scraped> {
     use crate::commands::tenants::{NewClient, Tenants};
     use crate::domain::client::SettingsPatch;
     use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
@@ -395,6 +406,198 @@ async fn scrape(backbone: &Backbone, pages: usize) -> anyhow::Result<()> {
         pages as f64 / secs,
         cpu * 1000.0 / pages as f64,
         produced
+    );
+    Ok(Scraped {
+        client,
+        port,
+        pages,
+    })
+}
+
+/// Waits until the named consumer has nothing pending or in flight (10 minutes at most).
+async fn drained(backbone: &Backbone, consumer: &str) -> anyhow::Result<()> {
+    let stream = backbone.nats.js.get_stream("PAGES").await?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let info = stream.consumer_info(consumer).await?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{consumer} did not drain in 10 minutes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn updated_count(backbone: &Backbone) -> anyhow::Result<u64> {
+    let stream = backbone.nats.js.get_stream("PAGES").await?;
+    let info = stream.info_with_subjects("pages.updated.>").await?;
+    Ok(futures::StreamExt::fold(info, 0u64, |n, r| async move {
+        n + r.map(|(_, c)| c as u64).unwrap_or(0)
+    })
+    .await)
+}
+
+/// The markdown, renderer and uploader stages, running until the token is cancelled.
+async fn start_stages(backbone: &Backbone) -> anyhow::Result<tokio_util::sync::CancellationToken> {
+    use crate::pipeline::markdown::MarkdownStage;
+    use crate::pipeline::renderer::RendererStage;
+    use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
+    use crate::pipeline::uploader::Uploader;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let options = RuntimeOptions {
+        concurrency: 32,
+        ..RuntimeOptions::default()
+    };
+    let blobs = crate::infra::blobs::BlobStore::open(&backbone.nats.js, 16 << 20).await?;
+    let js = backbone.nats.js.clone();
+    let markdown = ConsumerRuntime::<PageEvent, _>::new(
+        js.clone(),
+        "markdown",
+        MarkdownStage::new(&js, blobs.clone()),
+        options.clone(),
+    );
+    let renderer = ConsumerRuntime::<PageEvent, _>::new(
+        js.clone(),
+        "renderer",
+        RendererStage::new(&js, blobs)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?,
+        options.clone(),
+    );
+    let uploader = ConsumerRuntime::<PageEvent, _>::new(
+        js.clone(),
+        "uploader",
+        Uploader::new(&js, backbone.db.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?,
+        options,
+    );
+    let (s1, s2, s3) = (stop.clone(), stop.clone(), stop.clone());
+    tokio::spawn(async move { markdown.run(s1).await });
+    tokio::spawn(async move { renderer.run(s2).await });
+    tokio::spawn(async move { uploader.run(s3).await });
+    Ok(stop)
+}
+
+/// Markdown → render → upload for the pages the scrape section left.
+async fn stages(
+    backbone: &Backbone,
+    scraped: Scraped,
+) -> anyhow::Result<tokio_util::sync::CancellationToken> {
+    let before = updated_count(backbone).await?;
+    let cpu = cpu_seconds();
+    let started = Instant::now();
+    let stop = start_stages(backbone).await?;
+    for consumer in ["markdown", "renderer", "uploader"] {
+        drained(backbone, consumer).await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu;
+    let updated = updated_count(backbone).await? - before;
+    anyhow::ensure!(
+        updated == scraped.pages as u64,
+        "{updated} pages.updated for {} pages: not a valid run",
+        scraped.pages
+    );
+    println!(
+        "{:<58} {:>10.0} pages/s  ({:.2} ms CPU per page; {updated} pages.updated)",
+        format!(
+            "markdown → render → upload, {} pages, 32 in flight each",
+            scraped.pages
+        ),
+        scraped.pages as f64 / secs,
+        cpu * 1000.0 / scraped.pages as f64
+    );
+    Ok(stop)
+}
+
+/// Discovery to `pages.updated` with every stage running.
+async fn pipeline(
+    backbone: &Backbone,
+    scraped: &Scraped,
+    stages: tokio_util::sync::CancellationToken,
+    pages: usize,
+    ceiling: f64,
+) -> anyhow::Result<()> {
+    use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
+    let before = updated_count(backbone).await?;
+    let http_config = crate::infra::http::HttpConfig {
+        resolve: (0..100)
+            .map(|h| {
+                (
+                    format!("h{h}.bench.test"),
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                )
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let blobs = crate::infra::blobs::BlobStore::open(&backbone.nats.js, 16 << 20).await?;
+    let config = crate::pipeline::scraper::ScraperConfig {
+        max_body_bytes: 1 << 20,
+        per_host_concurrency: 2,
+        robots_agent: "ai-cache".into(),
+        robots_ttl: std::time::Duration::from_secs(3600),
+    };
+    let scraper = crate::pipeline::scraper::Scraper::new(
+        &backbone.nats.js,
+        crate::infra::http::HttpClient::new(&http_config)?,
+        backbone.db.clone(),
+        blobs,
+        &config,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let events: Vec<_> = (0..pages)
+        .map(|i| {
+            let n = scraped.pages + i;
+            let url = NormalizedUrl::parse(&format!(
+                "http://h{}.bench.test:{}/p/{n}",
+                n % 100,
+                scraped.port
+            ))
+            .expect("url");
+            Outgoing::unique(
+                Discovered::bare(url, DiscoverySource::Manual).into_event(scraped.client),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    Publisher::new(backbone.nats.js.clone())
+        .publish_all(&events)
+        .await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let runtime = ConsumerRuntime::<PageEvent, _>::new(
+        backbone.nats.js.clone(),
+        "bench-scraper",
+        scraper,
+        RuntimeOptions {
+            concurrency: 64,
+            ..RuntimeOptions::default()
+        },
+    );
+    let s = stop.clone();
+    tokio::spawn(async move { runtime.run(s).await });
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    while updated_count(backbone).await? - before < pages as u64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the pipeline did not finish in 10 minutes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    stop.cancel();
+    stages.cancel();
+    let rate = pages as f64 / secs;
+    println!(
+        "{:<58} {:>10.0} pages/s  ({:.3}% of the raw publish ceiling; ~7 events per page)",
+        format!("whole pipeline, discovery → pages.updated, {pages} new pages"),
+        rate,
+        100.0 * rate / ceiling
     );
     Ok(())
 }
