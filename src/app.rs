@@ -17,12 +17,13 @@ use crate::infra::http::HttpClient;
 use crate::infra::nats::Nats;
 use crate::infra::secrets::Secrets;
 use crate::infra::{db, streams};
+use crate::pipeline::kv_batch::KvBatcher;
 use crate::pipeline::markdown::MarkdownStage;
 use crate::pipeline::renderer::RendererStage;
 use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
 use crate::pipeline::scheduler;
 use crate::pipeline::scraper::{Scraper, ScraperConfig};
-use crate::pipeline::uploader::Uploader;
+use crate::pipeline::uploader::{Cloudflare, Uploader};
 use crate::projections::{self, runtime::ProjectionRunner};
 
 /// A role a process can run. Any number of processes may run any subset of roles.
@@ -63,6 +64,8 @@ pub struct Setup {
     pub pipeline: PipelineConfig,
     pub blob_max_bytes: u64,
     pub shutdown_grace: std::time::Duration,
+    /// The Fernet keys, for the uploader to decrypt Cloudflare tokens (None: not configured).
+    pub secrets: Option<Arc<Secrets>>,
 }
 
 /// Connections to NATS and Postgres.
@@ -245,8 +248,20 @@ pub async fn run_roles(
         .await?;
     }
     if roles.contains(&Role::Uploader) {
+        let blobs = BlobStore::open(&backbone.nats.js, setup.blob_max_bytes).await?;
+        let kv = crate::infra::cloudflare::KvClient::new(
+            &setup.pipeline.cloudflare_api_base,
+            std::time::Duration::from_secs(60),
+        )?;
+        let cloudflare = setup.secrets.clone().map(|secrets| Cloudflare {
+            batcher: KvBatcher::start(
+                kv,
+                std::time::Duration::from_millis(setup.pipeline.cloudflare_batch_ms),
+            ),
+            secrets,
+        });
         let uploader = Arc::new(
-            Uploader::new(&backbone.nats.js, backbone.db.clone())
+            Uploader::new(&backbone.nats.js, backbone.db.clone(), blobs, cloudflare)
                 .await
                 .map_err(|e| anyhow::anyhow!("starting the uploader: {e}"))?,
         );

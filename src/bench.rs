@@ -470,9 +470,14 @@ async fn start_stages(backbone: &Backbone) -> anyhow::Result<tokio_util::sync::C
     let uploader = ConsumerRuntime::<PageEvent, _>::new(
         js.clone(),
         "uploader",
-        Uploader::new(&js, backbone.db.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?,
+        Uploader::new(
+            &js,
+            backbone.db.clone(),
+            crate::infra::blobs::BlobStore::open(&js, 16 << 20).await?,
+            None,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?,
         options,
     );
     let (s1, s2, s3) = (stop.clone(), stop.clone(), stop.clone());

@@ -188,6 +188,18 @@ pub struct PipelineConfig {
     #[arg(long, env = "SCHEDULER_INTERVAL_SECS", default_value_t = 30)]
     pub scheduler_interval_secs: u64,
 
+    /// The Cloudflare API root (tests and proxies point it elsewhere).
+    #[arg(
+        long,
+        env = "CLOUDFLARE_API_BASE",
+        default_value = "https://api.cloudflare.com/client/v4"
+    )]
+    pub cloudflare_api_base: String,
+
+    /// Milliseconds a Cloudflare write waits for other pages' writes to share its request.
+    #[arg(long, env = "CLOUDFLARE_BATCH_MS", default_value_t = 200)]
+    pub cloudflare_batch_ms: u64,
+
     /// Shortest refresh interval a sitemap changefreq can bring (seconds).
     #[arg(long, env = "SCHEDULER_MIN_INTERVAL_SECS", default_value_t = 3600)]
     pub scheduler_min_interval_secs: i64,

@@ -205,6 +205,12 @@ pub(crate) fn setup(
         pipeline: config.pipeline.clone(),
         blob_max_bytes: config.blob_max_bytes,
         shutdown_grace: std::time::Duration::from_secs(config.shutdown_grace_secs),
+        secrets: crate::infra::secrets::Secrets::from_config(
+            config.api.fernet_keys.as_deref(),
+            config.api.fernet_key.as_deref(),
+        )
+        .ok()
+        .map(std::sync::Arc::new),
     }
 }
 

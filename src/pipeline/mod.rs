@@ -7,6 +7,7 @@
 
 pub mod deadletter;
 pub mod history;
+pub mod kv_batch;
 pub mod markdown;
 pub mod politeness;
 pub mod renderer;

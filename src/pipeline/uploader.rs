@@ -8,22 +8,29 @@
 //! re-rendering of the same content publishes it twice. A rendering that is no longer the
 //! page's latest is not uploaded.
 //!
-//! Edge stores: the built-in one. Clients whose edge target is Cloudflare get a permanent,
-//! visible failure (dead letter, with the reason) until the Cloudflare Workers KV uploader
-//! exists: their content is never silently put elsewhere.
+//! Edge stores: Cloudflare Workers KV for clients with Cloudflare credentials (edge target
+//! `cloudflare`, or `auto` with all three fields), keys `md:<key>` and `html:<key>`, written in
+//! bulk requests batched across the client's pages ([`super::kv_batch`]); the built-in store
+//! for everyone else. A Cloudflare client's content never silently goes elsewhere.
+
+use std::sync::Arc;
 
 use sqlx::PgPool;
 
 use super::history::PageHistory;
+use super::kv_batch::KvBatcher;
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::content::BlobRef;
 use crate::domain::ids::{ClientId, PageId};
-use crate::domain::kv_key::kv_key;
+use crate::domain::kv_key::{html_key, kv_key, markdown_key};
 use crate::events::Event;
 use crate::events::envelope::now;
 use crate::events::pages::{EdgeStore as EdgeKind, HtmlRendered, KvUploaded, PageEvent, Updated};
+use crate::infra::blobs::BlobStore;
+use crate::infra::cloudflare::{KvError, KvTarget, Pair, check};
 use crate::infra::edge_store::{EdgeStore, Manifest};
 use crate::infra::publish::{Outgoing, Publisher};
+use crate::infra::secrets::Secrets;
 use crate::projections::clients::{self as clients_read, ClientRow};
 
 /// The stage.
@@ -32,29 +39,117 @@ pub struct Uploader {
     publisher: Publisher,
     history: PageHistory,
     db: PgPool,
+    blobs: BlobStore,
+    cloudflare: Option<Cloudflare>,
+}
+
+/// What uploading to Cloudflare needs: the batcher and the keys to decrypt client tokens.
+pub struct Cloudflare {
+    pub batcher: KvBatcher,
+    pub secrets: Arc<Secrets>,
 }
 
 impl Uploader {
-    pub async fn new(js: &async_nats::jetstream::Context, db: PgPool) -> Result<Self, String> {
+    pub async fn new(
+        js: &async_nats::jetstream::Context,
+        db: PgPool,
+        blobs: BlobStore,
+        cloudflare: Option<Cloudflare>,
+    ) -> Result<Self, String> {
         Ok(Self {
             edge: EdgeStore::open(js).await.map_err(|e| e.to_string())?,
             publisher: Publisher::new(js.clone()),
             history: PageHistory::open(js).await?,
             db,
+            blobs,
+            cloudflare,
         })
     }
 
-    /// Where the client's pages go; Cloudflare is refused for now (see the module doc).
-    fn target(client: &ClientRow) -> Result<EdgeKind, StepError> {
+    /// The client's Cloudflare namespace, its token decrypted.
+    fn kv_target(&self, client: &ClientRow) -> Result<(&Cloudflare, KvTarget), StepError> {
+        let cf = self.cloudflare.as_ref().ok_or_else(|| {
+            StepError::permanent(
+                "no Fernet key is configured to decrypt the client's Cloudflare token",
+            )
+        })?;
+        let token = client
+            .cloudflare_api_token_encrypted
+            .as_ref()
+            .ok_or_else(|| StepError::permanent("the client has no Cloudflare token"))?;
+        let token = cf
+            .secrets
+            .decrypt(&String::from_utf8_lossy(token))
+            .map_err(StepError::permanent)?;
+        let target = KvTarget {
+            account_id: client.cloudflare_account_id.clone().unwrap_or_default(),
+            namespace_id: client
+                .cloudflare_kv_namespace_id
+                .clone()
+                .unwrap_or_default(),
+            token,
+        };
+        Ok((cf, target))
+    }
+
+    /// Where the client's pages go.
+    fn target(client: &ClientRow) -> EdgeKind {
         let has_cloudflare = client.cloudflare_account_id.is_some()
             && client.cloudflare_api_token_encrypted.is_some()
             && client.cloudflare_kv_namespace_id.is_some();
         match (client.edge_target.as_str(), has_cloudflare) {
-            ("builtin", _) | ("auto", false) => Ok(EdgeKind::Builtin),
-            _ => Err(StepError::permanent(
-                "uploading to Cloudflare Workers KV is not available yet: set the client's edge_target to builtin to serve from the built-in edge store",
-            )),
+            ("builtin", _) | ("auto", false) => EdgeKind::Builtin,
+            _ => EdgeKind::Cloudflare,
         }
+    }
+
+    /// Writes the page's Markdown and HTML to the client's Cloudflare namespace.
+    async fn to_cloudflare(
+        &self,
+        client: &ClientRow,
+        manifest: &Manifest,
+    ) -> Result<(), StepError> {
+        let (cf, target) = self.kv_target(client)?;
+        let read = |blob: &BlobRef| {
+            let blob = blob.clone();
+            async move {
+                self.blobs
+                    .get(&blob.hash)
+                    .await
+                    .map_err(StepError::transient)?
+                    .ok_or_else(|| {
+                        StepError::permanent(format!("{} is not in the blob store", blob.hash))
+                    })
+            }
+        };
+        let (markdown, html) = (read(&manifest.markdown).await?, read(&manifest.html).await?);
+        // Metadata stays under Cloudflare's 1,024 bytes: the URL is cut if it must be.
+        let source: String = manifest.source_url.chars().take(400).collect();
+        let meta = |content_type: &str, hash: &BlobRef| {
+            serde_json::json!({
+                "content_type": content_type, "source_url": source, "hash": hash.hash,
+                "version": manifest.page_version, "updated_at": manifest.updated_at,
+            })
+        };
+        let pairs = vec![
+            Pair {
+                key: markdown_key(&manifest.key),
+                value: String::from_utf8_lossy(&markdown).into_owned(),
+                metadata: meta("text/markdown; charset=utf-8", &manifest.markdown),
+            },
+            Pair {
+                key: html_key(&manifest.key),
+                value: String::from_utf8_lossy(&html).into_owned(),
+                metadata: meta("text/html; charset=utf-8", &manifest.html),
+            },
+        ];
+        for pair in &pairs {
+            check(pair).map_err(StepError::permanent)?;
+        }
+        cf.batcher
+            .write(manifest.client_id, target, pairs)
+            .await
+            .map_err(kv_step_error)
     }
 
     async fn client(&self, client: ClientId) -> Result<Option<ClientRow>, StepError> {
@@ -73,7 +168,7 @@ impl Uploader {
         let Some(row) = self.client(client).await? else {
             return Ok(());
         };
-        let store = Self::target(&row)?;
+        let store = Self::target(&row);
         let last = |t| self.history.last(t, client, page);
         if let Some(PageEvent::HtmlRendered(latest)) = last("pages.html_rendered").await?
             && latest.html.hash != rendered.html.hash
@@ -119,10 +214,14 @@ impl Uploader {
             page_version: rendered.page_version,
             updated_at: now(),
         };
-        self.edge
-            .put(&manifest)
-            .await
-            .map_err(StepError::transient)?;
+        match store {
+            EdgeKind::Builtin => self
+                .edge
+                .put(&manifest)
+                .await
+                .map_err(StepError::transient)?,
+            EdgeKind::Cloudflare => self.to_cloudflare(&row, &manifest).await?,
+        }
         let (md, html) = (&markdown.hash, &rendered.html.hash);
         let uploaded = Event::caused_by(
             event,
@@ -169,14 +268,29 @@ impl Uploader {
         let Some(row) = self.client(client).await? else {
             return Ok(());
         };
-        Self::target(&row)?;
-        if let Some(url) = self.history.url(client, page).await? {
-            self.edge
-                .delete(&kv_key(&url))
-                .await
-                .map_err(StepError::transient)?;
+        let Some(url) = self.history.url(client, page).await? else {
+            return Ok(());
+        };
+        let key = kv_key(&url);
+        match Self::target(&row) {
+            EdgeKind::Builtin => self.edge.delete(&key).await.map_err(StepError::transient),
+            EdgeKind::Cloudflare => {
+                let (cf, target) = self.kv_target(&row)?;
+                let keys = vec![markdown_key(&key), html_key(&key)];
+                cf.batcher
+                    .delete(client.as_uuid(), target, keys)
+                    .await
+                    .map_err(kv_step_error)
+            }
         }
-        Ok(())
+    }
+}
+
+fn kv_step_error(e: KvError) -> StepError {
+    match e {
+        KvError::RateLimited(wait) => StepError::retry_after("cloudflare rate limit", wait),
+        e if e.is_transient() => StepError::transient(e),
+        e => StepError::permanent(e),
     }
 }
 

@@ -77,9 +77,16 @@ async fn every_page_is_served_and_announced_once_per_change() {
         .await
         .expect("shorter ack_wait");
     let uploader = Arc::new(
-        Uploader::new(app.js(), app.db().clone())
-            .await
-            .expect("uploader"),
+        Uploader::new(
+            app.js(),
+            app.db().clone(),
+            ai_cache::infra::blobs::BlobStore::open(app.js(), 1 << 24)
+                .await
+                .expect("blobs"),
+            None,
+        )
+        .await
+        .expect("uploader"),
     );
     let (_first, stop_first) = spawn_uploader(&app, &uploader);
 

@@ -111,6 +111,8 @@ pub struct Options {
     pub sitemap_max_urls: usize,
     pub allow_private_networks: bool,
     pub fetch_timeout_secs: u64,
+    /// Where the uploader finds the Cloudflare API (a fake, in tests that use it).
+    pub cloudflare_api_base: String,
     /// Host names the app's fetcher resolves to 127.0.0.1 (a test origin's domains).
     pub local_hosts: Vec<String>,
 }
@@ -124,6 +126,7 @@ impl Default for Options {
             sitemap_max_urls: 10_000,
             allow_private_networks: true,
             fetch_timeout_secs: 5,
+            cloudflare_api_base: "http://127.0.0.1:9/no-cloudflare-in-this-test".into(),
             local_hosts: vec!["site.test".into(), "other.test".into()],
         }
     }
@@ -140,6 +143,8 @@ impl Options {
             robots_ttl_secs: 3600,
             scheduler_interval_secs: 1,
             scheduler_min_interval_secs: 3600,
+            cloudflare_api_base: self.cloudflare_api_base.clone(),
+            cloudflare_batch_ms: 100,
         }
     }
 
@@ -240,6 +245,10 @@ impl TestApp {
                 pipeline: options.pipeline_config(),
                 blob_max_bytes: 16 * 1024 * 1024,
                 shutdown_grace: std::time::Duration::from_secs(5),
+                secrets: Some(std::sync::Arc::new(
+                    ai_cache::infra::secrets::Secrets::new(&options.fernet_keys)
+                        .expect("fernet keys"),
+                )),
             };
             tokio::spawn(async move { app::run_roles(&backbone, &roles, setup, shutdown).await });
         }
