@@ -5,6 +5,8 @@ mod api;
 mod backbone;
 mod cli;
 mod clients;
+mod cloudflare;
+mod cloudflare_fake;
 mod dev;
 mod discovery;
 mod end_to_end;

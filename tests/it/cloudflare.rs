@@ -1,0 +1,221 @@
+//! Uploading to Cloudflare Workers KV, against a fake that follows the documented API.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ai_cache::app::Role;
+use ai_cache::domain::kv_key::{html_key, kv_key, markdown_key};
+use ai_cache::domain::url::NormalizedUrl;
+use ai_cache::infra::cloudflare::{KvClient, KvError, KvTarget, Pair};
+use ai_cache::infra::secrets::Secret;
+use ai_cache::pipeline::kv_batch::KvBatcher;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::clients::send;
+use crate::cloudflare_fake::FakeCloudflare;
+use crate::harness::{Options, TestApp, eventually, stream_count};
+use crate::page_origin::{Page, PageOrigin, article};
+
+fn target(token: &str) -> KvTarget {
+    KvTarget {
+        account_id: "acct".into(),
+        namespace_id: "ns1".into(),
+        token: Secret::new(token),
+    }
+}
+
+fn pairs(page: usize) -> Vec<Pair> {
+    ["md", "html"]
+        .iter()
+        .map(|v| Pair {
+            key: format!("{v}:https/a-example/{page}"),
+            value: format!("{v} {page}"),
+            metadata: json!({"v": v}),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn writes_of_one_client_share_a_request_and_clients_do_not_affect_each_other() {
+    let cf = FakeCloudflare::start("good-token").await;
+    let batcher = KvBatcher::start(
+        KvClient::new(&cf.base, Duration::from_secs(10)).expect("client"),
+        Duration::from_millis(200),
+    );
+    let a = uuid::Uuid::new_v4();
+    let b = uuid::Uuid::new_v4();
+    let writes = (0..5).map(|i| batcher.write(a, target("good-token"), pairs(i)));
+    let bad = batcher.write(b, target("wrong-token"), pairs(99));
+    let (results, bad) = tokio::join!(futures::future::join_all(writes), bad);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(matches!(bad, Err(KvError::Unauthorized(_))), "{bad:?}");
+    assert_eq!(
+        *cf.inner.writes.lock().expect("lock"),
+        [10],
+        "five pages of one client, one bulk request"
+    );
+    assert_eq!(
+        cf.get("ns1", "md:https/a-example/3")
+            .map(|(v, _)| v)
+            .as_deref(),
+        Some("md 3")
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_and_unsuccessful_keys_are_reported_for_retrying() {
+    let cf = FakeCloudflare::start("t").await;
+    let batcher = KvBatcher::start(
+        KvClient::new(&cf.base, Duration::from_secs(10)).expect("client"),
+        Duration::from_millis(10),
+    );
+    let c = uuid::Uuid::new_v4();
+    cf.inner.rate_limit_next.store(1, Ordering::SeqCst);
+    assert_eq!(
+        batcher.write(c, target("t"), pairs(1)).await,
+        Err(KvError::RateLimited(Duration::from_secs(1)))
+    );
+    cf.inner
+        .fail_keys_once
+        .lock()
+        .expect("lock")
+        .insert("html:https/a-example/1".into());
+    let err = batcher
+        .write(c, target("t"), pairs(1))
+        .await
+        .expect_err("one key failed");
+    assert!(
+        err.is_transient() && err.to_string().contains("html:https/a-example/1"),
+        "{err}"
+    );
+    assert_eq!(
+        batcher.write(c, target("t"), pairs(1)).await,
+        Ok(()),
+        "the retry writes it"
+    );
+    let too_big = Pair {
+        key: "k".repeat(600),
+        value: "v".into(),
+        metadata: json!({}),
+    };
+    let err = batcher
+        .write(c, target("t"), vec![too_big])
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, KvError::Rejected(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_cloudflare_clients_pages_reach_its_namespace_through_retries_and_leave_it_when_removed()
+{
+    let cf = FakeCloudflare::start("cf-token-123").await;
+    let roles = [
+        Role::Api,
+        Role::Projections,
+        Role::Scraper,
+        Role::Markdown,
+        Role::Renderer,
+        Role::Uploader,
+    ];
+    let app = TestApp::with_options(
+        &roles,
+        Options {
+            cloudflare_api_base: cf.base.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let origin = PageOrigin::start().await;
+    let (status, client) = send(app.master(Method::POST, "/api/v1/clients").json(&json!({
+        "name": "CF Site", "domain": "site.test", "cloudflare_account_id": "acct",
+        "cloudflare_api_token": "cf-token-123", "cloudflare_kv_namespace_id": "ns1",
+        "settings": {"crawl_rate_per_minute": 600}
+    })))
+    .await;
+    assert_eq!(status, 201, "{client}");
+    let client = client["id"].as_str().expect("id").to_owned();
+    // Cloudflare pushes back once, and drops one key once: both are retried.
+    cf.inner.rate_limit_next.store(1, Ordering::SeqCst);
+    let first_key = kv_key(&NormalizedUrl::parse(&origin.url("/p/0")).expect("url"));
+    cf.inner
+        .fail_keys_once
+        .lock()
+        .expect("lock")
+        .insert(html_key(&first_key));
+    let paths: Vec<String> = (0..3).map(|i| format!("/p/{i}")).collect();
+    for p in &paths {
+        origin.set(
+            p,
+            Page::html(&article(
+                &format!("Content of {p}, long enough to be the page's main text."),
+                "0",
+            )),
+        );
+    }
+    let urls: Vec<String> = paths.iter().map(|p| origin.url(p)).collect();
+    send(
+        app.master(Method::POST, &format!("/api/v1/clients/{client}/pages"))
+            .json(&json!({"urls": urls})),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(45),
+        "every page is in the namespace",
+        || async {
+            paths.iter().all(|p| {
+                let key = kv_key(&NormalizedUrl::parse(&origin.url(p)).expect("url"));
+                cf.get("ns1", &markdown_key(&key)).is_some()
+                    && cf.get("ns1", &html_key(&key)).is_some()
+            })
+        },
+    )
+    .await;
+    let (markdown, meta) = cf.get("ns1", &markdown_key(&first_key)).expect("stored");
+    assert!(markdown.contains("Content of /p/0"), "{markdown}");
+    assert_eq!(meta["content_type"], "text/markdown; charset=utf-8");
+    assert_eq!(meta["source_url"], origin.url("/p/0"));
+    eventually(
+        Duration::from_secs(15),
+        "one pages.updated per page",
+        || async { stream_count(app.js(), "PAGES", Some("pages.updated.>")).await == 3 },
+    )
+    .await;
+    let (_, page) = send(app.master(
+        Method::GET,
+        &format!(
+            "/api/v1/clients/{client}/pages/by-url?url={}",
+            url::form_urlencoded::byte_serialize(origin.url("/p/1").as_bytes()).collect::<String>()
+        ),
+    ))
+    .await;
+    assert_eq!(page["edge_store"], "cloudflare", "{page}");
+
+    // The page disappears from the origin: its keys leave the namespace.
+    origin.set(
+        "/p/1",
+        Page::Status {
+            status: 410,
+            retry_after: None,
+        },
+    );
+    send(app.master(
+        Method::POST,
+        &format!("/api/v1/pages/{}/refresh", page["id"].as_str().expect("id")),
+    ))
+    .await;
+    let gone = kv_key(&NormalizedUrl::parse(&origin.url("/p/1")).expect("url"));
+    eventually(
+        Duration::from_secs(20),
+        "the removed page's keys are deleted",
+        || async {
+            cf.get("ns1", &markdown_key(&gone)).is_none()
+                && cf.get("ns1", &html_key(&gone)).is_none()
+        },
+    )
+    .await;
+    assert!(
+        cf.get("ns1", &markdown_key(&first_key)).is_some(),
+        "the others stay"
+    );
+}
