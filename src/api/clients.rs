@@ -357,7 +357,7 @@ pub async fn delete(
         deleted,
         not_deleted: vec![
             "blobs (raw HTML, Markdown, HTML) are content-addressed and may be shared with other clients; they stay in the blob store".into(),
-            "keys in the client's own Cloudflare Workers KV namespace are not touched (ai-cache does not upload to Cloudflare yet)".into(),
+            "keys ai-cache wrote to the client's own Cloudflare Workers KV namespace stay there: delete them (or the namespace) in Cloudflare".into(),
         ],
     }))
 }
