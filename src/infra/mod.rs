@@ -5,6 +5,7 @@ pub mod blobs;
 pub mod cloudflare;
 pub mod db;
 pub mod edge_store;
+pub mod gemini;
 pub mod http;
 pub mod localstack;
 pub mod nats;
