@@ -15,10 +15,11 @@ use crate::events::PageEvent;
 use crate::infra::blobs::BlobStore;
 use crate::infra::http::HttpClient;
 use crate::infra::nats::Nats;
+use crate::infra::secrets::Secret;
 use crate::infra::secrets::Secrets;
 use crate::infra::{db, streams};
 use crate::pipeline::kv_batch::KvBatcher;
-use crate::pipeline::markdown::MarkdownStage;
+use crate::pipeline::markdown::{Gemini, MarkdownStage};
 use crate::pipeline::renderer::RendererStage;
 use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
 use crate::pipeline::scheduler;
@@ -221,7 +222,22 @@ pub async fn run_roles(
     }
     if roles.contains(&Role::Markdown) {
         let blobs = BlobStore::open(&backbone.nats.js, setup.blob_max_bytes).await?;
-        let stage = MarkdownStage::new(&backbone.nats.js, blobs);
+        let gemini = Gemini {
+            client: crate::infra::gemini::GeminiClient::new(
+                &setup.pipeline.gemini_api_base,
+                &setup.pipeline.gemini_model,
+                std::time::Duration::from_secs(120),
+            )?,
+            secrets: setup.secrets.clone(),
+            operator_key: setup
+                .pipeline
+                .gemini_api_key
+                .clone()
+                .filter(|k| !k.trim().is_empty())
+                .map(Secret::new),
+            db: backbone.db.clone(),
+        };
+        let stage = MarkdownStage::new(&backbone.nats.js, blobs, Some(gemini));
         spawn_stage(
             &mut tasks,
             backbone,

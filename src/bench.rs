@@ -456,7 +456,7 @@ async fn start_stages(backbone: &Backbone) -> anyhow::Result<tokio_util::sync::C
     let markdown = ConsumerRuntime::<PageEvent, _>::new(
         js.clone(),
         "markdown",
-        MarkdownStage::new(&js, blobs.clone()),
+        MarkdownStage::new(&js, blobs.clone(), None),
         options.clone(),
     );
     let renderer = ConsumerRuntime::<PageEvent, _>::new(

@@ -188,6 +188,22 @@ pub struct PipelineConfig {
     #[arg(long, env = "SCHEDULER_INTERVAL_SECS", default_value_t = 30)]
     pub scheduler_interval_secs: u64,
 
+    /// The operator's Gemini API key, for clients with `use_gemini` and no key of their own.
+    #[arg(long, env = "GEMINI_API_KEY", hide_env_values = true)]
+    pub gemini_api_key: Option<String>,
+
+    /// The Gemini model id (configuration, not code: models are retired).
+    #[arg(long, env = "GEMINI_MODEL", default_value = "gemini-3.1-flash-lite")]
+    pub gemini_model: String,
+
+    /// The Gemini API root (tests and proxies point it elsewhere).
+    #[arg(
+        long,
+        env = "GEMINI_API_BASE",
+        default_value = "https://generativelanguage.googleapis.com/v1beta"
+    )]
+    pub gemini_api_base: String,
+
     /// The Cloudflare API root (tests and proxies point it elsewhere).
     #[arg(
         long,

@@ -1,35 +1,170 @@
 //! The Markdown stage: `pages.content_changed` in, `pages.markdown_generated` out.
 //!
 //! The raw HTML comes from the blob store, the local generator
-//! ([`crate::domain::markdown`]) makes the Markdown (off the async threads), the Markdown goes
-//! to the blob store, and the event is published under the key
-//! `markdown:<page>:<input hash>:<generator version>`: a redelivery publishes nothing new, and
-//! a new generator version regenerates.
+//! ([`crate::domain::markdown`]) makes the Markdown (off the async threads); for clients with
+//! `use_gemini` and a key (their own, else the operator's `GEMINI_API_KEY`), Gemini rewrites
+//! it. A per-minute rate limit or an overload retries the message (after RetryInfo's delay);
+//! a daily quota, a safety block, a cut-off answer, an unknown model or a third failed attempt
+//! falls back to the local result, recorded with the reason and the tokens used. The Markdown
+//! goes to the blob store, and the event is published under the key
+//! `markdown:<page>:<input hash>:<generator or prompt version>`: a redelivery publishes nothing
+//! new, and a new version regenerates.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
 
 use super::runtime::{Delivery, Step, StepError};
+use crate::domain::ids::ClientId;
 use crate::domain::markdown::{self, GENERATOR_VERSION};
 use crate::events::Event;
-use crate::events::pages::{GeneratorKind, MarkdownGenerated, PageEvent};
+use crate::events::pages::{GeneratorKind, MarkdownGenerated, PageEvent, TokenUsage};
 use crate::infra::blobs::BlobStore;
+use crate::infra::gemini::{GeminiClient, GeminiError, PROMPT_VERSION};
 use crate::infra::publish::{Outgoing, Publisher};
+use crate::infra::secrets::{Secret, Secrets};
+use crate::projections::clients as clients_read;
+
+/// What Gemini generation needs.
+pub struct Gemini {
+    pub client: GeminiClient,
+    /// To decrypt clients' own keys.
+    pub secrets: Option<Arc<Secrets>>,
+    /// The operator's key, for clients without their own.
+    pub operator_key: Option<Secret>,
+    pub db: PgPool,
+}
+
+/// Deliveries after which a failing Gemini call gives way to the local result.
+const GEMINI_ATTEMPTS: u64 = 3;
 
 /// The stage.
 pub struct MarkdownStage {
     blobs: BlobStore,
     publisher: Publisher,
+    gemini: Option<Gemini>,
+}
+
+/// The Markdown to publish and how it was made.
+struct Made {
+    markdown: String,
+    generator: GeneratorKind,
+    version: String,
+    model: Option<String>,
+    fallback_reason: Option<String>,
+    tokens: Option<TokenUsage>,
 }
 
 impl MarkdownStage {
-    pub fn new(js: &async_nats::jetstream::Context, blobs: BlobStore) -> Self {
+    pub fn new(
+        js: &async_nats::jetstream::Context,
+        blobs: BlobStore,
+        gemini: Option<Gemini>,
+    ) -> Self {
         Self {
             blobs,
             publisher: Publisher::new(js.clone()),
+            gemini,
         }
+    }
+
+    /// The Gemini client and key for this client, or why there is none when it wants Gemini.
+    async fn gemini_for(
+        &self,
+        client: ClientId,
+    ) -> Result<Option<Result<(&Gemini, Secret), String>>, StepError> {
+        let Some(gemini) = &self.gemini else {
+            return Ok(None);
+        };
+        let Some(row) = clients_read::find(&gemini.db, client.as_uuid())
+            .await
+            .map_err(StepError::transient)?
+        else {
+            return Ok(None);
+        };
+        if !row.use_gemini {
+            return Ok(None);
+        }
+        let own = match (&row.gemini_api_key_encrypted, &gemini.secrets) {
+            (Some(token), Some(secrets)) => Some(
+                secrets
+                    .decrypt(&String::from_utf8_lossy(token))
+                    .map_err(|e| e.to_string()),
+            ),
+            (Some(_), None) => Some(Err(
+                "no Fernet key is configured to decrypt the client's Gemini key".to_owned(),
+            )),
+            (None, _) => None,
+        };
+        Ok(Some(
+            match own.or_else(|| gemini.operator_key.clone().map(Ok)) {
+                Some(Ok(key)) => Ok((gemini, key)),
+                Some(Err(e)) => Err(e),
+                None => Err("no Gemini key: neither the client's nor GEMINI_API_KEY".to_owned()),
+            },
+        ))
+    }
+
+    async fn make(
+        &self,
+        client: ClientId,
+        url: &str,
+        local: String,
+        delivery: &Delivery,
+    ) -> Result<Made, StepError> {
+        let mut made = Made {
+            markdown: local,
+            generator: GeneratorKind::Local,
+            version: GENERATOR_VERSION.to_owned(),
+            model: None,
+            fallback_reason: None,
+            tokens: None,
+        };
+        let (gemini, key) = match self.gemini_for(client).await? {
+            None => return Ok(made),
+            Some(Err(reason)) => {
+                made.fallback_reason = Some(reason);
+                return Ok(made);
+            }
+            Some(Ok(found)) => found,
+        };
+        let model = gemini.client.model().to_owned();
+        metrics::counter!("aicache_gemini_calls_total").increment(1);
+        let error = match gemini.client.markdown(&key, url, &made.markdown).await {
+            Ok(out) => {
+                return Ok(Made {
+                    markdown: out.text,
+                    generator: GeneratorKind::Gemini,
+                    version: format!("{PROMPT_VERSION}:{model}"),
+                    model: Some(model),
+                    fallback_reason: None,
+                    tokens: Some(out.tokens),
+                });
+            }
+            Err(e) => e,
+        };
+        metrics::counter!("aicache_gemini_errors_total").increment(1);
+        let last_try = delivery.delivered >= GEMINI_ATTEMPTS;
+        match &error {
+            GeminiError::RateLimited(wait) if !last_try => {
+                return Err(StepError::retry_after(error.to_string(), *wait));
+            }
+            GeminiError::Overloaded | GeminiError::Unavailable(_) if !last_try => {
+                return Err(StepError::transient(&error));
+            }
+            GeminiError::Blocked { tokens, .. } | GeminiError::Truncated { tokens, .. } => {
+                made.tokens = *tokens
+            }
+            _ => {}
+        }
+        made.model = Some(model);
+        made.fallback_reason = Some(format!("{error}; the local result was used"));
+        Ok(made)
     }
 }
 
 impl Step<PageEvent> for MarkdownStage {
-    async fn handle(&self, event: Event<PageEvent>, _delivery: &Delivery) -> Result<(), StepError> {
+    async fn handle(&self, event: Event<PageEvent>, delivery: &Delivery) -> Result<(), StepError> {
         let PageEvent::ContentChanged(changed) = &event.payload else {
             return Err(StepError::permanent(format!(
                 "the markdown stage does not handle {}",
@@ -52,30 +187,34 @@ impl Step<PageEvent> for MarkdownStage {
                 ))
             })?;
         let url = changed.url.to_string();
+        let for_local = url.clone();
         let generated = tokio::task::spawn_blocking(move || {
-            markdown::generate(&String::from_utf8_lossy(&raw), &url)
+            markdown::generate(&String::from_utf8_lossy(&raw), &for_local)
         })
         .await
         .map_err(StepError::transient)?;
         if generated.markdown.trim().is_empty() {
             return Err(StepError::permanent("no main content found in the page"));
         }
+        let made = self
+            .make(event.meta.client_id, &url, generated.markdown, delivery)
+            .await?;
         let blob = self
             .blobs
-            .put(generated.markdown.as_bytes())
+            .put(made.markdown.as_bytes())
             .await
             .map_err(StepError::transient)?;
-        let key = format!("markdown:{page}:{}:{GENERATOR_VERSION}", changed.raw.hash);
+        let key = format!("markdown:{page}:{}:{}", changed.raw.hash, made.version);
         let out = Event::caused_by(
             &event,
             PageEvent::MarkdownGenerated(MarkdownGenerated {
                 markdown: blob,
                 input_hash: changed.raw.hash.clone(),
-                generator: GeneratorKind::Local,
-                generator_version: GENERATOR_VERSION.to_owned(),
-                model: None,
-                fallback_reason: None,
-                tokens: None,
+                generator: made.generator,
+                generator_version: made.version,
+                model: made.model,
+                fallback_reason: made.fallback_reason,
+                tokens: made.tokens,
                 metadata: generated.metadata,
                 page_version: changed.page_version,
             }),

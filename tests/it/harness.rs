@@ -113,6 +113,9 @@ pub struct Options {
     pub fetch_timeout_secs: u64,
     /// Where the uploader finds the Cloudflare API (a fake, in tests that use it).
     pub cloudflare_api_base: String,
+    /// Where the Markdown stage finds Gemini (a fake, in tests that use it), and the operator's key.
+    pub gemini_api_base: String,
+    pub gemini_api_key: Option<String>,
     /// Host names the app's fetcher resolves to 127.0.0.1 (a test origin's domains).
     pub local_hosts: Vec<String>,
 }
@@ -127,6 +130,8 @@ impl Default for Options {
             allow_private_networks: true,
             fetch_timeout_secs: 5,
             cloudflare_api_base: "http://127.0.0.1:9/no-cloudflare-in-this-test".into(),
+            gemini_api_base: "http://127.0.0.1:9/no-gemini-in-this-test".into(),
+            gemini_api_key: None,
             local_hosts: vec!["site.test".into(), "other.test".into()],
         }
     }
@@ -145,6 +150,9 @@ impl Options {
             scheduler_min_interval_secs: 3600,
             cloudflare_api_base: self.cloudflare_api_base.clone(),
             cloudflare_batch_ms: 100,
+            gemini_api_key: self.gemini_api_key.clone(),
+            gemini_model: "known-model".into(),
+            gemini_api_base: self.gemini_api_base.clone(),
         }
     }
 
