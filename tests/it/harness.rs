@@ -116,6 +116,7 @@ pub struct Options {
     /// Where the Markdown stage finds Gemini (a fake, in tests that use it), and the operator's key.
     pub gemini_api_base: String,
     pub gemini_api_key: Option<String>,
+    pub gemini_model: String,
     /// Host names the app's fetcher resolves to 127.0.0.1 (a test origin's domains).
     pub local_hosts: Vec<String>,
 }
@@ -132,6 +133,7 @@ impl Default for Options {
             cloudflare_api_base: "http://127.0.0.1:9/no-cloudflare-in-this-test".into(),
             gemini_api_base: "http://127.0.0.1:9/no-gemini-in-this-test".into(),
             gemini_api_key: None,
+            gemini_model: "known-model".into(),
             local_hosts: vec!["site.test".into(), "other.test".into()],
         }
     }
@@ -151,7 +153,7 @@ impl Options {
             cloudflare_api_base: self.cloudflare_api_base.clone(),
             cloudflare_batch_ms: 100,
             gemini_api_key: self.gemini_api_key.clone(),
-            gemini_model: "known-model".into(),
+            gemini_model: self.gemini_model.clone(),
             gemini_api_base: self.gemini_api_base.clone(),
         }
     }

@@ -11,6 +11,8 @@ mod dev;
 mod discovery;
 mod end_to_end;
 mod events;
+mod gemini;
+mod gemini_fake;
 mod harness;
 mod origin;
 mod page_origin;
