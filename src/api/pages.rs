@@ -47,12 +47,7 @@ pub async fn get_one(
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<PageView>, ApiError> {
-    let page = read::find(&state.db, id, state.schedule_min_secs)
-        .await?
-        .ok_or_else(page_not_found)?;
-    principal
-        .require(page.client_id, Scope::Read)
-        .map_err(|_| page_not_found())?;
+    let page = visible_page(&state, &principal, id, Scope::Read).await?;
     Ok(Json(page.into()))
 }
 
@@ -144,6 +139,23 @@ pub async fn add(
     }))
 }
 
+/// The page, if it exists and the caller may use it with `scope`; one answer (404) for both
+/// cases, so a key of another client learns nothing of the page.
+async fn visible_page(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    scope: Scope,
+) -> Result<PageRow, ApiError> {
+    let page = read::find(&state.db, id, state.schedule_min_secs)
+        .await?
+        .ok_or_else(page_not_found)?;
+    principal
+        .require(page.client_id, scope)
+        .map_err(|_| page_not_found())?;
+    Ok(page)
+}
+
 fn page_not_found() -> ApiError {
     ApiError::NotFound("page not found".into())
 }
@@ -165,12 +177,7 @@ pub async fn refresh(
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<(axum::http::StatusCode, Json<RefreshResponse>), ApiError> {
-    let page = read::find(&state.db, id, state.schedule_min_secs)
-        .await?
-        .ok_or_else(page_not_found)?;
-    principal
-        .require(page.client_id, Scope::Write)
-        .map_err(|_| page_not_found())?;
+    let page = visible_page(&state, &principal, id, Scope::Write).await?;
     if page.status == "removed" {
         return Err(ApiError::Conflict(
             "the page was removed; add it again to fetch it".into(),
@@ -258,12 +265,7 @@ pub async fn content(
     ApiQuery(q): ApiQuery<ContentQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let page = read::find(&state.db, id, state.schedule_min_secs)
-        .await?
-        .ok_or_else(page_not_found)?;
-    principal
-        .require(page.client_id, Scope::Read)
-        .map_err(|_| page_not_found())?;
+    let page = visible_page(&state, &principal, id, Scope::Read).await?;
     let format = q.format.as_deref().unwrap_or("markdown");
     let (hash, content_type) = match format {
         "markdown" => (&page.markdown_hash, "text/markdown; charset=utf-8"),

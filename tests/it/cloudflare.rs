@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::clients::send;
 use crate::cloudflare_fake::FakeCloudflare;
 use crate::harness::{Options, TestApp, eventually, stream_count};
-use crate::page_origin::{Page, PageOrigin, article};
+use crate::page_origin::{Page, PageOrigin};
 
 fn target(token: &str) -> KvTarget {
     KvTarget {
@@ -144,21 +144,8 @@ async fn a_cloudflare_clients_pages_reach_its_namespace_through_retries_and_leav
         .expect("lock")
         .insert(html_key(&first_key));
     let paths: Vec<String> = (0..3).map(|i| format!("/p/{i}")).collect();
-    for p in &paths {
-        origin.set(
-            p,
-            Page::html(&article(
-                &format!("Content of {p}, long enough to be the page's main text."),
-                "0",
-            )),
-        );
-    }
-    let urls: Vec<String> = paths.iter().map(|p| origin.url(p)).collect();
-    send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/pages"))
-            .json(&json!({"urls": urls})),
-    )
-    .await;
+    let urls = origin.articles(&paths);
+    app.add_urls(&client, &urls).await;
     eventually(
         Duration::from_secs(45),
         "every page is in the namespace",
@@ -172,7 +159,7 @@ async fn a_cloudflare_clients_pages_reach_its_namespace_through_retries_and_leav
     )
     .await;
     let (markdown, meta) = cf.get("ns1", &markdown_key(&first_key)).expect("stored");
-    assert!(markdown.contains("Content of /p/0"), "{markdown}");
+    assert!(markdown.contains("The text of /p/0"), "{markdown}");
     assert_eq!(meta["content_type"], "text/markdown; charset=utf-8");
     assert_eq!(meta["source_url"], origin.url("/p/0"));
     eventually(

@@ -228,21 +228,8 @@ async fn every_page_is_served_and_announced_once_per_change() {
 
     // The uploader dies mid-batch; another takes over; nothing is announced twice or lost.
     let more: Vec<String> = (5..25).map(|i| format!("/doc/{i}")).collect();
-    for p in &more {
-        origin.set(
-            p,
-            Page::html(&article(
-                &format!("Another document {p}, with enough words to be content."),
-                "0",
-            )),
-        );
-    }
-    let urls: Vec<String> = more.iter().map(|p| origin.url(p)).collect();
-    send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/pages"))
-            .json(&json!({"urls": urls})),
-    )
-    .await;
+    let urls = origin.articles(&more);
+    app.add_urls(&client, &urls).await;
     let _ = tokio::time::timeout(Duration::from_secs(30), updates.next())
         .await
         .expect("uploads under way");

@@ -289,6 +289,25 @@ impl TestApp {
         self.request(method, path).header("X-API-Key", MASTER_KEY)
     }
 
+    /// Adds URLs as pages of `client` (by hand, through the API); panics unless accepted.
+    pub async fn add_urls(&self, client: &str, urls: &[String]) {
+        let res = self
+            .master(
+                reqwest::Method::POST,
+                &format!("/api/v1/clients/{client}/pages"),
+            )
+            .json(&serde_json::json!({ "urls": urls }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            res.status(),
+            200,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+
     /// A request to the API without a key.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let base = self.api.as_deref().expect("the api role runs");

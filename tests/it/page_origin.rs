@@ -95,6 +95,20 @@ impl PageOrigin {
             .insert(path.to_owned(), page);
     }
 
+    /// Serves an article at each path, its text naming the path; returns their URLs.
+    pub fn articles(&self, paths: &[String]) -> Vec<String> {
+        for p in paths {
+            self.set(
+                p,
+                Page::html(&article(
+                    &format!("The text of {p}, long enough to be the main content of the page."),
+                    "0",
+                )),
+            );
+        }
+        paths.iter().map(|p| self.url(p)).collect()
+    }
+
     pub fn robots(&self, text: &str) {
         self.inner.lock().expect("lock").robots = Some(text.to_owned());
     }
