@@ -47,14 +47,31 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Api,
         Role::Projections,
         Role::Scraper,
         Role::Scheduler,
         Role::Markdown,
         Role::Renderer,
+        Role::Uploader,
     ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_roles_means_every_role() {
+        use clap::ValueEnum;
+        let every = Role::value_variants();
+        assert_eq!(Role::ALL.len(), every.len());
+        assert!(
+            every.iter().all(|r| Role::ALL.contains(r)),
+            "`ai-cache dev` must run every role"
+        );
+    }
 }
 
 /// What the roles need besides the backbone.
@@ -177,6 +194,7 @@ pub async fn run_roles(
                 .await
                 .context("api server")
         });
+        tracing::info!(role = "api", "role started");
     }
     if roles.contains(&Role::Projections) {
         for projection in projections::all() {
@@ -188,6 +206,7 @@ pub async fn run_roles(
             let shutdown = shutdown.clone();
             tasks.spawn(async move { runner.run(shutdown).await.map_err(Into::into) });
         }
+        tracing::info!(role = "projections", "role started");
     }
     let options = RuntimeOptions {
         concurrency: setup.pipeline.stage_concurrency,
@@ -219,6 +238,7 @@ pub async fn run_roles(
             )
             .await?;
         }
+        tracing::info!(role = "scraper", "role started");
     }
     if roles.contains(&Role::Markdown) {
         let blobs = BlobStore::open(&backbone.nats.js, setup.blob_max_bytes).await?;
@@ -247,6 +267,7 @@ pub async fn run_roles(
             &shutdown,
         )
         .await?;
+        tracing::info!(role = "markdown", "role started");
     }
     if roles.contains(&Role::Renderer) {
         let blobs = BlobStore::open(&backbone.nats.js, setup.blob_max_bytes).await?;
@@ -262,6 +283,7 @@ pub async fn run_roles(
             &shutdown,
         )
         .await?;
+        tracing::info!(role = "renderer", "role started");
     }
     if roles.contains(&Role::Uploader) {
         let blobs = BlobStore::open(&backbone.nats.js, setup.blob_max_bytes).await?;
@@ -292,6 +314,7 @@ pub async fn run_roles(
             )
             .await?;
         }
+        tracing::info!(role = "uploader", "role started");
     }
     if roles.contains(&Role::Scheduler) {
         let (db, js) = (backbone.db.clone(), backbone.nats.js.clone());
@@ -302,6 +325,7 @@ pub async fn run_roles(
             scheduler::run(db, js, every, min, shutdown).await;
             Ok(())
         });
+        tracing::info!(role = "scheduler", "role started");
     }
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {

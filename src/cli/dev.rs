@@ -53,6 +53,16 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<()> {
             Secrets::generate_key,
         )?);
     }
+    let demo_port = if demo_wanted() {
+        let port = super::demo::serve(&data_dir).await?;
+        config.fetch.fetch_resolve.push((
+            super::demo::HOST.to_owned(),
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        ));
+        Some(port)
+    } else {
+        None
+    };
     let api_server = super::api_if_wanted(&config, &backbone, &Role::ALL).await?;
     let api = api_server.as_ref().and_then(|(l, _)| l.local_addr().ok());
     println!();
@@ -71,13 +81,28 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<()> {
             data_dir.display()
         );
     }
-    app::run_roles(
-        &backbone,
-        &Role::ALL,
-        super::setup(&config, api_server),
-        app::shutdown_on_signal(),
-    )
-    .await
+    let setup = super::setup(&config, api_server);
+    let shutdown = app::shutdown_on_signal();
+    let roles = {
+        let (backbone, shutdown) = (backbone.clone(), shutdown.clone());
+        tokio::spawn(async move { app::run_roles(&backbone, &Role::ALL, setup, shutdown).await })
+    };
+    if let Some(port) = demo_port
+        && let Err(e) = super::demo::import(&backbone, &config, port).await
+    {
+        eprintln!("the demo site could not be imported: {e:#}");
+    }
+    roles.await?
+}
+
+/// Whether to serve and import the demo site (`DEMO=false` skips it).
+fn demo_wanted() -> bool {
+    std::env::var("DEMO").map_or(true, |v| {
+        !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "false" | "0" | "no" | "off"
+        )
+    })
 }
 
 /// A secret `ai-cache dev` needs and the user did not set: kept in DATA_DIR (mode 600) so it

@@ -1,5 +1,6 @@
 //! The `ai-cache` command line: one binary, a subcommand for every role and tool.
 
+mod demo;
 mod dev;
 mod extract;
 mod sitemap;

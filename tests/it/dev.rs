@@ -1,5 +1,6 @@
 //! `ai-cache dev`, the README's first command, end to end: it starts its own nats-server
-//! and PostgreSQL, answers `/health` with 200, and stops everything it started on Ctrl-C.
+//! and PostgreSQL, answers `/health` with 200, runs its bundled demo site through the whole
+//! pipeline, and stops everything it started on Ctrl-C.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

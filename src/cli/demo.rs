@@ -1,0 +1,128 @@
+//! The bundled demo site (`demo/`), served by `ai-cache dev` and imported as a client so the
+//! whole pipeline runs from the first command, with nothing to configure.
+
+use std::path::Path;
+
+use anyhow::Context;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use include_dir::{Dir, include_dir};
+
+use crate::app::{self, Backbone};
+use crate::commands::discovery::{Importer, Origin};
+use crate::commands::tenants::NewClient;
+use crate::config::Config;
+use crate::domain::client::SettingsPatch;
+use crate::domain::sitemap::Entry;
+use crate::projections::clients as clients_read;
+
+static SITE: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/demo");
+
+/// The demo site's host name, pinned to 127.0.0.1 for ai-cache's fetcher only.
+pub const HOST: &str = "demo.ai-cache.test";
+
+/// Serves the site on 127.0.0.1, on the port of the last run when it is free (so the pages'
+/// URLs stay the same from run to run); returns the port.
+pub async fn serve(data_dir: &Path) -> anyhow::Result<u16> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let port_file = data_dir.join("demo_port");
+    let previous: Option<u16> = std::fs::read_to_string(&port_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let listener = match previous {
+        Some(port) => match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => l,
+            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        },
+        None => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    };
+    let port = listener.local_addr()?.port();
+    std::fs::write(&port_file, port.to_string())
+        .with_context(|| format!("writing {}", port_file.display()))?;
+    let base = format!("http://{HOST}:{port}");
+    let app = axum::Router::new().fallback(move |uri: Uri| {
+        let base = base.clone();
+        async move { page(&uri, &base) }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(port)
+}
+
+fn page(uri: &Uri, base: &str) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    let (file, content_type) = match path {
+        "" => ("index.html".to_owned(), "text/html; charset=utf-8"),
+        "robots.txt" => ("robots.txt".to_owned(), "text/plain"),
+        "sitemap.xml" => ("sitemap.xml".to_owned(), "application/xml"),
+        other => (format!("{other}.html"), "text/html; charset=utf-8"),
+    };
+    match SITE.get_file(&file).and_then(|f| f.contents_utf8()) {
+        // The footer's time changes on every request: change detection must not care.
+        Some(text) => {
+            let body = text.replace("{base}", base).replace(
+                "a time that changes on every request",
+                &chrono::Utc::now().to_rfc3339(),
+            );
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// Registers the demo client (once) and imports the site's sitemap; prints what happened.
+pub async fn import(backbone: &Backbone, config: &Config, port: u16) -> anyhow::Result<()> {
+    let tenants = app::tenants(backbone, &config.api)?;
+    let client = match clients_read::find_by_domain(&backbone.db, HOST).await? {
+        Some(row) => row,
+        None => {
+            let settings = SettingsPatch {
+                crawl_rate_per_minute: Some(600),
+                ..SettingsPatch::default()
+            };
+            let new = NewClient {
+                name: "ai-cache demo".into(),
+                domain: HOST.into(),
+                settings,
+                ..NewClient::default()
+            };
+            let (id, _) = tenants.register(new).await?;
+            clients_read::find(&backbone.db, id.as_uuid())
+                .await?
+                .context("the demo client is not readable yet")?
+        }
+    };
+    let discovery = app::discovery(&config.fetch)?;
+    let found = discovery
+        .discover(&format!("http://{HOST}:{port}/"), true, 3, &|_| {})
+        .await?;
+    let entries: Vec<(Entry, Option<String>)> = found
+        .entries
+        .into_iter()
+        .map(|(e, s)| (e, Some(s)))
+        .collect();
+    let importer = Importer::new(
+        backbone.db.clone(),
+        backbone.nats.js.clone(),
+        std::time::Duration::from_secs(config.api.write_timeout_secs),
+    );
+    let summary = importer
+        .import(
+            &client,
+            &entries,
+            Origin::Sitemap,
+            true,
+            false,
+            discovery.limits().max_urls,
+        )
+        .await?;
+    println!(
+        "  demo       http://{HOST}:{port}/ imported as client {} ({} new pages, {} known)",
+        client.id, summary.created, summary.skipped
+    );
+    println!(
+        "             pages: GET /api/v1/sitemap/client/{}/pages",
+        client.id
+    );
+    Ok(())
+}
