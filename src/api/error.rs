@@ -168,3 +168,13 @@ impl From<crate::commands::discovery::ImportError> for ApiError {
         }
     }
 }
+
+impl From<crate::commands::discovery::SitemapImportError> for ApiError {
+    fn from(e: crate::commands::discovery::SitemapImportError) -> Self {
+        use crate::commands::discovery::SitemapImportError;
+        match e {
+            SitemapImportError::Discovery(d) => d.into(),
+            SitemapImportError::Import(i) => i.into(),
+        }
+    }
+}

@@ -12,7 +12,9 @@ use super::clients::Paging;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::pages::PageView;
 use super::{ApiError, AppState};
-use crate::commands::discovery::{ImportSummary, Issue, Origin, on_domain};
+use crate::commands::discovery::{
+    ImportOptions, ImportSummary, Issue, SitemapImport, import_sitemap, on_domain,
+};
 use crate::domain::client::Scope;
 use crate::domain::sitemap::Entry;
 use crate::domain::url::NormalizedUrl;
@@ -176,38 +178,22 @@ pub async fn import(
     let client = clients_read::find(&state.db, body.client_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("client not found".into()))?;
-    let found = state
-        .discovery
-        .discover(
-            &body.sitemap_url,
-            body.recursive.unwrap_or(true),
-            max_depth,
-            &|_| {},
-        )
-        .await?;
-    let entries: Vec<(Entry, Option<String>)> = found
-        .entries
-        .into_iter()
-        .map(|(e, s)| (e, Some(s)))
-        .collect();
+    let options = ImportOptions {
+        recursive: body.recursive.unwrap_or(true),
+        max_depth,
+        create_pages: body.create_pages.unwrap_or(true),
+        overwrite: body.overwrite.unwrap_or(false),
+    };
+    let SitemapImport { summary, sitemaps } = import_sitemap(
+        &state.discovery,
+        &state.importer,
+        &client,
+        &body.sitemap_url,
+        options,
+        &|_| {},
+    )
+    .await?;
     let limit = state.discovery.limits().max_urls;
-    let mut summary = state
-        .importer
-        .import(
-            &client,
-            &entries,
-            Origin::Sitemap,
-            body.create_pages.unwrap_or(true),
-            body.overwrite.unwrap_or(false),
-            limit,
-        )
-        .await?;
-    summary.truncated |= found.truncated;
-    for issue in found.issues {
-        if summary.error_details.len() < 100 {
-            summary.error_details.push(issue);
-        }
-    }
     let message = if summary.truncated {
         format!("Sitemap imported up to the safety limit of {limit} URLs")
     } else {
@@ -221,7 +207,7 @@ pub async fn import(
             name: client.name,
             domain: client.domain,
         },
-        sitemaps: found.sitemaps,
+        sitemaps,
     }))
 }
 

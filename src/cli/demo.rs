@@ -9,11 +9,10 @@ use axum::response::{IntoResponse, Response};
 use include_dir::{Dir, include_dir};
 
 use crate::app::{self, Backbone};
-use crate::commands::discovery::{Importer, Origin};
+use crate::commands::discovery::{ImportOptions, Importer, import_sitemap};
 use crate::commands::tenants::NewClient;
 use crate::config::Config;
 use crate::domain::client::SettingsPatch;
-use crate::domain::sitemap::Entry;
 use crate::projections::clients as clients_read;
 
 static SITE: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/demo");
@@ -93,29 +92,21 @@ pub async fn import(backbone: &Backbone, config: &Config, port: u16) -> anyhow::
         }
     };
     let discovery = app::discovery(&config.fetch)?;
-    let found = discovery
-        .discover(&format!("http://{HOST}:{port}/"), true, 3, &|_| {})
-        .await?;
-    let entries: Vec<(Entry, Option<String>)> = found
-        .entries
-        .into_iter()
-        .map(|(e, s)| (e, Some(s)))
-        .collect();
     let importer = Importer::new(
         backbone.db.clone(),
         backbone.nats.js.clone(),
         std::time::Duration::from_secs(config.api.write_timeout_secs),
     );
-    let summary = importer
-        .import(
-            &client,
-            &entries,
-            Origin::Sitemap,
-            true,
-            false,
-            discovery.limits().max_urls,
-        )
-        .await?;
+    let options = ImportOptions {
+        recursive: true,
+        max_depth: 3,
+        create_pages: true,
+        overwrite: false,
+    };
+    let url = format!("http://{HOST}:{port}/");
+    let summary = import_sitemap(&discovery, &importer, &client, &url, options, &|_| {})
+        .await?
+        .summary;
     println!(
         "  demo       http://{HOST}:{port}/ imported as client {} ({} new pages, {} known)",
         client.id, summary.created, summary.skipped

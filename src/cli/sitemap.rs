@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use crate::app;
-use crate::commands::discovery::{Importer, Origin};
+use crate::commands::discovery::{ImportOptions, Importer, import_sitemap};
 use crate::config::Config;
 use crate::domain::sitemap::{self, Entry};
 
@@ -64,34 +64,26 @@ pub async fn run(config: &Config, command: SitemapCommand) -> anyhow::Result<()>
             let discovery = app::discovery(&config.fetch)?;
             let bar = indicatif::ProgressBar::new_spinner().with_message("reading sitemaps");
             let on_progress = |n: usize| bar.set_message(format!("{n} URLs found"));
-            let found = discovery
-                .discover(&url, !no_recursive, max_depth, &on_progress)
-                .await?;
-            bar.set_message(format!("{} URLs found, importing", found.entries.len()));
             let importer = Importer::new(
                 backbone.db.clone(),
                 backbone.nats.js.clone(),
                 std::time::Duration::from_secs(config.api.write_timeout_secs),
             );
-            let entries: Vec<(Entry, Option<String>)> = found
-                .entries
-                .iter()
-                .cloned()
-                .map(|(e, s)| (e, Some(s)))
-                .collect();
-            let limit = discovery.limits().max_urls;
-            let mut summary = importer
-                .import(&row, &entries, Origin::Sitemap, !dry_run, overwrite, limit)
-                .await?;
-            summary.truncated |= found.truncated;
-            summary.error_details.extend(found.issues);
+            let options = ImportOptions {
+                recursive: !no_recursive,
+                max_depth,
+                create_pages: !dry_run,
+                overwrite,
+            };
+            let done =
+                import_sitemap(&discovery, &importer, &row, &url, options, &on_progress).await?;
             bar.finish_and_clear();
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
-                    "summary": summary,
+                    "summary": done.summary,
                     "client": {"id": row.id, "name": row.name, "domain": row.domain},
-                    "sitemaps": found.sitemaps,
+                    "sitemaps": done.sitemaps,
                 }))?
             );
             Ok(())

@@ -552,3 +552,71 @@ mod tests {
         ));
     }
 }
+
+/// The outcome of reading a sitemap and importing it.
+#[derive(Clone, Debug)]
+pub struct SitemapImport {
+    pub summary: ImportSummary,
+    /// Sitemap documents read.
+    pub sitemaps: Vec<String>,
+}
+
+/// What an import of a sitemap asks for.
+#[derive(Clone, Copy, Debug)]
+pub struct ImportOptions {
+    pub recursive: bool,
+    pub max_depth: u32,
+    pub create_pages: bool,
+    pub overwrite: bool,
+}
+
+/// Reads the sitemap at `url` (following indexes as asked) and imports its URLs as pages of
+/// `client`; the summary also carries the discovery's truncation and the sitemaps it could not
+/// read. `progress` is told the URLs found so far.
+pub async fn import_sitemap(
+    discovery: &Discovery,
+    importer: &Importer,
+    client: &ClientRow,
+    url: &str,
+    options: ImportOptions,
+    progress: &(dyn Fn(usize) + Send + Sync),
+) -> Result<SitemapImport, SitemapImportError> {
+    let found = discovery
+        .discover(url, options.recursive, options.max_depth, progress)
+        .await?;
+    let entries: Vec<(Entry, Option<String>)> = found
+        .entries
+        .into_iter()
+        .map(|(e, s)| (e, Some(s)))
+        .collect();
+    let limit = discovery.limits().max_urls;
+    let mut summary = importer
+        .import(
+            client,
+            &entries,
+            Origin::Sitemap,
+            options.create_pages,
+            options.overwrite,
+            limit,
+        )
+        .await?;
+    summary.truncated |= found.truncated;
+    for issue in found.issues {
+        if summary.error_details.len() < MAX_DETAILS {
+            summary.error_details.push(issue);
+        }
+    }
+    Ok(SitemapImport {
+        summary,
+        sitemaps: found.sitemaps,
+    })
+}
+
+/// Reading or importing a sitemap failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SitemapImportError {
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+}
