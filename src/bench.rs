@@ -42,7 +42,6 @@ pub async fn run(events: usize) -> anyhow::Result<()> {
     println!("(nats-server and PostgreSQL on this machine, file storage, fsync on)");
 
     let raw = raw_publish(&backbone.nats.js, events, 1024).await?;
-    let raw_ceiling = raw;
     println!(
         "{:<58} {:>10.0} msg/s   (ceiling)",
         "raw JetStream publish, 1 KiB, 512 in flight", raw
@@ -86,7 +85,7 @@ pub async fn run(events: usize) -> anyhow::Result<()> {
     sitemap_import(&backbone).await?;
     let scraped = scrape(&backbone, 2000).await?;
     let stages = stages(&backbone, scraped).await?;
-    pipeline(&backbone, &scraped, stages, 1000, raw_ceiling).await?;
+    pipeline(&backbone, &scraped, stages, 1000, raw).await?;
     projectors.cancel();
     drop(backbone);
     drop(pg);

@@ -85,6 +85,17 @@ pub trait Step<E: EventFamily>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StepError>> + Send;
 }
 
+/// A shared step is a step: one instance can serve several consumers.
+impl<S: Step<E>, E: EventFamily> Step<E> for Arc<S> {
+    fn handle(
+        &self,
+        event: Event<E>,
+        delivery: &Delivery,
+    ) -> impl Future<Output = Result<(), StepError>> + Send {
+        S::handle(self, event, delivery)
+    }
+}
+
 /// Tuning of a runtime.
 #[derive(Clone, Debug)]
 pub struct RuntimeOptions {

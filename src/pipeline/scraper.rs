@@ -9,7 +9,6 @@
 //! each subject). Output events carry deduplication keys derived from the page and its input,
 //! so a redelivered request publishes nothing twice.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -57,7 +56,6 @@ pub struct Scraper {
 /// What the stream knows of a page.
 #[derive(Default)]
 struct Previous {
-    url: Option<NormalizedUrl>,
     scraped: Option<Scraped>,
     changed: Option<ContentChanged>,
 }
@@ -85,11 +83,6 @@ impl Scraper {
 
     async fn previous(&self, client: ClientId, page: PageId) -> Result<Previous, StepError> {
         let mut prev = Previous::default();
-        if let Some(PageEvent::Discovered(d)) =
-            self.history.last("pages.discovered", client, page).await?
-        {
-            prev.url = Some(d.url);
-        }
         if let Some(PageEvent::Scraped(s)) =
             self.history.last("pages.scraped", client, page).await?
         {
@@ -447,7 +440,7 @@ impl Step<PageEvent> for Scraper {
         };
         let url = match &event.payload {
             PageEvent::Discovered(d) => d.url.clone(),
-            PageEvent::RefreshRequested(_) => match self.previous(client, page).await?.url {
+            PageEvent::RefreshRequested(_) => match self.history.url(client, page).await? {
                 Some(url) => url,
                 None => {
                     return Err(StepError::permanent(
@@ -482,15 +475,5 @@ impl Step<PageEvent> for Scraper {
             url,
         };
         self.scrape(&attempt, client, rate).await
-    }
-}
-
-impl<S: Step<E>, E: crate::events::EventFamily> Step<E> for Arc<S> {
-    fn handle(
-        &self,
-        event: Event<E>,
-        delivery: &Delivery,
-    ) -> impl std::future::Future<Output = Result<(), StepError>> + Send {
-        S::handle(self, event, delivery)
     }
 }

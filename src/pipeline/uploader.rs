@@ -175,11 +175,6 @@ impl Uploader {
         {
             return Ok(()); // a newer rendering exists: this one is stale
         }
-        let url = self
-            .history
-            .url(client, page)
-            .await?
-            .ok_or_else(|| StepError::permanent("the page has no URL in its history"))?;
         let markdown: BlobRef = match last("pages.markdown_generated").await? {
             Some(PageEvent::MarkdownGenerated(m)) if m.markdown.hash == rendered.markdown_hash => {
                 m.markdown
@@ -190,12 +185,13 @@ impl Uploader {
                 ));
             }
         };
-        let (fingerprint, scraped_at) = match (
+        // The last content change also gives the page's URL.
+        let (url, fingerprint, scraped_at) = match (
             last("pages.content_changed").await?,
             last("pages.scraped").await?,
         ) {
             (Some(PageEvent::ContentChanged(c)), Some(PageEvent::Scraped(s))) => {
-                (c.fingerprint, s.fetched_at)
+                (c.url, c.fingerprint, s.fetched_at)
             }
             _ => {
                 return Err(StepError::permanent(

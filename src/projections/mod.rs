@@ -68,3 +68,11 @@ pub(crate) fn decode<E: crate::events::EventFamily>(
 ) -> Result<crate::events::Event<E>, ApplyError> {
     crate::events::Event::<E>::from_json(&msg.payload).map_err(|e| ApplyError::Skip(e.to_string()))
 }
+
+/// The wire name of a unit enum variant (`ai_bot`), as stored in text columns.
+pub(crate) fn enum_name<T: serde::Serialize>(value: &T) -> Result<String, ApplyError> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        other => Err(ApplyError::Skip(format!("not a unit enum: {other:?}"))),
+    }
+}

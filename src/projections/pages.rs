@@ -12,11 +12,10 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use uuid::Uuid;
 
-use super::{ApplyError, Projection, StoredMessage, decode};
+use super::{ApplyError, Projection, StoredMessage, decode, enum_name};
 use crate::domain::content::ContentHash;
 use crate::events::pages::{PageEvent, ScrapeFailure};
 use crate::events::{Event, StreamName};
-use crate::projections::visits::enum_name;
 
 /// Applies PAGES events to `pages`.
 pub struct PagesProjection;

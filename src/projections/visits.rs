@@ -4,7 +4,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
 
-use super::{ApplyError, Projection, StoredMessage, decode};
+use super::{ApplyError, Projection, StoredMessage, decode, enum_name};
 use crate::events::visits::VisitEvent;
 use crate::events::{Event, StreamName};
 
@@ -60,13 +60,5 @@ impl Projection for VisitsProjection {
             Ok(())
         }
         .boxed()
-    }
-}
-
-/// The wire name of a unit enum variant (`ai_bot`), as stored in text columns.
-pub(crate) fn enum_name<T: serde::Serialize>(value: &T) -> Result<String, ApplyError> {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => Ok(s),
-        other => Err(ApplyError::Skip(format!("not a unit enum: {other:?}"))),
     }
 }
