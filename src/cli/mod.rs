@@ -1,5 +1,6 @@
 //! The `ai-cache` command line: one binary, a subcommand for every role and tool.
 
+pub mod bots;
 mod demo;
 mod dev;
 mod extract;
@@ -95,6 +96,18 @@ pub enum Command {
         #[arg(long, default_value = "docs/EXTRACTION_QUALITY.md")]
         out: PathBuf,
     },
+    /// The bot catalogue (catalogue/bots.json) and the Worker's copy of it.
+    Catalogue {
+        #[command(subcommand)]
+        command: bots::CatalogueCommand,
+    },
+    /// Classify user agents: one per line on stdin, one JSON object per line on stdout. With
+    /// --ranges-dir, a line may be `<ip><TAB><user agent>` and the answer says how far the
+    /// bot's identity was verified.
+    ClassifyUa {
+        #[arg(long, env = "BOT_RANGES_DIR")]
+        ranges_dir: Option<PathBuf>,
+    },
     /// Measure the backbone on a throwaway local stack and print the figures.
     Bench {
         /// Events per measurement.
@@ -181,6 +194,8 @@ impl Cli {
                 extract::extract(&file, &url, format == "json")
             }
             Command::ExtractReport { corpus, out } => extract::report(&corpus, &out),
+            Command::Catalogue { command } => bots::catalogue(command),
+            Command::ClassifyUa { ranges_dir } => bots::classify_ua(ranges_dir.as_deref()),
             Command::Bench { events } => crate::bench::run(events).await,
         }
     }

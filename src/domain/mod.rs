@@ -1,5 +1,6 @@
 //! Pure logic: no async, no IO. Everything here is tested without a server.
 
+pub mod bots;
 pub mod client;
 pub mod content;
 pub mod html;

@@ -2,6 +2,7 @@
 //! Postgres, and the local stack of servers `ai-cache dev` and the tests start.
 
 pub mod blobs;
+pub mod bot_ranges;
 pub mod cloudflare;
 pub mod db;
 pub mod edge_store;
