@@ -10,11 +10,14 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::commands::discovery::{Discovery, Importer};
 use crate::commands::tenants::Tenants;
+use crate::commands::visits::{IpHasher, Visits};
 use crate::config::{ApiConfig, FetchConfig, PipelineConfig};
 use crate::events::PageEvent;
 use crate::infra::blobs::BlobStore;
+use crate::infra::bot_ranges::BotRanges;
 use crate::infra::http::HttpClient;
 use crate::infra::nats::Nats;
+use crate::infra::publish::Publisher;
 use crate::infra::secrets::Secret;
 use crate::infra::secrets::Secrets;
 use crate::infra::{db, streams};
@@ -134,6 +137,32 @@ pub fn discovery(fetch: &FetchConfig) -> anyhow::Result<Discovery> {
     ))
 }
 
+/// Visit recording with the configured IP secret and bot ranges.
+fn visits(backbone: &Backbone, config: &ApiConfig) -> anyhow::Result<Visits> {
+    let secret = match config.visits_ip_secret.as_deref().map(str::trim) {
+        Some(s) if !s.is_empty() => s.as_bytes().to_vec(),
+        _ => {
+            let first = config
+                .fernet_keys
+                .as_deref()
+                .or(config.fernet_key.as_deref())
+                .and_then(|keys| keys.split(',').map(str::trim).find(|k| !k.is_empty()))
+                .context("VISITS_IP_SECRET or a Fernet key is needed to hash visitors' IPs")?;
+            IpHasher::new(b"ai-cache visits ip v1").hash_secret(first.as_bytes())
+        }
+    };
+    let ranges = match &config.bot_ranges_dir {
+        // The watcher lives as long as the process.
+        Some(dir) => BotRanges::watch(dir.clone(), CancellationToken::new())?,
+        None => BotRanges::default(),
+    };
+    Ok(Visits::new(
+        Publisher::new(backbone.nats.js.clone()),
+        ranges,
+        IpHasher::new(&secret),
+    ))
+}
+
 /// Everything the API role needs; refuses to start without a master key or a Fernet key.
 pub async fn api_state(
     backbone: &Backbone,
@@ -166,6 +195,7 @@ pub async fn api_state(
             pipeline.scraper_max_bytes.max(16 << 20) as u64,
         )
         .await?,
+        visits: visits(backbone, config)?,
         importer: Importer::new(
             backbone.db.clone(),
             backbone.nats.js.clone(),

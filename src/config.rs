@@ -84,6 +84,16 @@ pub struct ApiConfig {
     /// Seconds a write waits for its projection before answering 202 instead.
     #[arg(long, env = "WRITE_TIMEOUT_SECS", default_value_t = 10)]
     pub write_timeout_secs: u64,
+
+    /// Secret of the HMAC-SHA256 that replaces visitors' IP addresses. When unset, one is
+    /// derived from the first Fernet key (the hashes then change when that key rotates).
+    #[arg(long, env = "VISITS_IP_SECRET", hide_env_values = true)]
+    pub visits_ip_secret: Option<String>,
+
+    /// Directory of bot operators' published IP ranges (`gptbot.json`, `openai.txt`, ...),
+    /// re-read when it changes; without it every bot identity stays `claimed`.
+    #[arg(long, env = "BOT_RANGES_DIR")]
+    pub bot_ranges_dir: Option<PathBuf>,
 }
 
 /// Outbound fetching (sitemaps, pages) and discovery limits.

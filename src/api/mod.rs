@@ -10,6 +10,7 @@ pub mod health;
 pub mod keys;
 pub mod pages;
 pub mod sitemap;
+pub mod visits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub schedule_min_secs: i64,
     /// Page contents (raw HTML, Markdown, rendered HTML).
     pub blobs: crate::infra::blobs::BlobStore,
+    /// Visit recording.
+    pub visits: crate::commands::visits::Visits,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -63,6 +66,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
          (name = "keys", description = "Per-client API keys"),
          (name = "sitemaps", description = "Sitemap preview and import (the original sitemap API)"),
          (name = "pages", description = "Pages and their pipeline state"),
+         (name = "visits", description = "Visit ingestion (the edge) and bot analytics"),
          (name = "operations", description = "Health and metrics")),
 )]
 struct ApiDoc;
@@ -99,6 +103,16 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(pages::refresh))
         .routes(routes!(pages::refresh_client))
         .routes(routes!(pages::content))
+        .routes(routes!(visits::record_one))
+        .routes(routes!(visits::stats))
+        .merge(
+            // A full batch is larger than most requests.
+            OpenApiRouter::new()
+                .routes(routes!(visits::record_batch))
+                .layer(DefaultBodyLimit::max(
+                    visits::MAX_BATCH_BODY_BYTES.max(state.max_body_bytes),
+                )),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

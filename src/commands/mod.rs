@@ -3,3 +3,4 @@
 
 pub mod discovery;
 pub mod tenants;
+pub mod visits;

@@ -51,6 +51,28 @@ pub trait Projection: Send + Sync + 'static {
         conn: &'a mut PgConnection,
         msg: &'a StoredMessage,
     ) -> BoxFuture<'a, Result<(), ApplyError>>;
+
+    /// Applies a batch inside its transaction and returns the events it set aside (their
+    /// index in `batch`, and why). One event at a time unless the projection knows better
+    /// (visits: one multi-row insert). A database error fails the whole batch, which the
+    /// runtime then retries event by event to find the culprit.
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        batch: &'a [&'a StoredMessage],
+    ) -> BoxFuture<'a, Result<Vec<(usize, String)>, sqlx::Error>> {
+        Box::pin(async move {
+            let mut skipped = Vec::new();
+            for (i, msg) in batch.iter().enumerate() {
+                match self.apply(conn, msg).await {
+                    Ok(()) => {}
+                    Err(ApplyError::Skip(reason)) => skipped.push((i, reason)),
+                    Err(ApplyError::Db(e)) => return Err(e),
+                }
+            }
+            Ok(skipped)
+        })
+    }
 }
 
 /// Every projection of ai-cache.

@@ -275,23 +275,28 @@ impl ProjectionRunner {
         Ok(BatchOutcome::Applied(last))
     }
 
-    /// Applies events; with `isolate`, each in a savepoint so a failing one is recorded and
-    /// skipped instead of failing the batch.
+    /// Applies events: as one batch, or with `isolate` each in a savepoint so a failing one is
+    /// recorded and skipped instead of failing the batch.
     async fn apply_all(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         batch: &[&StoredMessage],
         isolate: bool,
     ) -> Result<(), sqlx::Error> {
-        for msg in batch {
-            if isolate {
-                sqlx::query("SAVEPOINT event").execute(&mut **tx).await?;
+        if !isolate {
+            let skipped = self.projection.apply_batch(tx, batch).await?;
+            for (i, reason) in skipped {
+                self.record_failure(tx, batch[i], &reason).await?;
             }
+            return Ok(());
+        }
+        for msg in batch {
+            sqlx::query("SAVEPOINT event").execute(&mut **tx).await?;
             let result = self.projection.apply(tx, msg).await;
             let failure = match result {
                 Ok(()) => None,
                 Err(ApplyError::Skip(reason)) => Some(reason),
-                Err(ApplyError::Db(e)) if isolate && is_data_error(&e) => {
+                Err(ApplyError::Db(e)) if is_data_error(&e) => {
                     sqlx::query("ROLLBACK TO SAVEPOINT event")
                         .execute(&mut **tx)
                         .await?;

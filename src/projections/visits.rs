@@ -5,7 +5,9 @@ use futures::future::BoxFuture;
 use sqlx::PgConnection;
 
 use super::{ApplyError, Projection, StoredMessage, decode, enum_name};
-use crate::events::visits::VisitEvent;
+use uuid::Uuid;
+
+use crate::events::visits::{VisitEvent, VisitRecorded};
 use crate::events::{Event, StreamName};
 
 /// Applies VISITS events to `visits`.
@@ -30,35 +32,300 @@ impl Projection for VisitsProjection {
         msg: &'a StoredMessage,
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
         async move {
-            let event: Event<VisitEvent> = decode(msg)?;
-            let VisitEvent::Recorded(v) = &event.payload;
-            // The event id is the row id: a redelivered event cannot count twice.
-            sqlx::query(
-                "INSERT INTO visits (id, page_id, client_id, url, visitor_type, user_agent,
-                     ip_hash, referrer, bot_name, operator, category, verification,
-                     format_served, status, visited_at)
-                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(event.meta.id)
-            .bind(event.meta.page_id.map(|p| p.as_uuid()))
-            .bind(event.meta.client_id.as_uuid())
-            .bind(&v.url)
-            .bind(enum_name(&v.visitor_type)?)
-            .bind(&v.user_agent)
-            .bind(&v.ip_hash)
-            .bind(&v.referrer)
-            .bind(&v.bot_name)
-            .bind(&v.operator)
-            .bind(&v.category)
-            .bind(enum_name(&v.verification)?)
-            .bind(enum_name(&v.format_served)?)
-            .bind(v.status.map(i32::from))
-            .bind(v.visited_at)
-            .execute(conn)
-            .await?;
+            let row = Row::decode(msg)?;
+            insert(conn, &[row]).await?;
             Ok(())
         }
         .boxed()
     }
+
+    /// Visits arrive by the thousand: one multi-row insert per batch.
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        batch: &'a [&'a StoredMessage],
+    ) -> BoxFuture<'a, Result<Vec<(usize, String)>, sqlx::Error>> {
+        async move {
+            let mut rows = Vec::with_capacity(batch.len());
+            let mut skipped = Vec::new();
+            for (i, msg) in batch.iter().enumerate() {
+                match Row::decode(msg) {
+                    Ok(row) => rows.push(row),
+                    Err(ApplyError::Skip(reason)) => skipped.push((i, reason)),
+                    Err(ApplyError::Db(e)) => return Err(e),
+                }
+            }
+            insert(conn, &rows).await?;
+            Ok(skipped)
+        }
+        .boxed()
+    }
+}
+
+/// One `visits` row.
+struct Row {
+    id: Uuid,
+    page_id: Option<Uuid>,
+    client_id: Uuid,
+    visit: VisitRecorded,
+    visitor_type: String,
+    verification: String,
+    format_served: String,
+}
+
+impl Row {
+    fn decode(msg: &StoredMessage) -> Result<Self, ApplyError> {
+        let event: Event<VisitEvent> = decode(msg)?;
+        let VisitEvent::Recorded(visit) = event.payload;
+        Ok(Self {
+            id: event.meta.id,
+            page_id: event.meta.page_id.map(|p| p.as_uuid()),
+            client_id: event.meta.client_id.as_uuid(),
+            visitor_type: enum_name(&visit.visitor_type)?,
+            verification: enum_name(&visit.verification)?,
+            format_served: enum_name(&visit.format_served)?,
+            visit,
+        })
+    }
+}
+
+/// Inserts rows; the event id is the row id, so a redelivered event cannot count twice.
+async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&Row) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO visits (id, page_id, client_id, url, visitor_type, user_agent,
+             ip_hash, referrer, bot_name, operator, category, verification,
+             format_served, status, visited_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+             $12::text[], $13::text[], $14::int[], $15::timestamptz[])
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.page_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.client_id).collect::<Vec<_>>())
+    .bind(col(|r| Some(r.visit.url.clone())))
+    .bind(col(|r| Some(r.visitor_type.clone())))
+    .bind(col(|r| r.visit.user_agent.clone()))
+    .bind(col(|r| r.visit.ip_hash.clone()))
+    .bind(col(|r| r.visit.referrer.clone()))
+    .bind(col(|r| r.visit.bot_name.clone()))
+    .bind(col(|r| r.visit.operator.clone()))
+    .bind(col(|r| r.visit.category.clone()))
+    .bind(col(|r| Some(r.verification.clone())))
+    .bind(col(|r| Some(r.format_served.clone())))
+    .bind(
+        rows.iter()
+            .map(|r| r.visit.status.map(i32::from))
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.visit.visited_at).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// How `stats` groups visits.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    Bot,
+    Operator,
+    Category,
+    Day,
+    Page,
+    VisitorType,
+}
+
+impl GroupBy {
+    /// The grouping expression (a fixed list: never built from input).
+    fn expr(self) -> &'static str {
+        match self {
+            Self::Bot => "coalesce(bot_name, '')",
+            Self::Operator => "coalesce(operator, '')",
+            Self::Category => "coalesce(category, '')",
+            Self::Day => "to_char(visited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+            Self::Page => "url",
+            Self::VisitorType => "visitor_type",
+        }
+    }
+
+    /// Days in time order; everything else busiest first.
+    fn order(self) -> &'static str {
+        match self {
+            Self::Day => "key ASC",
+            _ => "visits DESC, key ASC",
+        }
+    }
+}
+
+/// Visits of one client over a time range.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Totals {
+    pub visits: i64,
+    pub ai_visits: i64,
+    pub search_bot_visits: i64,
+    pub other_bot_visits: i64,
+    pub human_visits: i64,
+    pub worker_proxy_visits: i64,
+    /// AI agents' share of all visits (0 when there were none).
+    pub ai_share: f64,
+    /// Bot visits whose IP is in the operator's published ranges.
+    pub ip_verified: i64,
+    /// Bot visits claiming an operator that publishes ranges, from outside them.
+    pub ip_mismatch: i64,
+    /// Requests answered with Markdown or minimal HTML from the cache.
+    pub served_from_cache: i64,
+}
+
+/// One group of visits.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Group {
+    /// The bot, operator, category, day (`YYYY-MM-DD`, UTC), page URL or visitor type; empty
+    /// when the visits carry none (people have no bot name).
+    pub key: String,
+    pub visits: i64,
+    pub ai_visits: i64,
+    pub ip_verified: i64,
+    pub ip_mismatch: i64,
+    pub last_visit_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A group and the number of groups in all.
+#[derive(sqlx::FromRow)]
+struct GroupRow {
+    #[sqlx(flatten)]
+    group: Group,
+    total_groups: i64,
+}
+
+/// A page AI agents read.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct TopPage {
+    pub url: String,
+    pub ai_visits: i64,
+    pub bots: i64,
+}
+
+/// What `stats` answers.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct VisitStats {
+    pub totals: Totals,
+    pub group_by: GroupBy,
+    /// How many groups there are in all (for paging).
+    pub total_groups: i64,
+    pub groups: Vec<Group>,
+    /// The pages AI agents visited most (up to 10).
+    pub top_ai_pages: Vec<TopPage>,
+}
+
+/// The range and page of a `stats` query.
+#[derive(Clone, Copy, Debug)]
+pub struct StatsQuery {
+    pub client: Uuid,
+    pub from: chrono::DateTime<chrono::Utc>,
+    pub to: chrono::DateTime<chrono::Utc>,
+    pub group_by: GroupBy,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Visits of a client in `[from, to)`, totalled and grouped.
+pub async fn stats(db: &sqlx::PgPool, q: StatsQuery) -> Result<VisitStats, sqlx::Error> {
+    let totals: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE visitor_type = 'ai_bot'),
+                count(*) FILTER (WHERE visitor_type = 'search_bot'),
+                count(*) FILTER (WHERE visitor_type = 'other_bot'),
+                count(*) FILTER (WHERE visitor_type = 'human'),
+                count(*) FILTER (WHERE visitor_type = 'worker_proxy'),
+                count(*) FILTER (WHERE verification = 'ip_verified'),
+                count(*) FILTER (WHERE verification = 'ip_mismatch'),
+                count(*) FILTER (WHERE format_served IN ('markdown', 'html'))
+           FROM visits WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3",
+    )
+    .bind(q.client)
+    .bind(q.from)
+    .bind(q.to)
+    .fetch_one(db)
+    .await?;
+    let (visits, ai, search, other, human, worker, verified, mismatch, cached) = totals;
+    let sql = format!(
+        "SELECT {expr} AS key, count(*) AS visits,
+                count(*) FILTER (WHERE visitor_type = 'ai_bot') AS ai_visits,
+                count(*) FILTER (WHERE verification = 'ip_verified') AS ip_verified,
+                count(*) FILTER (WHERE verification = 'ip_mismatch') AS ip_mismatch,
+                max(visited_at) AS last_visit_at,
+                count(*) OVER () AS total_groups
+           FROM visits WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3
+          GROUP BY 1 ORDER BY {order} LIMIT $4 OFFSET $5",
+        expr = q.group_by.expr(),
+        order = q.group_by.order()
+    );
+    let rows: Vec<GroupRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(q.client)
+        .bind(q.from)
+        .bind(q.to)
+        .bind(q.limit)
+        .bind(q.offset)
+        .fetch_all(db)
+        .await?;
+    let total_groups = match rows.first() {
+        Some(r) => r.total_groups,
+        // Past the last page: count the groups on their own.
+        None if q.offset > 0 => {
+            let sql = format!(
+                "SELECT count(DISTINCT {}) FROM visits
+                  WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3",
+                q.group_by.expr()
+            );
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(q.client)
+                .bind(q.from)
+                .bind(q.to)
+                .fetch_one(db)
+                .await?
+        }
+        None => 0,
+    };
+    let groups = rows.into_iter().map(|r| r.group).collect();
+    let top_ai_pages = sqlx::query_as::<_, TopPage>(
+        "SELECT url, count(*) AS ai_visits, count(DISTINCT bot_name) AS bots
+           FROM visits
+          WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3
+            AND visitor_type = 'ai_bot'
+          GROUP BY url ORDER BY ai_visits DESC, url ASC LIMIT 10",
+    )
+    .bind(q.client)
+    .bind(q.from)
+    .bind(q.to)
+    .fetch_all(db)
+    .await?;
+    Ok(VisitStats {
+        totals: Totals {
+            visits,
+            ai_visits: ai,
+            search_bot_visits: search,
+            other_bot_visits: other,
+            human_visits: human,
+            worker_proxy_visits: worker,
+            ai_share: if visits == 0 {
+                0.0
+            } else {
+                ai as f64 / visits as f64
+            },
+            ip_verified: verified,
+            ip_mismatch: mismatch,
+            served_from_cache: cached,
+        },
+        group_by: q.group_by,
+        total_groups,
+        groups,
+        top_ai_pages,
+    })
 }

@@ -8,22 +8,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::clients::{create_client, send, spawn_api};
+use crate::clients::{create_client, create_key, send, spawn_api};
 use crate::harness::{MASTER_KEY, Options, TestApp};
-
-/// Creates a key with `scopes` for `client` through the API; returns (key id, key).
-async fn create_key(app: &TestApp, client: &str, scopes: &[&str]) -> (String, String) {
-    let (status, body) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/keys"))
-            .json(&json!({"scopes": scopes, "name": "test"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    (
-        body["id"].as_str().expect("id").to_owned(),
-        body["key"].as_str().expect("key").to_owned(),
-    )
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Who {

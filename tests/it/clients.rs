@@ -36,6 +36,20 @@ pub async fn create_client(app: &TestApp, name: &str, domain: &str) -> String {
     body["id"].as_str().expect("id").to_owned()
 }
 
+/// Creates a key with `scopes` for `client` through the API; returns (key id, key).
+pub async fn create_key(app: &TestApp, client: &str, scopes: &[&str]) -> (String, String) {
+    let (status, body) = send(
+        app.master(Method::POST, &format!("/api/v1/clients/{client}/keys"))
+            .json(&json!({"scopes": scopes, "name": "test"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    (
+        body["id"].as_str().expect("id").to_owned(),
+        body["key"].as_str().expect("key").to_owned(),
+    )
+}
+
 fn python_fixture() -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/fernet/python-made.json");

@@ -119,6 +119,10 @@ pub struct Options {
     pub gemini_model: String,
     /// Host names the app's fetcher resolves to 127.0.0.1 (a test origin's domains).
     pub local_hosts: Vec<String>,
+    /// Bot operators' IP ranges (BOT_RANGES_DIR).
+    pub bot_ranges_dir: Option<PathBuf>,
+    /// A PostgreSQL cluster of the test's own (to stop and restart it), not the shared one.
+    pub own_postgres: bool,
 }
 
 impl Default for Options {
@@ -135,6 +139,8 @@ impl Default for Options {
             gemini_api_key: None,
             gemini_model: "known-model".into(),
             local_hosts: vec!["site.test".into(), "other.test".into()],
+            bot_ranges_dir: None,
+            own_postgres: false,
         }
     }
 }
@@ -185,6 +191,8 @@ impl Options {
             rate_limit_per_minute: self.rate_limit_per_minute,
             max_body_bytes: self.max_body_bytes,
             write_timeout_secs: 10,
+            visits_ip_secret: Some("test-visits-ip-secret".into()),
+            bot_ranges_dir: self.bot_ranges_dir.clone(),
         }
     }
 }
@@ -197,6 +205,8 @@ pub struct TestApp {
     pub api: Option<String>,
     pub db_url: String,
     pub options: Options,
+    /// The test's own cluster, with `Options::own_postgres`.
+    pub postgres: Option<LocalPostgres>,
     shutdown: CancellationToken,
 }
 
@@ -220,7 +230,21 @@ impl TestApp {
             .with_test_writer()
             .try_init();
         let nats = tokio::task::spawn_blocking(start_nats).await.expect("join");
-        let (db_url, _) = fresh_database().await;
+        let (db_url, postgres) = if options.own_postgres {
+            let dir = temp_dir("aicache-test-own-pg-");
+            let server = tokio::task::spawn_blocking(move || {
+                LocalPostgres::start(&dir, Durability::Throwaway, true)
+            })
+            .await
+            .expect("join")
+            .expect("postgres starts");
+            localstack::ensure_database(&server.url("postgres"), "aicache")
+                .await
+                .expect("database");
+            (server.url("aicache"), Some(server))
+        } else {
+            (fresh_database().await.0, None)
+        };
         let backbone = Backbone::connect(&db_url, &nats.url(), 10)
             .await
             .expect("connect");
@@ -268,6 +292,7 @@ impl TestApp {
             api,
             db_url,
             options,
+            postgres,
             shutdown,
         }
     }

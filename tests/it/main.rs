@@ -21,3 +21,4 @@ mod runtime;
 mod scraper;
 mod sitemap_corpus;
 mod stages;
+mod visits;

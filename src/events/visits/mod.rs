@@ -52,7 +52,7 @@ impl EventFamily for VisitEvent {
 }
 
 /// What kind of visitor made a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VisitorType {
     AiBot,
@@ -63,7 +63,7 @@ pub enum VisitorType {
 }
 
 /// How far a bot's claimed identity was checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verification {
     /// Not a bot, or not checked.
@@ -77,7 +77,7 @@ pub enum Verification {
 }
 
 /// What the edge answered with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FormatServed {
     Markdown,

@@ -1,0 +1,330 @@
+//! Recording visits: validate what the edge reports, classify the user agent, verify the
+//! claimed identity against the operator's ranges, replace the IP by its HMAC, and publish
+//! `visits.recorded` events in batches.
+//!
+//! Each visit gets an id that is a function of what was reported (the Worker's own visit id
+//! when it sends one, else the visit's fields), published as the `Nats-Msg-Id` and used as
+//! the row id of the projection: a batch posted twice is stored once inside the stream's
+//! duplicate window and counted once by the projection forever.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::bots::{Classifier, VisitorType, verify};
+use crate::domain::ids::{ClientId, PageId};
+use crate::domain::url::NormalizedUrl;
+use crate::events::Event;
+use crate::events::visits::{FormatServed, VisitEvent, VisitRecorded};
+use crate::infra::bot_ranges::BotRanges;
+use crate::infra::publish::{Outgoing, PublishError, Publisher};
+
+/// Most visits in one batch.
+pub const MAX_BATCH: usize = 1_000;
+/// Longest user agent and referrer kept; longer ones are cut (a visit is never refused for it).
+pub const MAX_HEADER_CHARS: usize = 1_024;
+/// How far in the future a timestamp may be (clock skew between the edge and us).
+pub const MAX_FUTURE: Duration = Duration::minutes(5);
+
+/// One visit as the edge reports it.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VisitInput {
+    /// The reporter's own id for the visit: a retried report with the same id counts once.
+    /// Without one, a visit identical in every field (to the millisecond) counts once.
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    /// The client the visit belongs to: required with the master key, else the key's client.
+    #[serde(default)]
+    pub client_id: Option<Uuid>,
+    /// The requested URL.
+    pub url: String,
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    /// The visitor's IP address; only its HMAC is stored.
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub referrer: Option<String>,
+    /// When the request arrived (RFC 3339).
+    pub timestamp: DateTime<Utc>,
+    /// What the edge answered with: `markdown`, `html` or `origin` (passed through).
+    #[serde(default)]
+    pub format_served: Option<FormatServed>,
+    /// The HTTP status the edge answered with.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The `CF-Worker` header of the request, present when another Cloudflare Worker made it.
+    #[serde(default)]
+    pub cf_worker: Option<String>,
+}
+
+/// Why one visit was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct VisitRejection {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn reject(code: &'static str, message: impl Into<String>) -> VisitRejection {
+    VisitRejection {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The HMAC-SHA256 key for IP addresses.
+#[derive(Clone)]
+pub struct IpHasher {
+    key: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for IpHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IpHasher(..)")
+    }
+}
+
+impl IpHasher {
+    pub fn new(secret: &[u8]) -> Self {
+        Self { key: secret.into() }
+    }
+
+    /// The raw HMAC of `data`: derives a key from another secret.
+    pub fn hash_secret(&self, data: &[u8]) -> Vec<u8> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length");
+        mac.update(data);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Hex HMAC-SHA256 of the address in its canonical spelling (IPv4-mapped IPv6 as IPv4).
+    pub fn hash(&self, ip: IpAddr) -> String {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        hex::encode(self.hash_secret(ip.to_string().as_bytes()))
+    }
+}
+
+/// Records visits.
+#[derive(Clone)]
+pub struct Visits {
+    publisher: Publisher,
+    ranges: BotRanges,
+    ip_hasher: IpHasher,
+}
+
+/// What a batch came to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct BatchOutcome {
+    /// Visits stored now.
+    pub accepted: usize,
+    /// Visits already stored by an earlier post of the same report.
+    pub duplicates: usize,
+    /// Visits refused, by their position in the batch.
+    pub rejected: Vec<Rejected>,
+}
+
+/// A refused visit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Rejected {
+    pub index: usize,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Who reports: the client of the key, or any client (the master key).
+#[derive(Clone, Copy, Debug)]
+pub enum Reporter {
+    Client(Uuid),
+    Master,
+}
+
+/// The client's domain rule, looked up by the caller.
+pub trait DomainRule: Sync {
+    /// Whether `url` is on `client`'s site; `Err` names why not (unknown client, off-domain).
+    fn check(&self, client: Uuid, url: &NormalizedUrl) -> Result<(), VisitRejection>;
+}
+
+impl Visits {
+    pub fn new(publisher: Publisher, ranges: BotRanges, ip_hasher: IpHasher) -> Self {
+        Self {
+            publisher,
+            ranges,
+            ip_hasher,
+        }
+    }
+
+    /// Turns one reported visit into its event.
+    pub fn prepare(
+        &self,
+        reporter: Reporter,
+        input: VisitInput,
+        rule: &dyn DomainRule,
+        now: DateTime<Utc>,
+    ) -> Result<Outgoing<VisitEvent>, VisitRejection> {
+        let client = match (reporter, input.client_id) {
+            (Reporter::Client(own), None) => own,
+            (Reporter::Client(own), Some(given)) if given == own => own,
+            (Reporter::Client(_), Some(_)) => {
+                return Err(reject(
+                    "forbidden_client",
+                    "client_id is not the client of this key",
+                ));
+            }
+            (Reporter::Master, Some(given)) => given,
+            (Reporter::Master, None) => {
+                return Err(reject(
+                    "client_id_required",
+                    "client_id is required with the master key",
+                ));
+            }
+        };
+        let url = NormalizedUrl::parse(&input.url)
+            .map_err(|e| reject("invalid_url", format!("url: {e}")))?;
+        rule.check(client, &url)?;
+        if input.timestamp > now + MAX_FUTURE {
+            return Err(reject(
+                "invalid_timestamp",
+                format!("timestamp {} is in the future", input.timestamp),
+            ));
+        }
+        if let Some(status) = input.status
+            && !(100..=599).contains(&status)
+        {
+            return Err(reject(
+                "invalid_status",
+                format!("status {status} is not an HTTP status"),
+            ));
+        }
+        let ip = match input.ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => Some(
+                s.parse::<IpAddr>()
+                    .map_err(|_| reject("invalid_ip", format!("{s:?} is not an IP address")))?,
+            ),
+            None => None,
+        };
+        let user_agent = input.user_agent.as_deref().map(cut);
+        let referrer = input
+            .referrer
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(cut);
+        let mut classification =
+            Classifier::shipped().classify(user_agent.as_deref().unwrap_or(""));
+        if input.cf_worker.is_some() {
+            classification.visitor_type = VisitorType::WorkerProxy;
+        }
+        let verification = verify(&classification, ip, &self.ranges.get());
+        let client_id = ClientId::from_uuid(client);
+        let dedup = match input.id {
+            Some(id) => format!("visit:{client}:{id}"),
+            None => {
+                let mut h = Sha256::new();
+                for part in [
+                    url.as_str(),
+                    user_agent.as_deref().unwrap_or(""),
+                    input.ip.as_deref().unwrap_or(""),
+                    referrer.as_deref().unwrap_or(""),
+                    &input
+                        .timestamp
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                ] {
+                    h.update(part.as_bytes());
+                    h.update([0]);
+                }
+                format!("visit:{client}:{}", hex::encode(h.finalize()))
+            }
+        };
+        let event = Event::new(
+            client_id,
+            Some(PageId::derive(client_id, &url)),
+            VisitEvent::Recorded(VisitRecorded {
+                url: url.to_string(),
+                visitor_type: classification.visitor_type,
+                bot_name: classification.bot_name,
+                operator: classification.operator,
+                category: classification.category,
+                verification,
+                user_agent,
+                referrer,
+                ip_hash: ip.map(|ip| self.ip_hasher.hash(ip)),
+                format_served: input.format_served.unwrap_or(FormatServed::Unknown),
+                status: input.status,
+                visited_at: input.timestamp,
+            }),
+        );
+        Ok(Outgoing::keyed(event, dedup))
+    }
+
+    /// Validates and publishes a batch; refused visits are reported, the others stored.
+    pub async fn record(
+        &self,
+        reporter: Reporter,
+        inputs: Vec<VisitInput>,
+        rule: &dyn DomainRule,
+    ) -> Result<BatchOutcome, PublishError> {
+        let now = Utc::now();
+        let mut outcome = BatchOutcome::default();
+        let mut ready = Vec::with_capacity(inputs.len());
+        for (index, input) in inputs.into_iter().enumerate() {
+            match self.prepare(reporter, input, rule, now) {
+                Ok(out) => ready.push(out),
+                Err(e) => outcome.rejected.push(Rejected {
+                    index,
+                    code: e.code,
+                    message: e.message,
+                }),
+            }
+        }
+        for published in self.publisher.publish_all(&ready).await? {
+            if published.duplicate {
+                outcome.duplicates += 1;
+            } else {
+                outcome.accepted += 1;
+            }
+        }
+        metrics::counter!("aicache_visits_recorded_total").increment(outcome.accepted as u64);
+        metrics::counter!("aicache_visits_rejected_total").increment(outcome.rejected.len() as u64);
+        Ok(outcome)
+    }
+
+    /// Publishes visits the built-in edge made itself (already valid).
+    pub async fn publish(&self, ready: &[Outgoing<VisitEvent>]) -> Result<(), PublishError> {
+        self.publisher.publish_all(ready).await?;
+        metrics::counter!("aicache_visits_recorded_total").increment(ready.len() as u64);
+        Ok(())
+    }
+}
+
+/// At most [`MAX_HEADER_CHARS`] characters.
+fn cut(s: &str) -> String {
+    s.chars().take(MAX_HEADER_CHARS).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_hashes_are_keyed_and_canonical() {
+        let a = IpHasher::new(b"secret-a");
+        let b = IpHasher::new(b"secret-b");
+        let ip: IpAddr = "203.0.113.7".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().expect("ip");
+        assert_eq!(a.hash(ip), a.hash(mapped));
+        assert_ne!(a.hash(ip), b.hash(ip));
+        assert_eq!(a.hash(ip).len(), 64);
+        assert!(!a.hash(ip).contains("203"));
+    }
+}
