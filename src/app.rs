@@ -179,6 +179,7 @@ pub async fn api_state(
         master.trim().len() >= 16,
         "MASTER_API_KEY must be at least 16 characters"
     );
+    let visits = visits(backbone, config)?;
     Ok(AppState {
         db: backbone.db.clone(),
         nats: backbone.nats.clone(),
@@ -195,7 +196,11 @@ pub async fn api_state(
             pipeline.scraper_max_bytes.max(16 << 20) as u64,
         )
         .await?,
-        visits: visits(backbone, config)?,
+        visits: visits.clone(),
+        edge: Arc::new(api::edge::Edge::new(
+            crate::infra::edge_store::EdgeStore::open(&backbone.nats.js).await?,
+            visits,
+        )),
         importer: Importer::new(
             backbone.db.clone(),
             backbone.nats.js.clone(),

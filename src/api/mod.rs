@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod clients;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub blobs: crate::infra::blobs::BlobStore,
     /// Visit recording.
     pub visits: crate::commands::visits::Visits,
+    /// The built-in edge.
+    pub edge: Arc<edge::Edge>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -128,7 +131,10 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
             "/api/v1/openapi.json",
             get(move || async move { Json(document) }),
         )
-        .fallback(not_found)
+        .route("/edge/{domain}", get(edge::root))
+        .route("/edge/{domain}/", get(edge::root))
+        .route("/edge/{domain}/{*path}", get(edge::by_path))
+        .fallback(edge::by_host)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state);
@@ -164,10 +170,6 @@ pub fn router(state: AppState) -> axum::Router {
 /// Prometheus metrics.
 async fn metrics() -> String {
     crate::telemetry::metrics().render()
-}
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route".into())
 }
 
 async fn method_not_allowed() -> ApiError {

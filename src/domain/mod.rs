@@ -3,6 +3,7 @@
 pub mod bots;
 pub mod client;
 pub mod content;
+pub mod edge;
 pub mod html;
 pub mod ids;
 pub mod kv_key;

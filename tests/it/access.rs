@@ -336,6 +336,9 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
         "POST /api/v1/pages/{id}/refresh",
         "POST /api/v1/clients/{id}/refresh",
         "GET /api/v1/pages/{id}/content",
+        "POST /api/v1/visits",
+        "POST /api/v1/visits/batch",
+        "GET /api/v1/clients/{id}/visits/stats",
     ]
     .into_iter()
     .map(String::from)

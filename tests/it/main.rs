@@ -9,6 +9,7 @@ mod cloudflare;
 mod cloudflare_fake;
 mod dev;
 mod discovery;
+mod edge;
 mod end_to_end;
 mod events;
 mod gemini;

@@ -1,0 +1,459 @@
+//! The built-in edge: serves the cached Markdown and minimal HTML of self-hosted clients'
+//! pages to AI agents, by `GET /edge/{domain}/{path}` or, when the operator routes a client's
+//! domain to ai-cache, by the `Host` header. The rules of what is served are
+//! `domain::edge`'s (the Cloudflare Worker's too).
+//!
+//! - Cached page, AI agent or `Accept: text/markdown` or a `.md` path: 200 with the content,
+//!   `Vary`, `Link`, `ETag` and `Last-Modified` (and 304 for a matching conditional request).
+//! - Anyone else, or a page not in the built-in store: on `/edge/...` a 302 to the page on the
+//!   origin; by `Host` a 404 (the origin is the operator's proxy's business, and a redirect to
+//!   the same host would loop). An unknown domain is a 404 either way.
+//!
+//! Every request is recorded as a visit, off the response path: a bounded queue feeds a task
+//! that publishes them in batches (a full queue drops visits and counts them, it never slows a
+//! response).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use super::{ApiError, AppState};
+use crate::commands::visits::{DomainRule, Reporter, VisitInput, VisitRejection, Visits};
+use crate::domain::bots::Classifier;
+use crate::domain::edge::{Serve, VARY, decide, link_header};
+use crate::domain::kv_key::kv_key;
+use crate::domain::url::NormalizedUrl;
+use crate::events::visits::FormatServed;
+use crate::infra::edge_store::{EdgeStore, Manifest};
+use crate::projections::clients as clients_read;
+
+/// How long a domain lookup is remembered.
+const DOMAIN_TTL: Duration = Duration::from_secs(30);
+/// Visits waiting to be published; beyond this they are dropped (and counted).
+const QUEUE: usize = 50_000;
+/// Largest batch of visits published at once, and the longest a visit waits for one.
+const BATCH: usize = 1_000;
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// The edge's state.
+pub struct Edge {
+    store: EdgeStore,
+    domains: Mutex<HashMap<String, (Instant, Option<uuid::Uuid>)>>,
+    queue: mpsc::Sender<VisitInput>,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Edge")
+    }
+}
+
+/// Visits the edge made: their URL is on the client's domain by construction.
+struct OwnDomain;
+
+impl DomainRule for OwnDomain {
+    fn check(&self, _: uuid::Uuid, _: &NormalizedUrl) -> Result<(), VisitRejection> {
+        Ok(())
+    }
+}
+
+impl Edge {
+    /// The edge over `store`, with its visit publisher running in the background.
+    pub fn new(store: EdgeStore, visits: Visits) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(publish_visits(visits.clone(), rx));
+        Self {
+            store,
+            domains: Mutex::new(HashMap::new()),
+            queue,
+        }
+    }
+
+    /// The client serving `domain`, remembered for a while.
+    async fn client_of(
+        &self,
+        db: &sqlx::PgPool,
+        domain: &str,
+    ) -> Result<Option<uuid::Uuid>, ApiError> {
+        if let Some((at, client)) = self
+            .domains
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(domain)
+            && at.elapsed() < DOMAIN_TTL
+        {
+            return Ok(*client);
+        }
+        let client = clients_read::find_by_domain(db, domain)
+            .await?
+            .map(|row| row.id);
+        self.domains
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(domain.to_owned(), (Instant::now(), client));
+        Ok(client)
+    }
+
+    fn record(&self, visit: VisitInput) {
+        if self.queue.try_send(visit).is_err() {
+            metrics::counter!("aicache_edge_visits_dropped_total").increment(1);
+        }
+    }
+}
+
+/// Publishes queued visits in batches until the queue closes.
+async fn publish_visits(visits: Visits, mut rx: mpsc::Receiver<VisitInput>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let first = rx.recv().await;
+        let Some(first) = first else { return };
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(v)) => batch.push(v),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let now = Utc::now();
+        let ready: Vec<_> = batch
+            .drain(..)
+            .filter_map(|v| {
+                let client = v.client_id?;
+                visits
+                    .prepare(Reporter::Client(client), v, &OwnDomain, now)
+                    .ok()
+            })
+            .collect();
+        // NATS being away: retry a few times, then drop (counted) rather than grow forever.
+        let mut attempt = 0;
+        while let Err(e) = visits.publish(&ready).await {
+            attempt += 1;
+            if attempt >= 5 {
+                tracing::warn!(error = %e, lost = ready.len(), "edge visits not recorded");
+                metrics::counter!("aicache_edge_visits_dropped_total")
+                    .increment(ready.len() as u64);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+        }
+    }
+}
+
+/// How the request reached the edge.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `/edge/{domain}/{path}`.
+    Prefixed,
+    /// By the `Host` header.
+    Host,
+}
+
+/// `GET /edge/{domain}/{path}`.
+pub async fn by_path(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((domain, path)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve(
+        &state,
+        Mode::Prefixed,
+        &domain,
+        &format!("/{path}"),
+        uri.query(),
+        peer,
+        &method,
+        &headers,
+    )
+    .await
+}
+
+/// `GET /edge/{domain}` and `/edge/{domain}/`: the home page.
+pub async fn root(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(domain): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve(
+        &state,
+        Mode::Prefixed,
+        &domain,
+        "/",
+        uri.query(),
+        peer,
+        &method,
+        &headers,
+    )
+    .await
+}
+
+/// The fallback of the whole router: a request for a client's domain (by `Host`) is an edge
+/// request; anything else is an unknown route.
+pub async fn by_host(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let is_edge = !host.is_empty()
+        && matches!(method, Method::GET | Method::HEAD)
+        && state.edge.client_of(&state.db, &host).await?.is_some();
+    if !is_edge {
+        return Err(ApiError::NotFound("no such route".into()));
+    }
+    serve(
+        &state,
+        Mode::Host,
+        &host,
+        uri.path(),
+        uri.query(),
+        peer,
+        &method,
+        &headers,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    state: &AppState,
+    mode: Mode,
+    domain: &str,
+    path: &str,
+    query: Option<&str>,
+    peer: SocketAddr,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let header = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let Some(client) = state.edge.client_of(&state.db, &domain).await? else {
+        return Err(ApiError::NotFound(format!(
+            "{domain} is not a site served here"
+        )));
+    };
+    let user_agent = header(header::USER_AGENT);
+    let visitor = Classifier::shipped().classify(user_agent);
+    let decision = decide(path, header(header::ACCEPT), &visitor);
+    let scheme = match header(HeaderName::from_static("x-forwarded-proto")) {
+        "http" if mode == Mode::Host => "http",
+        _ => "https",
+    };
+    let page_url = |p: &str| {
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        NormalizedUrl::parse(&format!("{scheme}://{domain}{p}{query}"))
+    };
+    let Ok(url) = page_url(&decision.page_path) else {
+        return Err(ApiError::BadRequest(format!(
+            "{path} is not a valid page path"
+        )));
+    };
+    let manifest = if decision.serve == Serve::Pass {
+        None
+    } else {
+        state
+            .edge
+            .store
+            .get(&kv_key(&url))
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?
+    };
+    let prefix = match mode {
+        Mode::Prefixed => format!("/edge/{domain}"),
+        Mode::Host => String::new(),
+    };
+    let link = link_header(&prefix, &decision.page_path, query);
+    let (response, format) = match manifest {
+        Some(manifest) => {
+            let markdown = decision.serve == Serve::Markdown;
+            content(state, &manifest, markdown, method, headers, &link).await?
+        }
+        None => {
+            let original = page_url(path).map_or_else(|_| url.to_string(), |u| u.to_string());
+            let response = match mode {
+                Mode::Prefixed => Response::builder()
+                    .status(StatusCode::FOUND)
+                    .header(header::LOCATION, original.as_str()),
+                Mode::Host => Response::builder().status(StatusCode::NOT_FOUND),
+            };
+            let body = match mode {
+                Mode::Prefixed => Body::empty(),
+                Mode::Host => Body::from(format!(
+                    "{{\"error\":{{\"code\":\"not_cached\",\"message\":\"no cached version of {path} for this visitor\"}}}}"
+                )),
+            };
+            let response = response
+                .header(header::VARY, VARY)
+                .header(header::CACHE_CONTROL, "no-store")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            (response, FormatServed::Origin)
+        }
+    };
+    state.edge.record(VisitInput {
+        id: None,
+        client_id: Some(client),
+        url: url.to_string(),
+        user_agent: Some(user_agent.to_owned()),
+        ip: Some(client_ip(peer, headers).to_string()),
+        referrer: Some(header(header::REFERER).to_owned()).filter(|r| !r.is_empty()),
+        timestamp: Utc::now(),
+        format_served: Some(format),
+        status: Some(response.status().as_u16()),
+        cf_worker: headers
+            .get("cf-worker")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
+    metrics::histogram!("aicache_edge_request_seconds").record(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// The cached variant, or 304 when the caller has it.
+async fn content(
+    state: &AppState,
+    manifest: &Manifest,
+    markdown: bool,
+    method: &Method,
+    headers: &HeaderMap,
+    link: &str,
+) -> Result<(Response, FormatServed), ApiError> {
+    let (blob, content_type, format) = if markdown {
+        (
+            &manifest.markdown,
+            "text/markdown; charset=utf-8",
+            FormatServed::Markdown,
+        )
+    } else {
+        (
+            &manifest.html,
+            "text/html; charset=utf-8",
+            FormatServed::Html,
+        )
+    };
+    let etag = format!("\"{}\"", blob.hash.as_str());
+    let last_modified = http_date(manifest.updated_at);
+    let not_modified = match headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(tags) => tags.split(',').any(|t| {
+            let t = t.trim();
+            t == "*" || t.trim_start_matches("W/") == etag
+        }),
+        None => headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
+            .is_some_and(|since| manifest.updated_at.timestamp() <= since.timestamp()),
+    };
+    let builder = Response::builder()
+        .header(header::VARY, VARY)
+        .header(header::LINK, link)
+        .header(header::ETAG, &etag)
+        .header(header::LAST_MODIFIED, &last_modified)
+        .header(header::CACHE_CONTROL, "public, max-age=300")
+        .header("x-ai-cache", "hit");
+    if not_modified {
+        let response = builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        return Ok((response, format));
+    }
+    let bytes = state
+        .blobs
+        .get(&blob.hash)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::Unavailable(format!("{} is not in the blob store", blob.hash.as_str()))
+        })?;
+    let length = bytes.len();
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(bytes)
+    };
+    let response = builder
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
+        .header(header::CONTENT_LENGTH, length)
+        .body(body)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok((response, format))
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn http_date(at: DateTime<Utc>) -> String {
+    at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+/// The visitor's address: the peer, or the first `X-Forwarded-For` hop when the peer is a
+/// proxy on a private or loopback address (the operator's own reverse proxy).
+fn client_ip(peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let peer_ip = peer.ip();
+    if crate::domain::netaddr::is_public(peer_ip) {
+        return peer_ip;
+    }
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|ip| ip.trim().parse().ok())
+        .unwrap_or(peer_ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_are_imf_fixdate() {
+        let at = DateTime::parse_from_rfc3339("1994-11-06T08:49:37Z")
+            .expect("date")
+            .with_timezone(&Utc);
+        assert_eq!(http_date(at), "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_local_proxy() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 10.0.0.1"),
+        );
+        let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        let public: SocketAddr = "198.51.100.1:5000".parse().expect("addr");
+        assert_eq!(client_ip(local, &headers).to_string(), "203.0.113.9");
+        assert_eq!(client_ip(public, &headers).to_string(), "198.51.100.1");
+    }
+}

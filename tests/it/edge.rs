@@ -1,0 +1,237 @@
+//! The built-in edge route: what AI agents, coding agents and people get, by path and by
+//! `Host`, with its headers, and a visit recorded for every request.
+
+use std::time::Duration;
+
+use ai_cache::app::Role;
+use ai_cache::infra::blobs::BlobStore;
+use ai_cache::infra::edge_store::{EdgeStore, Manifest};
+use reqwest::Method;
+use reqwest::header::{ACCEPT, HOST, IF_NONE_MATCH, USER_AGENT};
+
+use crate::clients::create_client;
+use crate::harness::{TestApp, eventually};
+
+const GPTBOT: &str = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)";
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0";
+const MARKDOWN: &str = "# A post\n\nThe clean text.\n";
+const HTML: &str = "<!doctype html><title>A post</title><h1>A post</h1><p>The clean text.</p>";
+
+/// A client for site.test with `/post` and `/` in the built-in store.
+async fn app_with_cached_pages() -> (TestApp, String) {
+    let app = TestApp::with_roles(&[Role::Api, Role::Projections]).await;
+    let client = create_client(&app, "Site", "site.test").await;
+    let blobs = BlobStore::open(app.js(), 1 << 20).await.expect("blobs");
+    let store = EdgeStore::open(app.js()).await.expect("edge");
+    for path in ["/post", "/"] {
+        let url = format!("https://site.test{path}");
+        let normalized = ai_cache::domain::url::NormalizedUrl::parse(&url).expect("url");
+        store
+            .put(&Manifest {
+                key: ai_cache::domain::kv_key::kv_key(&normalized),
+                client_id: client.parse().expect("uuid"),
+                page_id: uuid::Uuid::new_v4(),
+                source_url: url,
+                markdown: blobs.put(MARKDOWN.as_bytes()).await.expect("md"),
+                html: blobs.put(HTML.as_bytes()).await.expect("html"),
+                page_version: 1,
+                updated_at: "2026-11-20T10:00:00Z".parse().expect("time"),
+            })
+            .await
+            .expect("manifest");
+    }
+    (app, client)
+}
+
+/// A request that does not follow redirects.
+fn raw(app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
+    let base = app.api.as_deref().expect("api");
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .request(method, format!("{base}{path}"))
+}
+
+fn header(res: &reqwest::Response, name: &str) -> String {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn ai_agents_get_the_cached_version_and_everyone_else_the_origin() {
+    let (app, _client) = app_with_cached_pages().await;
+    let get = |path: &str, ua: &str, accept: &str| {
+        raw(&app, Method::GET, path)
+            .header(USER_AGENT, ua)
+            .header(ACCEPT, accept)
+            .send()
+    };
+
+    // A classic AI crawler asks for HTML and gets the minimal HTML, with every header.
+    let res = get("/edge/site.test/post", GPTBOT, "*/*")
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(header(&res, "vary"), "Accept, User-Agent");
+    assert_eq!(
+        header(&res, "link"),
+        "</edge/site.test/post.md>; rel=\"alternate\"; type=\"text/markdown\""
+    );
+    assert_eq!(
+        header(&res, "last-modified"),
+        "Fri, 20 Nov 2026 10:00:00 GMT"
+    );
+    let etag = header(&res, "etag");
+    assert!(etag.starts_with('"') && etag.len() == 66, "{etag}");
+    assert_eq!(res.text().await.expect("body"), HTML);
+
+    // The same crawler again with the ETag: 304.
+    let res = raw(&app, Method::GET, "/edge/site.test/post")
+        .header(USER_AGENT, GPTBOT)
+        .header(IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 304);
+
+    // A coding agent (Claude Code is in the catalogue) asks for Markdown; a person may ask for the .md variant by its path.
+    let res = get(
+        "/edge/site.test/post",
+        "claude-code/2.0",
+        "text/markdown, text/html;q=0.5",
+    )
+    .await
+    .expect("request");
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "content-type"), "text/markdown; charset=utf-8");
+    assert_eq!(res.text().await.expect("body"), MARKDOWN);
+    let res = get("/edge/site.test/post.md", FIREFOX, "text/html")
+        .await
+        .expect("request");
+    assert_eq!(
+        (res.status().as_u16(), res.text().await.expect("body")),
+        (200, MARKDOWN.to_owned())
+    );
+    let res = get("/edge/site.test/index.md", FIREFOX, "*/*")
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200, "the home page's variant");
+    let res = get("/edge/site.test", GPTBOT, "*/*")
+        .await
+        .expect("request");
+    assert_eq!(
+        (res.status().as_u16(), header(&res, "link")),
+        (
+            200,
+            "</edge/site.test/index.md>; rel=\"alternate\"; type=\"text/markdown\"".to_owned()
+        )
+    );
+
+    // HEAD: the headers without the body.
+    let res = raw(&app, Method::HEAD, "/edge/site.test/post")
+        .header(USER_AGENT, GPTBOT)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "content-length"), HTML.len().to_string());
+
+    // A person, or a page not cached: to the origin.
+    let res = get("/edge/site.test/post", FIREFOX, "text/html")
+        .await
+        .expect("request");
+    assert_eq!(
+        (res.status().as_u16(), header(&res, "location")),
+        (302, "https://site.test/post".to_owned())
+    );
+    assert_eq!(header(&res, "vary"), "Accept, User-Agent");
+    let res = get("/edge/site.test/new?x=1", GPTBOT, "*/*")
+        .await
+        .expect("request");
+    assert_eq!(
+        (res.status().as_u16(), header(&res, "location")),
+        (302, "https://site.test/new?x=1".to_owned())
+    );
+    // Not a site of ours.
+    let res = get("/edge/nobody.example/post", GPTBOT, "*/*")
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 404);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "not_found");
+
+    // Every request above is a visit, classified, with what was served.
+    eventually(Duration::from_secs(30), "edge visits projected", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM visits")
+            .fetch_one(app.db())
+            .await
+            .unwrap_or(0)
+            == 9
+    })
+    .await;
+    let served: Vec<(String, String, Option<i32>)> = sqlx::query_as(
+        "SELECT visitor_type, format_served, status FROM visits ORDER BY visited_at",
+    )
+    .fetch_all(app.db())
+    .await
+    .expect("rows");
+    let expected = [
+        ("ai_bot", "html", 200),
+        ("ai_bot", "html", 304),
+        ("ai_bot", "markdown", 200),
+        ("human", "markdown", 200),
+        ("human", "markdown", 200),
+        ("ai_bot", "html", 200),
+        ("ai_bot", "html", 200),
+        ("human", "origin", 302),
+        ("ai_bot", "origin", 302),
+    ];
+    let got: Vec<(&str, &str, i32)> = served
+        .iter()
+        .map(|(t, f, s)| (t.as_str(), f.as_str(), s.unwrap_or(0)))
+        .collect();
+    // The unknown domain is no client's: 10 requests, 9 visits.
+    assert_eq!(got, expected, "{got:?}");
+}
+
+#[tokio::test]
+async fn by_host_the_domain_itself_is_served() {
+    let (app, _client) = app_with_cached_pages().await;
+    let res = raw(&app, Method::GET, "/post")
+        .header(HOST, "site.test")
+        .header(USER_AGENT, GPTBOT)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        header(&res, "link"),
+        "</post.md>; rel=\"alternate\"; type=\"text/markdown\""
+    );
+    assert_eq!(res.text().await.expect("body"), HTML);
+    // People get a 404 here (a redirect to the same host would loop).
+    let res = raw(&app, Method::GET, "/post")
+        .header(HOST, "site.test:8080")
+        .header(USER_AGENT, FIREFOX)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 404);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "not_cached");
+    // Another host is just an unknown route.
+    let res = raw(&app, Method::GET, "/post")
+        .header(HOST, "elsewhere.example")
+        .header(USER_AGENT, GPTBOT)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 404);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "not_found");
+}
