@@ -1,0 +1,227 @@
+// The Worker, run in workerd (Miniflare), against the same test vectors as the Rust side:
+// KV keys (tests/fixtures/kv-keys.json), classification (tests/fixtures/classify-vectors.json)
+// and serving rules (tests/fixtures/edge-vectors.json). The origin and ai-cache's ingestion API
+// are played by Miniflare's outbound service.
+
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { after, before, beforeEach, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+import { Miniflare } from "miniflare";
+
+import { classify } from "../src/classify.js";
+import { kvKey } from "../src/kvkey.js";
+
+const fixture = (name) =>
+  JSON.parse(readFileSync(fileURLToPath(new URL(`../../tests/fixtures/${name}`, import.meta.url)), "utf8"));
+
+const GPTBOT = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)";
+const FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0";
+const API = "http://api.ai-cache.test";
+
+/** What the outbound service saw, and how the API behaves. */
+const world = {
+  origin: [], // requests that reached the origin
+  batches: [], // visit batches the API received
+  apiMode: "ok", // "ok" | "down" | "slow"
+};
+
+async function outbound(request) {
+  const url = new URL(request.url);
+  if (url.origin === API) {
+    if (world.apiMode === "down") return new Response("unavailable", { status: 503 });
+    if (world.apiMode === "slow") await new Promise((r) => setTimeout(r, 1500));
+    const body = await request.json();
+    world.batches.push({ key: request.headers.get("x-api-key"), visits: body.visits });
+    return Response.json({ accepted: body.visits.length, duplicates: 0, rejected: [] });
+  }
+  const body = request.method === "GET" || request.method === "HEAD" ? null : await request.text();
+  world.origin.push({ method: request.method, url: request.url, headers: Object.fromEntries(request.headers), body });
+  return new Response(`ORIGIN ${request.method} ${url.pathname}`, {
+    status: 200,
+    headers: { "content-type": "text/html", "x-origin": "yes", "set-cookie": "s=1" },
+  });
+}
+
+let mf;
+let kv;
+
+before(async () => {
+  mf = new Miniflare({
+    modules: true,
+    scriptPath: fileURLToPath(new URL("../src/index.js", import.meta.url)),
+    modulesRules: [{ type: "ESModule", include: ["**/*.js"] }],
+    compatibilityDate: "2026-04-01",
+    kvNamespaces: ["AI_CACHE_KV"],
+    bindings: { AI_CACHE_API_URL: API, AI_CACHE_INGEST_KEY: "aic_test_ingest", VISITS_FLUSH_MS: "30", VISITS_TIMEOUT_MS: "5000" },
+    outboundService: outbound,
+  });
+  kv = await mf.getKVNamespace("AI_CACHE_KV");
+});
+
+after(async () => {
+  await mf.dispose();
+});
+
+beforeEach(() => {
+  world.origin = [];
+  world.batches = [];
+  world.apiMode = "ok";
+});
+
+async function cache(url, markdown, html, updatedAt = "2026-11-20T10:00:00Z") {
+  const base = await kvKey(url);
+  const meta = (type, hash) => ({ content_type: type, source_url: url, hash, version: 1, updated_at: updatedAt });
+  await kv.put(`md:${base}`, markdown, { metadata: meta("text/markdown; charset=utf-8", "a".repeat(64)) });
+  await kv.put(`html:${base}`, html, { metadata: meta("text/html; charset=utf-8", "b".repeat(64)) });
+}
+
+const get = (url, headers = {}) => mf.dispatchFetch(url, { headers, redirect: "manual" });
+
+/** The visits posted so far whose path starts with `prefix`, once there are `n`. */
+async function visitsPosted(prefix, n) {
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    const visits = world.batches
+      .flatMap((b) => b.visits)
+      .filter((v) => new URL(v.url).pathname.startsWith(prefix));
+    if (visits.length >= n) return visits;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.fail(`expected ${n} visits under ${prefix}, got ${JSON.stringify(world.batches)}`);
+}
+
+describe("shared vectors", () => {
+  test("KV keys are the Rust ones", async () => {
+    for (const v of fixture("kv-keys.json")) {
+      assert.equal(await kvKey(v.url), v.key, v.url);
+    }
+  });
+
+  test("every user agent of the lists is classified as the Rust classifier does", () => {
+    const vectors = fixture("classify-vectors.json");
+    assert.ok(vectors.length > 2000);
+    for (const v of vectors) {
+      const c = classify(v.user_agent);
+      assert.deepEqual(
+        [c.visitor_type, c.bot_name, c.operator, c.category],
+        [v.visitor_type, v.bot_name, v.operator, v.category],
+        v.user_agent,
+      );
+    }
+  });
+
+  test("in workerd, each KV key vector's page is served from its key", async () => {
+    const vectors = fixture("kv-keys.json");
+    for (const v of vectors) {
+      await kv.put(`html:${v.key}`, `page under ${v.key}`);
+    }
+    for (const v of vectors) {
+      const res = await get(v.url, { "user-agent": GPTBOT });
+      assert.equal(await res.text(), `page under ${v.key}`, v.url);
+    }
+  });
+
+  test("in workerd, each edge vector gets what the Rust edge gives", async () => {
+    for (const v of fixture("edge-vectors.json")) {
+      await cache(`https://site.test${v.page_path}`, `MD ${v.page_path}`, `HTML ${v.page_path}`);
+      const res = await get(`https://site.test${v.path}`, { "user-agent": v.user_agent, accept: v.accept });
+      const body = await res.text();
+      const what = `${v.path} ${v.user_agent} ${v.accept}`;
+      if (v.serve === "pass") {
+        assert.equal(body, `ORIGIN GET ${v.path}`, what);
+        continue;
+      }
+      assert.equal(res.status, 200, what);
+      assert.equal(body, `${v.serve === "markdown" ? "MD" : "HTML"} ${v.page_path}`, what);
+      assert.equal(res.headers.get("vary"), "Accept, User-Agent", what);
+      assert.equal(res.headers.get("link"), v.link, what);
+    }
+  });
+});
+
+describe("serving", () => {
+  test("cached pages carry validators and answer conditional requests", async () => {
+    await cache("https://site.test/post", "# Post", "<h1>Post</h1>");
+    const other = await get("https://site.test/post?ref=x", { "user-agent": GPTBOT });
+    assert.equal(await other.text(), "ORIGIN GET /post", "the query is part of the page: not cached");
+    const hit = await get("https://site.test/post", { "user-agent": GPTBOT });
+    assert.equal(hit.status, 200);
+    assert.equal(await hit.text(), "<h1>Post</h1>");
+    assert.equal(hit.headers.get("content-type"), "text/html; charset=utf-8");
+    assert.equal(hit.headers.get("etag"), `"${"b".repeat(64)}"`);
+    assert.equal(hit.headers.get("last-modified"), "Fri, 20 Nov 2026 10:00:00 GMT");
+    const again = await get("https://site.test/post", { "user-agent": GPTBOT, "if-none-match": hit.headers.get("etag") });
+    assert.equal(again.status, 304);
+    await again.text();
+    const since = await get("https://site.test/post", { "user-agent": GPTBOT, "if-modified-since": "Sat, 21 Nov 2026 00:00:00 GMT" });
+    assert.equal(since.status, 304);
+    await since.text();
+  });
+
+  test("everything else reaches the origin untouched", async () => {
+    const res = await mf.dispatchFetch("https://site.test/form?a=1", {
+      method: "POST",
+      headers: { "user-agent": GPTBOT, "content-type": "application/x-www-form-urlencoded", cookie: "c=2" },
+      body: "x=1&y=2",
+    });
+    assert.equal(await res.text(), "ORIGIN POST /form");
+    assert.equal(res.headers.get("x-origin"), "yes");
+    assert.equal(res.headers.get("set-cookie"), "s=1");
+    const [seen] = world.origin;
+    assert.equal(seen.url, "https://site.test/form?a=1");
+    assert.equal(seen.body, "x=1&y=2");
+    assert.equal(seen.headers.cookie, "c=2");
+    const person = await get("https://site.test/post", { "user-agent": FIREFOX, accept: "text/html" });
+    assert.equal(await person.text(), "ORIGIN GET /post");
+    assert.equal(person.headers.get("x-ai-cache"), null);
+  });
+});
+
+describe("visits", () => {
+  test("are posted in batches with the ingest key, after the response", async () => {
+    await cache("https://site.test/v", "# V", "<p>V</p>");
+    // Visits of earlier tests may still be on their way: let them land first.
+    await new Promise((r) => setTimeout(r, 300));
+    world.apiMode = "slow";
+    const started = Date.now();
+    const responses = await Promise.all([
+      get("https://site.test/v", { "user-agent": GPTBOT }),
+      get("https://site.test/v", { "user-agent": FIREFOX, referer: "https://search.example/" }),
+      get("https://site.test/v.md", { "user-agent": FIREFOX }),
+    ]);
+    for (const r of responses) await r.text();
+    assert.ok(Date.now() - started < 1000, "no response waited for the slow API");
+    const visits = await visitsPosted("/v", 3);
+    assert.equal(world.batches.filter((b) => b.visits.some((v) => v.url.includes("/v"))).length, 1, "one batch");
+    assert.equal(world.batches[0].key, "aic_test_ingest");
+    const byFormat = Object.fromEntries(visits.map((v) => [`${v.user_agent === GPTBOT ? "bot" : "person"} ${v.format_served}`, v]));
+    // The visitor's address is the CF-Connecting-IP header (Miniflare sets it to the loopback).
+    assert.equal(byFormat["bot html"].ip, "127.0.0.1");
+    assert.equal(byFormat["bot html"].status, 200);
+    assert.equal(byFormat["person origin"].referrer, "https://search.example/");
+    assert.ok(byFormat["person markdown"]);
+    for (const v of visits) {
+      assert.match(v.id, /^[0-9a-f-]{36}$/);
+      assert.ok(!Number.isNaN(Date.parse(v.timestamp)));
+    }
+  });
+
+  test("survive the API being down and go with a later flush, once each", async () => {
+    world.apiMode = "down";
+    for (let i = 0; i < 5; i++) {
+      const res = await get(`https://site.test/down/${i}`, { "user-agent": FIREFOX });
+      assert.equal(await res.text(), `ORIGIN GET /down/${i}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(world.batches.length, 0, "nothing reached the API while it was down");
+    world.apiMode = "ok";
+    const res = await get("https://site.test/up", { "user-agent": FIREFOX });
+    await res.text();
+    const visits = [...(await visitsPosted("/down/", 5)), ...(await visitsPosted("/up", 1))];
+    const urls = visits.map((v) => new URL(v.url).pathname).sort();
+    assert.deepEqual(urls, ["/down/0", "/down/1", "/down/2", "/down/3", "/down/4", "/up"]);
+    assert.equal(new Set(visits.map((v) => v.id)).size, 6);
+  });
+});
