@@ -3,6 +3,8 @@
 //!
 //! Not a test: it asserts nothing, it reports.
 
+mod edge;
+
 use std::time::Instant;
 
 use anyhow::Context;
@@ -21,7 +23,7 @@ use crate::projections::runtime;
 /// Publishes in flight at once for the publish measurements.
 const IN_FLIGHT: usize = 512;
 
-pub async fn run(events: usize) -> anyhow::Result<()> {
+pub async fn run(events: usize, edge_only: bool) -> anyhow::Result<()> {
     let root = std::env::temp_dir().join(format!("ai-cache-bench-{}", std::process::id()));
     let (nats_dir, pg_dir) = (root.join("nats"), root.join("pg"));
     let nats =
@@ -70,7 +72,9 @@ pub async fn run(events: usize) -> anyhow::Result<()> {
         rate,
         100.0 * rate / raw
     );
-    sitemap_parse();
+    if !edge_only {
+        sitemap_parse();
+    }
     // The projectors run beside the remaining sections, as in production.
     let projectors = tokio_util::sync::CancellationToken::new();
     for projection in crate::projections::all() {
@@ -82,10 +86,13 @@ pub async fn run(events: usize) -> anyhow::Result<()> {
         let stop = projectors.clone();
         tokio::spawn(async move { runner.run(stop).await });
     }
-    sitemap_import(&backbone).await?;
-    let scraped = scrape(&backbone, 2000).await?;
-    let stages = stages(&backbone, scraped).await?;
-    pipeline(&backbone, &scraped, stages, 1000, raw).await?;
+    if !edge_only {
+        sitemap_import(&backbone).await?;
+        let scraped = scrape(&backbone, 2000).await?;
+        let stages = stages(&backbone, scraped).await?;
+        pipeline(&backbone, &scraped, stages, 1000, raw).await?;
+    }
+    edge::run(&backbone, raw, 50_000).await?;
     projectors.cancel();
     drop(backbone);
     drop(pg);

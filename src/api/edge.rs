@@ -247,46 +247,55 @@ async fn serve(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    // On `/edge/{domain}/...` the domain may carry a port (a site served on one).
+    let authority = domain.trim_end_matches('.').to_ascii_lowercase();
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority.as_str(),
+    };
     let header = |name: header::HeaderName| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
     };
-    let Some(client) = state.edge.client_of(&state.db, &domain).await? else {
+    let Some(client) = state.edge.client_of(&state.db, host).await? else {
         return Err(ApiError::NotFound(format!(
-            "{domain} is not a site served here"
+            "{host} is not a site served here"
         )));
     };
     let user_agent = header(header::USER_AGENT);
     let visitor = Classifier::shipped().classify(user_agent);
     let decision = decide(path, header(header::ACCEPT), &visitor);
-    let scheme = match header(HeaderName::from_static("x-forwarded-proto")) {
-        "http" if mode == Mode::Host => "http",
-        _ => "https",
+    // Pages are stored under the scheme they were imported with: the forwarded one first.
+    let schemes = match header(HeaderName::from_static("x-forwarded-proto")) {
+        "http" => ["http", "https"],
+        _ => ["https", "http"],
     };
-    let page_url = |p: &str| {
+    let page_url = |scheme: &str, p: &str| {
         let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-        NormalizedUrl::parse(&format!("{scheme}://{domain}{p}{query}"))
+        NormalizedUrl::parse(&format!("{scheme}://{authority}{p}{query}"))
+            .map_err(|_| ApiError::BadRequest(format!("{path} is not a valid page path")))
     };
-    let Ok(url) = page_url(&decision.page_path) else {
-        return Err(ApiError::BadRequest(format!(
-            "{path} is not a valid page path"
-        )));
-    };
-    let manifest = if decision.serve == Serve::Pass {
-        None
-    } else {
-        state
-            .edge
-            .store
-            .get(&kv_key(&url))
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?
-    };
+    let mut url = page_url(schemes[0], &decision.page_path)?;
+    let mut manifest = None;
+    if decision.serve != Serve::Pass {
+        for scheme in schemes {
+            let candidate = page_url(scheme, &decision.page_path)?;
+            let found = state
+                .edge
+                .store
+                .get(&kv_key(&candidate))
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            if found.is_some() {
+                (url, manifest) = (candidate, found);
+                break;
+            }
+        }
+    }
     let prefix = match mode {
-        Mode::Prefixed => format!("/edge/{domain}"),
+        Mode::Prefixed => format!("/edge/{authority}"),
         Mode::Host => String::new(),
     };
     let link = link_header(&prefix, &decision.page_path, query);
@@ -296,25 +305,24 @@ async fn serve(
             content(state, &manifest, markdown, method, headers, &link).await?
         }
         None => {
-            let original = page_url(path).map_or_else(|_| url.to_string(), |u| u.to_string());
             let response = match mode {
                 Mode::Prefixed => Response::builder()
                     .status(StatusCode::FOUND)
-                    .header(header::LOCATION, original.as_str()),
-                Mode::Host => Response::builder().status(StatusCode::NOT_FOUND),
+                    .header(header::LOCATION, page_url(schemes[0], path)?.as_str())
+                    .body(Body::empty()),
+                Mode::Host => Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(
+                        serde_json::json!({"error": {"code": "not_cached",
+                            "message": format!("no cached version of {path} for this visitor")}})
+                        .to_string(),
+                    )),
             };
-            let body = match mode {
-                Mode::Prefixed => Body::empty(),
-                Mode::Host => Body::from(format!(
-                    "{{\"error\":{{\"code\":\"not_cached\",\"message\":\"no cached version of {path} for this visitor\"}}}}"
-                )),
-            };
-            let response = response
-                .header(header::VARY, VARY)
-                .header(header::CACHE_CONTROL, "no-store")
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body)
-                .map_err(|e| ApiError::Internal(e.into()))?;
+            let mut response = response.map_err(|e| ApiError::Internal(e.into()))?;
+            let h = response.headers_mut();
+            h.insert(header::VARY, HeaderValue::from_static(VARY));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             (response, FormatServed::Origin)
         }
     };
@@ -452,8 +460,8 @@ mod tests {
             HeaderValue::from_static("203.0.113.9, 10.0.0.1"),
         );
         let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
-        let public: SocketAddr = "198.51.100.1:5000".parse().expect("addr");
+        let public: SocketAddr = "8.8.8.8:5000".parse().expect("addr");
         assert_eq!(client_ip(local, &headers).to_string(), "203.0.113.9");
-        assert_eq!(client_ip(public, &headers).to_string(), "198.51.100.1");
+        assert_eq!(client_ip(public, &headers).to_string(), "8.8.8.8");
     }
 }

@@ -113,6 +113,10 @@ pub enum Command {
         /// Events per measurement.
         #[arg(long, default_value_t = 100_000)]
         events: usize,
+        /// Only the backbone ceiling and the edge figures (classification, visit ingestion,
+        /// the built-in edge route).
+        #[arg(long)]
+        edge_only: bool,
     },
 }
 
@@ -196,7 +200,7 @@ impl Cli {
             Command::ExtractReport { corpus, out } => extract::report(&corpus, &out),
             Command::Catalogue { command } => bots::catalogue(command),
             Command::ClassifyUa { ranges_dir } => bots::classify_ua(ranges_dir.as_deref()),
-            Command::Bench { events } => crate::bench::run(events).await,
+            Command::Bench { events, edge_only } => crate::bench::run(events, edge_only).await,
         }
     }
 }

@@ -65,11 +65,13 @@ impl BotRanges {
 
     /// Loads `dir` now and keeps re-reading it when it changes until `shutdown`.
     pub fn watch(dir: PathBuf, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        // The fingerprint of what was loaded, taken now: a change before the task first runs
+        // must not be missed.
+        let mut last = fingerprint(&dir);
         let ranges = Self::fixed(load_dir(&dir)?);
         tracing::info!(dir = %dir.display(), lists = ?ranges.get().names(), "bot ranges loaded");
         let handle = ranges.clone();
         tokio::spawn(async move {
-            let mut last = fingerprint(&dir);
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,

@@ -23,8 +23,12 @@ async fn app_with_cached_pages() -> (TestApp, String) {
     let client = create_client(&app, "Site", "site.test").await;
     let blobs = BlobStore::open(app.js(), 1 << 20).await.expect("blobs");
     let store = EdgeStore::open(app.js()).await.expect("edge");
-    for path in ["/post", "/"] {
-        let url = format!("https://site.test{path}");
+    for url in [
+        "https://site.test/post",
+        "https://site.test/",
+        "http://site.test:8080/on-a-port",
+    ] {
+        let url = url.to_owned();
         let normalized = ai_cache::domain::url::NormalizedUrl::parse(&url).expect("url");
         store
             .put(&Manifest {
@@ -214,6 +218,17 @@ async fn by_host_the_domain_itself_is_served() {
         "</post.md>; rel=\"alternate\"; type=\"text/markdown\""
     );
     assert_eq!(res.text().await.expect("body"), HTML);
+    // A site on a port, over plain HTTP, on the prefixed route.
+    let res = raw(&app, Method::GET, "/edge/site.test:8080/on-a-port")
+        .header(USER_AGENT, GPTBOT)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        header(&res, "link"),
+        "</edge/site.test:8080/on-a-port.md>; rel=\"alternate\"; type=\"text/markdown\""
+    );
     // People get a 404 here (a redirect to the same host would loop).
     let res = raw(&app, Method::GET, "/post")
         .header(HOST, "site.test:8080")

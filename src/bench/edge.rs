@@ -1,0 +1,313 @@
+//! The edge's figures: user-agent classification rate, visits ingested through the HTTP API
+//! into the projection, and the built-in edge route's requests per second and latency
+//! percentiles (beside a bare axum route answered by the same load generator: the ceiling).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::app::Backbone;
+use crate::domain::bots::{Catalogue, Classifier};
+
+const MASTER: &str = "bench-master-key-0123456789abcdef";
+const GPTBOT: &str = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)";
+
+/// Real user agents: every crawler instance and the top browsers, from `catalogue/sources`.
+fn real_user_agents() -> anyhow::Result<Vec<String>> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .with_context(|| format!("{p} (run the bench from the repository)"))
+    };
+    let crawlers: Vec<Value> = serde_json::from_str(&read(
+        "catalogue/sources/crawler-user-agents/crawler-user-agents.json",
+    )?)?;
+    let mut agents: Vec<String> = crawlers
+        .iter()
+        .flat_map(|c| c["instances"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let browsers: Vec<String> = serde_json::from_str(&read(
+        "catalogue/sources/top-user-agents-browsers/index.json",
+    )?)?;
+    agents.extend(browsers);
+    Ok(agents)
+}
+
+fn classification(agents: &[String]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let classifier = Classifier::new(serde_json::from_str::<Catalogue>(
+        crate::domain::bots::CATALOGUE_JSON,
+    )?)?;
+    let build = started.elapsed();
+    // Warm the lazy DFA, then measure on one core.
+    for ua in agents {
+        classifier.classify(ua);
+    }
+    let started = Instant::now();
+    let mut n = 0usize;
+    while started.elapsed() < Duration::from_secs(2) {
+        for ua in agents {
+            std::hint::black_box(classifier.classify(ua));
+        }
+        n += agents.len();
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "{:<58} {:>10.0} UA/s    ({} entries, {} real user agents, one core; catalogue compiled in {} ms)",
+        "user-agent classification",
+        rate,
+        classifier.len(),
+        agents.len(),
+        build.as_millis()
+    );
+    Ok(())
+}
+
+async fn api(backbone: &Backbone) -> anyhow::Result<(String, tokio_util::sync::CancellationToken)> {
+    let config = crate::config::ApiConfig {
+        master_api_key: Some(MASTER.into()),
+        fernet_keys: Some(crate::infra::secrets::Secrets::generate_key()),
+        fernet_key: None,
+        rate_limit_per_minute: 10_000_000,
+        max_body_bytes: 1 << 20,
+        write_timeout_secs: 10,
+        visits_ip_secret: Some("bench".into()),
+        bot_ranges_dir: None,
+    };
+    let fetch: crate::config::FetchConfig = defaults()?;
+    let pipeline: crate::config::PipelineConfig = defaults()?;
+    let state = crate::app::api_state(backbone, &config, &fetch, &pipeline).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shutdown = stop.clone();
+    tokio::spawn(async move { crate::api::serve(listener, state, shutdown).await });
+    Ok((base, stop))
+}
+
+/// A configuration section at its defaults (and whatever the environment sets).
+fn defaults<T: clap::Args>() -> anyhow::Result<T> {
+    #[derive(clap::Parser)]
+    struct Only<T: clap::Args> {
+        #[command(flatten)]
+        inner: T,
+    }
+    Ok(<Only<T> as clap::Parser>::try_parse_from(["ai-cache"])?.inner)
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    key: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let res = http
+        .post(url)
+        .header("X-API-Key", key)
+        .json(&body)
+        .send()
+        .await?;
+    let status = res.status();
+    let body: Value = res.json().await?;
+    anyhow::ensure!(status.is_success(), "{status}: {body}");
+    Ok(body)
+}
+
+async fn ingestion(
+    backbone: &Backbone,
+    base: &str,
+    agents: &[String],
+    visits: usize,
+    raw: f64,
+) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let client = post(
+        &http,
+        format!("{base}/api/v1/clients"),
+        MASTER,
+        json!({"name": "Bench", "domain": "bench.example"}),
+    )
+    .await?["id"]
+        .as_str()
+        .context("client id")?
+        .to_owned();
+    let key = post(
+        &http,
+        format!("{base}/api/v1/clients/{client}/keys"),
+        MASTER,
+        json!({"scopes": ["ingest"]}),
+    )
+    .await?["key"]
+        .as_str()
+        .context("key")?
+        .to_owned();
+    let now = chrono::Utc::now();
+    let batches: Vec<Value> = (0..visits)
+        .map(|i| {
+            json!({"url": format!("https://bench.example/p/{}", i % 500),
+                   "user_agent": agents[i % agents.len()],
+                   "ip": format!("198.51.{}.{}", (i / 256) % 256, i % 256),
+                   "referrer": null,
+                   "timestamp": (now - chrono::Duration::milliseconds(i as i64)).to_rfc3339(),
+                   "format_served": "origin", "status": 200})
+        })
+        .collect::<Vec<_>>()
+        .chunks(1000)
+        .map(|c| json!({ "visits": c }))
+        .collect();
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM visits")
+        .fetch_one(&backbone.db)
+        .await?;
+    let started = Instant::now();
+    let queue = Arc::new(tokio::sync::Mutex::new(batches));
+    let mut posters = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (queue, http, key, url) = (
+            Arc::clone(&queue),
+            http.clone(),
+            key.clone(),
+            format!("{base}/api/v1/visits/batch"),
+        );
+        posters.spawn(async move {
+            loop {
+                let Some(batch) = queue.lock().await.pop() else {
+                    return Ok::<_, anyhow::Error>(());
+                };
+                post(&http, url.clone(), &key, batch).await?;
+            }
+        });
+    }
+    while let Some(done) = posters.join_next().await {
+        done??;
+    }
+    let accepted = started.elapsed();
+    let want = before + visits as i64;
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM visits")
+            .fetch_one(&backbone.db)
+            .await?;
+        if n >= want {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "visits not projected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let projected = started.elapsed();
+    let rate = visits as f64 / projected.as_secs_f64();
+    println!(
+        "{:<58} {:>10.0} visits/s ({:.0}% of ceiling; accepted by the API at {:.0}/s)",
+        "visits ingested: HTTP batches of 1,000 → stream → projection",
+        rate,
+        100.0 * rate / raw,
+        visits as f64 / accepted.as_secs_f64()
+    );
+    Ok(client)
+}
+
+/// Fires `total` GETs from `concurrency` tasks; returns (req/s, sorted latencies).
+async fn load(url: &str, total: usize, concurrency: usize) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (http, url) = (http.clone(), url.to_owned());
+        let n = total / concurrency;
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                let res = http.get(&url).header("User-Agent", GPTBOT).send().await?;
+                anyhow::ensure!(res.status().is_success(), "{}", res.status());
+                res.bytes().await?;
+                latencies.push(t.elapsed());
+            }
+            Ok(latencies)
+        });
+    }
+    let mut all = Vec::with_capacity(total);
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done??);
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    Ok((rate, all))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+async fn edge_route(backbone: &Backbone, base: &str, client: &str) -> anyhow::Result<()> {
+    let blobs = crate::infra::blobs::BlobStore::open(&backbone.nats.js, 1 << 24).await?;
+    let store = crate::infra::edge_store::EdgeStore::open(&backbone.nats.js).await?;
+    let html = format!(
+        "<!doctype html><title>Post</title>{}",
+        "<p>A paragraph of the post, as the renderer writes it.</p>".repeat(80)
+    );
+    let url = crate::domain::url::NormalizedUrl::parse("https://bench.example/post")?;
+    store
+        .put(&crate::infra::edge_store::Manifest {
+            key: crate::domain::kv_key::kv_key(&url),
+            client_id: client.parse()?,
+            page_id: uuid::Uuid::new_v4(),
+            source_url: url.to_string(),
+            markdown: blobs.put(b"# Post\n").await?,
+            html: blobs.put(html.as_bytes()).await?,
+            page_version: 1,
+            updated_at: chrono::Utc::now(),
+        })
+        .await?;
+    // The ceiling: a bare axum route, same machine, same load generator.
+    let hello = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hello_url = format!("http://{}/", hello.local_addr()?);
+    tokio::spawn(async move {
+        axum::serve(
+            hello,
+            axum::Router::new().route("/", axum::routing::get(|| async { "hello" })),
+        )
+        .await
+    });
+    let (total, concurrency) = (20_000, 32);
+    let (ceiling, _) = load(&hello_url, total, concurrency).await?;
+    let (rate, latencies) = load(
+        &format!("{base}/edge/bench.example/post"),
+        total,
+        concurrency,
+    )
+    .await?;
+    println!(
+        "{:<58} {:>10.0} msg/s   (ceiling: bare axum route, same load generator)",
+        "bare axum GET, 32 connections", ceiling
+    );
+    println!(
+        "{:<58} {:>10.0} req/s   ({:.0}% of ceiling; p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} KB HTML, visit recorded each)",
+        "built-in edge route, GPTBot, cached page, 32 connections",
+        rate,
+        100.0 * rate / ceiling,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.90),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        html.len() / 1024
+    );
+    Ok(())
+}
+
+/// The edge section of `ai-cache bench`: the projectors must be running.
+pub async fn run(backbone: &Backbone, raw: f64, visits: usize) -> anyhow::Result<()> {
+    let agents = real_user_agents()?;
+    classification(&agents)?;
+    let (base, stop) = api(backbone).await?;
+    let client = ingestion(backbone, &base, &agents, visits, raw).await?;
+    edge_route(backbone, &base, &client).await?;
+    stop.cancel();
+    Ok(())
+}
