@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -43,9 +43,40 @@ const QUEUE: usize = 50_000;
 const BATCH: usize = 1_000;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
+/// Most bytes of content kept in memory.
+const CONTENT_CACHE_BYTES: usize = 64 << 20;
+
+/// Served content by hash. Content is addressed by its SHA-256, so a cached entry is never
+/// stale: only the manifest (which hash a page serves now) is read on every request.
+#[derive(Default)]
+struct ContentCache {
+    entries: HashMap<String, Arc<[u8]>>,
+    bytes: usize,
+}
+
+impl ContentCache {
+    fn get(&self, hash: &str) -> Option<Arc<[u8]>> {
+        self.entries.get(hash).cloned()
+    }
+
+    fn put(&mut self, hash: &str, bytes: Arc<[u8]>) {
+        if bytes.len() > CONTENT_CACHE_BYTES / 8 {
+            return;
+        }
+        if self.bytes + bytes.len() > CONTENT_CACHE_BYTES {
+            // Simple and bounded: start over (hot pages come back at once).
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += bytes.len();
+        self.entries.insert(hash.to_owned(), bytes);
+    }
+}
+
 /// The edge's state.
 pub struct Edge {
     store: EdgeStore,
+    content: Mutex<ContentCache>,
     domains: Mutex<HashMap<String, (Instant, Option<uuid::Uuid>)>>,
     queue: mpsc::Sender<VisitInput>,
 }
@@ -73,6 +104,7 @@ impl Edge {
         Self {
             store,
             domains: Mutex::new(HashMap::new()),
+            content: Mutex::new(ContentCache::default()),
             queue,
         }
     }
@@ -397,19 +429,41 @@ async fn content(
             .map_err(|e| ApiError::Internal(e.into()))?;
         return Ok((response, format));
     }
-    let bytes = state
-        .blobs
-        .get(&blob.hash)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
-        .ok_or_else(|| {
-            ApiError::Unavailable(format!("{} is not in the blob store", blob.hash.as_str()))
-        })?;
+    let cached = state
+        .edge
+        .content
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(blob.hash.as_str());
+    let bytes = match cached {
+        Some(bytes) => bytes,
+        None => {
+            let bytes: Arc<[u8]> = state
+                .blobs
+                .get(&blob.hash)
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?
+                .ok_or_else(|| {
+                    ApiError::Unavailable(format!(
+                        "{} is not in the blob store",
+                        blob.hash.as_str()
+                    ))
+                })?
+                .into();
+            state
+                .edge
+                .content
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .put(blob.hash.as_str(), Arc::clone(&bytes));
+            bytes
+        }
+    };
     let length = bytes.len();
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
-        Body::from(bytes)
+        Body::from(bytes::Bytes::from_owner(bytes))
     };
     let response = builder
         .status(StatusCode::OK)

@@ -133,3 +133,82 @@ fn sitemap_parse_prints_one_json_object_per_url_and_fails_on_a_broken_document()
     assert!(!broken.status.success(), "a broken document is a failure");
     assert!(String::from_utf8_lossy(&broken.stderr).contains("malformed XML"));
 }
+
+/// Runs `ai-cache classify-ua` with `input` on stdin; returns its JSON lines.
+fn classify_ua(args: &[&str], input: &str) -> (bool, Vec<Value>, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ai-cache"))
+        .arg("classify-ua")
+        .args(args)
+        .env_remove("BOT_RANGES_DIR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ai-cache runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    (
+        out.status.success(),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn classify_ua_reads_user_agents_and_writes_json_lines() {
+    let input = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)\n\
+                 Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0\n\
+                 Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)\n";
+    let (ok, lines, err) = classify_ua(&[], input);
+    assert!(ok, "{err}");
+    let got: Vec<(&str, Option<&str>, Option<&str>)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["visitor_type"].as_str().expect("type"),
+                l["bot_name"].as_str(),
+                l["operator"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("ai_bot", Some("GPTBot"), Some("OpenAI")),
+            ("human", None, None),
+            ("search_bot", Some("bingbot"), None),
+        ]
+    );
+    assert!(
+        lines[0]["user_agent"]
+            .as_str()
+            .is_some_and(|u| u.contains("GPTBot"))
+    );
+
+    // With ranges: `ip<TAB>user agent` says how far the identity holds.
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("gptbot.txt"), "20.171.206.0/24\n").expect("write");
+    let gpt = "Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)";
+    let (ok, lines, err) = classify_ua(
+        &["--ranges-dir", dir.path().to_str().expect("utf-8")],
+        &format!("20.171.206.3\t{gpt}\n203.0.113.5\t{gpt}\n"),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(lines[0]["verification"], "ip_verified");
+    assert_eq!(lines[1]["verification"], "ip_mismatch");
+    let (ok, _, err) = classify_ua(
+        &["--ranges-dir", dir.path().to_str().expect("utf-8")],
+        &format!("not-an-ip\t{gpt}\n"),
+    );
+    assert!(!ok && err.contains("not an IP address"), "{err}");
+}
