@@ -35,8 +35,10 @@ use crate::events::visits::FormatServed;
 use crate::infra::edge_store::{EdgeStore, Manifest};
 use crate::projections::clients as clients_read;
 
-/// How long a domain lookup is remembered.
+/// How long a domain lookup is remembered, and how many are (any `Host` header can be sent:
+/// the map is bounded by starting over).
 const DOMAIN_TTL: Duration = Duration::from_secs(30);
+const DOMAINS_MAX: usize = 10_000;
 /// Visits waiting to be published; beyond this they are dropped (and counted).
 const QUEUE: usize = 50_000;
 /// Largest batch of visits published at once, and the longest a visit waits for one.
@@ -127,10 +129,14 @@ impl Edge {
         let client = clients_read::find_by_domain(db, domain)
             .await?
             .map(|row| row.id);
-        self.domains
+        let mut domains = self
+            .domains
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(domain.to_owned(), (Instant::now(), client));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if domains.len() >= DOMAINS_MAX {
+            domains.clear();
+        }
+        domains.insert(domain.to_owned(), (Instant::now(), client));
         Ok(client)
     }
 
@@ -497,6 +503,20 @@ fn client_ip(peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_content_cache_stays_within_its_bound() {
+        let mut cache = ContentCache::default();
+        let chunk: Arc<[u8]> = vec![0u8; CONTENT_CACHE_BYTES / 10].into();
+        for i in 0..25 {
+            cache.put(&format!("h{i}"), Arc::clone(&chunk));
+            assert!(cache.bytes <= CONTENT_CACHE_BYTES);
+        }
+        assert!(cache.get("h24").is_some(), "the latest is kept");
+        let huge: Arc<[u8]> = vec![0u8; CONTENT_CACHE_BYTES / 4].into();
+        cache.put("huge", huge);
+        assert!(cache.get("huge").is_none(), "too large to keep");
+    }
 
     #[test]
     fn http_dates_are_imf_fixdate() {
