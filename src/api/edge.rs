@@ -195,11 +195,20 @@ enum Mode {
     Host,
 }
 
-/// `GET /edge/{domain}/{path}`.
+/// The segments of `/edge/{domain}[/{*path}]`.
+#[derive(serde::Deserialize)]
+pub struct EdgePath {
+    domain: String,
+    /// The page path without its leading `/`; absent for the home page.
+    #[serde(default)]
+    path: String,
+}
+
+/// `GET /edge/{domain}/{path}`, and `/edge/{domain}` or `/edge/{domain}/` for the home page.
 pub async fn by_path(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((domain, path)): Path<(String, String)>,
+    Path(EdgePath { domain, path }): Path<EdgePath>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -217,26 +226,12 @@ pub async fn by_path(
     .await
 }
 
-/// `GET /edge/{domain}` and `/edge/{domain}/`: the home page.
-pub async fn root(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(domain): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    serve(
-        &state,
-        Mode::Prefixed,
-        &domain,
-        "/",
-        uri.query(),
-        peer,
-        &method,
-        &headers,
-    )
-    .await
+/// `host[:port]` → `host`.
+fn without_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
 }
 
 /// The fallback of the whole router: a request for a client's domain (by `Host`) is an edge
@@ -251,7 +246,7 @@ pub async fn by_host(
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
+        .map(without_port)
         .unwrap_or_default()
         .to_ascii_lowercase();
     let is_edge = !host.is_empty()
@@ -287,10 +282,7 @@ async fn serve(
     let started = Instant::now();
     // On `/edge/{domain}/...` the domain may carry a port (a site served on one).
     let authority = domain.trim_end_matches('.').to_ascii_lowercase();
-    let host = match authority.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority.as_str(),
-    };
+    let host = without_port(&authority);
     let header = |name: header::HeaderName| {
         headers
             .get(name)

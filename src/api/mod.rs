@@ -131,8 +131,8 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
             "/api/v1/openapi.json",
             get(move || async move { Json(document) }),
         )
-        .route("/edge/{domain}", get(edge::root))
-        .route("/edge/{domain}/", get(edge::root))
+        .route("/edge/{domain}", get(edge::by_path))
+        .route("/edge/{domain}/", get(edge::by_path))
         .route("/edge/{domain}/{*path}", get(edge::by_path))
         .fallback(edge::by_host)
         .method_not_allowed_fallback(method_not_allowed)
