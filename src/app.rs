@@ -201,6 +201,7 @@ pub async fn api_state(
             crate::infra::edge_store::EdgeStore::open(&backbone.nats.js).await?,
             visits,
         )),
+        health: config.health,
         importer: Importer::new(
             backbone.db.clone(),
             backbone.nats.js.clone(),

@@ -94,6 +94,35 @@ pub struct ApiConfig {
     /// re-read when it changes; without it every bot identity stays `claimed`.
     #[arg(long, env = "BOT_RANGES_DIR")]
     pub bot_ranges_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub health: HealthThresholds,
+}
+
+/// When `/health` turns degraded (503) although every service answers.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct HealthThresholds {
+    /// Dead letters waiting above which the service is degraded (0: any).
+    #[arg(long, env = "HEALTH_MAX_DEAD_LETTERS", default_value_t = 100)]
+    pub max_dead_letters: u64,
+
+    /// Events a projection may be behind its stream before the service is degraded.
+    #[arg(long, env = "HEALTH_MAX_PROJECTION_LAG", default_value_t = 10_000)]
+    pub max_projection_lag: u64,
+
+    /// Messages a stage consumer may have waiting before the service is degraded.
+    #[arg(long, env = "HEALTH_MAX_CONSUMER_PENDING", default_value_t = 50_000)]
+    pub max_consumer_pending: u64,
+}
+
+impl Default for HealthThresholds {
+    fn default() -> Self {
+        Self {
+            max_dead_letters: 100,
+            max_projection_lag: 10_000,
+            max_consumer_pending: 50_000,
+        }
+    }
 }
 
 /// Outbound fetching (sitemaps, pages) and discovery limits.

@@ -1,5 +1,7 @@
-//! `GET /health`: database, NATS, streams, consumer lag and projection lag.
-//! Answers 503 when the database, NATS, a stream or a consumer is missing or unreachable.
+//! `GET /health`: database, NATS, streams, consumer lag, projection lag and dead letters.
+//! Answers 503 when the database, NATS, a stream or a consumer is missing or unreachable, or
+//! when a backlog passes its threshold ([`crate::config::HealthThresholds`]); `reasons` says
+//! which.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -23,16 +25,26 @@ pub struct Health {
     version: &'static str,
     /// `connected` or `unavailable` (the original system's field).
     database: &'static str,
+    /// Why the service is degraded (empty when healthy).
+    reasons: Vec<String>,
     checks: Checks,
 }
 
 #[derive(Serialize, Default)]
-struct Checks {
+pub(super) struct Checks {
     database: Check,
     nats: Check,
     streams: BTreeMap<String, StreamCheck>,
     consumers: BTreeMap<String, ConsumerCheck>,
     projections: BTreeMap<String, ProjectionCheck>,
+    dead_letters: DeadLetterCheck,
+}
+
+#[derive(Serialize, Default)]
+struct DeadLetterCheck {
+    /// Dead letters waiting (`/api/v1/dead-letters`).
+    count: u64,
+    threshold: u64,
 }
 
 #[derive(Serialize, Default)]
@@ -76,6 +88,69 @@ struct ProjectionCheck {
     responses((status = 200, description = "every check ok"), (status = 503, description = "degraded")))]
 /// Database, NATS, streams, consumer backlog and projection lag.
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let checks = observe(&state).await;
+    let limits = &state.health;
+    let mut reasons = Vec::new();
+    if !checks.database.ok {
+        reasons.push("database unavailable".to_owned());
+    }
+    if !checks.nats.ok {
+        reasons.push("NATS unavailable".to_owned());
+    }
+    if checks.nats.ok && checks.streams.is_empty() {
+        reasons.push("stream definitions unreadable".to_owned());
+    }
+    for (name, stream) in &checks.streams {
+        if !stream.ok {
+            reasons.push(format!("stream {name} unavailable"));
+        }
+    }
+    for (name, consumer) in &checks.consumers {
+        if !consumer.ok {
+            reasons.push(format!("consumer {name} unavailable"));
+        } else if consumer.pending > limits.max_consumer_pending {
+            reasons.push(format!(
+                "consumer {name} has {} messages waiting (threshold {})",
+                consumer.pending, limits.max_consumer_pending
+            ));
+        }
+    }
+    for (name, projection) in &checks.projections {
+        if projection.lag > limits.max_projection_lag {
+            reasons.push(format!(
+                "projection {name} is {} events behind (threshold {})",
+                projection.lag, limits.max_projection_lag
+            ));
+        }
+    }
+    if checks.dead_letters.count > limits.max_dead_letters {
+        reasons.push(format!(
+            "{} dead letters waiting (threshold {})",
+            checks.dead_letters.count, limits.max_dead_letters
+        ));
+    }
+    let healthy = reasons.is_empty();
+    let body = Health {
+        status: if healthy { "healthy" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        database: if checks.database.ok {
+            "connected"
+        } else {
+            "unavailable"
+        },
+        reasons,
+        checks,
+    };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+/// Reads every check and sets the backlog gauges of `/metrics` on the way.
+pub(super) async fn observe(state: &AppState) -> Checks {
     let mut checks = Checks::default();
     let started = Instant::now();
     checks.database =
@@ -99,32 +174,14 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     };
     let mut last_seqs = BTreeMap::new();
     if checks.nats.ok {
-        check_streams(&state, &mut checks, &mut last_seqs).await;
+        check_streams(state, &mut checks, &mut last_seqs).await;
     }
     if checks.database.ok {
-        check_projections(&state, &mut checks, &last_seqs).await;
+        check_projections(state, &mut checks, &last_seqs).await;
     }
-    let healthy = checks.database.ok
-        && checks.nats.ok
-        && !checks.streams.is_empty()
-        && checks.streams.values().all(|s| s.ok)
-        && checks.consumers.values().all(|c| c.ok);
-    let body = Health {
-        status: if healthy { "healthy" } else { "degraded" },
-        version: env!("CARGO_PKG_VERSION"),
-        database: if checks.database.ok {
-            "connected"
-        } else {
-            "unavailable"
-        },
-        checks,
-    };
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body))
+    checks.dead_letters.threshold = state.health.max_dead_letters;
+    metrics::gauge!("aicache_dead_letters").set(checks.dead_letters.count as f64);
+    checks
 }
 
 /// Runs a NATS request with the check timeout, its error as text.
@@ -167,6 +224,9 @@ async fn check_streams(
             Ok(stream) => {
                 let s = &stream.cached_info().state;
                 last_seqs.insert(name.clone(), s.last_sequence);
+                if name == crate::events::StreamName::DeadLetter.name() {
+                    checks.dead_letters.count = s.messages;
+                }
                 StreamCheck {
                     ok: true,
                     messages: s.messages,

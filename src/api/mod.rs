@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod clients;
+pub mod deadletters;
 pub mod edge;
 pub mod error;
 pub mod extract;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub visits: crate::commands::visits::Visits,
     /// The built-in edge.
     pub edge: Arc<edge::Edge>,
+    /// When `/health` turns degraded.
+    pub health: crate::config::HealthThresholds,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -70,7 +73,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
          (name = "sitemaps", description = "Sitemap preview and import (the original sitemap API)"),
          (name = "pages", description = "Pages and their pipeline state"),
          (name = "visits", description = "Visit ingestion (the edge) and bot analytics"),
-         (name = "operations", description = "Health and metrics")),
+         (name = "operations", description = "Health, metrics, dead letters, reprocessing, event history")),
 )]
 struct ApiDoc;
 
@@ -108,6 +111,10 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(pages::content))
         .routes(routes!(visits::record_one))
         .routes(routes!(visits::stats))
+        .routes(routes!(deadletters::list))
+        .routes(routes!(deadletters::show, deadletters::discard))
+        .routes(routes!(deadletters::redrive))
+        .routes(routes!(deadletters::redrive_all))
         .merge(
             // A full batch is larger than most requests.
             OpenApiRouter::new()
@@ -167,8 +174,10 @@ pub fn router(state: AppState) -> axum::Router {
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-/// Prometheus metrics.
-async fn metrics() -> String {
+/// Prometheus metrics. The backlog gauges (consumer pending, projection lag, dead letters)
+/// are read at each scrape.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
+    health::observe(&state).await;
     crate::telemetry::metrics().render()
 }
 

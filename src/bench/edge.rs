@@ -75,6 +75,7 @@ async fn api(backbone: &Backbone) -> anyhow::Result<(String, tokio_util::sync::C
         write_timeout_secs: 10,
         visits_ip_secret: Some("bench".into()),
         bot_ranges_dir: None,
+        health: crate::config::HealthThresholds::default(),
     };
     let fetch: crate::config::FetchConfig = defaults()?;
     let pipeline: crate::config::PipelineConfig = defaults()?;

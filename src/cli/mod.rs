@@ -1,6 +1,7 @@
 //! The `ai-cache` command line: one binary, a subcommand for every role and tool.
 
 pub mod bots;
+mod deadletters;
 mod demo;
 mod dev;
 mod extract;
@@ -54,6 +55,11 @@ pub enum Command {
     Replay {
         #[command(subcommand)]
         command: ReplayCommand,
+    },
+    /// Messages the stages gave up on: list, show, re-drive, discard.
+    DeadLetters {
+        #[command(subcommand)]
+        command: deadletters::DeadLetterCommand,
     },
     /// Read sitemaps: preview one, or import it as a client's pages.
     Sitemap {
@@ -158,6 +164,7 @@ impl Cli {
                 .await
             }
             Command::Sitemap { command } => sitemap::run(&config, command).await,
+            Command::DeadLetters { command } => deadletters::run(&config, command).await,
             Command::Client { command } => tenants::client(&config, command).await,
             Command::Key { command } => tenants::key(&config, command).await,
             Command::Secrets { command } => tenants::secrets(&config, command).await,

@@ -148,7 +148,7 @@ pub(super) async fn resolve(db: &sqlx::PgPool, client: &str) -> anyhow::Result<r
     row.with_context(|| format!("no client {client:?}"))
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

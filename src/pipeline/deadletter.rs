@@ -15,6 +15,8 @@ pub mod headers {
     pub const ERROR: &str = "Ai-Cache-Error";
     pub const ERROR_KIND: &str = "Ai-Cache-Error-Kind";
     pub const DELIVERIES: &str = "Ai-Cache-Deliveries";
+    /// On a re-driven message: the dead letter it came from.
+    pub const REDRIVEN_FROM: &str = "Ai-Cache-Redriven-From";
 }
 
 /// Why a message is dead-lettered.
@@ -35,30 +37,69 @@ impl DeadLetterKind {
     }
 }
 
+/// Where a dead-lettered message first came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub stream: String,
+    pub subject: String,
+    pub seq: u64,
+}
+
+impl Origin {
+    /// The origin a message carries in its headers (a re-driven dead letter), else the
+    /// message itself.
+    pub fn of(headers: Option<&HeaderMap>, stream: &str, subject: &str, seq: u64) -> Self {
+        let header = |name| {
+            headers
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
+        match (
+            header(headers::ORIGINAL_STREAM),
+            header(headers::ORIGINAL_SUBJECT),
+            header(headers::ORIGINAL_SEQ).and_then(|s| s.parse().ok()),
+        ) {
+            (Some(stream), Some(subject), Some(seq)) => Self {
+                stream,
+                subject,
+                seq,
+            },
+            _ => Self {
+                stream: stream.to_owned(),
+                subject: subject.to_owned(),
+                seq,
+            },
+        }
+    }
+}
+
 /// A message to dead-letter.
 #[derive(Debug)]
 pub struct DeadLetter<'a> {
-    pub stream: &'a str,
+    /// The fact the stage gave up on.
+    pub origin: Origin,
+    /// The message actually delivered (the origin, or its re-driven copy): the dead
+    /// letter's identity.
+    pub source: (&'a str, u64),
     pub consumer: &'a str,
-    pub subject: &'a str,
-    pub stream_seq: u64,
     pub deliveries: u64,
     pub kind: DeadLetterKind,
     pub error: &'a str,
     pub payload: bytes::Bytes,
 }
 
-/// Stores a dead letter and waits for the stream's acknowledgement. Deduplicated on
-/// (stream, sequence, consumer): a crash between this and the term cannot make two.
+/// Stores a dead letter and waits for the stream's acknowledgement. Deduplicated on the
+/// delivered message (stream, sequence) and consumer: a crash between this and the term
+/// cannot make two, and a re-driven copy failing again makes a new one.
 pub async fn publish(js: &jetstream::Context, dl: DeadLetter<'_>) -> Result<u64, String> {
     let mut h = HeaderMap::new();
     h.insert(
         "Nats-Msg-Id",
-        format!("dl:{}:{}:{}", dl.stream, dl.stream_seq, dl.consumer).as_str(),
+        format!("dl:{}:{}:{}", dl.source.0, dl.source.1, dl.consumer).as_str(),
     );
-    h.insert(headers::ORIGINAL_SUBJECT, dl.subject);
-    h.insert(headers::ORIGINAL_STREAM, dl.stream);
-    h.insert(headers::ORIGINAL_SEQ, dl.stream_seq.to_string().as_str());
+    h.insert(headers::ORIGINAL_SUBJECT, dl.origin.subject.as_str());
+    h.insert(headers::ORIGINAL_STREAM, dl.origin.stream.as_str());
+    h.insert(headers::ORIGINAL_SEQ, dl.origin.seq.to_string().as_str());
     h.insert(headers::CONSUMER, dl.consumer);
     // Header values are one line: keep the error's first 1,000 characters on one line.
     let error: String = dl

@@ -11,6 +11,9 @@
 //! - Long steps send in-progress acks so the server does not redeliver them meanwhile.
 //! - On shutdown no new message is taken; messages already buffered are nak'd at once, those
 //!   in flight get a grace period to finish and are nak'd if they do not.
+//! - Dead letters an operator re-drives come back on `redrive.<consumer>` (stream REDRIVE)
+//!   through the durable `<consumer>-redrive`, to the same step under the same policy: only
+//!   the stage that gave up sees them again, and the fact streams get no copies.
 //!
 //! A message is never dropped without a decision: if the process dies, the server redelivers
 //! it after the consumer's `ack_wait`.
@@ -27,7 +30,9 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use super::deadletter::{self, DeadLetter, DeadLetterKind};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
+
+use super::deadletter::{self, DeadLetter, DeadLetterKind, Origin};
 use crate::events::{Event, EventFamily};
 
 /// How a step failed, which decides what the runtime does with the message.
@@ -126,19 +131,51 @@ pub struct RuntimeError {
     message: String,
 }
 
-/// Runs a [`Step`] on a durable consumer.
+/// Runs a [`Step`] on a durable consumer (and on its re-drive consumer, where one exists).
 pub struct ConsumerRuntime<E, S> {
     inner: Arc<Inner<S>>,
+    redrive: Arc<Inner<S>>,
     options: RuntimeOptions,
     _events: PhantomData<fn() -> E>,
+}
+
+/// The stream holding re-driven dead letters.
+pub const REDRIVE_STREAM: &str = "REDRIVE";
+
+/// The durable consumer that feeds re-driven dead letters of `consumer` back to its step.
+pub fn redrive_consumer(consumer: &str) -> String {
+    format!("{consumer}-redrive")
+}
+
+/// The subject dead letters of `consumer` are re-driven on.
+pub fn redrive_subject(consumer: &str) -> String {
+    format!("redrive.{}", consumer.to_lowercase())
 }
 
 struct Inner<S> {
     js: jetstream::Context,
     stream: &'static str,
     durable: String,
-    step: S,
+    /// The stage's name (its main durable): metrics, logs and dead letters use it.
+    stage: String,
+    step: Arc<S>,
     backoff: Vec<Duration>,
+}
+
+/// Why a consumer could not be opened.
+enum OpenError {
+    /// The durable does not exist.
+    Missing,
+    Other(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => f.write_str("the durable consumer does not exist"),
+            Self::Other(message) => f.write_str(message),
+        }
+    }
 }
 
 struct ConsumerLimits {
@@ -155,23 +192,69 @@ impl<E: EventFamily + 'static, S: Step<E>> ConsumerRuntime<E, S> {
         step: S,
         options: RuntimeOptions,
     ) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                js,
-                stream: E::STREAM.name(),
-                durable: durable.into(),
-                step,
+        let durable = durable.into();
+        let step = Arc::new(step);
+        let inner = |stream: &'static str, consumer: String| {
+            Arc::new(Inner {
+                js: js.clone(),
+                stream,
+                durable: consumer,
+                stage: durable.clone(),
+                step: Arc::clone(&step),
                 backoff: options.backoff.clone(),
-            }),
+            })
+        };
+        Self {
+            inner: inner(E::STREAM.name(), durable.clone()),
+            redrive: inner(REDRIVE_STREAM, redrive_consumer(&durable)),
             options,
             _events: PhantomData,
         }
     }
 
     /// Handles messages until `shutdown`, then returns in-flight work as described above.
-    /// Reconnects by itself while NATS is away.
+    /// Reconnects by itself while NATS is away. Re-driven dead letters are handled beside
+    /// the main consumer when the stage has a re-drive consumer.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RuntimeError> {
-        let inner = &self.inner;
+        let redrive = {
+            let inner = Arc::clone(&self.redrive);
+            let (options, shutdown) = (self.options.clone(), shutdown.clone());
+            tokio::spawn(async move { inner.consume::<E>(&options, shutdown, true).await })
+        };
+        Arc::clone(&self.inner)
+            .consume::<E>(&self.options, shutdown, false)
+            .await;
+        let _ = redrive.await;
+        Ok(())
+    }
+
+    /// Checks that the durable exists, so a misconfigured role fails at start-up.
+    pub async fn check(&self) -> Result<(), RuntimeError> {
+        self.inner
+            .open(1)
+            .await
+            .map(|_| ())
+            .map_err(|e| RuntimeError {
+                stream: self.inner.stream,
+                durable: self.inner.durable.clone(),
+                message: e.to_string(),
+            })
+    }
+}
+
+impl<S> Inner<S> {
+    /// The consume loop of one durable. An `optional` durable that does not exist (a test
+    /// stage without a re-drive consumer) is not an error: the loop just ends.
+    async fn consume<E>(
+        self: Arc<Self>,
+        options: &RuntimeOptions,
+        shutdown: CancellationToken,
+        optional: bool,
+    ) where
+        E: EventFamily + 'static,
+        S: Step<E>,
+    {
+        let inner = &self;
         let stage = inner.durable.clone();
         let watcher = {
             let inner = Arc::clone(inner);
@@ -180,8 +263,12 @@ impl<E: EventFamily + 'static, S: Step<E>> ConsumerRuntime<E, S> {
         };
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
-            let (mut messages, limits) = match inner.open(self.options.concurrency).await {
+            let (mut messages, limits) = match inner.open(options.concurrency).await {
                 Ok(opened) => opened,
+                Err(OpenError::Missing) if optional => {
+                    tracing::debug!(stage, "no such consumer: nothing to handle");
+                    break;
+                }
                 Err(message) => {
                     failures += 1;
                     tracing::warn!(stage, error = %message, "cannot open consumer, retrying");
@@ -201,12 +288,12 @@ impl<E: EventFamily + 'static, S: Step<E>> ConsumerRuntime<E, S> {
                     biased;
                     _ = shutdown.cancelled() => break,
                     Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-                    next = messages.next(), if in_flight.len() < self.options.concurrency => match next {
+                    next = messages.next(), if in_flight.len() < options.concurrency => match next {
                         Some(Ok(msg)) => {
                             let inner = Arc::clone(inner);
                             let limits = Arc::clone(&limits);
                             let hard_stop = hard_stop.clone();
-                            in_flight.push(Box::pin(async move { inner.process(msg, &limits, hard_stop).await }));
+                            in_flight.push(Box::pin(async move { inner.process::<E>(msg, &limits, hard_stop).await }));
                         }
                         Some(Err(e)) => {
                             // Missing heartbeats while the server is away are expected; the
@@ -220,7 +307,7 @@ impl<E: EventFamily + 'static, S: Step<E>> ConsumerRuntime<E, S> {
             // Whatever is in flight finishes before a new consumer stream is opened.
             if shutdown.is_cancelled() {
                 drain_buffered(&mut messages).await;
-                let grace = self.options.shutdown_grace;
+                let grace = options.shutdown_grace;
                 let finished = tokio::time::timeout(grace, async {
                     while in_flight.next().await.is_some() {}
                 })
@@ -233,21 +320,7 @@ impl<E: EventFamily + 'static, S: Step<E>> ConsumerRuntime<E, S> {
                 while in_flight.next().await.is_some() {}
             }
         }
-        let _ = watcher.await;
-        Ok(())
-    }
-
-    /// Checks that the durable exists, so a misconfigured role fails at start-up.
-    pub async fn check(&self) -> Result<(), RuntimeError> {
-        self.inner
-            .open(1)
-            .await
-            .map(|_| ())
-            .map_err(|message| RuntimeError {
-                stream: self.inner.stream,
-                durable: self.inner.durable.clone(),
-                message,
-            })
+        watcher.abort();
     }
 }
 
@@ -317,32 +390,48 @@ impl<S> Inner<S> {
             .map_err(|e| e.to_string())?;
         let error = "delivery limit reached without a decision: the stage crashed or timed out on every delivery";
         let dl = DeadLetter {
-            stream: self.stream,
-            consumer: &self.durable,
-            subject: original.subject.as_str(),
-            stream_seq: notice.stream_seq,
+            origin: Origin::of(
+                Some(&original.headers),
+                self.stream,
+                original.subject.as_str(),
+                notice.stream_seq,
+            ),
+            source: (self.stream, notice.stream_seq),
+            consumer: &self.stage,
             deliveries: notice.deliveries,
             kind: DeadLetterKind::RetriesExhausted,
             error,
             payload: original.payload,
         };
         let seq = deadletter::publish(&self.js, dl).await?;
-        tracing::error!(stage = %self.durable, nats.seq = notice.stream_seq, deadletter.seq = seq, error, "message dead-lettered");
-        metrics::counter!("aicache_stage_messages_total", "stage" => self.durable.clone(), "outcome" => "dead_letter").increment(1);
+        tracing::error!(stage = %self.stage, nats.seq = notice.stream_seq, deadletter.seq = seq, error, "message dead-lettered");
+        metrics::counter!("aicache_stage_messages_total", "stage" => self.stage.clone(), "outcome" => "dead_letter").increment(1);
         Ok(())
     }
 
-    async fn open(&self, batch: usize) -> Result<(consumer::pull::Stream, ConsumerLimits), String> {
+    async fn open(
+        &self,
+        batch: usize,
+    ) -> Result<(consumer::pull::Stream, ConsumerLimits), OpenError> {
+        let other = |e: &dyn std::fmt::Display| OpenError::Other(e.to_string());
         let stream = self
             .js
             .get_stream(self.stream)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| other(&e))?;
+        // Asked first so a missing durable is told apart from an unreachable server.
+        stream
+            .consumer_info(&self.durable)
+            .await
+            .map_err(|e| match e.kind() {
+                ConsumerInfoErrorKind::NotFound => OpenError::Missing,
+                _ => other(&e),
+            })?;
         let mut consumer: consumer::PullConsumer = stream
             .get_consumer(&self.durable)
             .await
-            .map_err(|e| e.to_string())?;
-        let info = consumer.info().await.map_err(|e| e.to_string())?;
+            .map_err(|e| other(&e))?;
+        let info = consumer.info().await.map_err(|e| other(&e))?;
         let max_deliver = u64::try_from(info.config.max_deliver).unwrap_or(u64::MAX);
         let max_deliver = if max_deliver == 0 {
             u64::MAX
@@ -361,7 +450,7 @@ impl<S> Inner<S> {
             .expires(Duration::from_secs(30))
             .messages()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| other(&e))?;
         let limits = ConsumerLimits {
             max_deliver,
             progress_every: ack_wait / 3,
@@ -378,7 +467,7 @@ impl<S> Inner<S> {
         E: EventFamily,
         S: Step<E>,
     {
-        let stage = self.durable.as_str();
+        let stage = self.stage.as_str();
         let started = Instant::now();
         let delivery = match msg.info() {
             Ok(info) => Delivery {
@@ -430,7 +519,7 @@ impl<S> Inner<S> {
         limits: &ConsumerLimits,
         outcome: Result<(), StepError>,
     ) -> &'static str {
-        let stage = self.durable.as_str();
+        let stage = self.stage.as_str();
         let seq = delivery.stream_seq;
         match outcome {
             Ok(()) => {
@@ -467,12 +556,16 @@ impl<S> Inner<S> {
         kind: DeadLetterKind,
         error: &str,
     ) -> &'static str {
-        let stage = self.durable.as_str();
+        let stage = self.stage.as_str();
         let dl = DeadLetter {
-            stream: self.stream,
+            origin: Origin::of(
+                msg.headers.as_ref(),
+                self.stream,
+                &delivery.subject,
+                delivery.stream_seq,
+            ),
+            source: (self.stream, delivery.stream_seq),
             consumer: stage,
-            subject: &delivery.subject,
-            stream_seq: delivery.stream_seq,
             deliveries: delivery.delivered,
             kind,
             error,

@@ -121,6 +121,8 @@ pub struct Options {
     pub local_hosts: Vec<String>,
     /// Bot operators' IP ranges (BOT_RANGES_DIR).
     pub bot_ranges_dir: Option<PathBuf>,
+    /// When /health turns degraded.
+    pub health: ai_cache::config::HealthThresholds,
     /// A PostgreSQL cluster of the test's own (to stop and restart it), not the shared one.
     pub own_postgres: bool,
 }
@@ -140,6 +142,7 @@ impl Default for Options {
             gemini_model: "known-model".into(),
             local_hosts: vec!["site.test".into(), "other.test".into()],
             bot_ranges_dir: None,
+            health: ai_cache::config::HealthThresholds::default(),
             own_postgres: false,
         }
     }
@@ -193,6 +196,7 @@ impl Options {
             write_timeout_secs: 10,
             visits_ip_secret: Some("test-visits-ip-secret".into()),
             bot_ranges_dir: self.bot_ranges_dir.clone(),
+            health: self.health,
         }
     }
 }

@@ -1,0 +1,185 @@
+//! Dead letters through the API: a stage gives up on a page, the operator sees it (list,
+//! show, `/health`, `/metrics`), fixes the cause and re-drives it: the page completes.
+
+use std::time::Duration;
+
+use ai_cache::app::Role;
+use ai_cache::domain::kv_key::{kv_key, markdown_key};
+use ai_cache::domain::url::NormalizedUrl;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::clients::send;
+use crate::cloudflare_fake::FakeCloudflare;
+use crate::harness::{Options, TestApp, eventually, stream_count};
+use crate::page_origin::PageOrigin;
+
+async fn dead_letters(app: &TestApp) -> serde_json::Value {
+    let (status, body) = send(app.master(Method::GET, "/api/v1/dead-letters")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_re_driven_after_the_fix_completes_the_page() {
+    let cf = FakeCloudflare::start("the-right-token").await;
+    let app = TestApp::with_options(
+        &[
+            Role::Api,
+            Role::Projections,
+            Role::Scraper,
+            Role::Markdown,
+            Role::Renderer,
+            Role::Uploader,
+        ],
+        Options {
+            cloudflare_api_base: cf.base.clone(),
+            health: ai_cache::config::HealthThresholds {
+                max_dead_letters: 0,
+                ..Default::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let origin = PageOrigin::start().await;
+    // A mistyped token: Cloudflare answers 403, which retrying cannot fix.
+    let (status, client) = send(app.master(Method::POST, "/api/v1/clients").json(&json!({
+        "name": "CF Site", "domain": "site.test", "cloudflare_account_id": "acct",
+        "cloudflare_api_token": "a-mistyped-token", "cloudflare_kv_namespace_id": "ns1",
+        "settings": {"crawl_rate_per_minute": 600}
+    })))
+    .await;
+    assert_eq!(status, 201, "{client}");
+    let client = client["id"].as_str().expect("id").to_owned();
+    let urls = origin.articles(&["/doc".to_owned()]);
+    app.add_urls(&client, &urls).await;
+
+    eventually(
+        Duration::from_secs(30),
+        "the upload is dead-lettered",
+        || async {
+            dead_letters(&app).await["items"]
+                .as_array()
+                .is_some_and(|items| items.len() == 1)
+        },
+    )
+    .await;
+    let listed = dead_letters(&app).await;
+    let dl = &listed["items"][0];
+    assert_eq!(dl["consumer"], "uploader", "{listed}");
+    assert_eq!(dl["kind"], "permanent", "{listed}");
+    assert_eq!(dl["event_type"], "pages.html_rendered", "{listed}");
+    assert_eq!(dl["client_id"], client.as_str(), "{listed}");
+    assert_eq!(listed["total"], 1);
+    assert!(
+        dl["error"].as_str().unwrap_or_default().contains("10000")
+            || dl["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_lowercase()
+                .contains("auth"),
+        "the error says why: {dl}"
+    );
+    let seq = dl["seq"].as_u64().expect("seq");
+
+    // Show: the original event and where it came from.
+    let (status, shown) =
+        send(app.master(Method::GET, &format!("/api/v1/dead-letters/{seq}"))).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["event"]["type"], "pages.html_rendered");
+    assert_eq!(shown["original_stream"], "PAGES");
+    assert!(
+        shown["original_subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("pages.html_rendered.")),
+        "{shown}"
+    );
+    // Filters.
+    let (_, none) = send(app.master(Method::GET, "/api/v1/dead-letters?consumer=markdown")).await;
+    assert_eq!(none["items"], json!([]), "{none}");
+
+    // The count is in /health (degraded past the threshold) and /metrics.
+    let (status, health) = send(app.request(Method::GET, "/health")).await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["checks"]["dead_letters"]["count"], 1, "{health}");
+    assert!(
+        health["reasons"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|r| r.as_str().unwrap_or_default().contains("dead letters"))),
+        "{health}"
+    );
+    let metrics = app
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.lines().any(|l| l == "aicache_dead_letters 1"),
+        "{metrics}"
+    );
+
+    // Client keys may not touch dead letters.
+    let (_, key) = crate::clients::create_key(&app, &client, &["read", "write"]).await;
+    let forbidden = app
+        .request(Method::GET, "/api/v1/dead-letters")
+        .header("X-API-Key", key)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(forbidden.status(), 403);
+
+    // Re-driven before the fix: it fails again and comes back as a new dead letter.
+    let (status, body) =
+        send(app.master(Method::POST, &format!("/api/v1/dead-letters/{seq}/redrive"))).await;
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(20), "a new dead letter", || async {
+        let items = dead_letters(&app).await["items"].clone();
+        items.as_array().is_some_and(|i| i.len() == 1) && items[0]["seq"].as_u64() != Some(seq)
+    })
+    .await;
+    let again = dead_letters(&app).await;
+    assert_eq!(
+        again["items"][0]["original_subject"], shown["original_subject"],
+        "the new dead letter still points at the original event: {again}"
+    );
+
+    // The operator fixes the token and re-drives everything.
+    let (status, body) = send(
+        app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
+            .json(&json!({"cloudflare_api_token": "the-right-token"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(app.master(Method::POST, "/api/v1/dead-letters/redrive")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["redriven"].as_array().map(Vec::len), Some(1), "{body}");
+
+    let key = kv_key(&NormalizedUrl::parse(&urls[0]).expect("url"));
+    eventually(
+        Duration::from_secs(30),
+        "the page reaches Cloudflare",
+        || async { cf.get("ns1", &markdown_key(&key)).is_some() },
+    )
+    .await;
+    eventually(Duration::from_secs(15), "and is announced once", || async {
+        stream_count(app.js(), "PAGES", Some("pages.updated.>")).await == 1
+    })
+    .await;
+    assert_eq!(dead_letters(&app).await["total"], 0);
+    let (status, health) = send(app.request(Method::GET, "/health")).await;
+    assert_eq!(health["checks"]["dead_letters"]["count"], 0, "{health}");
+    assert_eq!(status, 200, "{health}");
+
+    // Unknown ids are 404; discarding removes.
+    let (status, body) =
+        send(app.master(Method::POST, "/api/v1/dead-letters/999999/redrive")).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, _) =
+        send(app.master(Method::DELETE, &format!("/api/v1/dead-letters/{seq}"))).await;
+    assert_eq!(status, 404, "already gone");
+}
