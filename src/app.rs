@@ -47,10 +47,12 @@ pub enum Role {
     Renderer,
     /// The uploader stage: pages to the edge store, `pages.updated`.
     Uploader,
+    /// Plans reprocessing runs: re-sends the selected pages' inputs to their first stage.
+    Reprocessor,
 }
 
 impl Role {
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Api,
         Role::Projections,
         Role::Scraper,
@@ -58,6 +60,7 @@ impl Role {
         Role::Markdown,
         Role::Renderer,
         Role::Uploader,
+        Role::Reprocessor,
     ];
 }
 
@@ -202,6 +205,10 @@ pub async fn api_state(
             visits,
         )),
         health: config.health,
+        reprocessing: crate::commands::reprocess::Reprocessing::new(
+            backbone.db.clone(),
+            backbone.nats.js.clone(),
+        ),
         importer: Importer::new(
             backbone.db.clone(),
             backbone.nats.js.clone(),
@@ -293,7 +300,9 @@ pub async fn run_roles(
                 .map(Secret::new),
             db: backbone.db.clone(),
         };
-        let stage = MarkdownStage::new(&backbone.nats.js, blobs, Some(gemini));
+        let stage = MarkdownStage::new(&backbone.nats.js, blobs, Some(gemini))
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the markdown stage: {e}"))?;
         spawn_stage(
             &mut tasks,
             backbone,
@@ -351,6 +360,22 @@ pub async fn run_roles(
             .await?;
         }
         tracing::info!(role = "uploader", "role started");
+    }
+    if roles.contains(&Role::Reprocessor) {
+        let planner =
+            crate::commands::reprocess::Planner::new(backbone.db.clone(), &backbone.nats.js)
+                .await
+                .map_err(|e| anyhow::anyhow!("starting the reprocessor: {e}"))?;
+        let runtime = ConsumerRuntime::<crate::events::ClientEvent, _>::new(
+            backbone.nats.js.clone(),
+            "reprocessor",
+            planner,
+            options.clone(),
+        );
+        runtime.check().await?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { runtime.run(shutdown).await.map_err(Into::into) });
+        tracing::info!(role = "reprocessor", "role started");
     }
     if roles.contains(&Role::Scheduler) {
         let (db, js) = (backbone.db.clone(), backbone.nats.js.clone());

@@ -462,7 +462,9 @@ async fn start_stages(backbone: &Backbone) -> anyhow::Result<tokio_util::sync::C
     let markdown = ConsumerRuntime::<PageEvent, _>::new(
         js.clone(),
         "markdown",
-        MarkdownStage::new(&js, blobs.clone(), None),
+        MarkdownStage::new(&js, blobs.clone(), None)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?,
         options.clone(),
     );
     let renderer = ConsumerRuntime::<PageEvent, _>::new(

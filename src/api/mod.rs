@@ -11,6 +11,7 @@ pub mod extract;
 pub mod health;
 pub mod keys;
 pub mod pages;
+pub mod reprocess;
 pub mod sitemap;
 pub mod visits;
 
@@ -60,6 +61,8 @@ pub struct AppState {
     pub edge: Arc<edge::Edge>,
     /// When `/health` turns degraded.
     pub health: crate::config::HealthThresholds,
+    /// Reprocessing runs.
+    pub reprocessing: crate::commands::reprocess::Reprocessing,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -109,6 +112,9 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(pages::refresh))
         .routes(routes!(pages::refresh_client))
         .routes(routes!(pages::content))
+        .routes(routes!(pages::events))
+        .routes(routes!(reprocess::start, reprocess::list))
+        .routes(routes!(reprocess::get_one))
         .routes(routes!(visits::record_one))
         .routes(routes!(visits::stats))
         .routes(routes!(deadletters::list))

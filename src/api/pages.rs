@@ -230,6 +230,7 @@ async fn request_refresh(
             .map(|p| {
                 let payload = PageEvent::RefreshRequested(RefreshRequested {
                     reason: RefreshReason::Manual,
+                    reprocess: None,
                 });
                 Outgoing::unique(Event::new(
                     ClientId::from_uuid(client),
@@ -291,4 +292,46 @@ pub async fn content(
             ApiError::NotFound(format!("the page's {format} content is no longer stored"))
         })?;
     Ok(([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response())
+}
+
+/// `?after=&limit=` of a page's history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Only events after this stream sequence (the previous page's `next_after`).
+    #[serde(default)]
+    pub after: u64,
+    /// 1 to 1000, default 100.
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/v1/pages/{id}/events", tag = "pages", params(("id" = Uuid, Path), HistoryQuery),
+    responses((status = 200, body = crate::commands::history::HistoryPage), (status = 404), (status = 503)),
+    security(("api_key" = [])))]
+/// A page's event history, oldest first, read from the PAGES stream (master key, or its
+/// client's `read` key).
+pub async fn events(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<crate::commands::history::HistoryPage>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::InvalidQuery {
+            message: "limit must be between 1 and 1000".into(),
+        });
+    }
+    let page = visible_page(&state, &principal, id, Scope::Read).await?;
+    let history = crate::commands::history::page_events(
+        &state.nats.js,
+        ClientId::from_uuid(page.client_id),
+        PageId::from_uuid(page.id),
+        q.after,
+        limit,
+    )
+    .await
+    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(history))
 }

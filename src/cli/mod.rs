@@ -5,6 +5,7 @@ mod deadletters;
 mod demo;
 mod dev;
 mod extract;
+mod ops;
 mod sitemap;
 mod tenants;
 
@@ -23,7 +24,7 @@ use crate::projections::{self, runtime};
 #[derive(Parser, Debug)]
 #[command(name = "ai-cache", version, propagate_version = true)]
 #[command(
-    after_help = "Roles (for `run --roles`): api, projections, scraper, scheduler, markdown, renderer, uploader.\n\
+    after_help = "Roles (for `run --roles`): api, projections, scraper, scheduler, markdown, renderer, uploader, reprocessor.\n\
     Configuration comes from the environment (see .env.example); every variable is also a flag."
 )]
 pub struct Cli {
@@ -41,7 +42,7 @@ pub enum Command {
     /// Run chosen roles against the configured NATS and Postgres (production).
     Run {
         /// Roles to run, comma-separated.
-        #[arg(long, env = "ROLES", value_delimiter = ',', default_values = ["api", "projections", "scraper", "scheduler", "markdown", "renderer", "uploader"])]
+        #[arg(long, env = "ROLES", value_delimiter = ',', default_values = ["api", "projections", "scraper", "scheduler", "markdown", "renderer", "uploader", "reprocessor"])]
         roles: Vec<Role>,
     },
     /// Apply the database migrations.
@@ -55,6 +56,16 @@ pub enum Command {
     Replay {
         #[command(subcommand)]
         command: ReplayCommand,
+    },
+    /// Event history: a page's whole history, or live events.
+    Events {
+        #[command(subcommand)]
+        command: ops::EventsCommand,
+    },
+    /// Run a client's pages through the pipeline again from a stage.
+    Reprocess {
+        #[command(subcommand)]
+        command: ops::ReprocessCommand,
     },
     /// Messages the stages gave up on: list, show, re-drive, discard.
     DeadLetters {
@@ -165,6 +176,8 @@ impl Cli {
             }
             Command::Sitemap { command } => sitemap::run(&config, command).await,
             Command::DeadLetters { command } => deadletters::run(&config, command).await,
+            Command::Events { command } => ops::events(&config, command).await,
+            Command::Reprocess { command } => ops::reprocess(&config, command).await,
             Command::Client { command } => tenants::client(&config, command).await,
             Command::Key { command } => tenants::key(&config, command).await,
             Command::Secrets { command } => tenants::secrets(&config, command).await,

@@ -3,5 +3,7 @@
 
 pub mod deadletters;
 pub mod discovery;
+pub mod history;
+pub mod reprocess;
 pub mod tenants;
 pub mod visits;

@@ -26,6 +26,9 @@ pub enum ClientEvent {
     /// A per-client API key was revoked.
     #[serde(rename = "clients.key_revoked")]
     KeyRevoked(KeyRevoked),
+    /// An operator asked for the client's pages to go through the pipeline again.
+    #[serde(rename = "clients.reprocess_requested")]
+    ReprocessRequested(ReprocessRequested),
 }
 
 impl EventFamily for ClientEvent {
@@ -36,6 +39,7 @@ impl EventFamily for ClientEvent {
         ("clients.deleted", 1),
         ("clients.key_created", 1),
         ("clients.key_revoked", 1),
+        ("clients.reprocess_requested", 1),
     ];
 
     fn event_type(&self) -> &'static str {
@@ -45,6 +49,7 @@ impl EventFamily for ClientEvent {
             Self::Deleted(_) => "clients.deleted",
             Self::KeyCreated(_) => "clients.key_created",
             Self::KeyRevoked(_) => "clients.key_revoked",
+            Self::ReprocessRequested(_) => "clients.reprocess_requested",
         }
     }
 }
@@ -137,4 +142,24 @@ pub struct KeyCreated {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeyRevoked {
     pub key_id: uuid::Uuid,
+}
+
+/// `clients.reprocess_requested` v1: run the client's pages (those the filters select) through
+/// the pipeline again from `from_stage`. The `reprocessor` role plans it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReprocessRequested {
+    pub run_id: uuid::Uuid,
+    pub from_stage: super::pages::Stage,
+    /// Only pages whose URL starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_prefix: Option<String>,
+    /// Only pages whose Markdown was last made at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only pages whose Markdown was last made before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Make every output again even when input and version did not change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }

@@ -1,11 +1,17 @@
 //! Events of the PAGES stream: a page's way through the pipeline.
 //!
-//! Subjects: `pages.<event>.<client_id>.<page_id>`. All types are at version 1.
+//! Subjects: `pages.<event>.<client_id>.<page_id>`. Version 2 of `pages.refresh_requested`,
+//! `pages.content_changed`, `pages.markdown_generated` and `pages.html_rendered` added the
+//! optional `reprocess` marker (a v1 event upcasts unchanged: it was not reprocessing); every
+//! other type is at version 1.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Event, EventFamily, StreamName};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{DecodeError, Event, EventFamily, StreamName};
 use crate::domain::content::{BlobRef, ContentHash};
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::url::NormalizedUrl;
@@ -50,6 +56,9 @@ pub enum PageEvent {
     /// The served content of the page changed: the event external systems subscribe to.
     #[serde(rename = "pages.updated")]
     Updated(Updated),
+    /// The page's part of a reprocessing run ended (with or without new content).
+    #[serde(rename = "pages.reprocessed")]
+    Reprocessed(Reprocessed),
 }
 
 impl EventFamily for PageEvent {
@@ -57,16 +66,17 @@ impl EventFamily for PageEvent {
     const CATALOGUE: &'static [(&'static str, u32)] = &[
         ("pages.discovered", 1),
         ("pages.metadata_updated", 1),
-        ("pages.refresh_requested", 1),
+        ("pages.refresh_requested", 2),
         ("pages.scraped", 1),
         ("pages.unchanged", 1),
         ("pages.scrape_failed", 1),
         ("pages.removed", 1),
-        ("pages.content_changed", 1),
-        ("pages.markdown_generated", 1),
-        ("pages.html_rendered", 1),
+        ("pages.content_changed", 2),
+        ("pages.markdown_generated", 2),
+        ("pages.html_rendered", 2),
         ("pages.kv_uploaded", 1),
         ("pages.updated", 1),
+        ("pages.reprocessed", 1),
     ];
 
     fn event_type(&self) -> &'static str {
@@ -83,6 +93,25 @@ impl EventFamily for PageEvent {
             Self::HtmlRendered(_) => "pages.html_rendered",
             Self::KvUploaded(_) => "pages.kv_uploaded",
             Self::Updated(_) => "pages.updated",
+            Self::Reprocessed(_) => "pages.reprocessed",
+        }
+    }
+
+    fn upcast(event_type: &str, version: u32, data: Value) -> Result<Value, DecodeError> {
+        match (event_type, version) {
+            // v2 only added the optional `reprocess` marker.
+            (
+                "pages.refresh_requested"
+                | "pages.content_changed"
+                | "pages.markdown_generated"
+                | "pages.html_rendered",
+                1,
+            ) => Ok(data),
+            _ => Err(DecodeError::UnknownVersion {
+                event_type: event_type.to_owned(),
+                version,
+                current: Self::current_version(event_type).unwrap_or_default(),
+            }),
         }
     }
 }
@@ -162,10 +191,126 @@ pub enum RefreshReason {
     Reprocess,
 }
 
-/// `pages.refresh_requested` v1.
+/// `pages.refresh_requested` v2.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RefreshRequested {
     pub reason: RefreshReason,
+    /// Set when a reprocessing run asked for the fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocess: Option<Reprocess>,
+}
+
+/// Marks a stage's input as part of a reprocessing run; stages pass it on to what they
+/// publish, and the stage where the page's run ends publishes `pages.reprocessed`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reprocess {
+    pub run_id: Uuid,
+    /// The stage the run started from.
+    pub from_stage: Stage,
+    /// Make the output again even when the stage's input and version did not change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+/// A pipeline stage a reprocessing run can start from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Scrape,
+    Markdown,
+    Render,
+    Upload,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [Self::Scrape, Self::Markdown, Self::Render, Self::Upload];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scrape => "scrape",
+            Self::Markdown => "markdown",
+            Self::Render => "render",
+            Self::Upload => "upload",
+        }
+    }
+}
+
+impl std::str::FromStr for Stage {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|stage| stage.as_str() == s)
+            .ok_or_else(|| format!("unknown stage {s:?}: scrape, markdown, render or upload"))
+    }
+}
+
+/// How a page's part of a reprocessing run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReprocessOutcome {
+    /// New content is served (`pages.updated` was published).
+    Updated,
+    /// The output was made again and is the same: nothing uploaded, nothing announced.
+    Unchanged,
+    /// Nothing to redo: the stage's input and version are those of the page's last output.
+    Skipped,
+    /// The origin says the page is gone.
+    Removed,
+    /// The page could not be fetched (its state says why).
+    Failed,
+}
+
+impl ReprocessOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Updated => "updated",
+            Self::Unchanged => "unchanged",
+            Self::Skipped => "skipped",
+            Self::Removed => "removed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// `pages.reprocessed` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reprocessed {
+    pub run_id: Uuid,
+    /// The stage the run started from.
+    pub from_stage: Stage,
+    /// The stage where the page's run ended.
+    pub ended_at: Stage,
+    pub outcome: ReprocessOutcome,
+}
+
+impl Reprocessed {
+    /// The event ending `cause`'s page in `run`, keyed so a redelivery publishes it once.
+    pub fn event<C>(
+        cause: &Event<C>,
+        run: &Reprocess,
+        ended_at: Stage,
+        outcome: ReprocessOutcome,
+    ) -> crate::infra::publish::Outgoing<PageEvent> {
+        let page = cause
+            .meta
+            .page_id
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        crate::infra::publish::Outgoing::keyed(
+            Event::caused_by(
+                cause,
+                PageEvent::Reprocessed(Reprocessed {
+                    run_id: run.run_id,
+                    from_stage: run.from_stage,
+                    ended_at,
+                    outcome,
+                }),
+            ),
+            format!("reprocessed:{}:{page}", run.run_id),
+        )
+    }
 }
 
 /// `pages.scraped` v1.
@@ -243,7 +388,7 @@ pub struct Removed {
     pub reason: String,
 }
 
-/// `pages.content_changed` v1.
+/// `pages.content_changed` v2.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContentChanged {
     pub url: NormalizedUrl,
@@ -253,6 +398,9 @@ pub struct ContentChanged {
     pub previous_fingerprint: Option<ContentHash>,
     /// The page's version after this change (1 for the first content).
     pub page_version: u32,
+    /// Set when a reprocessing run re-sent the page's last content change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocess: Option<Reprocess>,
 }
 
 /// Which generator made the Markdown.
@@ -286,7 +434,7 @@ pub struct PageMetadata {
     pub published_time: Option<String>,
 }
 
-/// `pages.markdown_generated` v1.
+/// `pages.markdown_generated` v2.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MarkdownGenerated {
     pub markdown: BlobRef,
@@ -304,15 +452,19 @@ pub struct MarkdownGenerated {
     pub tokens: Option<TokenUsage>,
     pub metadata: PageMetadata,
     pub page_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocess: Option<Reprocess>,
 }
 
-/// `pages.html_rendered` v1.
+/// `pages.html_rendered` v2.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HtmlRendered {
     pub html: BlobRef,
     pub markdown_hash: ContentHash,
     pub renderer_version: String,
     pub page_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocess: Option<Reprocess>,
 }
 
 /// Where a client's pages are served from.

@@ -29,11 +29,24 @@ impl PageHistory {
         client: ClientId,
         page: PageId,
     ) -> Result<Option<PageEvent>, StepError> {
+        Ok(self
+            .last_event(event_type, client, page)
+            .await?
+            .map(|(_, e)| e.payload))
+    }
+
+    /// The page's last event of `event_type` with its stream sequence.
+    pub async fn last_event(
+        &self,
+        event_type: &str,
+        client: ClientId,
+        page: PageId,
+    ) -> Result<Option<(u64, Event<PageEvent>)>, StepError> {
         let subject = subjects::event_subject(event_type, client, Some(page));
         match self.pages.direct_get_last_for_subject(subject).await {
             Ok(msg) => Ok(Event::<PageEvent>::from_json(&msg.payload)
                 .ok()
-                .map(|e| e.payload)),
+                .map(|e| (msg.sequence, e))),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(StepError::transient(format!(
                 "reading the page's history: {e}"

@@ -9,16 +9,24 @@
 //! goes to the blob store, and the event is published under the key
 //! `markdown:<page>:<input hash>:<generator or prompt version>`: a redelivery publishes nothing
 //! new, and a new version regenerates.
+//!
+//! Reprocessing: a re-sent `pages.content_changed` whose raw HTML and wanted version (the
+//! local generator's, or the prompt's and model's for a Gemini client) are those of the page's
+//! last Markdown is skipped (`pages.reprocessed`, unless the run forces it); anything else is
+//! generated again and carries the run on.
 
 use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use super::history::PageHistory;
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::ids::ClientId;
 use crate::domain::markdown::{self, GENERATOR_VERSION};
 use crate::events::Event;
-use crate::events::pages::{GeneratorKind, MarkdownGenerated, PageEvent, TokenUsage};
+use crate::events::pages::{
+    GeneratorKind, MarkdownGenerated, PageEvent, ReprocessOutcome, Reprocessed, Stage, TokenUsage,
+};
 use crate::infra::blobs::BlobStore;
 use crate::infra::gemini::{GeminiClient, GeminiError, PROMPT_VERSION};
 use crate::infra::publish::{Outgoing, Publisher};
@@ -38,11 +46,34 @@ pub struct Gemini {
 /// Deliveries after which a failing Gemini call gives way to the local result.
 const GEMINI_ATTEMPTS: u64 = 3;
 
+/// The local Markdown generator: main-content extraction and HTML→Markdown, with a version
+/// recorded in every `pages.markdown_generated`. A new version makes reprocessing regenerate
+/// every page made by another one.
+pub trait Generator: Send + Sync + 'static {
+    fn version(&self) -> &str;
+    fn generate(&self, html: &str, url: &str) -> markdown::Generated;
+}
+
+/// The shipped generator ([`crate::domain::markdown`]).
+pub struct LocalGenerator;
+
+impl Generator for LocalGenerator {
+    fn version(&self) -> &str {
+        GENERATOR_VERSION
+    }
+
+    fn generate(&self, html: &str, url: &str) -> markdown::Generated {
+        markdown::generate(html, url)
+    }
+}
+
 /// The stage.
 pub struct MarkdownStage {
     blobs: BlobStore,
     publisher: Publisher,
+    history: PageHistory,
     gemini: Option<Gemini>,
+    generator: Arc<dyn Generator>,
 }
 
 /// The Markdown to publish and how it was made.
@@ -56,16 +87,32 @@ struct Made {
 }
 
 impl MarkdownStage {
-    pub fn new(
+    pub async fn new(
         js: &async_nats::jetstream::Context,
         blobs: BlobStore,
         gemini: Option<Gemini>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, String> {
+        Ok(Self {
             blobs,
             publisher: Publisher::new(js.clone()),
+            history: PageHistory::open(js).await?,
             gemini,
-        }
+            generator: Arc::new(LocalGenerator),
+        })
+    }
+
+    /// Uses another local generator.
+    pub fn with_generator(mut self, generator: Arc<dyn Generator>) -> Self {
+        self.generator = generator;
+        self
+    }
+
+    /// The version the page's Markdown would be made with now.
+    async fn wanted_version(&self, client: ClientId) -> Result<String, StepError> {
+        Ok(match self.gemini_for(client).await? {
+            Some(Ok((gemini, _))) => format!("{PROMPT_VERSION}:{}", gemini.client.model()),
+            _ => self.generator.version().to_owned(),
+        })
     }
 
     /// The Gemini client and key for this client, or why there is none when it wants Gemini.
@@ -115,7 +162,7 @@ impl MarkdownStage {
         let mut made = Made {
             markdown: local,
             generator: GeneratorKind::Local,
-            version: GENERATOR_VERSION.to_owned(),
+            version: self.generator.version().to_owned(),
             model: None,
             fallback_reason: None,
             tokens: None,
@@ -175,6 +222,26 @@ impl Step<PageEvent> for MarkdownStage {
             .meta
             .page_id
             .ok_or_else(|| StepError::permanent("page event without page_id"))?;
+        if let Some(run) = changed.reprocess.as_ref().filter(|r| !r.force) {
+            let wanted = self.wanted_version(event.meta.client_id).await?;
+            let last = self
+                .history
+                .last("pages.markdown_generated", event.meta.client_id, page)
+                .await?;
+            if let Some(PageEvent::MarkdownGenerated(m)) = last
+                && m.input_hash == changed.raw.hash
+                && m.generator_version == wanted
+            {
+                let done =
+                    Reprocessed::event(&event, run, Stage::Markdown, ReprocessOutcome::Skipped);
+                return self
+                    .publisher
+                    .publish(&done)
+                    .await
+                    .map(|_| ())
+                    .map_err(StepError::transient);
+            }
+        }
         let raw = self
             .blobs
             .get(&changed.raw.hash)
@@ -188,8 +255,9 @@ impl Step<PageEvent> for MarkdownStage {
             })?;
         let url = changed.url.to_string();
         let for_local = url.clone();
+        let generator = Arc::clone(&self.generator);
         let generated = tokio::task::spawn_blocking(move || {
-            markdown::generate(&String::from_utf8_lossy(&raw), &for_local)
+            generator.generate(&String::from_utf8_lossy(&raw), &for_local)
         })
         .await
         .map_err(StepError::transient)?;
@@ -204,7 +272,10 @@ impl Step<PageEvent> for MarkdownStage {
             .put(made.markdown.as_bytes())
             .await
             .map_err(StepError::transient)?;
-        let key = format!("markdown:{page}:{}:{}", changed.raw.hash, made.version);
+        let mut key = format!("markdown:{page}:{}:{}", changed.raw.hash, made.version);
+        if let Some(run) = &changed.reprocess {
+            key.push_str(&format!(":{}", run.run_id));
+        }
         let out = Event::caused_by(
             &event,
             PageEvent::MarkdownGenerated(MarkdownGenerated {
@@ -217,6 +288,7 @@ impl Step<PageEvent> for MarkdownStage {
                 tokens: made.tokens,
                 metadata: generated.metadata,
                 page_version: changed.page_version,
+                reprocess: changed.reprocess.clone(),
             }),
         );
         self.publisher

@@ -1,11 +1,15 @@
 //! The renderer stage: `pages.markdown_generated` in, `pages.html_rendered` out, under the key
 //! `rendered:<page>:<markdown hash>:<renderer version>`.
+//!
+//! Reprocessing: Markdown the page's last rendering was made from, by this renderer version,
+//! is not rendered again (unless the run forces it); the page's run ends here, `skipped` when
+//! the run started at this stage, else `unchanged` (the Markdown came out the same).
 
 use super::history::PageHistory;
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::render::{self, RENDERER_VERSION};
 use crate::events::Event;
-use crate::events::pages::{HtmlRendered, PageEvent};
+use crate::events::pages::{HtmlRendered, PageEvent, ReprocessOutcome, Reprocessed, Stage};
 use crate::infra::blobs::BlobStore;
 use crate::infra::publish::{Outgoing, Publisher};
 
@@ -41,6 +45,29 @@ impl Step<PageEvent> for RendererStage {
             .meta
             .page_id
             .ok_or_else(|| StepError::permanent("page event without page_id"))?;
+        if let Some(run) = generated.reprocess.as_ref().filter(|r| !r.force) {
+            let last = self
+                .history
+                .last("pages.html_rendered", event.meta.client_id, page)
+                .await?;
+            if let Some(PageEvent::HtmlRendered(h)) = last
+                && h.markdown_hash == generated.markdown.hash
+                && h.renderer_version == RENDERER_VERSION
+            {
+                let outcome = if run.from_stage == Stage::Render {
+                    ReprocessOutcome::Skipped
+                } else {
+                    ReprocessOutcome::Unchanged
+                };
+                let done = Reprocessed::event(&event, run, Stage::Render, outcome);
+                return self
+                    .publisher
+                    .publish(&done)
+                    .await
+                    .map(|_| ())
+                    .map_err(StepError::transient);
+            }
+        }
         let markdown = self
             .blobs
             .get(&generated.markdown.hash)
@@ -69,10 +96,13 @@ impl Step<PageEvent> for RendererStage {
             .put(html.as_bytes())
             .await
             .map_err(StepError::transient)?;
-        let key = format!(
+        let mut key = format!(
             "rendered:{page}:{}:{RENDERER_VERSION}",
             generated.markdown.hash
         );
+        if let Some(run) = &generated.reprocess {
+            key.push_str(&format!(":{}", run.run_id));
+        }
         let out = Event::caused_by(
             &event,
             PageEvent::HtmlRendered(HtmlRendered {
@@ -80,6 +110,7 @@ impl Step<PageEvent> for RendererStage {
                 markdown_hash: generated.markdown.hash.clone(),
                 renderer_version: RENDERER_VERSION.to_owned(),
                 page_version: generated.page_version,
+                reprocess: generated.reprocess.clone(),
             }),
         );
         self.publisher

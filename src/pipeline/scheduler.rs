@@ -94,7 +94,10 @@ async fn requests(
                 let event = Event::new(
                     ClientId::from_uuid(p.client_id),
                     Some(page),
-                    PageEvent::RefreshRequested(RefreshRequested { reason }),
+                    PageEvent::RefreshRequested(RefreshRequested {
+                        reason,
+                        reprocess: None,
+                    }),
                 );
                 Outgoing::keyed(
                     event,

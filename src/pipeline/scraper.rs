@@ -129,7 +129,18 @@ impl Scraper {
             "failed:{}:{}:{}",
             at.page, at.cause.meta.id, at.delivery.delivered
         );
-        self.publish(vec![Outgoing::keyed(event, key)]).await?;
+        let mut out = vec![Outgoing::keyed(event, key)];
+        if let Some(run) = at.reprocess
+            && failure != ScrapeFailure::Transient
+        {
+            out.push(Reprocessed::event(
+                at.cause,
+                run,
+                Stage::Scrape,
+                ReprocessOutcome::Failed,
+            ));
+        }
+        self.publish(out).await?;
         metrics::counter!("aicache_scraper_fetches_total", "outcome" => failure_label(failure))
             .increment(1);
         match failure {
@@ -194,9 +205,15 @@ impl Scraper {
         };
         let prev = self.previous(client, at.page).await?;
         let started = Instant::now();
+        // Reprocessing fetches the page whole, whatever the validators say.
+        let conditional = if at.reprocess.is_some() {
+            HeaderMap::new()
+        } else {
+            validators(&prev)
+        };
         let fetched = match self
             .http
-            .get_with(at.url.as_str(), self.max_body_bytes, validators(&prev))
+            .get_with(at.url.as_str(), self.max_body_bytes, conditional)
             .await
         {
             Ok(f) => f,
@@ -246,8 +263,16 @@ impl Scraper {
                 let event = Event::caused_by(at.cause, PageEvent::Removed(removed));
                 metrics::counter!("aicache_scraper_fetches_total", "outcome" => "removed")
                     .increment(1);
-                self.publish(vec![Outgoing::keyed(event, key("removed"))])
-                    .await
+                let mut out = vec![Outgoing::keyed(event, key("removed"))];
+                if let Some(run) = at.reprocess {
+                    out.push(Reprocessed::event(
+                        at.cause,
+                        run,
+                        Stage::Scrape,
+                        ReprocessOutcome::Removed,
+                    ));
+                }
+                self.publish(out).await
             }
             429 | 500..=599 => {
                 let message = format!("the origin answered HTTP {status}");
@@ -310,11 +335,12 @@ impl Scraper {
         .await
         .map_err(StepError::transient)?;
         let (page, fetched_at) = (at.page, now());
-        if prev
+        let same = prev
             .changed
             .as_ref()
-            .is_some_and(|c| c.fingerprint == fingerprint)
-        {
+            .is_some_and(|c| c.fingerprint == fingerprint);
+        let forced = at.reprocess.is_some_and(|r| r.force);
+        if same && !forced {
             let unchanged = Unchanged {
                 reason: UnchangedReason::SameFingerprint,
                 http_status: fetched.status,
@@ -324,19 +350,31 @@ impl Scraper {
             let event = Event::caused_by(at.cause, PageEvent::Unchanged(unchanged));
             metrics::counter!("aicache_scraper_fetches_total", "outcome" => "unchanged")
                 .increment(1);
-            return self
-                .publish(vec![Outgoing::keyed(
-                    event,
-                    format!("unchanged:{page}:{}", at.cause.meta.id),
-                )])
-                .await;
+            let mut out = vec![Outgoing::keyed(
+                event,
+                format!("unchanged:{page}:{}", at.cause.meta.id),
+            )];
+            if let Some(run) = at.reprocess {
+                out.push(Reprocessed::event(
+                    at.cause,
+                    run,
+                    Stage::Scrape,
+                    ReprocessOutcome::Unchanged,
+                ));
+            }
+            return self.publish(out).await;
         }
         let raw: BlobRef = self
             .blobs
             .put(text.as_bytes())
             .await
             .map_err(StepError::transient)?;
-        let version = prev.changed.as_ref().map_or(1, |c| c.page_version + 1);
+        // A forced run over the same content makes it again at the same page version.
+        let version = match &prev.changed {
+            Some(c) if same => c.page_version,
+            Some(c) => c.page_version + 1,
+            None => 1,
+        };
         let scraped = Event::caused_by(
             at.cause,
             PageEvent::Scraped(Scraped {
@@ -360,15 +398,20 @@ impl Scraper {
                 fingerprint: fingerprint.clone(),
                 previous_fingerprint: prev.changed.map(|c| c.fingerprint),
                 page_version: version,
+                reprocess: at.reprocess.cloned(),
             }),
         );
+        let mut changed_key = format!("changed:{page}:{version}:{fingerprint}");
+        if let Some(run) = at.reprocess {
+            changed_key.push_str(&format!(":{}", run.run_id));
+        }
         metrics::counter!("aicache_scraper_fetches_total", "outcome" => "changed").increment(1);
         self.publish(vec![
             Outgoing::keyed(
                 scraped,
                 format!("scraped:{page}:{}:{fingerprint}", at.cause.meta.id),
             ),
-            Outgoing::keyed(changed, format!("changed:{page}:{version}:{fingerprint}")),
+            Outgoing::keyed(changed, changed_key),
         ])
         .await
     }
@@ -380,6 +423,8 @@ struct Attempt<'a> {
     delivery: &'a Delivery,
     page: PageId,
     url: NormalizedUrl,
+    /// The reprocessing run that asked for the fetch.
+    reprocess: Option<&'a Reprocess>,
 }
 
 /// `If-None-Match` / `If-Modified-Since` from the last fetch, when there is content to keep.
@@ -468,11 +513,16 @@ impl Step<PageEvent> for Scraper {
             return Ok(());
         }
         let rate = u32::try_from(settings.crawl_rate_per_minute).unwrap_or(60);
+        let reprocess = match &event.payload {
+            PageEvent::RefreshRequested(r) => r.reprocess.as_ref(),
+            _ => None,
+        };
         let attempt = Attempt {
             cause: &event,
             delivery,
             page,
             url,
+            reprocess,
         };
         self.scrape(&attempt, client, rate).await
     }

@@ -8,6 +8,11 @@
 //! re-rendering of the same content publishes it twice. A rendering that is no longer the
 //! page's latest is not uploaded.
 //!
+//! Reprocessing: content the edge store already holds (the page's last `pages.kv_uploaded`
+//! has the same hashes and store, and the page was not removed since) is not uploaded again
+//! unless the run forces it. The page's run ends here with `pages.reprocessed`: `updated`
+//! when `pages.updated` was published, else `unchanged` (or `skipped` for a run started here).
+//!
 //! Edge stores: Cloudflare Workers KV for clients with Cloudflare credentials (edge target
 //! `cloudflare`, or `auto` with all three fields), keys `md:<key>` and `html:<key>`, written in
 //! bulk requests batched across the client's pages ([`super::kv_batch`]); the built-in store
@@ -25,7 +30,10 @@ use crate::domain::ids::{ClientId, PageId};
 use crate::domain::kv_key::{html_key, kv_key, markdown_key};
 use crate::events::Event;
 use crate::events::envelope::now;
-use crate::events::pages::{EdgeStore as EdgeKind, HtmlRendered, KvUploaded, PageEvent, Updated};
+use crate::events::pages::{
+    EdgeStore as EdgeKind, HtmlRendered, KvUploaded, PageEvent, ReprocessOutcome, Reprocessed,
+    Stage, Updated,
+};
 use crate::infra::blobs::BlobStore;
 use crate::infra::cloudflare::{KvError, KvTarget, Pair, check};
 use crate::infra::edge_store::{EdgeStore, Manifest};
@@ -200,6 +208,23 @@ impl Uploader {
             }
         };
         let key = kv_key(&url);
+        let (md, html) = (&markdown.hash, &rendered.html.hash);
+        let served_before = matches!(last("pages.updated").await?, Some(PageEvent::Updated(u)) if &u.markdown_hash == md && &u.html_hash == html);
+        if let Some(run) = rendered.reprocess.as_ref().filter(|r| !r.force)
+            && self.holds(client, page, store, md, html).await?
+        {
+            let outcome = if run.from_stage == Stage::Upload {
+                ReprocessOutcome::Skipped
+            } else {
+                ReprocessOutcome::Unchanged
+            };
+            let done = Reprocessed::event(event, run, Stage::Upload, outcome);
+            self.publisher
+                .publish(&done)
+                .await
+                .map_err(StepError::transient)?;
+            return Ok(());
+        }
         let manifest = Manifest {
             key: key.clone(),
             client_id: client.as_uuid(),
@@ -218,7 +243,6 @@ impl Uploader {
                 .map_err(StepError::transient)?,
             EdgeKind::Cloudflare => self.to_cloudflare(&row, &manifest).await?,
         }
-        let (md, html) = (&markdown.hash, &rendered.html.hash);
         let uploaded = Event::caused_by(
             event,
             PageEvent::KvUploaded(KvUploaded {
@@ -229,11 +253,12 @@ impl Uploader {
                 page_version: rendered.page_version,
             }),
         );
-        let mut out = vec![Outgoing::keyed(
-            uploaded,
-            format!("uploaded:{page}:{md}:{html}"),
-        )];
-        let served_before = matches!(last("pages.updated").await?, Some(PageEvent::Updated(u)) if &u.markdown_hash == md && &u.html_hash == html);
+        // A run's upload is an upload of its own (forced, or to a store that lost it).
+        let mut uploaded_key = format!("uploaded:{page}:{md}:{html}");
+        if let Some(run) = &rendered.reprocess {
+            uploaded_key.push_str(&format!(":{}", run.run_id));
+        }
+        let mut out = vec![Outgoing::keyed(uploaded, uploaded_key)];
         if !served_before {
             let updated = Event::caused_by(
                 event,
@@ -253,11 +278,51 @@ impl Uploader {
                 format!("updated:{page}:{md}:{html}"),
             ));
         }
+        if let Some(run) = &rendered.reprocess {
+            let outcome = if served_before {
+                ReprocessOutcome::Unchanged
+            } else {
+                ReprocessOutcome::Updated
+            };
+            out.push(Reprocessed::event(event, run, Stage::Upload, outcome));
+        }
+        metrics::counter!("aicache_uploads_total", "store" => store_label(store)).increment(1);
         self.publisher
             .publish_all(&out)
             .await
             .map_err(StepError::transient)?;
         Ok(())
+    }
+
+    /// Whether the edge store already holds exactly this content for the page.
+    async fn holds(
+        &self,
+        client: ClientId,
+        page: PageId,
+        store: EdgeKind,
+        md: &crate::domain::content::ContentHash,
+        html: &crate::domain::content::ContentHash,
+    ) -> Result<bool, StepError> {
+        let uploaded = self
+            .history
+            .last_event("pages.kv_uploaded", client, page)
+            .await?;
+        let Some((
+            seq,
+            Event {
+                payload: PageEvent::KvUploaded(k),
+                ..
+            },
+        )) = uploaded
+        else {
+            return Ok(false);
+        };
+        let removed_since = self
+            .history
+            .last_event("pages.removed", client, page)
+            .await?
+            .is_some_and(|(removed, _)| removed > seq);
+        Ok(!removed_since && k.store == store && &k.markdown_hash == md && &k.html_hash == html)
     }
 
     async fn remove(&self, client: ClientId, page: PageId) -> Result<(), StepError> {
@@ -279,6 +344,13 @@ impl Uploader {
                     .map_err(kv_step_error)
             }
         }
+    }
+}
+
+fn store_label(store: EdgeKind) -> &'static str {
+    match store {
+        EdgeKind::Builtin => "builtin",
+        EdgeKind::Cloudflare => "cloudflare",
     }
 }
 

@@ -65,6 +65,8 @@ impl Projection for ClientsProjection {
                     .await?;
                     Ok(())
                 }
+                // Planned by the reprocessor; nothing to show here.
+                ClientEvent::ReprocessRequested(_) => Ok(()),
                 ClientEvent::KeyRevoked(k) => {
                     sqlx::query(
                         "UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND client_id = $2 AND revoked_at IS NULL",

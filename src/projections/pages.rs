@@ -93,6 +93,12 @@ fn update_for(
     let query = |sql| sqlx::query(sql).bind(page_id).bind(at);
     let q = match event {
         PageEvent::Discovered(_) => return Ok(None),
+        PageEvent::Reprocessed(r) => query(
+            "UPDATE pages SET reprocess_run_id = $3, reprocess_outcome = $4, reprocessed_at = $2
+             WHERE id = $1",
+        )
+        .bind(r.run_id)
+        .bind(r.outcome.as_str()),
         PageEvent::RefreshRequested(_) => {
             query("UPDATE pages SET last_refresh_requested_at = $2 WHERE id = $1")
         }

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::harness::TestApp;
 
-fn ai_cache(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn ai_cache(app: &TestApp, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ai-cache"))
         .args(args)
         .env("DATABASE_URL", &app.db_url)

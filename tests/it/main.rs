@@ -19,6 +19,7 @@ mod harness;
 mod origin;
 mod page_origin;
 mod projections;
+mod reprocess;
 mod runtime;
 mod scraper;
 mod sitemap_corpus;

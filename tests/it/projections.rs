@@ -176,6 +176,7 @@ async fn publish_history(app: &TestApp) {
                 fingerprint: fp.clone(),
                 previous_fingerprint: None,
                 page_version: 1,
+                reprocess: None,
             }),
             PageEvent::MarkdownGenerated(MarkdownGenerated {
                 markdown: md.clone(),
@@ -190,12 +191,14 @@ async fn publish_history(app: &TestApp) {
                     ..Default::default()
                 },
                 page_version: 1,
+                reprocess: None,
             }),
             PageEvent::HtmlRendered(HtmlRendered {
                 html: html.clone(),
                 markdown_hash: md.hash.clone(),
                 renderer_version: "1".into(),
                 page_version: 1,
+                reprocess: None,
             }),
             PageEvent::KvUploaded(KvUploaded {
                 store: EdgeStore::Builtin,

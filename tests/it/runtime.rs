@@ -56,6 +56,7 @@ impl Step<PageEvent> for TestStep {
                 &event,
                 PageEvent::RefreshRequested(RefreshRequested {
                     reason: RefreshReason::Reprocess,
+                    reprocess: None,
                 }),
             ),
             format!("test-stage:{page}:{}", delivery.stream_seq),

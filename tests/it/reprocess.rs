@@ -1,0 +1,363 @@
+//! Event history and reprocessing: a page's history shows every step it went through; after
+//! a Markdown generator version bump, reprocessing from `markdown` regenerates exactly the
+//! pages made by the old version and announces only those whose output changed; a second
+//! run finds nothing to do; the edge store is not written with what it already holds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ai_cache::app::Role;
+use ai_cache::domain::ids::{ClientId, PageId};
+use ai_cache::domain::markdown;
+use ai_cache::domain::url::NormalizedUrl;
+use ai_cache::events::PageEvent;
+use ai_cache::infra::blobs::BlobStore;
+use ai_cache::pipeline::markdown::{Generator, MarkdownStage};
+use ai_cache::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::clients::{create_client, send};
+use crate::harness::{TestApp, eventually, eventually_ok, stream_count};
+use crate::page_origin::PageOrigin;
+
+/// A new generator version: the same Markdown, except that pages under `/changed/` get a
+/// paragraph more (as a real extractor change affects some pages and not others).
+struct NextGenerator;
+
+impl Generator for NextGenerator {
+    fn version(&self) -> &str {
+        "local-test-2"
+    }
+
+    fn generate(&self, html: &str, url: &str) -> markdown::Generated {
+        let mut made = markdown::generate(html, url);
+        if url.contains("/changed/") {
+            made.markdown
+                .push_str("\n\nA paragraph the new generator finds.\n");
+        }
+        made
+    }
+}
+
+async fn spawn_markdown(
+    app: &TestApp,
+    generator: Option<Arc<dyn Generator>>,
+) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+    let blobs = BlobStore::open(app.js(), 1 << 24).await.expect("blobs");
+    let mut stage = MarkdownStage::new(app.js(), blobs, None)
+        .await
+        .expect("stage");
+    if let Some(generator) = generator {
+        stage = stage.with_generator(generator);
+    }
+    let runtime = ConsumerRuntime::<PageEvent, _>::new(
+        app.js().clone(),
+        "markdown",
+        stage,
+        RuntimeOptions::default(),
+    );
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    (
+        tokio::spawn(async move { runtime.run(token).await.expect("markdown") }),
+        stop,
+    )
+}
+
+async fn count(app: &TestApp, event_type: &str) -> u64 {
+    stream_count(app.js(), "PAGES", Some(&format!("{event_type}.>"))).await
+}
+
+/// Requests a run and waits until it is done; returns its final view.
+async fn reprocess(app: &TestApp, client: &str, body: Value) -> Value {
+    let (status, run) = send(
+        app.master(Method::POST, &format!("/api/v1/clients/{client}/reprocess"))
+            .json(&body),
+    )
+    .await;
+    assert_eq!(status, 202, "{run}");
+    let id = run["id"].as_str().expect("id").to_owned();
+    eventually_ok(Duration::from_secs(30), || {
+        let id = id.clone();
+        async move {
+            let (_, run) = send(app.master(Method::GET, &format!("/api/v1/reprocess/{id}"))).await;
+            if run["status"] == "done" {
+                Ok(run)
+            } else {
+                Err(run)
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generator_version_bump_regenerates_exactly_the_affected_pages() {
+    let app = TestApp::with_roles(&[
+        Role::Api,
+        Role::Projections,
+        Role::Scraper,
+        Role::Renderer,
+        Role::Uploader,
+        Role::Reprocessor,
+    ])
+    .await;
+    let (first, stop_first) = spawn_markdown(&app, None).await;
+    let origin = PageOrigin::start().await;
+    let client = create_client(&app, "Site", "site.test").await;
+    send(
+        app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
+            .json(&json!({"settings": {"crawl_rate_per_minute": 600}})),
+    )
+    .await;
+    let paths: Vec<String> = ["/changed/a", "/same/b", "/same/c"]
+        .map(String::from)
+        .to_vec();
+    let urls = origin.articles(&paths);
+    app.add_urls(&client, &urls).await;
+    eventually(Duration::from_secs(30), "every page is served", || async {
+        count(&app, "pages.updated").await == 3
+    })
+    .await;
+    let page_id = |url: &str| {
+        PageId::derive(
+            ClientId::from_uuid(client.parse().expect("uuid")),
+            &NormalizedUrl::parse(url).expect("url"),
+        )
+        .to_string()
+    };
+
+    // The history of a page: every step, in order, from the stream.
+    let same_b = page_id(&urls[1]);
+    let (status, history) =
+        send(app.master(Method::GET, &format!("/api/v1/pages/{same_b}/events"))).await;
+    assert_eq!(status, 200, "{history}");
+    let types: Vec<&str> = history["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| e["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "pages.discovered",
+            "pages.scraped",
+            "pages.content_changed",
+            "pages.markdown_generated",
+            "pages.html_rendered",
+            "pages.kv_uploaded",
+            "pages.updated"
+        ],
+        "{history}"
+    );
+    assert!(
+        history["items"][1]["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("HTTP 200")),
+        "{history}"
+    );
+    assert_eq!(
+        history["items"][3]["event"]["data"]["generator_version"],
+        "local-1"
+    );
+    // Paged.
+    let (_, first_two) = send(app.master(
+        Method::GET,
+        &format!("/api/v1/pages/{same_b}/events?limit=2"),
+    ))
+    .await;
+    assert_eq!(first_two["items"].as_array().map(Vec::len), Some(2));
+    let after = first_two["next_after"].as_u64().expect("next_after");
+    let (_, rest) = send(app.master(
+        Method::GET,
+        &format!("/api/v1/pages/{same_b}/events?after={after}"),
+    ))
+    .await;
+    assert_eq!(rest["items"].as_array().map(Vec::len), Some(5), "{rest}");
+    assert_eq!(rest["items"][0]["type"], "pages.content_changed");
+
+    // The new generator version is deployed, then the client reprocessed from `markdown`.
+    stop_first.cancel();
+    first.await.expect("stopped");
+    let (_second, _stop_second) = spawn_markdown(&app, Some(Arc::new(NextGenerator))).await;
+    let run = reprocess(&app, &client, json!({"from_stage": "markdown"})).await;
+    assert_eq!(run["total"], 3, "{run}");
+    assert_eq!(
+        run["outcomes"],
+        json!({"updated": 1, "unchanged": 2}),
+        "{run}"
+    );
+    assert_eq!(
+        count(&app, "pages.markdown_generated").await,
+        6,
+        "every page made by the old version is made again"
+    );
+    eventually(Duration::from_secs(5), "projections caught up", || async {
+        count(&app, "pages.updated").await == 4
+    })
+    .await;
+    let changed = page_id(&urls[0]);
+    let updated = stream_count(
+        app.js(),
+        "PAGES",
+        Some(&format!("pages.updated.{client}.{changed}")),
+    )
+    .await;
+    assert_eq!(
+        updated, 2,
+        "the one page whose output changed is announced again"
+    );
+    assert_eq!(
+        count(&app, "pages.kv_uploaded").await,
+        4,
+        "nothing is uploaded for the pages whose output did not change"
+    );
+    let (_, history) =
+        send(app.master(Method::GET, &format!("/api/v1/pages/{changed}/events"))).await;
+    let made: Vec<&Value> = history["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["type"] == "pages.markdown_generated")
+        .collect();
+    assert_eq!(made.len(), 2, "{history}");
+    assert_eq!(
+        made[1]["event"]["data"]["generator_version"],
+        "local-test-2"
+    );
+    assert_eq!(
+        made[1]["event"]["data"]["reprocess"]["from_stage"], "markdown",
+        "the new Markdown carries its run"
+    );
+
+    // The history shows the reprocessing.
+    let (_, history) =
+        send(app.master(Method::GET, &format!("/api/v1/pages/{same_b}/events"))).await;
+    let tail: Vec<&str> = history["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .skip(7)
+        .map(|e| e["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "pages.content_changed",
+            "pages.markdown_generated",
+            "pages.reprocessed"
+        ],
+        "{history}"
+    );
+    assert_eq!(history["items"][9]["event"]["data"]["outcome"], "unchanged");
+
+    // Nothing was made by another version any more: a second run regenerates nothing.
+    let run = reprocess(&app, &client, json!({"from_stage": "markdown"})).await;
+    assert_eq!(run["outcomes"], json!({"skipped": 3}), "{run}");
+    assert_eq!(count(&app, "pages.markdown_generated").await, 6);
+    assert_eq!(count(&app, "pages.updated").await, 4);
+
+    // Forced, from upload, for one URL prefix: uploaded again, not announced again.
+    let run = reprocess(
+        &app,
+        &client,
+        json!({"from_stage": "upload", "url_prefix": origin.url("/same/"), "force": true}),
+    )
+    .await;
+    assert_eq!(run["total"], 2, "{run}");
+    assert_eq!(run["outcomes"], json!({"unchanged": 2}), "{run}");
+    assert_eq!(count(&app, "pages.kv_uploaded").await, 6);
+    assert_eq!(count(&app, "pages.updated").await, 4);
+
+    // From scrape: fetched again whole (no conditional request), found unchanged.
+    let hits_before = origin.hits("/same/c").len();
+    let run = reprocess(&app, &client, json!({"from_stage": "scrape"})).await;
+    assert_eq!(run["outcomes"], json!({"unchanged": 3}), "{run}");
+    let hits = origin.hits("/same/c");
+    assert_eq!(hits.len(), hits_before + 1);
+    assert!(
+        hits.last().is_some_and(
+            |(_, h)| !h.contains_key("if-none-match") && !h.contains_key("if-modified-since")
+        ),
+        "a reprocessing fetch is not conditional"
+    );
+
+    // Bad requests are clear.
+    let (status, body) = send(
+        app.master(Method::POST, &format!("/api/v1/clients/{client}/reprocess"))
+            .json(&json!({"from_stage": "everything"})),
+    )
+    .await;
+    assert!(status == 400 || status == 422, "{status} {body}");
+    let (status, body) = send(
+        app.master(Method::POST, &format!("/api/v1/clients/{client}/reprocess")).json(
+            &json!({"from_stage": "render", "since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "until");
+    let (status, _) = send(app.master(
+        Method::GET,
+        &format!("/api/v1/reprocess/{}", uuid::Uuid::new_v4()),
+    ))
+    .await;
+    assert_eq!(status, 404);
+    let (status, runs) =
+        send(app.master(Method::GET, &format!("/api/v1/clients/{client}/reprocess"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(runs.as_array().map(Vec::len), Some(4), "{runs}");
+
+    // The same from the command line, as the real binary.
+    let cli = |args: Vec<String>| {
+        let app = &app;
+        tokio::task::block_in_place(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::cli::ai_cache(app, &args)
+        })
+    };
+    let (ok, out, err) = cli(vec!["events".into(), "page".into(), urls[1].clone()]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].contains("pages.discovered"), "{out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("pages.scraped") && l.contains("HTTP 200")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("pages.reprocessed") && l.contains("skipped")),
+        "{out}"
+    );
+    let (ok, out, err) = cli([
+        "reprocess",
+        "start",
+        "--client",
+        "site.test",
+        "--from",
+        "render",
+    ]
+    .map(String::from)
+    .to_vec());
+    assert!(ok, "{err}");
+    let run: Value = serde_json::from_str(&out).expect("the finished run as JSON");
+    assert_eq!(run["status"], "done", "{out}");
+    assert_eq!(run["outcomes"], json!({"skipped": 3}), "{out}");
+    let (ok, _, err) = cli([
+        "reprocess",
+        "start",
+        "--client",
+        "site.test",
+        "--from",
+        "everything",
+    ]
+    .map(String::from)
+    .to_vec());
+    assert!(!ok && err.contains("unknown stage"), "{err}");
+}
