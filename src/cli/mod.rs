@@ -149,11 +149,16 @@ pub enum StreamsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ReplayCommand {
-    /// Empty projections and rebuild them from sequence 1 of their streams.
+    /// Empty projections and rebuild them from sequence 1 of their streams; with --verify,
+    /// rebuild them beside the live tables instead and compare row for row.
     Projections {
         /// Only this projection (clients, pages, visits).
         #[arg(long)]
         name: Option<String>,
+        /// Leave the live tables alone: rebuild into a scratch schema, compare with the live
+        /// rows at the same stream position, report, and fail if anything differs.
+        #[arg(long)]
+        verify: bool,
     },
 }
 
@@ -204,11 +209,11 @@ impl Cli {
                 Ok(())
             }
             Command::Replay {
-                command: ReplayCommand::Projections { name },
+                command: ReplayCommand::Projections { name, verify },
             } => {
                 let backbone = connect(&config).await?;
                 backbone.prepare().await?;
-                replay_projections(&backbone, name.as_deref()).await
+                replay_projections(&backbone, name.as_deref(), verify).await
             }
             Command::Extract { url, format, file } => {
                 anyhow::ensure!(
@@ -286,7 +291,11 @@ pub(crate) fn print_report(report: &[streams::Applied]) {
     println!("{changed} of {} definitions changed", report.len());
 }
 
-async fn replay_projections(backbone: &Backbone, name: Option<&str>) -> anyhow::Result<()> {
+async fn replay_projections(
+    backbone: &Backbone,
+    name: Option<&str>,
+    verify: bool,
+) -> anyhow::Result<()> {
     let selected: Vec<_> = projections::all()
         .into_iter()
         .filter(|p| name.is_none_or(|n| n == p.name()))
@@ -297,6 +306,7 @@ async fn replay_projections(backbone: &Backbone, name: Option<&str>) -> anyhow::
             name.unwrap_or_default()
         );
     }
+    let mut differences = false;
     for projection in selected {
         let name = projection.name();
         let bar = indicatif::ProgressBar::new(0).with_message(name);
@@ -310,10 +320,38 @@ async fn replay_projections(backbone: &Backbone, name: Option<&str>) -> anyhow::
             bar.set_length(end);
             bar.set_position(position);
         };
+        if verify {
+            let report =
+                projections::verify::verify(&backbone.db, &backbone.nats.js, projection, &progress)
+                    .await?;
+            bar.finish();
+            for t in &report.tables {
+                println!(
+                    "{name}: {:<10} {:>9} rows, {} only live, {} only rebuilt",
+                    t.table, t.rows, t.only_live, t.only_rebuilt
+                );
+            }
+            println!(
+                "{name}: rebuilt up to stream sequence {} in {:.1} s: {}",
+                report.position,
+                report.seconds,
+                if report.equal() {
+                    "equal to the live rows"
+                } else {
+                    "DIFFERENT"
+                }
+            );
+            differences |= !report.equal();
+            continue;
+        }
         let position =
             runtime::rebuild(&backbone.db, &backbone.nats.js, projection, &progress).await?;
         bar.finish();
         println!("{name}: rebuilt up to stream sequence {position}");
     }
+    anyhow::ensure!(
+        !differences,
+        "a rebuilt projection differs from the live one"
+    );
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod clients;
 pub mod pages;
 pub mod runtime;
+pub mod verify;
 pub mod visits;
 
 use std::sync::Arc;

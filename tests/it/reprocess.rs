@@ -360,4 +360,13 @@ async fn a_generator_version_bump_regenerates_exactly_the_affected_pages() {
     .map(String::from)
     .to_vec());
     assert!(!ok && err.contains("unknown stage"), "{err}");
+
+    // Everything above, rebuilt from the streams, is what the live projections show.
+    for projection in ai_cache::projections::all() {
+        let report =
+            ai_cache::projections::verify::verify(app.db(), app.js(), projection, &|_, _| {})
+                .await
+                .expect("verify");
+        assert!(report.equal(), "{report:?}");
+    }
 }
