@@ -28,3 +28,33 @@ CREATE TABLE reprocess_runs (
     updated_at   TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX reprocess_runs_client_idx ON reprocess_runs (client_id, created_at DESC);
+
+-- Webhook endpoints (projection of clients.webhook_added / clients.webhook_removed, owned by
+-- the clients projection). The signing secret is a Fernet token, never in clear.
+CREATE TABLE webhooks (
+    id                UUID PRIMARY KEY,
+    client_id         UUID NOT NULL,
+    url               TEXT NOT NULL,
+    events            TEXT[] NOT NULL,
+    secret_encrypted  BYTEA NOT NULL,
+    created_at        TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX webhooks_client_idx ON webhooks (client_id);
+
+-- One row per delivery attempt (operational log, not a projection): what was sent where,
+-- and what came back.
+CREATE TABLE webhook_deliveries (
+    id           BIGSERIAL PRIMARY KEY,
+    webhook_id   UUID NOT NULL,
+    client_id    UUID NOT NULL,
+    event_id     UUID NOT NULL,
+    event_type   TEXT NOT NULL,
+    attempt      INTEGER NOT NULL,
+    succeeded    BOOLEAN NOT NULL,
+    status_code  INTEGER,
+    error        TEXT,
+    duration_ms  BIGINT NOT NULL,
+    attempted_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX webhook_deliveries_webhook_idx ON webhook_deliveries (webhook_id, id DESC);
+CREATE INDEX webhook_deliveries_event_idx ON webhook_deliveries (webhook_id, event_id) WHERE succeeded;

@@ -49,10 +49,12 @@ pub enum Role {
     Uploader,
     /// Plans reprocessing runs: re-sends the selected pages' inputs to their first stage.
     Reprocessor,
+    /// Delivers page events to the clients' webhooks.
+    Webhooks,
 }
 
 impl Role {
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 9] = [
         Role::Api,
         Role::Projections,
         Role::Scraper,
@@ -61,6 +63,7 @@ impl Role {
         Role::Renderer,
         Role::Uploader,
         Role::Reprocessor,
+        Role::Webhooks,
     ];
 }
 
@@ -205,6 +208,7 @@ pub async fn api_state(
             visits,
         )),
         health: config.health,
+        webhook_allow_private: fetch.allow_private_networks,
         reprocessing: crate::commands::reprocess::Reprocessing::new(
             backbone.db.clone(),
             backbone.nats.js.clone(),
@@ -376,6 +380,25 @@ pub async fn run_roles(
         let shutdown = shutdown.clone();
         tasks.spawn(async move { runtime.run(shutdown).await.map_err(Into::into) });
         tracing::info!(role = "reprocessor", "role started");
+    }
+    if roles.contains(&Role::Webhooks) {
+        let secrets = setup
+            .secrets
+            .clone()
+            .context("the webhooks role needs the Fernet keys to decrypt webhook secrets")?;
+        let http = HttpClient::new(&setup.fetch.http())?;
+        let deliverer =
+            crate::pipeline::webhooks::WebhookDeliverer::new(backbone.db.clone(), http, secrets);
+        spawn_stage(
+            &mut tasks,
+            backbone,
+            "webhooks",
+            deliverer,
+            options.clone(),
+            &shutdown,
+        )
+        .await?;
+        tracing::info!(role = "webhooks", "role started");
     }
     if roles.contains(&Role::Scheduler) {
         let (db, js) = (backbone.db.clone(), backbone.nats.js.clone());

@@ -14,6 +14,7 @@ pub mod pages;
 pub mod reprocess;
 pub mod sitemap;
 pub mod visits;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub health: crate::config::HealthThresholds,
     /// Reprocessing runs.
     pub reprocessing: crate::commands::reprocess::Reprocessing,
+    /// Whether webhooks may target private addresses (ALLOW_PRIVATE_NETWORKS).
+    pub webhook_allow_private: bool,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -76,6 +79,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
          (name = "sitemaps", description = "Sitemap preview and import (the original sitemap API)"),
          (name = "pages", description = "Pages and their pipeline state"),
          (name = "visits", description = "Visit ingestion (the edge) and bot analytics"),
+         (name = "webhooks", description = "Per-client webhooks for page events, and their delivery log"),
          (name = "operations", description = "Health, metrics, dead letters, reprocessing, event history")),
 )]
 struct ApiDoc;
@@ -115,6 +119,9 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(pages::events))
         .routes(routes!(reprocess::start, reprocess::list))
         .routes(routes!(reprocess::get_one))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
         .routes(routes!(visits::record_one))
         .routes(routes!(visits::stats))
         .routes(routes!(deadletters::list))

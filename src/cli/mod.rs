@@ -24,7 +24,7 @@ use crate::projections::{self, runtime};
 #[derive(Parser, Debug)]
 #[command(name = "ai-cache", version, propagate_version = true)]
 #[command(
-    after_help = "Roles (for `run --roles`): api, projections, scraper, scheduler, markdown, renderer, uploader, reprocessor.\n\
+    after_help = "Roles (for `run --roles`): api, projections, scraper, scheduler, markdown, renderer, uploader, reprocessor, webhooks.\n\
     Configuration comes from the environment (see .env.example); every variable is also a flag."
 )]
 pub struct Cli {
@@ -42,7 +42,7 @@ pub enum Command {
     /// Run chosen roles against the configured NATS and Postgres (production).
     Run {
         /// Roles to run, comma-separated.
-        #[arg(long, env = "ROLES", value_delimiter = ',', default_values = ["api", "projections", "scraper", "scheduler", "markdown", "renderer", "uploader", "reprocessor"])]
+        #[arg(long, env = "ROLES", value_delimiter = ',', default_values = ["api", "projections", "scraper", "scheduler", "markdown", "renderer", "uploader", "reprocessor", "webhooks"])]
         roles: Vec<Role>,
     },
     /// Apply the database migrations.

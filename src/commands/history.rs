@@ -221,6 +221,8 @@ fn client_summary(event: &ClientEvent) -> String {
         ClientEvent::Deleted(_) => "deleted".to_owned(),
         ClientEvent::KeyCreated(_) => "API key created".to_owned(),
         ClientEvent::KeyRevoked(_) => "API key revoked".to_owned(),
+        ClientEvent::WebhookAdded(w) => format!("webhook {} for {}", w.url, w.events.join(", ")),
+        ClientEvent::WebhookRemoved(w) => format!("webhook {} removed", w.webhook_id),
         ClientEvent::ReprocessRequested(r) => format!(
             "reprocess run {} from {}{}{}",
             r.run_id,

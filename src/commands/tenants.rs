@@ -21,6 +21,7 @@ use crate::domain::client::{
 use crate::domain::ids::ClientId;
 use crate::events::clients::{
     ClientDeleted, ClientEvent, ClientSettings, ClientState, ClientUpdated, KeyCreated, KeyRevoked,
+    WebhookAdded, WebhookRemoved,
 };
 use crate::events::{Event, subjects};
 use crate::infra::publish::{Outgoing, PublishError, Publisher};
@@ -51,6 +52,16 @@ pub enum TenantError {
     Db(#[from] sqlx::Error),
     #[error("stream: {0}")]
     Stream(String),
+}
+
+/// A new webhook endpoint, with its signing secret (shown once).
+#[derive(Debug)]
+pub struct CreatedWebhook {
+    pub id: Uuid,
+    pub client_id: Uuid,
+    pub url: String,
+    pub events: Vec<String>,
+    pub secret: Secret,
 }
 
 /// Whether the projection showed the write before the answer went out.
@@ -428,8 +439,102 @@ impl Tenants {
             .await?;
             changed += 1;
         }
+        for hook in read::all_webhooks(&self.db).await? {
+            let token = String::from_utf8_lossy(&hook.secret_encrypted).into_owned();
+            let Some(sealed) = self.rekey(Some(&token))? else {
+                continue;
+            };
+            let event = Event::new(
+                ClientId::from_uuid(hook.client_id),
+                None,
+                ClientEvent::WebhookAdded(WebhookAdded {
+                    webhook_id: hook.id,
+                    url: hook.url,
+                    events: hook.events,
+                    secret_encrypted: sealed,
+                }),
+            );
+            self.publish_and_wait(event).await?;
+            changed += 1;
+        }
         tx.commit().await?;
         Ok(changed)
+    }
+
+    /// Adds a webhook endpoint to a client; its signing secret is returned this once.
+    pub async fn add_webhook(
+        &self,
+        id: ClientId,
+        url: &str,
+        events: Vec<String>,
+        allow_private: bool,
+    ) -> Result<(CreatedWebhook, Visibility), TenantError> {
+        let url = crate::domain::webhook::validate_target(url, allow_private).await?;
+        let events = crate::domain::webhook::validate_events(events)?;
+        read::find(&self.db, id.as_uuid())
+            .await?
+            .ok_or(TenantError::NotFound("client"))?;
+        if read::webhooks(&self.db, id.as_uuid()).await?.len()
+            >= crate::domain::webhook::MAX_PER_CLIENT
+        {
+            return Err(FieldError::new(
+                "url",
+                format!(
+                    "a client has at most {} webhooks",
+                    crate::domain::webhook::MAX_PER_CLIENT
+                ),
+            )
+            .into());
+        }
+        let mut random = [0u8; 32];
+        rand::rng().fill_bytes(&mut random);
+        let secret = Secret::new(format!(
+            "whsec_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
+        ));
+        let webhook_id = Uuid::new_v4();
+        let added = WebhookAdded {
+            webhook_id,
+            url: url.clone(),
+            events: events.clone(),
+            secret_encrypted: self.secrets.encrypt(&secret),
+        };
+        let visibility = self
+            .publish_and_wait(Event::new(id, None, ClientEvent::WebhookAdded(added)))
+            .await?;
+        Ok((
+            CreatedWebhook {
+                id: webhook_id,
+                client_id: id.as_uuid(),
+                url,
+                events,
+                secret,
+            },
+            visibility,
+        ))
+    }
+
+    /// Removes a client's webhook endpoint.
+    pub async fn remove_webhook(
+        &self,
+        id: ClientId,
+        webhook: Uuid,
+    ) -> Result<Visibility, TenantError> {
+        let known = read::webhooks(&self.db, id.as_uuid())
+            .await?
+            .iter()
+            .any(|w| w.id == webhook);
+        if !known {
+            return Err(TenantError::NotFound("webhook"));
+        }
+        self.publish_and_wait(Event::new(
+            id,
+            None,
+            ClientEvent::WebhookRemoved(WebhookRemoved {
+                webhook_id: webhook,
+            }),
+        ))
+        .await
     }
 
     fn rekey(&self, token: Option<&str>) -> Result<Option<String>, TenantError> {

@@ -13,3 +13,4 @@ pub mod quality;
 pub mod render;
 pub mod sitemap;
 pub mod url;
+pub mod webhook;

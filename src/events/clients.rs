@@ -29,6 +29,12 @@ pub enum ClientEvent {
     /// An operator asked for the client's pages to go through the pipeline again.
     #[serde(rename = "clients.reprocess_requested")]
     ReprocessRequested(ReprocessRequested),
+    /// A webhook endpoint was added (or its secret re-encrypted by a key rotation).
+    #[serde(rename = "clients.webhook_added")]
+    WebhookAdded(WebhookAdded),
+    /// A webhook endpoint was removed.
+    #[serde(rename = "clients.webhook_removed")]
+    WebhookRemoved(WebhookRemoved),
 }
 
 impl EventFamily for ClientEvent {
@@ -40,6 +46,8 @@ impl EventFamily for ClientEvent {
         ("clients.key_created", 1),
         ("clients.key_revoked", 1),
         ("clients.reprocess_requested", 1),
+        ("clients.webhook_added", 1),
+        ("clients.webhook_removed", 1),
     ];
 
     fn event_type(&self) -> &'static str {
@@ -50,6 +58,8 @@ impl EventFamily for ClientEvent {
             Self::KeyCreated(_) => "clients.key_created",
             Self::KeyRevoked(_) => "clients.key_revoked",
             Self::ReprocessRequested(_) => "clients.reprocess_requested",
+            Self::WebhookAdded(_) => "clients.webhook_added",
+            Self::WebhookRemoved(_) => "clients.webhook_removed",
         }
     }
 }
@@ -162,4 +172,21 @@ pub struct ReprocessRequested {
     /// Make every output again even when input and version did not change.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+}
+
+/// `clients.webhook_added` v1: an endpoint that receives the client's chosen page events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WebhookAdded {
+    pub webhook_id: uuid::Uuid,
+    pub url: String,
+    /// Page event types delivered (`pages.updated`, ...).
+    pub events: Vec<String>,
+    /// Fernet token of the signing secret.
+    pub secret_encrypted: String,
+}
+
+/// `clients.webhook_removed` v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WebhookRemoved {
+    pub webhook_id: uuid::Uuid,
 }

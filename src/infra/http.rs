@@ -227,6 +227,40 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// POSTs `body` to `url` under the same address rules as every fetch; returns the status
+    /// and at most `max_answer` bytes of the answer (for logs).
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        max_answer: usize,
+    ) -> Result<(u16, String), FetchError> {
+        let parsed = Url::parse(url).map_err(|_| FetchError::InvalidUrl(url.to_owned()))?;
+        check_url(&parsed, self.allow_private)?;
+        let response = self
+            .client
+            .post(parsed)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = response.status().as_u16();
+        let mut answer = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(Ok(chunk)) = stream.next().await {
+            answer.extend_from_slice(&chunk);
+            if answer.len() >= max_answer {
+                answer.truncate(max_answer);
+                break;
+            }
+        }
+        Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+    }
+}
+
 /// Turns a reqwest error into ours, finding our own refusals in its cause chain.
 fn classify(e: reqwest::Error) -> FetchError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);

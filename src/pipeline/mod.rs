@@ -1,9 +1,10 @@
 //! Pipeline stages and the consumer runtime they share.
 //!
 //! A stage implements [`runtime::Step`]: one event in, its side effects committed (blobs
-//! stored, next events published with deterministic ids), then the runtime acks. Stages so
-//! far: the scraper (with its politeness and robots.txt parts) and the scheduler; the
-//! markdown, renderer and uploader stages are built on the same runtime.
+//! stored, next events published with deterministic ids), then the runtime acks. Stages: the
+//! scraper (with its politeness and robots.txt parts), markdown, renderer, uploader and the
+//! webhook deliverer; the scheduler asks for refreshes, the reprocessor
+//! ([`crate::commands::reprocess::Planner`]) plans reprocessing runs.
 
 pub mod deadletter;
 pub mod history;
@@ -16,3 +17,4 @@ pub mod runtime;
 pub mod scheduler;
 pub mod scraper;
 pub mod uploader;
+pub mod webhooks;

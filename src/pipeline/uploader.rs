@@ -235,13 +235,14 @@ impl Uploader {
             page_version: rendered.page_version,
             updated_at: now(),
         };
-        match store {
-            EdgeKind::Builtin => self
-                .edge
-                .put(&manifest)
-                .await
-                .map_err(StepError::transient)?,
-            EdgeKind::Cloudflare => self.to_cloudflare(&row, &manifest).await?,
+        let written = match store {
+            EdgeKind::Builtin => self.edge.put(&manifest).await.map_err(StepError::transient),
+            EdgeKind::Cloudflare => self.to_cloudflare(&row, &manifest).await,
+        };
+        if let Err(e) = written {
+            metrics::counter!("aicache_upload_errors_total", "store" => store_label(store))
+                .increment(1);
+            return Err(e);
         }
         let uploaded = Event::caused_by(
             event,

@@ -22,7 +22,7 @@ impl Projection for ClientsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["clients", "api_keys"]
+        &["clients", "api_keys", "webhooks"]
     }
 
     fn apply<'a>(
@@ -38,6 +38,10 @@ impl Projection for ClientsProjection {
                 ClientEvent::Deleted(_) => {
                     let id = event.meta.client_id.as_uuid();
                     sqlx::query("DELETE FROM api_keys WHERE client_id = $1")
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("DELETE FROM webhooks WHERE client_id = $1")
                         .bind(id)
                         .execute(&mut *conn)
                         .await?;
@@ -67,6 +71,31 @@ impl Projection for ClientsProjection {
                 }
                 // Planned by the reprocessor; nothing to show here.
                 ClientEvent::ReprocessRequested(_) => Ok(()),
+                ClientEvent::WebhookAdded(w) => {
+                    sqlx::query(
+                        "INSERT INTO webhooks (id, client_id, url, events, secret_encrypted, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, events = EXCLUDED.events,
+                             secret_encrypted = EXCLUDED.secret_encrypted",
+                    )
+                    .bind(w.webhook_id)
+                    .bind(event.meta.client_id.as_uuid())
+                    .bind(&w.url)
+                    .bind(&w.events)
+                    .bind(w.secret_encrypted.as_bytes())
+                    .bind(event.meta.occurred_at)
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                }
+                ClientEvent::WebhookRemoved(w) => {
+                    sqlx::query("DELETE FROM webhooks WHERE id = $1 AND client_id = $2")
+                        .bind(w.webhook_id)
+                        .bind(event.meta.client_id.as_uuid())
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                }
                 ClientEvent::KeyRevoked(k) => {
                     sqlx::query(
                         "UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND client_id = $2 AND revoked_at IS NULL",
@@ -317,5 +346,39 @@ pub async fn find_live_key_by_hash(
     )))
     .bind(key_hash)
     .fetch_optional(db)
+    .await
+}
+
+/// A webhook endpoint as stored.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct WebhookRow {
+    pub id: uuid::Uuid,
+    pub client_id: uuid::Uuid,
+    pub url: String,
+    pub events: Vec<String>,
+    pub secret_encrypted: Vec<u8>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A client's webhooks, oldest first.
+pub async fn webhooks(
+    db: &sqlx::PgPool,
+    client: uuid::Uuid,
+) -> Result<Vec<WebhookRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, client_id, url, events, secret_encrypted, created_at FROM webhooks
+         WHERE client_id = $1 ORDER BY created_at, id",
+    )
+    .bind(client)
+    .fetch_all(db)
+    .await
+}
+
+/// Every webhook of every client (key rotation).
+pub async fn all_webhooks(db: &sqlx::PgPool) -> Result<Vec<WebhookRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, client_id, url, events, secret_encrypted, created_at FROM webhooks ORDER BY id",
+    )
+    .fetch_all(db)
     .await
 }

@@ -103,6 +103,12 @@ async fn no_client_key_reaches_another_client_and_each_scope_allows_only_what_it
             Some(json!({"from_stage": "upload"})),
             Needs::Scope("write"),
         ),
+        (
+            Method::GET,
+            "/api/v1/clients/{T}/webhooks",
+            None,
+            Needs::Scope("read"),
+        ),
         (Method::GET, "/api/v1/dead-letters", None, Needs::Master),
         (
             Method::POST,
@@ -370,6 +376,10 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
         "DELETE /api/v1/dead-letters/{seq}",
         "POST /api/v1/dead-letters/{seq}/redrive",
         "POST /api/v1/dead-letters/redrive",
+        "POST /api/v1/clients/{id}/webhooks",
+        "GET /api/v1/clients/{id}/webhooks",
+        "DELETE /api/v1/clients/{id}/webhooks/{webhook_id}",
+        "GET /api/v1/clients/{id}/webhooks/{webhook_id}/deliveries",
     ]
     .into_iter()
     .map(String::from)
@@ -385,6 +395,7 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
             .replace("{key_id}", &uuid::Uuid::new_v4().to_string())
             .replace("{domain}", "nobody.example")
             .replace("{run}", &uuid::Uuid::new_v4().to_string())
+            .replace("{webhook_id}", &uuid::Uuid::new_v4().to_string())
             .replace("{seq}", "987654321");
         let method: Method = method.parse().expect("method");
         let mut req = app.master(method.clone(), &path);

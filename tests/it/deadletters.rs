@@ -121,6 +121,21 @@ async fn a_dead_letter_re_driven_after_the_fix_completes_the_page() {
         metrics.lines().any(|l| l == "aicache_dead_letters 1"),
         "{metrics}"
     );
+    // The stage, upload and backlog figures are there too.
+    for wanted in [
+        "aicache_stage_messages_total{stage=\"uploader\",outcome=\"dead_letter\"}",
+        "aicache_stage_messages_total{stage=\"markdown\",outcome=\"ok\"}",
+        "aicache_stage_duration_seconds_bucket{stage=\"renderer\"",
+        "aicache_upload_errors_total{store=\"cloudflare\"}",
+        "aicache_consumer_pending{consumer=\"uploader\"}",
+        "aicache_consumer_ack_pending{consumer=\"markdown\"}",
+        "aicache_projection_lag{projection=\"pages\"}",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(wanted)),
+            "/metrics lacks {wanted}: {metrics}"
+        );
+    }
 
     // Client keys may not touch dead letters.
     let (_, key) = crate::clients::create_key(&app, &client, &["read", "write"]).await;
@@ -182,4 +197,42 @@ async fn a_dead_letter_re_driven_after_the_fix_completes_the_page() {
     let (status, _) =
         send(app.master(Method::DELETE, &format!("/api/v1/dead-letters/{seq}"))).await;
     assert_eq!(status, 404, "already gone");
+}
+
+#[tokio::test]
+async fn health_turns_degraded_when_a_backlog_passes_its_threshold() {
+    let app = TestApp::with_options(
+        &[Role::Api],
+        Options {
+            health: ai_cache::config::HealthThresholds {
+                max_dead_letters: 100,
+                max_projection_lag: 0,
+                max_consumer_pending: 0,
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let (status, health) = send(app.request(Method::GET, "/health")).await;
+    assert_eq!(status, 200, "nothing waits yet: {health}");
+    assert_eq!(health["reasons"], json!([]));
+    // One page discovered, and neither projectors nor the scraper running.
+    let client: ai_cache::domain::ids::ClientId =
+        uuid::Uuid::new_v4().to_string().parse().expect("id");
+    let event = crate::projections::discovered(client, "https://site.test/waiting");
+    ai_cache::infra::publish::Publisher::new(app.js().clone())
+        .publish(&ai_cache::infra::publish::Outgoing::unique(event))
+        .await
+        .expect("publish");
+    let (status, health) = send(app.request(Method::GET, "/health")).await;
+    assert_eq!(status, 503, "{health}");
+    let reasons = health["reasons"].to_string();
+    assert!(
+        reasons.contains("projection pages is 1 events behind"),
+        "{reasons}"
+    );
+    assert!(
+        reasons.contains("consumer PAGES/scraper-discovered has 1 messages waiting"),
+        "{reasons}"
+    );
 }

@@ -25,3 +25,4 @@ mod scraper;
 mod sitemap_corpus;
 mod stages;
 mod visits;
+mod webhooks;
