@@ -128,7 +128,7 @@ async fn ingestion(
         &http,
         format!("{base}/api/v1/clients"),
         MASTER,
-        json!({"name": "Bench", "domain": "bench.example"}),
+        json!({"name": "Edge bench", "domain": "edge-bench.example"}),
     )
     .await?["id"]
         .as_str()
@@ -147,7 +147,7 @@ async fn ingestion(
     let now = chrono::Utc::now();
     let batches: Vec<Value> = (0..visits)
         .map(|i| {
-            json!({"url": format!("https://bench.example/p/{}", i % 500),
+            json!({"url": format!("https://edge-bench.example/p/{}", i % 500),
                    "user_agent": agents[i % agents.len()],
                    "ip": format!("198.51.{}.{}", (i / 256) % 256, i % 256),
                    "referrer": null,
@@ -253,7 +253,7 @@ async fn edge_route(backbone: &Backbone, base: &str, client: &str) -> anyhow::Re
         "<!doctype html><title>Post</title>{}",
         "<p>A paragraph of the post, as the renderer writes it.</p>".repeat(80)
     );
-    let url = crate::domain::url::NormalizedUrl::parse("https://bench.example/post")?;
+    let url = crate::domain::url::NormalizedUrl::parse("https://edge-bench.example/post")?;
     store
         .put(&crate::infra::edge_store::Manifest {
             key: crate::domain::kv_key::kv_key(&url),
@@ -279,7 +279,7 @@ async fn edge_route(backbone: &Backbone, base: &str, client: &str) -> anyhow::Re
     let (total, concurrency) = (20_000, 32);
     let (ceiling, _) = load(&hello_url, total, concurrency).await?;
     let (rate, latencies) = load(
-        &format!("{base}/edge/bench.example/post"),
+        &format!("{base}/edge/edge-bench.example/post"),
         total,
         concurrency,
     )

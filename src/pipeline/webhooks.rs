@@ -1,4 +1,5 @@
-//! Webhook deliveries: the `webhooks` consumer reads every page event and POSTs those a
+//! Webhook deliveries: the `webhooks` consumer (deliver policy `new`: a deployment that adds
+//! it does not replay history) reads every page event and POSTs those a
 //! client's webhooks asked for (occurred after the webhook was added), signed (see
 //! [`crate::domain::webhook`]). Every attempt is logged in `webhook_deliveries`; an endpoint
 //! that already took an event is not sent it again when the message is redelivered for

@@ -370,3 +370,91 @@ async fn a_generator_version_bump_regenerates_exactly_the_affected_pages() {
         assert!(report.equal(), "{report:?}");
     }
 }
+
+#[tokio::test]
+async fn a_planner_that_died_mid_run_resumes_after_the_last_page_it_sent() {
+    use ai_cache::events::clients::{ClientEvent, ReprocessRequested};
+    use ai_cache::events::pages::Stage;
+    use ai_cache::infra::publish::{Outgoing, Publisher};
+    let app = TestApp::with_roles(&[Role::Projections, Role::Reprocessor]).await;
+    let client = ClientId::from_uuid(uuid::Uuid::new_v4());
+    let publisher = Publisher::new(app.js().clone());
+    for i in 0..3 {
+        let event = crate::projections::discovered(client, &format!("https://site.test/{i}"));
+        publisher
+            .publish(&Outgoing::unique(event))
+            .await
+            .expect("publish");
+    }
+    app.wait_for_checkpoint("pages", app.last_seq("PAGES").await)
+        .await;
+    let pages: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM pages ORDER BY id")
+        .fetch_all(app.db())
+        .await
+        .expect("pages");
+    // The state a planner leaves when it dies after sending the first page.
+    let run = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO reprocess_runs (id, client_id, from_stage, status, total, requested, cursor,
+             created_at, updated_at)
+         VALUES ($1, $2, 'scrape', 'planning', 3, 1, $3, now(), now())",
+    )
+    .bind(run)
+    .bind(client.as_uuid())
+    .bind(pages[0])
+    .execute(app.db())
+    .await
+    .expect("run row");
+    let request = ai_cache::events::Event::new(
+        client,
+        None,
+        ClientEvent::ReprocessRequested(ReprocessRequested {
+            run_id: run,
+            from_stage: Stage::Scrape,
+            url_prefix: None,
+            since: None,
+            until: None,
+            force: false,
+        }),
+    );
+    publisher
+        .publish(&Outgoing::unique(request))
+        .await
+        .expect("publish");
+    eventually(Duration::from_secs(15), "the run is planned", || async {
+        let status: String = sqlx::query_scalar("SELECT status FROM reprocess_runs WHERE id = $1")
+            .bind(run)
+            .fetch_one(app.db())
+            .await
+            .expect("status");
+        status == "planned"
+    })
+    .await;
+    let requested: i64 = sqlx::query_scalar("SELECT requested FROM reprocess_runs WHERE id = $1")
+        .bind(run)
+        .fetch_one(app.db())
+        .await
+        .expect("requested");
+    assert_eq!(requested, 3);
+    assert_eq!(
+        stream_count(
+            app.js(),
+            "PAGES",
+            Some(&format!("pages.refresh_requested.{client}.{}", pages[0]))
+        )
+        .await,
+        0,
+        "the page sent before the crash is not sent again"
+    );
+    for page in &pages[1..] {
+        assert_eq!(
+            stream_count(
+                app.js(),
+                "PAGES",
+                Some(&format!("pages.refresh_requested.{client}.{page}"))
+            )
+            .await,
+            1
+        );
+    }
+}
