@@ -14,6 +14,46 @@ use crate::cloudflare_fake::FakeCloudflare;
 use crate::harness::{Options, TestApp, eventually, stream_count};
 use crate::page_origin::PageOrigin;
 
+/// `ai-cache events tail` running as the real binary.
+struct Tail(std::process::Child);
+
+impl Tail {
+    /// Stops it and returns what it printed.
+    fn finish(mut self) -> String {
+        let _ = self.0.kill();
+        let out = self.0.wait_with_output().expect("tail output");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn tail_updates(app: &TestApp, client: &str) -> Tail {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ai-cache"))
+        .args([
+            "events",
+            "tail",
+            "--type",
+            "pages.updated",
+            "--client",
+            client,
+        ])
+        .env("DATABASE_URL", &app.db_url)
+        .env("NATS_URL", app.nats.url())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ai-cache runs");
+    // It says so on stderr once it is subscribed.
+    let stderr = child.stderr.take().expect("stderr");
+    let mut first = String::new();
+    std::io::BufReader::new(stderr)
+        .read_line(&mut first)
+        .expect("read");
+    assert!(first.contains("following events"), "{first}");
+    Tail(child)
+}
+
 async fn dead_letters(app: &TestApp) -> serde_json::Value {
     let (status, body) = send(app.master(Method::GET, "/api/v1/dead-letters")).await;
     assert_eq!(status, 200, "{body}");
@@ -162,6 +202,18 @@ async fn a_dead_letter_re_driven_after_the_fix_completes_the_page() {
         "the new dead letter still points at the original event: {again}"
     );
 
+    // The command line sees the same dead letter.
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        crate::cli::ai_cache(&app, &["dead-letters", "list", "--consumer", "uploader"])
+    });
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("pages.html_rendered") && out.contains("1 dead letters"),
+        "{out}"
+    );
+    // Someone follows the client's served-content changes live.
+    let tail = tokio::task::block_in_place(|| tail_updates(&app, &client));
+
     // The operator fixes the token and re-drives everything.
     let (status, body) = send(
         app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
@@ -185,6 +237,13 @@ async fn a_dead_letter_re_driven_after_the_fix_completes_the_page() {
     })
     .await;
     assert_eq!(dead_letters(&app).await["total"], 0);
+    let followed = tokio::task::block_in_place(|| tail.finish());
+    assert!(
+        followed
+            .lines()
+            .any(|l| l.contains("pages.updated") && l.contains(&client)),
+        "events tail showed the update: {followed}"
+    );
     let (status, health) = send(app.request(Method::GET, "/health")).await;
     assert_eq!(health["checks"]["dead_letters"]["count"], 0, "{health}");
     assert_eq!(status, 200, "{health}");
