@@ -482,11 +482,33 @@ async fn rotation_reencrypts_every_secret_with_the_first_key_through_events() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    create_client(&app, "B", "b.example").await; // no secrets: nothing to rotate
+    let b = create_client(&app, "B", "b.example").await; // no client secrets
+    let (status, hook) = send(
+        app.master(Method::POST, &format!("/api/v1/clients/{b}/webhooks"))
+            .json(&json!({"url": "https://hooks.b.example/in"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{hook}");
 
     let new = Secrets::generate_key();
     let rotating = TestApp::tenants_with(&app, vec![new.clone(), old.clone()]);
-    assert_eq!(rotating.rotate_secrets().await.expect("rotate"), 1);
+    assert_eq!(
+        rotating.rotate_secrets().await.expect("rotate"),
+        2,
+        "A's token and B's webhook secret"
+    );
+    let webhook_secret: Vec<u8> = sqlx::query_scalar("SELECT secret_encrypted FROM webhooks")
+        .fetch_one(app.db())
+        .await
+        .expect("webhook row");
+    assert_eq!(
+        Secrets::new(&[&new])
+            .expect("key")
+            .decrypt(&String::from_utf8_lossy(&webhook_secret))
+            .expect("the new key alone decrypts the webhook secret")
+            .expose(),
+        hook["secret"].as_str().expect("secret")
+    );
     let stored: Vec<u8> =
         sqlx::query_scalar("SELECT cloudflare_api_token_encrypted FROM clients WHERE name = 'A'")
             .fetch_one(app.db())
