@@ -162,9 +162,14 @@ fn update_for(
         )
         .bind(r.http_status.map(i32::from))
         .bind(&r.reason),
+        // A change re-sent by a reprocessing run (same version and fingerprint) is not a new
+        // change: what the last fetch found and when the content last changed stay.
         PageEvent::ContentChanged(c) => query(
-            "UPDATE pages SET status = 'changed', content_hash = $3, fingerprint = $4,
-                 version = $5, last_changed_at = $2, updated_at = $2
+            "UPDATE pages SET
+                 status = CASE WHEN version = $5 AND fingerprint = $4 THEN status ELSE 'changed' END,
+                 last_changed_at = CASE WHEN version = $5 AND fingerprint = $4
+                     THEN last_changed_at ELSE $2 END,
+                 content_hash = $3, fingerprint = $4, version = $5, updated_at = $2
              WHERE id = $1",
         )
         .bind(c.raw.hash.as_str())

@@ -179,6 +179,7 @@ async fn a_generator_version_bump_regenerates_exactly_the_affected_pages() {
     assert_eq!(rest["items"].as_array().map(Vec::len), Some(5), "{rest}");
     assert_eq!(rest["items"][0]["type"], "pages.content_changed");
 
+    let (_, before) = send(app.master(Method::GET, &format!("/api/v1/pages/{same_b}"))).await;
     // The new generator version is deployed, then the client reprocessed from `markdown`.
     stop_first.cancel();
     first.await.expect("stopped");
@@ -200,6 +201,12 @@ async fn a_generator_version_bump_regenerates_exactly_the_affected_pages() {
     })
     .await;
     let changed = page_id(&urls[0]);
+    let (_, row) = send(app.master(Method::GET, &format!("/api/v1/pages/{same_b}"))).await;
+    assert_eq!(
+        row["last_changed_at"], before["last_changed_at"],
+        "a re-sent change is not a new change: {row}"
+    );
+    assert_eq!(row["status"], before["status"]);
     let updated = stream_count(
         app.js(),
         "PAGES",
