@@ -181,7 +181,15 @@ impl Uploader {
         if let Some(PageEvent::HtmlRendered(latest)) = last("pages.html_rendered").await?
             && latest.html.hash != rendered.html.hash
         {
-            return Ok(()); // a newer rendering exists: this one is stale
+            // A newer rendering exists: this one is stale, and the newer one gets uploaded.
+            if let Some(run) = &rendered.reprocess {
+                let done = Reprocessed::event(event, run, Stage::Upload, ReprocessOutcome::Skipped);
+                self.publisher
+                    .publish(&done)
+                    .await
+                    .map_err(StepError::transient)?;
+            }
+            return Ok(());
         }
         let markdown: BlobRef = match last("pages.markdown_generated").await? {
             Some(PageEvent::MarkdownGenerated(m)) if m.markdown.hash == rendered.markdown_hash => {
