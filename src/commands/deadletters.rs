@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::events::StreamName;
+use crate::infra::nats::page_by_subject;
 use crate::pipeline::deadletter::headers;
 use crate::pipeline::runtime::{REDRIVE_STREAM, redrive_consumer, redrive_subject};
 
@@ -109,11 +110,6 @@ impl DeadLetters {
             .map_err(|e| DeadLetterError::Nats(e.to_string()))
     }
 
-    /// Dead letters waiting.
-    pub async fn count(&self) -> Result<u64, DeadLetterError> {
-        Ok(self.stream().await?.cached_info().state.messages)
-    }
-
     /// Up to `limit` dead letters after sequence `after`, oldest first.
     pub async fn list(
         &self,
@@ -123,35 +119,12 @@ impl DeadLetters {
     ) -> Result<DeadLetterPage, DeadLetterError> {
         let stream = self.stream().await?;
         let total = stream.cached_info().state.messages;
-        let subject = filter.subject();
-        let mut items = Vec::new();
-        let mut next = after.saturating_add(1);
-        let mut more = false;
-        loop {
-            let msg = match stream
-                .direct_get_next_for_subject(subject.as_str(), Some(next))
-                .await
-            {
-                Ok(msg) => msg,
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
-                Err(e) => return Err(DeadLetterError::Nats(e.to_string())),
-            };
-            next = msg.sequence + 1;
-            let view = view(&msg, false);
-            if !filter.matches(&view) {
-                continue;
-            }
-            if items.len() == limit {
-                more = true;
-                break;
-            }
-            items.push(view);
-        }
-        let next_after = if more {
-            items.last().map(|dl| dl.seq)
-        } else {
-            None
-        };
+        let (items, next_after) =
+            page_by_subject(&stream, &filter.subject(), after, limit, |msg| {
+                Some(view(msg, false)).filter(|dl| filter.matches(dl))
+            })
+            .await
+            .map_err(DeadLetterError::Nats)?;
         Ok(DeadLetterPage {
             items,
             next_after,

@@ -1,7 +1,7 @@
 //! Event history read straight from the streams (the source of truth, never a projection):
 //! a page's events in order, and a one-line reading of any event for people.
 
-use async_nats::jetstream::{self, stream::DirectGetErrorKind};
+use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -11,6 +11,7 @@ use super::deadletters::to_chrono;
 use crate::domain::ids::{ClientId, PageId};
 use crate::events::pages::PageEvent;
 use crate::events::{ClientEvent, Event, EventFamily, StreamName, VisitEvent};
+use crate::infra::nats::page_by_subject;
 
 /// One stored event.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -56,35 +57,16 @@ pub async fn page_events(
         .await
         .map_err(|e| HistoryError(e.to_string()))?;
     let subject = format!("pages.*.{client}.{page}");
-    let mut items = Vec::new();
-    let mut next = after.saturating_add(1);
-    let mut more = false;
-    loop {
-        let msg = match stream
-            .direct_get_next_for_subject(subject.as_str(), Some(next))
-            .await
-        {
-            Ok(msg) => msg,
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
-            Err(e) => return Err(HistoryError(e.to_string())),
-        };
-        if items.len() == limit {
-            more = true;
-            break;
-        }
-        next = msg.sequence + 1;
-        items.push(stored(
+    let (items, next_after) = page_by_subject(&stream, &subject, after, limit, |msg| {
+        Some(stored(
             msg.sequence,
             to_chrono(msg.time.unix_timestamp_nanos()),
             msg.subject.as_str(),
             &msg.payload,
-        ));
-    }
-    let next_after = if more {
-        items.last().map(|e| e.seq)
-    } else {
-        None
-    };
+        ))
+    })
+    .await
+    .map_err(HistoryError)?;
     Ok(HistoryPage { items, next_after })
 }
 

@@ -56,3 +56,37 @@ pub async fn last_sequence(js: &jetstream::Context, stream: &str) -> Result<u64,
     let info = stream.info().await.map_err(|e| e.to_string())?;
     Ok(info.state.last_sequence)
 }
+
+/// One page of a stream's messages on `subject` (wildcards allowed) after sequence `after`,
+/// oldest first, read by direct get: `keep` turns a message into an item or passes over it.
+/// Returns up to `limit` items and, when more follow, the sequence to pass as the next
+/// `after`.
+pub async fn page_by_subject<T>(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    after: u64,
+    limit: usize,
+    mut keep: impl FnMut(&jetstream::message::StreamMessage) -> Option<T>,
+) -> Result<(Vec<T>, Option<u64>), String> {
+    use jetstream::stream::DirectGetErrorKind;
+    let mut items = Vec::new();
+    let mut last_kept = after;
+    let mut next = after.saturating_add(1);
+    loop {
+        let msg = match stream
+            .direct_get_next_for_subject(subject, Some(next))
+            .await
+        {
+            Ok(msg) => msg,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok((items, None)),
+            Err(e) => return Err(e.to_string()),
+        };
+        next = msg.sequence + 1;
+        let Some(item) = keep(&msg) else { continue };
+        if items.len() == limit {
+            return Ok((items, Some(last_kept)));
+        }
+        items.push(item);
+        last_kept = msg.sequence;
+    }
+}
