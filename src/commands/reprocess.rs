@@ -24,15 +24,22 @@ use uuid::Uuid;
 use crate::domain::ids::{ClientId, PageId};
 use crate::events::clients::{ClientEvent, ReprocessRequested};
 use crate::events::pages::{
-    PageEvent, RefreshReason, RefreshRequested, Reprocess, ReprocessOutcome, Reprocessed, Stage,
+    PageEvent, RefreshReason, RefreshRequested, Reprocess, ReprocessOutcome, Stage,
 };
 use crate::events::{Event, envelope::now};
 use crate::infra::publish::{Outgoing, Publisher};
 use crate::pipeline::history::PageHistory;
+use crate::pipeline::reprocess;
 use crate::pipeline::runtime::{Delivery, Step, StepError};
 
 /// Pages sent per batch (one cursor update each).
 const BATCH: i64 = 200;
+
+/// The pages a run selects: `$1` client, `$2` URL prefix, `$3`/`$4` the time range.
+const SELECTED: &str = "client_id = $1 AND status <> 'removed'
+    AND ($2::text IS NULL OR starts_with(url, $2))
+    AND ($3::timestamptz IS NULL OR last_processed_at >= $3)
+    AND ($4::timestamptz IS NULL OR last_processed_at < $4)";
 
 /// What to reprocess.
 #[derive(Clone, Debug)]
@@ -314,23 +321,19 @@ impl Planner {
         cursor: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Uuid>, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT id FROM pages
-             WHERE client_id = $1 AND status <> 'removed'
-               AND ($2::uuid IS NULL OR id > $2)
-               AND ($3::text IS NULL OR starts_with(url, $3))
-               AND ($4::timestamptz IS NULL OR last_processed_at >= $4)
-               AND ($5::timestamptz IS NULL OR last_processed_at < $5)
-             ORDER BY id LIMIT $6",
-        )
-        .bind(client)
-        .bind(cursor)
-        .bind(&r.url_prefix)
-        .bind(r.since)
-        .bind(r.until)
-        .bind(limit)
-        .fetch_all(&self.db)
-        .await
+        let sql = format!(
+            "SELECT id FROM pages WHERE {SELECTED} AND ($5::uuid IS NULL OR id > $5)
+             ORDER BY id LIMIT $6"
+        );
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(client)
+            .bind(&r.url_prefix)
+            .bind(r.since)
+            .bind(r.until)
+            .bind(cursor)
+            .bind(limit)
+            .fetch_all(&self.db)
+            .await
     }
 
     /// The page's input to the run's first stage, marked with the run; or, when the page has
@@ -397,7 +400,7 @@ impl Planner {
                     }),
                 );
                 cause.meta.page_id = Some(page);
-                Reprocessed::event(&cause, run, run.from_stage, ReprocessOutcome::Skipped)
+                reprocess::ended(&cause, run, run.from_stage, ReprocessOutcome::Skipped)
             }
         })
     }
@@ -421,20 +424,15 @@ impl Step<ClientEvent> for Planner {
         }
         let client = event.meta.client_id.as_uuid();
         if row.total.is_none() {
-            let total: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pages
-                 WHERE client_id = $1 AND status <> 'removed'
-                   AND ($2::text IS NULL OR starts_with(url, $2))
-                   AND ($3::timestamptz IS NULL OR last_processed_at >= $3)
-                   AND ($4::timestamptz IS NULL OR last_processed_at < $4)",
-            )
-            .bind(client)
-            .bind(&r.url_prefix)
-            .bind(r.since)
-            .bind(r.until)
-            .fetch_one(&self.db)
-            .await
-            .map_err(StepError::transient)?;
+            let sql = format!("SELECT count(*) FROM pages WHERE {SELECTED}");
+            let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(client)
+                .bind(&r.url_prefix)
+                .bind(r.since)
+                .bind(r.until)
+                .fetch_one(&self.db)
+                .await
+                .map_err(StepError::transient)?;
             sqlx::query(
                 "UPDATE reprocess_runs SET status = 'planning', total = $2, updated_at = now()
                  WHERE id = $1",

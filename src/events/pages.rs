@@ -212,6 +212,27 @@ pub struct Reprocess {
     pub force: bool,
 }
 
+impl Reprocess {
+    /// How the page's run ends at `here` when the stage has nothing to redo: `skipped` if the
+    /// run started here, else `unchanged` (an earlier stage made the same output again).
+    pub fn nothing_to_redo(&self, here: Stage) -> ReprocessOutcome {
+        if self.from_stage == here {
+            ReprocessOutcome::Skipped
+        } else {
+            ReprocessOutcome::Unchanged
+        }
+    }
+
+    /// A stage's deduplication key for its output, made the run's own when there is a run:
+    /// a run's output is published even where an earlier one had the same input.
+    pub fn output_key(run: Option<&Reprocess>, base: String) -> String {
+        match run {
+            Some(run) => format!("{base}:{}", run.run_id),
+            None => base,
+        }
+    }
+}
+
 /// A pipeline stage a reprocessing run can start from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -283,34 +304,6 @@ pub struct Reprocessed {
     /// The stage where the page's run ended.
     pub ended_at: Stage,
     pub outcome: ReprocessOutcome,
-}
-
-impl Reprocessed {
-    /// The event ending `cause`'s page in `run`, keyed so a redelivery publishes it once.
-    pub fn event<C>(
-        cause: &Event<C>,
-        run: &Reprocess,
-        ended_at: Stage,
-        outcome: ReprocessOutcome,
-    ) -> crate::infra::publish::Outgoing<PageEvent> {
-        let page = cause
-            .meta
-            .page_id
-            .map(|p| p.to_string())
-            .unwrap_or_default();
-        crate::infra::publish::Outgoing::keyed(
-            Event::caused_by(
-                cause,
-                PageEvent::Reprocessed(Reprocessed {
-                    run_id: run.run_id,
-                    from_stage: run.from_stage,
-                    ended_at,
-                    outcome,
-                }),
-            ),
-            format!("reprocessed:{}:{page}", run.run_id),
-        )
-    }
 }
 
 /// `pages.scraped` v1.

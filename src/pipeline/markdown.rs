@@ -20,12 +20,13 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use super::history::PageHistory;
+use super::reprocess;
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::ids::ClientId;
 use crate::domain::markdown::{self, GENERATOR_VERSION};
 use crate::events::Event;
 use crate::events::pages::{
-    GeneratorKind, MarkdownGenerated, PageEvent, ReprocessOutcome, Reprocessed, Stage, TokenUsage,
+    GeneratorKind, MarkdownGenerated, PageEvent, Reprocess, ReprocessOutcome, Stage, TokenUsage,
 };
 use crate::infra::blobs::BlobStore;
 use crate::infra::gemini::{GeminiClient, GeminiError, PROMPT_VERSION};
@@ -232,14 +233,14 @@ impl Step<PageEvent> for MarkdownStage {
                 && m.input_hash == changed.raw.hash
                 && m.generator_version == wanted
             {
-                let done =
-                    Reprocessed::event(&event, run, Stage::Markdown, ReprocessOutcome::Skipped);
-                return self
-                    .publisher
-                    .publish(&done)
-                    .await
-                    .map(|_| ())
-                    .map_err(StepError::transient);
+                return reprocess::end(
+                    &self.publisher,
+                    &event,
+                    run,
+                    Stage::Markdown,
+                    ReprocessOutcome::Skipped,
+                )
+                .await;
             }
         }
         let raw = self
@@ -272,10 +273,10 @@ impl Step<PageEvent> for MarkdownStage {
             .put(made.markdown.as_bytes())
             .await
             .map_err(StepError::transient)?;
-        let mut key = format!("markdown:{page}:{}:{}", changed.raw.hash, made.version);
-        if let Some(run) = &changed.reprocess {
-            key.push_str(&format!(":{}", run.run_id));
-        }
+        let key = Reprocess::output_key(
+            changed.reprocess.as_ref(),
+            format!("markdown:{page}:{}:{}", changed.raw.hash, made.version),
+        );
         let out = Event::caused_by(
             &event,
             PageEvent::MarkdownGenerated(MarkdownGenerated {

@@ -12,6 +12,7 @@ pub mod kv_batch;
 pub mod markdown;
 pub mod politeness;
 pub mod renderer;
+pub mod reprocess;
 pub mod robots;
 pub mod runtime;
 pub mod scheduler;

@@ -6,10 +6,11 @@
 //! the run started at this stage, else `unchanged` (the Markdown came out the same).
 
 use super::history::PageHistory;
+use super::reprocess;
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::render::{self, RENDERER_VERSION};
 use crate::events::Event;
-use crate::events::pages::{HtmlRendered, PageEvent, ReprocessOutcome, Reprocessed, Stage};
+use crate::events::pages::{HtmlRendered, PageEvent, Reprocess, Stage};
 use crate::infra::blobs::BlobStore;
 use crate::infra::publish::{Outgoing, Publisher};
 
@@ -54,18 +55,8 @@ impl Step<PageEvent> for RendererStage {
                 && h.markdown_hash == generated.markdown.hash
                 && h.renderer_version == RENDERER_VERSION
             {
-                let outcome = if run.from_stage == Stage::Render {
-                    ReprocessOutcome::Skipped
-                } else {
-                    ReprocessOutcome::Unchanged
-                };
-                let done = Reprocessed::event(&event, run, Stage::Render, outcome);
-                return self
-                    .publisher
-                    .publish(&done)
-                    .await
-                    .map(|_| ())
-                    .map_err(StepError::transient);
+                let outcome = run.nothing_to_redo(Stage::Render);
+                return reprocess::end(&self.publisher, &event, run, Stage::Render, outcome).await;
             }
         }
         let markdown = self
@@ -96,13 +87,13 @@ impl Step<PageEvent> for RendererStage {
             .put(html.as_bytes())
             .await
             .map_err(StepError::transient)?;
-        let mut key = format!(
-            "rendered:{page}:{}:{RENDERER_VERSION}",
-            generated.markdown.hash
+        let key = Reprocess::output_key(
+            generated.reprocess.as_ref(),
+            format!(
+                "rendered:{page}:{}:{RENDERER_VERSION}",
+                generated.markdown.hash
+            ),
         );
-        if let Some(run) = &generated.reprocess {
-            key.push_str(&format!(":{}", run.run_id));
-        }
         let out = Event::caused_by(
             &event,
             PageEvent::HtmlRendered(HtmlRendered {

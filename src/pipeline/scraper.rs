@@ -130,15 +130,8 @@ impl Scraper {
             at.page, at.cause.meta.id, at.delivery.delivered
         );
         let mut out = vec![Outgoing::keyed(event, key)];
-        if let Some(run) = at.reprocess
-            && failure != ScrapeFailure::Transient
-        {
-            out.push(Reprocessed::event(
-                at.cause,
-                run,
-                Stage::Scrape,
-                ReprocessOutcome::Failed,
-            ));
+        if failure != ScrapeFailure::Transient {
+            out.extend(at.end_run(ReprocessOutcome::Failed));
         }
         self.publish(out).await?;
         metrics::counter!("aicache_scraper_fetches_total", "outcome" => failure_label(failure))
@@ -264,14 +257,7 @@ impl Scraper {
                 metrics::counter!("aicache_scraper_fetches_total", "outcome" => "removed")
                     .increment(1);
                 let mut out = vec![Outgoing::keyed(event, key("removed"))];
-                if let Some(run) = at.reprocess {
-                    out.push(Reprocessed::event(
-                        at.cause,
-                        run,
-                        Stage::Scrape,
-                        ReprocessOutcome::Removed,
-                    ));
-                }
+                out.extend(at.end_run(ReprocessOutcome::Removed));
                 self.publish(out).await
             }
             429 | 500..=599 => {
@@ -354,14 +340,7 @@ impl Scraper {
                 event,
                 format!("unchanged:{page}:{}", at.cause.meta.id),
             )];
-            if let Some(run) = at.reprocess {
-                out.push(Reprocessed::event(
-                    at.cause,
-                    run,
-                    Stage::Scrape,
-                    ReprocessOutcome::Unchanged,
-                ));
-            }
+            out.extend(at.end_run(ReprocessOutcome::Unchanged));
             return self.publish(out).await;
         }
         let raw: BlobRef = self
@@ -401,10 +380,10 @@ impl Scraper {
                 reprocess: at.reprocess.cloned(),
             }),
         );
-        let mut changed_key = format!("changed:{page}:{version}:{fingerprint}");
-        if let Some(run) = at.reprocess {
-            changed_key.push_str(&format!(":{}", run.run_id));
-        }
+        let changed_key = Reprocess::output_key(
+            at.reprocess,
+            format!("changed:{page}:{version}:{fingerprint}"),
+        );
         metrics::counter!("aicache_scraper_fetches_total", "outcome" => "changed").increment(1);
         self.publish(vec![
             Outgoing::keyed(
@@ -425,6 +404,14 @@ struct Attempt<'a> {
     url: NormalizedUrl,
     /// The reprocessing run that asked for the fetch.
     reprocess: Option<&'a Reprocess>,
+}
+
+impl Attempt<'_> {
+    /// The end of the page's run at the scraper, when a run asked for the fetch.
+    fn end_run(&self, outcome: ReprocessOutcome) -> Option<Outgoing<PageEvent>> {
+        self.reprocess
+            .map(|run| super::reprocess::ended(self.cause, run, Stage::Scrape, outcome))
+    }
 }
 
 /// `If-None-Match` / `If-Modified-Since` from the last fetch, when there is content to keep.

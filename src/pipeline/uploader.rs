@@ -24,6 +24,7 @@ use sqlx::PgPool;
 
 use super::history::PageHistory;
 use super::kv_batch::KvBatcher;
+use super::reprocess;
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::content::BlobRef;
 use crate::domain::ids::{ClientId, PageId};
@@ -31,8 +32,8 @@ use crate::domain::kv_key::{html_key, kv_key, markdown_key};
 use crate::events::Event;
 use crate::events::envelope::now;
 use crate::events::pages::{
-    EdgeStore as EdgeKind, HtmlRendered, KvUploaded, PageEvent, ReprocessOutcome, Reprocessed,
-    Stage, Updated,
+    EdgeStore as EdgeKind, HtmlRendered, KvUploaded, PageEvent, Reprocess, ReprocessOutcome, Stage,
+    Updated,
 };
 use crate::infra::blobs::BlobStore;
 use crate::infra::cloudflare::{KvError, KvTarget, Pair, check};
@@ -183,11 +184,8 @@ impl Uploader {
         {
             // A newer rendering exists: this one is stale, and the newer one gets uploaded.
             if let Some(run) = &rendered.reprocess {
-                let done = Reprocessed::event(event, run, Stage::Upload, ReprocessOutcome::Skipped);
-                self.publisher
-                    .publish(&done)
-                    .await
-                    .map_err(StepError::transient)?;
+                let outcome = ReprocessOutcome::Skipped;
+                return reprocess::end(&self.publisher, event, run, Stage::Upload, outcome).await;
             }
             return Ok(());
         }
@@ -221,17 +219,8 @@ impl Uploader {
         if let Some(run) = rendered.reprocess.as_ref().filter(|r| !r.force)
             && self.holds(client, page, store, md, html).await?
         {
-            let outcome = if run.from_stage == Stage::Upload {
-                ReprocessOutcome::Skipped
-            } else {
-                ReprocessOutcome::Unchanged
-            };
-            let done = Reprocessed::event(event, run, Stage::Upload, outcome);
-            self.publisher
-                .publish(&done)
-                .await
-                .map_err(StepError::transient)?;
-            return Ok(());
+            let outcome = run.nothing_to_redo(Stage::Upload);
+            return reprocess::end(&self.publisher, event, run, Stage::Upload, outcome).await;
         }
         let manifest = Manifest {
             key: key.clone(),
@@ -263,10 +252,10 @@ impl Uploader {
             }),
         );
         // A run's upload is an upload of its own (forced, or to a store that lost it).
-        let mut uploaded_key = format!("uploaded:{page}:{md}:{html}");
-        if let Some(run) = &rendered.reprocess {
-            uploaded_key.push_str(&format!(":{}", run.run_id));
-        }
+        let uploaded_key = Reprocess::output_key(
+            rendered.reprocess.as_ref(),
+            format!("uploaded:{page}:{md}:{html}"),
+        );
         let mut out = vec![Outgoing::keyed(uploaded, uploaded_key)];
         if !served_before {
             let updated = Event::caused_by(
@@ -293,7 +282,7 @@ impl Uploader {
             } else {
                 ReprocessOutcome::Updated
             };
-            out.push(Reprocessed::event(event, run, Stage::Upload, outcome));
+            out.push(reprocess::ended(event, run, Stage::Upload, outcome));
         }
         metrics::counter!("aicache_uploads_total", "store" => store_label(store)).increment(1);
         self.publisher
