@@ -114,12 +114,67 @@ impl Backbone {
         Ok(Self { db, nats })
     }
 
+    /// Connects to both services, waiting for each while it is down (logging what it waits
+    /// for, retrying with backoff) until it answers or `shutdown` is cancelled (`None`).
+    pub async fn connect_waiting(
+        database_url: &str,
+        nats_url: &str,
+        max_db_connections: u32,
+        shutdown: &CancellationToken,
+    ) -> Option<Self> {
+        let nats = until_up("NATS", shutdown, || Nats::connect(nats_url, "ai-cache")).await?;
+        let db = until_up("PostgreSQL", shutdown, || {
+            db::connect(database_url, max_db_connections)
+        })
+        .await?;
+        Some(Self { db, nats })
+    }
+
+    /// [`Backbone::prepare`], retried while NATS or PostgreSQL is away (`None`: shut down
+    /// while waiting).
+    pub async fn prepare_waiting(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<streams::Applied>> {
+        until_up("NATS and PostgreSQL", shutdown, || self.prepare()).await
+    }
+
     /// Applies the stream definitions and the migrations; every role does this at start-up.
     pub async fn prepare(&self) -> anyhow::Result<Vec<streams::Applied>> {
         let defs = streams::embedded()?;
         let report = streams::apply(&self.nats.js, &defs).await?;
         db::migrate(&self.db).await?;
         Ok(report)
+    }
+}
+
+/// Retries `attempt` with backoff (0.5 s doubling to 5 s) until it succeeds, logging each
+/// failure as what the process waits for; `None` once `shutdown` is cancelled.
+async fn until_up<T, E, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        let error = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            result = attempt() => match result {
+                Ok(value) => return Some(value),
+                Err(e) => e,
+            },
+        };
+        tracing::warn!(waiting_for = what, error = %error, retry_in_ms = delay.as_millis() as u64, "waiting for {what}");
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
     }
 }
 

@@ -36,8 +36,17 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<()> {
             (pg.url("aicache"), Some(pg))
         }
     };
-    let backbone = Backbone::connect(&db_url, &nats_url, config.db_max_connections).await?;
-    super::print_report(&backbone.prepare().await?);
+    // Servers configured from outside may be down for now: wait for them.
+    let shutdown = app::shutdown_on_signal();
+    let Some(backbone) =
+        Backbone::connect_waiting(&db_url, &nats_url, config.db_max_connections, &shutdown).await
+    else {
+        return Ok(());
+    };
+    let Some(report) = backbone.prepare_waiting(&shutdown).await else {
+        return Ok(());
+    };
+    super::print_report(&report);
     let mut config = config.clone();
     config.api.master_api_key = Some(dev_secret(
         &data_dir,
@@ -82,7 +91,6 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<()> {
         );
     }
     let setup = super::setup(&config, api_server);
-    let shutdown = app::shutdown_on_signal();
     let roles = {
         let (backbone, shutdown) = (backbone.clone(), shutdown.clone());
         tokio::spawn(async move { app::run_roles(&backbone, &Role::ALL, setup, shutdown).await })

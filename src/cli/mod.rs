@@ -168,16 +168,16 @@ impl Cli {
         match self.command {
             Command::Dev => dev::run(&config).await,
             Command::Run { roles } => {
-                let backbone = connect(&config).await?;
-                backbone.prepare().await?;
+                // A role started while NATS or PostgreSQL is down waits for them.
+                let shutdown = app::shutdown_on_signal();
+                let Some(backbone) = connect_waiting(&config, &shutdown).await? else {
+                    return Ok(());
+                };
+                if backbone.prepare_waiting(&shutdown).await.is_none() {
+                    return Ok(());
+                }
                 let api = api_if_wanted(&config, &backbone, &roles).await?;
-                app::run_roles(
-                    &backbone,
-                    &roles,
-                    setup(&config, api),
-                    app::shutdown_on_signal(),
-                )
-                .await
+                app::run_roles(&backbone, &roles, setup(&config, api), shutdown).await
             }
             Command::Sitemap { command } => sitemap::run(&config, command).await,
             Command::DeadLetters { command } => deadletters::run(&config, command).await,
@@ -228,6 +228,20 @@ impl Cli {
             Command::Bench { events, edge_only } => crate::bench::run(events, edge_only).await,
         }
     }
+}
+
+/// Connects to the configured services, waiting while they are down; `None` when shut down
+/// while waiting.
+pub(crate) async fn connect_waiting(
+    config: &Config,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<Backbone>> {
+    let db = config
+        .database_url
+        .as_deref()
+        .context("DATABASE_URL is not set")?;
+    let nats = config.nats_url.as_deref().context("NATS_URL is not set")?;
+    Ok(Backbone::connect_waiting(db, nats, config.db_max_connections, shutdown).await)
 }
 
 pub(crate) async fn connect(config: &Config) -> anyhow::Result<Backbone> {

@@ -63,10 +63,19 @@ impl BlobStore {
 
     /// Whether a blob with this hash is stored.
     pub async fn exists(&self, hash: &ContentHash) -> Result<bool, BlobError> {
+        Ok(self.stored(hash).await?.is_some())
+    }
+
+    /// The reference (hash and size) of a stored blob, read from its metadata.
+    pub async fn stored(&self, hash: &ContentHash) -> Result<Option<BlobRef>, BlobError> {
         use async_nats::jetstream::object_store::InfoErrorKind;
         match self.store.info(hash.as_str()).await {
-            Ok(info) => Ok(!info.deleted),
-            Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(false),
+            Ok(info) if info.deleted => Ok(None),
+            Ok(info) => Ok(Some(BlobRef {
+                hash: hash.clone(),
+                size: info.size as u64,
+            })),
+            Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(None),
             Err(e) => Err(BlobError::Unavailable(e.to_string())),
         }
     }

@@ -17,6 +17,9 @@ pub enum PublishError {
     Encode(#[from] serde_json::Error),
     #[error("publishing to {subject} failed: {message}")]
     Nats { subject: String, message: String },
+    /// A conditional publish found another event on the subject since the one expected.
+    #[error("{subject} has a newer event than the one this step read")]
+    Conflict { subject: String },
 }
 
 /// Where one event landed.
@@ -32,13 +35,21 @@ pub struct Published {
 pub struct Outgoing<E> {
     pub event: Event<E>,
     pub dedup_key: String,
+    /// Publish only if the last event on the subject is still at this stream sequence (0:
+    /// none yet), else fail with [`PublishError::Conflict`]: optimistic concurrency on a
+    /// page's own subject, for a step that read the page's past and acted on it.
+    pub last_on_subject: Option<u64>,
 }
 
 impl<E: EventFamily> Outgoing<E> {
     /// An event deduplicated by its own id (a fresh command from outside).
     pub fn unique(event: Event<E>) -> Self {
         let dedup_key = event.meta.id.to_string();
-        Self { event, dedup_key }
+        Self {
+            event,
+            dedup_key,
+            last_on_subject: None,
+        }
     }
 
     /// An event deduplicated by `key`, the identity of the step that made it; the event id
@@ -46,7 +57,17 @@ impl<E: EventFamily> Outgoing<E> {
     pub fn keyed(event: Event<E>, key: impl Into<String>) -> Self {
         let dedup_key = key.into();
         let event = event.with_dedup_key(&dedup_key);
-        Self { event, dedup_key }
+        Self {
+            event,
+            dedup_key,
+            last_on_subject: None,
+        }
+    }
+
+    /// Published only if the last event on its subject is still the one at `seq` (0: none).
+    pub fn expecting(mut self, seq: u64) -> Self {
+        self.last_on_subject = Some(seq);
+        self
     }
 }
 
@@ -95,6 +116,12 @@ impl Publisher {
         let payload = out.event.to_json()?;
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", out.dedup_key.as_str());
+        if let Some(seq) = out.last_on_subject {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                seq.to_string().as_str(),
+            );
+        }
         let ack = self
             .js
             .publish_with_headers(subject.clone(), headers, payload.into())
@@ -108,9 +135,15 @@ impl Publisher {
 }
 
 async fn await_ack(subject: String, ack: PublishAckFuture) -> Result<Published, PublishError> {
-    let ack = ack.await.map_err(|e| PublishError::Nats {
-        subject,
-        message: e.to_string(),
+    use async_nats::jetstream::context::PublishErrorKind;
+    let ack = ack.await.map_err(|e| match e.kind() {
+        PublishErrorKind::WrongLastSequence => PublishError::Conflict {
+            subject: subject.clone(),
+        },
+        _ => PublishError::Nats {
+            subject: subject.clone(),
+            message: e.to_string(),
+        },
     })?;
     Ok(Published {
         sequence: ack.sequence,

@@ -54,6 +54,31 @@ impl PageHistory {
         }
     }
 
+    /// The page's current version and the stream sequence of the change that made it: its
+    /// last `pages.content_changed` (`None` before the first). Versions only grow: the
+    /// scraper publishes a change only if no other change of the page came in between.
+    pub async fn current_version(
+        &self,
+        client: ClientId,
+        page: PageId,
+    ) -> Result<Option<(u64, u32)>, StepError> {
+        Ok(
+            match self
+                .last_event("pages.content_changed", client, page)
+                .await?
+            {
+                Some((
+                    seq,
+                    Event {
+                        payload: PageEvent::ContentChanged(c),
+                        ..
+                    },
+                )) => Some((seq, c.page_version)),
+                _ => None,
+            },
+        )
+    }
+
     /// The page's URL, from its last `pages.content_changed` or `pages.discovered`.
     pub async fn url(
         &self,

@@ -10,6 +10,9 @@
 //! `markdown:<page>:<input hash>:<generator or prompt version>`: a redelivery publishes nothing
 //! new, and a new version regenerates.
 //!
+//! Order: a change older than the page's current version is superseded and dropped
+//! ([`super::order`]).
+//!
 //! Reprocessing: a re-sent `pages.content_changed` whose raw HTML and wanted version (the
 //! local generator's, or the prompt's and model's for a Gemini client) are those of the page's
 //! last Markdown is skipped (`pages.reprocessed`, unless the run forces it); anything else is
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use super::history::PageHistory;
+use super::order;
 use super::reprocess;
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::ids::ClientId;
@@ -223,6 +227,16 @@ impl Step<PageEvent> for MarkdownStage {
             .meta
             .page_id
             .ok_or_else(|| StepError::permanent("page event without page_id"))?;
+        let input = order::Input {
+            event: &event,
+            page,
+            version: changed.page_version,
+            stage: Stage::Markdown,
+            run: changed.reprocess.as_ref(),
+        };
+        if input.superseded(&self.history, &self.publisher).await? {
+            return Ok(());
+        }
         if let Some(run) = changed.reprocess.as_ref().filter(|r| !r.force) {
             let wanted = self.wanted_version(event.meta.client_id).await?;
             let last = self

@@ -10,6 +10,7 @@ pub mod deadletter;
 pub mod history;
 pub mod kv_batch;
 pub mod markdown;
+pub mod order;
 pub mod politeness;
 pub mod renderer;
 pub mod reprocess;

@@ -1,11 +1,15 @@
 //! The renderer stage: `pages.markdown_generated` in, `pages.html_rendered` out, under the key
 //! `rendered:<page>:<markdown hash>:<renderer version>`.
 //!
+//! Order: Markdown made from an older version than the page's current one is superseded and
+//! dropped ([`super::order`]).
+//!
 //! Reprocessing: Markdown the page's last rendering was made from, by this renderer version,
 //! is not rendered again (unless the run forces it); the page's run ends here, `skipped` when
 //! the run started at this stage, else `unchanged` (the Markdown came out the same).
 
 use super::history::PageHistory;
+use super::order;
 use super::reprocess;
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::render::{self, RENDERER_VERSION};
@@ -46,6 +50,16 @@ impl Step<PageEvent> for RendererStage {
             .meta
             .page_id
             .ok_or_else(|| StepError::permanent("page event without page_id"))?;
+        let input = order::Input {
+            event: &event,
+            page,
+            version: generated.page_version,
+            stage: Stage::Render,
+            run: generated.reprocess.as_ref(),
+        };
+        if input.superseded(&self.history, &self.publisher).await? {
+            return Ok(());
+        }
         if let Some(run) = generated.reprocess.as_ref().filter(|r| !r.force) {
             let last = self
                 .history

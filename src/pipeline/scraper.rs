@@ -8,6 +8,12 @@
 //! fingerprint to compare and the version to count from (direct get of the last message on
 //! each subject). Output events carry deduplication keys derived from the page and its input,
 //! so a redelivered request publishes nothing twice.
+//!
+//! Order: `pages.scraped` and then `pages.content_changed` are published only if the page's
+//! last fetch and change on the stream are still the ones this fetch read (conditional
+//! publishes); when another fetch of the page got there first, this one is retried and
+//! compared with the newer change, so page versions are unique and a slow fetch never
+//! publishes older content as a newer version (nor moves the page's state back).
 
 use std::time::{Duration, Instant};
 
@@ -29,8 +35,11 @@ use crate::events::envelope::now;
 use crate::events::pages::*;
 use crate::infra::blobs::BlobStore;
 use crate::infra::http::{FetchError, Fetched, HttpClient};
-use crate::infra::publish::{Outgoing, Publisher};
+use crate::infra::publish::{Outgoing, PublishError, Publisher};
 use crate::projections::clients as clients_read;
+
+/// How soon a fetch whose change lost the race to another fetch of the page is tried again.
+const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 
 /// Settings of the scraper.
 #[derive(Clone, Debug)]
@@ -58,6 +67,10 @@ pub struct Scraper {
 struct Previous {
     scraped: Option<Scraped>,
     changed: Option<ContentChanged>,
+    /// The stream sequences of `scraped` and `changed` (0: none): a new fetch and change are
+    /// published only if these are still the page's last.
+    scraped_seq: u64,
+    changed_seq: u64,
 }
 
 impl Scraper {
@@ -83,27 +96,47 @@ impl Scraper {
 
     async fn previous(&self, client: ClientId, page: PageId) -> Result<Previous, StepError> {
         let mut prev = Previous::default();
-        if let Some(PageEvent::Scraped(s)) =
-            self.history.last("pages.scraped", client, page).await?
+        if let Some((
+            seq,
+            Event {
+                payload: PageEvent::Scraped(s),
+                ..
+            },
+        )) = self
+            .history
+            .last_event("pages.scraped", client, page)
+            .await?
         {
             prev.scraped = Some(s);
+            prev.scraped_seq = seq;
         }
-        if let Some(PageEvent::ContentChanged(c)) = self
+        if let Some((
+            seq,
+            Event {
+                payload: PageEvent::ContentChanged(c),
+                ..
+            },
+        )) = self
             .history
-            .last("pages.content_changed", client, page)
+            .last_event("pages.content_changed", client, page)
             .await?
         {
             prev.changed = Some(c);
+            prev.changed_seq = seq;
         }
         Ok(prev)
     }
 
     async fn publish(&self, out: Vec<Outgoing<PageEvent>>) -> Result<(), StepError> {
-        self.publisher
-            .publish_all(&out)
-            .await
-            .map(|_| ())
-            .map_err(StepError::transient)
+        match self.publisher.publish_all(&out).await {
+            Ok(_) => Ok(()),
+            // Another fetch of the page published its change first: this fetch may be older,
+            // so it is compared again with the page's new last change (fetching again).
+            Err(e @ PublishError::Conflict { .. }) => {
+                Err(StepError::retry_after(e, CONFLICT_RETRY))
+            }
+            Err(e) => Err(StepError::transient(e)),
+        }
     }
 
     /// Records a failure in the page's state; the runtime decides about retries.
@@ -348,6 +381,7 @@ impl Scraper {
             .put(text.as_bytes())
             .await
             .map_err(StepError::transient)?;
+        let (scraped_seq, changed_seq) = (prev.scraped_seq, prev.changed_seq);
         // A forced run over the same content makes it again at the same page version.
         let version = match &prev.changed {
             Some(c) if same => c.page_version,
@@ -385,12 +419,15 @@ impl Scraper {
             format!("changed:{page}:{version}:{fingerprint}"),
         );
         metrics::counter!("aicache_scraper_fetches_total", "outcome" => "changed").increment(1);
+        // One after the other, each only if the page's last of its kind is still the one
+        // read: a fetch that lost the race leaves nothing behind (see the module's doc).
+        let scraped_key = format!("scraped:{page}:{}:{fingerprint}", at.cause.meta.id);
         self.publish(vec![
-            Outgoing::keyed(
-                scraped,
-                format!("scraped:{page}:{}:{fingerprint}", at.cause.meta.id),
-            ),
-            Outgoing::keyed(changed, changed_key),
+            Outgoing::keyed(scraped, scraped_key).expecting(scraped_seq),
+        ])
+        .await?;
+        self.publish(vec![
+            Outgoing::keyed(changed, changed_key).expecting(changed_seq),
         ])
         .await
     }

@@ -24,6 +24,7 @@ use sqlx::PgPool;
 
 use super::history::PageHistory;
 use super::kv_batch::KvBatcher;
+use super::order;
 use super::reprocess;
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::content::BlobRef;
@@ -38,9 +39,32 @@ use crate::events::pages::{
 use crate::infra::blobs::BlobStore;
 use crate::infra::cloudflare::{KvError, KvTarget, Pair, check};
 use crate::infra::edge_store::{EdgeStore, Manifest};
-use crate::infra::publish::{Outgoing, Publisher};
+use crate::infra::publish::{Outgoing, PublishError, Publisher};
 use crate::infra::secrets::Secrets;
 use crate::projections::clients::{self as clients_read, ClientRow};
+
+/// How many times one delivery writes and publishes before it hands the message back.
+const WRITE_ATTEMPTS: usize = 5;
+
+/// How soon a message handed back after racing other uploads is tried again.
+const CONFLICT_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How a write to the edge store ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Written {
+    /// Published (or nothing to publish): the store holds what the stream says.
+    Published,
+    /// Another upload of the page was published in between: write again.
+    Raced,
+}
+
+/// The page's last upload.
+#[derive(Default)]
+struct LastUpload {
+    /// Its stream sequence (0: none yet).
+    seq: u64,
+    upload: Option<KvUploaded>,
+}
 
 /// The stage.
 pub struct Uploader {
@@ -171,33 +195,121 @@ impl Uploader {
         &self,
         event: &Event<PageEvent>,
         rendered: &HtmlRendered,
-        client: ClientId,
         page: PageId,
+        delivery: &Delivery,
     ) -> Result<(), StepError> {
+        let client = event.meta.client_id;
         let Some(row) = self.client(client).await? else {
             return Ok(());
         };
         let store = Self::target(&row);
+        let input = order::Input {
+            event,
+            page,
+            version: rendered.page_version,
+            stage: Stage::Upload,
+            run: rendered.reprocess.as_ref(),
+        };
+        // An earlier delivery may have written the store and died before publishing.
+        let mut wrote = delivery.delivered > 1;
+        for _ in 0..WRITE_ATTEMPTS {
+            let last = self.last_upload(client, page).await?;
+            let current = self
+                .history
+                .current_version(client, page)
+                .await?
+                .map_or(0, |(_, v)| v);
+            let newest = current.max(last.upload.as_ref().map_or(0, |k| k.page_version));
+            let raced = if newest > rendered.page_version {
+                input.record(newest);
+                match &last.upload {
+                    // What this step wrote may have replaced newer content: put back what the
+                    // page's last upload says the store holds.
+                    Some(k) if wrote && k.store == store => {
+                        self.restore(event, &row, page, last.seq, k).await?
+                    }
+                    _ => Written::Published,
+                }
+            } else {
+                wrote = true;
+                self.upload_once(event, rendered, &row, page, last.seq)
+                    .await?
+            };
+            match raced {
+                Written::Raced => continue,
+                Written::Published if newest > rendered.page_version => {
+                    let Some(run) = &rendered.reprocess else {
+                        return Ok(());
+                    };
+                    let outcome = ReprocessOutcome::Skipped;
+                    return reprocess::end(&self.publisher, event, run, Stage::Upload, outcome)
+                        .await;
+                }
+                Written::Published => return Ok(()),
+            }
+        }
+        Err(StepError::retry_after(
+            "other uploads of the page kept coming in between",
+            CONFLICT_RETRY,
+        ))
+    }
+
+    /// The page's last `pages.kv_uploaded` and its stream sequence (0: none).
+    async fn last_upload(&self, client: ClientId, page: PageId) -> Result<LastUpload, StepError> {
+        Ok(
+            match self
+                .history
+                .last_event("pages.kv_uploaded", client, page)
+                .await?
+            {
+                Some((
+                    seq,
+                    Event {
+                        payload: PageEvent::KvUploaded(k),
+                        ..
+                    },
+                )) => LastUpload {
+                    seq,
+                    upload: Some(k),
+                },
+                _ => LastUpload::default(),
+            },
+        )
+    }
+
+    /// Writes `rendered` to the edge store and publishes `pages.kv_uploaded` (and
+    /// `pages.updated` when the served content changes) if no other upload of the page was
+    /// published after `last_seq`.
+    async fn upload_once(
+        &self,
+        event: &Event<PageEvent>,
+        rendered: &HtmlRendered,
+        row: &ClientRow,
+        page: PageId,
+        last_seq: u64,
+    ) -> Result<Written, StepError> {
+        let client = event.meta.client_id;
+        let store = Self::target(row);
         let last = |t| self.history.last(t, client, page);
         if let Some(PageEvent::HtmlRendered(latest)) = last("pages.html_rendered").await?
+            && latest.page_version == rendered.page_version
             && latest.html.hash != rendered.html.hash
         {
-            // A newer rendering exists: this one is stale, and the newer one gets uploaded.
+            // A newer rendering of the same version exists (a reprocessing run): this one is
+            // stale, and the newer one gets uploaded.
             if let Some(run) = &rendered.reprocess {
                 let outcome = ReprocessOutcome::Skipped;
-                return reprocess::end(&self.publisher, event, run, Stage::Upload, outcome).await;
+                reprocess::end(&self.publisher, event, run, Stage::Upload, outcome).await?;
             }
-            return Ok(());
+            return Ok(Written::Published);
         }
-        let markdown: BlobRef = match last("pages.markdown_generated").await? {
-            Some(PageEvent::MarkdownGenerated(m)) if m.markdown.hash == rendered.markdown_hash => {
-                m.markdown
+        let Some(markdown) = self.rendered_markdown(rendered, client, page).await? else {
+            // Newer Markdown of the same version exists: its rendering gets uploaded.
+            if let Some(run) = &rendered.reprocess {
+                let outcome = ReprocessOutcome::Skipped;
+                reprocess::end(&self.publisher, event, run, Stage::Upload, outcome).await?;
             }
-            _ => {
-                return Err(StepError::permanent(
-                    "the rendered Markdown is not the page's last",
-                ));
-            }
+            return Ok(Written::Published);
         };
         // The last content change also gives the page's URL.
         let (url, fingerprint, scraped_at) = match (
@@ -220,7 +332,8 @@ impl Uploader {
             && self.holds(client, page, store, md, html).await?
         {
             let outcome = run.nothing_to_redo(Stage::Upload);
-            return reprocess::end(&self.publisher, event, run, Stage::Upload, outcome).await;
+            reprocess::end(&self.publisher, event, run, Stage::Upload, outcome).await?;
+            return Ok(Written::Published);
         }
         let manifest = Manifest {
             key: key.clone(),
@@ -232,15 +345,7 @@ impl Uploader {
             page_version: rendered.page_version,
             updated_at: now(),
         };
-        let written = match store {
-            EdgeKind::Builtin => self.edge.put(&manifest).await.map_err(StepError::transient),
-            EdgeKind::Cloudflare => self.to_cloudflare(&row, &manifest).await,
-        };
-        if let Err(e) = written {
-            metrics::counter!("aicache_upload_errors_total", "store" => store_label(store))
-                .increment(1);
-            return Err(e);
-        }
+        self.write(row, &manifest).await?;
         let uploaded = Event::caused_by(
             event,
             PageEvent::KvUploaded(KvUploaded {
@@ -256,7 +361,11 @@ impl Uploader {
             rendered.reprocess.as_ref(),
             format!("uploaded:{page}:{md}:{html}"),
         );
-        let mut out = vec![Outgoing::keyed(uploaded, uploaded_key)];
+        let uploaded = Outgoing::keyed(uploaded, uploaded_key).expecting(last_seq);
+        if self.publish_upload(&uploaded).await? == Written::Raced {
+            return Ok(Written::Raced);
+        }
+        let mut out = Vec::new();
         if !served_before {
             let updated = Event::caused_by(
                 event,
@@ -289,7 +398,112 @@ impl Uploader {
             .publish_all(&out)
             .await
             .map_err(StepError::transient)?;
-        Ok(())
+        Ok(Written::Published)
+    }
+
+    /// The Markdown `rendered` was made from, or `None` when the page has newer Markdown of
+    /// the same version (a reprocessing run made it after this rendering). Markdown of an
+    /// older version published late does not count: it was superseded.
+    async fn rendered_markdown(
+        &self,
+        rendered: &HtmlRendered,
+        client: ClientId,
+        page: PageId,
+    ) -> Result<Option<BlobRef>, StepError> {
+        match self
+            .history
+            .last("pages.markdown_generated", client, page)
+            .await?
+        {
+            Some(PageEvent::MarkdownGenerated(m)) if m.markdown.hash == rendered.markdown_hash => {
+                return Ok(Some(m.markdown));
+            }
+            Some(PageEvent::MarkdownGenerated(m)) if m.page_version >= rendered.page_version => {
+                return Ok(None);
+            }
+            _ => {}
+        }
+        self.blobs
+            .stored(&rendered.markdown_hash)
+            .await
+            .map_err(StepError::transient)?
+            .map(Some)
+            .ok_or_else(|| {
+                StepError::permanent(format!(
+                    "markdown {} is not in the blob store",
+                    rendered.markdown_hash
+                ))
+            })
+    }
+
+    /// Writes the page's last upload `k` (at `seq`) to the store again and publishes it again,
+    /// if nothing else was uploaded since: after a stale write, the store holds what the
+    /// stream says it holds.
+    async fn restore(
+        &self,
+        event: &Event<PageEvent>,
+        row: &ClientRow,
+        page: PageId,
+        seq: u64,
+        k: &KvUploaded,
+    ) -> Result<Written, StepError> {
+        let client = event.meta.client_id;
+        let url = self
+            .history
+            .url(client, page)
+            .await?
+            .ok_or_else(|| StepError::permanent("the page has no URL in its history"))?;
+        let blob = |hash: &crate::domain::content::ContentHash| {
+            let hash = hash.clone();
+            async move {
+                self.blobs
+                    .stored(&hash)
+                    .await
+                    .map_err(StepError::transient)?
+                    .ok_or_else(|| StepError::permanent(format!("{hash} is not in the blob store")))
+            }
+        };
+        let manifest = Manifest {
+            key: k.kv_key.clone(),
+            client_id: client.as_uuid(),
+            page_id: page.as_uuid(),
+            source_url: url.to_string(),
+            markdown: blob(&k.markdown_hash).await?,
+            html: blob(&k.html_hash).await?,
+            page_version: k.page_version,
+            updated_at: now(),
+        };
+        self.write(row, &manifest).await?;
+        tracing::warn!(client.id = %client, page.id = %page, version = k.page_version, "a stale upload was undone: the page's last upload written again");
+        let again = Event::caused_by(event, PageEvent::KvUploaded(k.clone()));
+        let again = Outgoing::keyed(again, format!("restored:{page}:{seq}")).expecting(seq);
+        self.publish_upload(&again).await
+    }
+
+    /// Writes a manifest to the client's edge store.
+    async fn write(&self, row: &ClientRow, manifest: &Manifest) -> Result<(), StepError> {
+        let store = Self::target(row);
+        let written = match store {
+            EdgeKind::Builtin => self.edge.put(manifest).await.map_err(StepError::transient),
+            EdgeKind::Cloudflare => self.to_cloudflare(row, manifest).await,
+        };
+        if written.is_err() {
+            metrics::counter!("aicache_upload_errors_total", "store" => store_label(store))
+                .increment(1);
+        }
+        written
+    }
+
+    /// Publishes a conditional `pages.kv_uploaded`: `Raced` when another upload of the page
+    /// was published first, or when this very publish was already made (a duplicate says
+    /// nothing of what happened since).
+    async fn publish_upload(&self, out: &Outgoing<PageEvent>) -> Result<Written, StepError> {
+        match self.publisher.publish(out).await {
+            Ok(p) if p.duplicate && out.dedup_key.starts_with("restored:") => Ok(Written::Raced),
+            Ok(_) => Ok(Written::Published),
+            Err(PublishError::Conflict { .. }) => Ok(Written::Raced),
+            Err(e) => Err(StepError::transient(e)),
+        }
     }
 
     /// Whether the edge store already holds exactly this content for the page.
@@ -361,12 +575,14 @@ fn kv_step_error(e: KvError) -> StepError {
 }
 
 impl Step<PageEvent> for Uploader {
-    async fn handle(&self, event: Event<PageEvent>, _delivery: &Delivery) -> Result<(), StepError> {
+    async fn handle(&self, event: Event<PageEvent>, delivery: &Delivery) -> Result<(), StepError> {
         let (client, Some(page)) = (event.meta.client_id, event.meta.page_id) else {
             return Err(StepError::permanent("page event without page_id"));
         };
         match &event.payload {
-            PageEvent::HtmlRendered(rendered) => self.upload(&event, rendered, client, page).await,
+            PageEvent::HtmlRendered(rendered) => {
+                self.upload(&event, rendered, page, delivery).await
+            }
             PageEvent::Removed(_) => self.remove(client, page).await,
             other => Err(StepError::permanent(format!(
                 "the uploader does not handle {}",

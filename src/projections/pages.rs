@@ -163,23 +163,29 @@ fn update_for(
         .bind(r.http_status.map(i32::from))
         .bind(&r.reason),
         // A change re-sent by a reprocessing run (same version and fingerprint) is not a new
-        // change: what the last fetch found and when the content last changed stay.
+        // change: what the last fetch found and when the content last changed stay. A change
+        // older than the page's version (replayed late) changes nothing.
         PageEvent::ContentChanged(c) => query(
             "UPDATE pages SET
                  status = CASE WHEN version = $5 AND fingerprint = $4 THEN status ELSE 'changed' END,
                  last_changed_at = CASE WHEN version = $5 AND fingerprint = $4
                      THEN last_changed_at ELSE $2 END,
                  content_hash = $3, fingerprint = $4, version = $5, updated_at = $2
-             WHERE id = $1",
+             WHERE id = $1 AND (fingerprint IS NULL OR version <= $5)",
         )
         .bind(c.raw.hash.as_str())
         .bind(c.fingerprint.as_str())
-        .bind(i32::try_from(c.page_version).unwrap_or(i32::MAX)),
+        .bind(version(c.page_version)),
+        // The steps after a change apply only to the page's current version, and the same
+        // output again (a redelivery past the duplicate window) never moves the page back.
         PageEvent::MarkdownGenerated(m) => query(
-            "UPDATE pages SET stage = 'markdown', markdown_hash = $3, generator = $4,
+            "UPDATE pages SET
+                 stage = CASE WHEN markdown_hash = $3 AND stage IN ('rendered', 'uploaded', 'live')
+                     THEN stage ELSE 'markdown' END,
+                 markdown_hash = $3, generator = $4,
                  generator_version = $5, title = $6, description = $7, language = $8,
                  canonical_url = $9, last_processed_at = $2, updated_at = $2
-             WHERE id = $1",
+             WHERE id = $1 AND version <= $10",
         )
         .bind(m.markdown.hash.as_str())
         .bind(enum_name(&m.generator)?)
@@ -187,28 +193,43 @@ fn update_for(
         .bind(&m.metadata.title)
         .bind(&m.metadata.description)
         .bind(&m.metadata.language)
-        .bind(&m.metadata.canonical_url),
+        .bind(&m.metadata.canonical_url)
+        .bind(version(m.page_version)),
         PageEvent::HtmlRendered(h) => query(
-            "UPDATE pages SET stage = 'rendered', simple_html_hash = $3, renderer_version = $4,
-                 updated_at = $2
-             WHERE id = $1",
+            "UPDATE pages SET
+                 stage = CASE WHEN simple_html_hash = $3 AND stage IN ('uploaded', 'live')
+                     THEN stage ELSE 'rendered' END,
+                 simple_html_hash = $3, renderer_version = $4, updated_at = $2
+             WHERE id = $1 AND version <= $5",
         )
         .bind(h.html.hash.as_str())
-        .bind(&h.renderer_version),
+        .bind(&h.renderer_version)
+        .bind(version(h.page_version)),
         PageEvent::KvUploaded(k) => query(
-            "UPDATE pages SET stage = 'uploaded', kv_key = $3, edge_store = $4,
-                 kv_uploaded_at = $2, updated_at = $2
-             WHERE id = $1",
+            "UPDATE pages SET
+                 stage = CASE WHEN stage = 'live' AND markdown_hash = $5 AND simple_html_hash = $6
+                     THEN stage ELSE 'uploaded' END,
+                 kv_key = $3, edge_store = $4, kv_uploaded_at = $2, updated_at = $2
+             WHERE id = $1 AND version <= $7",
         )
         .bind(&k.kv_key)
-        .bind(enum_name(&k.store)?),
+        .bind(enum_name(&k.store)?)
+        .bind(k.markdown_hash.as_str())
+        .bind(k.html_hash.as_str())
+        .bind(version(k.page_version)),
         PageEvent::Updated(u) => query(
             "UPDATE pages SET stage = 'live', last_updated_at = $3, updated_at = $2
-             WHERE id = $1",
+             WHERE id = $1 AND version <= $4",
         )
-        .bind(u.updated_at),
+        .bind(u.updated_at)
+        .bind(version(u.page_version)),
     };
     Ok(Some(q))
+}
+
+/// A page version as the `version` column holds it.
+fn version(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
 }
 
 /// A page's sitemap metadata, to tell what an overwriting import changes.

@@ -379,6 +379,38 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// Waits until each of `consumers` (durables on `stream`, in pipeline order) has nothing
+    /// pending and nothing in flight. Checked in order, so a stage's output, published before
+    /// it acked, is already counted by the next stage when that one is asked.
+    pub async fn drained(&self, stream: &str, consumers: &[&str]) {
+        let stream = self.js().get_stream(stream).await.expect("stream");
+        eventually(
+            Duration::from_secs(60),
+            &format!("{consumers:?} are drained"),
+            || {
+                let stream = stream.clone();
+                async move {
+                    for name in consumers {
+                        let Ok(info) = stream.consumer_info(*name).await else {
+                            return false;
+                        };
+                        if info.num_pending > 0 || info.num_ack_pending > 0 {
+                            return false;
+                        }
+                    }
+                    true
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Waits until projection `name` has applied everything on `stream` so far.
+    pub async fn caught_up(&self, name: &str, stream: &str) {
+        let last = self.last_seq(stream).await;
+        self.wait_for_checkpoint(name, last).await;
+    }
+
     /// The last sequence assigned on `stream`.
     pub async fn last_seq(&self, stream: &str) -> u64 {
         ai_cache::infra::nats::last_sequence(self.js(), stream)

@@ -16,6 +16,8 @@ mod events;
 mod gemini;
 mod gemini_fake;
 mod harness;
+mod liveness;
+mod order;
 mod origin;
 mod page_origin;
 mod projections;

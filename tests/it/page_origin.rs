@@ -27,6 +27,12 @@ pub enum Page {
     Slow(Duration),
     Endless,
     Redirect(String),
+    /// Says it was asked (`asked`), waits for `release`, then answers as the inner page.
+    Held {
+        asked: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Notify>,
+        page: Box<Page>,
+    },
 }
 
 impl Page {
@@ -130,13 +136,23 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri, headers: Header
     let path = uri
         .path_and_query()
         .map_or(uri.path().to_owned(), |p| p.as_str().to_owned());
-    let (page, robots) = {
+    let (mut page, robots) = {
         let mut inner = inner.lock().expect("lock");
         inner
             .log
             .push((path.clone(), Instant::now(), headers.clone()));
         (inner.pages.get(&path).cloned(), inner.robots.clone())
     };
+    if let Some(Page::Held {
+        asked,
+        release,
+        page: inner,
+    }) = page
+    {
+        asked.notify_one();
+        release.notified().await;
+        page = Some(*inner);
+    }
     if path == "/robots.txt" {
         return match robots {
             Some(text) => text.into_response(),
@@ -192,5 +208,6 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri, headers: Header
                 .into_response()
         }
         Some(Page::Redirect(to)) => (StatusCode::FOUND, [(header::LOCATION, to)]).into_response(),
+        Some(Page::Held { .. }) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
