@@ -300,11 +300,10 @@ pub async fn run_roles(
     }
     if roles.contains(&Role::Projections) {
         for projection in projections::all() {
-            let runner = Arc::new(ProjectionRunner::new(
-                projection,
-                backbone.db.clone(),
-                backbone.nats.js.clone(),
-            ));
+            let runner = Arc::new(
+                ProjectionRunner::new(projection, backbone.db.clone(), backbone.nats.js.clone())
+                    .on_reconnect(backbone.nats.reconnects()),
+            );
             let shutdown = shutdown.clone();
             tasks.spawn(async move { runner.run(shutdown).await.map_err(Into::into) });
         }

@@ -113,6 +113,12 @@ pub struct HealthThresholds {
     /// Messages a stage consumer may have waiting before the service is degraded.
     #[arg(long, env = "HEALTH_MAX_CONSUMER_PENDING", default_value_t = 50_000)]
     pub max_consumer_pending: u64,
+
+    /// Seconds a stage's oldest waiting message may wait while the stage delivers nothing
+    /// (nobody pulls, or its pullers are stuck), and a projection's oldest unapplied event
+    /// may wait, before the service is degraded.
+    #[arg(long, env = "HEALTH_MAX_STALL_SECS", default_value_t = 30)]
+    pub max_stall_secs: u64,
 }
 
 impl Default for HealthThresholds {
@@ -121,6 +127,7 @@ impl Default for HealthThresholds {
             max_dead_letters: 100,
             max_projection_lag: 10_000,
             max_consumer_pending: 50_000,
+            max_stall_secs: 30,
         }
     }
 }

@@ -1,7 +1,10 @@
 //! `GET /health`: database, NATS, streams, consumer lag, projection lag and dead letters.
-//! Answers 503 when the database, NATS, a stream or a consumer is missing or unreachable, or
-//! when a backlog passes its threshold ([`crate::config::HealthThresholds`]); `reasons` says
-//! which.
+//! Answers 503 when the database, NATS, a stream or a consumer is missing or unreachable,
+//! when a backlog passes its threshold ([`crate::config::HealthThresholds`]), or when work
+//! stands still: a stage whose oldest waiting message waited longer than `max_stall_secs`
+//! while it delivered nothing for as long (nobody pulls from it, or its pullers are stuck),
+//! or a projection whose oldest unapplied event is older than that. Ages come from the
+//! stream's own timestamps, so any process can judge every stage. `reasons` says which.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -11,6 +14,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
+
+use async_nats::jetstream::stream::Stream;
 
 use super::AppState;
 use crate::events::StreamName;
@@ -73,8 +78,49 @@ struct ConsumerCheck {
     /// Delivered, not yet acknowledged.
     ack_pending: u64,
     redelivered: u64,
+    /// Pull requests waiting for messages: 0 while nobody pulls (or every puller is busy).
+    waiting_pulls: u64,
+    /// Seconds the oldest message not yet delivered has been waiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oldest_waiting_secs: Option<u64>,
+    /// Seconds since the consumer last delivered or had a message acknowledged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+impl ConsumerCheck {
+    fn unavailable(error: String) -> Self {
+        Self {
+            ok: false,
+            pending: 0,
+            ack_pending: 0,
+            redelivered: 0,
+            waiting_pulls: 0,
+            oldest_waiting_secs: None,
+            idle_secs: None,
+            error: Some(error),
+        }
+    }
+
+    /// Why the stage stands still, if it does: work has waited past `limit` and nothing was
+    /// delivered or acknowledged for as long.
+    fn stalled(&self, limit: u64) -> Option<String> {
+        let waited = self.oldest_waiting_secs.filter(|w| *w > limit)?;
+        if self.idle_secs.is_some_and(|idle| idle <= limit) {
+            return None;
+        }
+        let who = if self.waiting_pulls == 0 {
+            "no process is pulling from it"
+        } else {
+            "its pullers take nothing"
+        };
+        Some(format!(
+            "{} messages waiting, the oldest for {waited} s, nothing delivered for over {limit} s: {who}",
+            self.pending
+        ))
+    }
 }
 
 #[derive(Serialize)]
@@ -82,6 +128,9 @@ struct ProjectionCheck {
     checkpoint: u64,
     /// Stream sequences after the checkpoint (an upper bound: purged messages count too).
     lag: u64,
+    /// Seconds since the oldest event not yet applied was stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oldest_unapplied_secs: Option<u64>,
 }
 
 #[utoipa::path(get, path = "/health", tag = "operations",
@@ -108,6 +157,8 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     for (name, consumer) in &checks.consumers {
         if !consumer.ok {
             reasons.push(format!("consumer {name} unavailable"));
+        } else if let Some(why) = consumer.stalled(limits.max_stall_secs) {
+            reasons.push(format!("consumer {name} stands still: {why}"));
         } else if consumer.pending > limits.max_consumer_pending {
             reasons.push(format!(
                 "consumer {name} has {} messages waiting (threshold {})",
@@ -120,6 +171,14 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             reasons.push(format!(
                 "projection {name} is {} events behind (threshold {})",
                 projection.lag, limits.max_projection_lag
+            ));
+        } else if let Some(age) = projection
+            .oldest_unapplied_secs
+            .filter(|age| *age > limits.max_stall_secs)
+        {
+            reasons.push(format!(
+                "projection {name} stopped applying: {} events behind, the oldest stored {age} s ago (threshold {} s)",
+                projection.lag, limits.max_stall_secs
             ));
         }
     }
@@ -172,12 +231,12 @@ pub(super) async fn observe(state: &AppState) -> Checks {
     } else {
         failed("not connected".into())
     };
-    let mut last_seqs = BTreeMap::new();
+    let mut handles = BTreeMap::new();
     if checks.nats.ok {
-        check_streams(state, &mut checks, &mut last_seqs).await;
+        check_streams(state, &mut checks, &mut handles).await;
     }
     if checks.database.ok {
-        check_projections(state, &mut checks, &last_seqs).await;
+        check_projections(state, &mut checks, &handles).await;
     }
     checks.dead_letters.threshold = state.health.max_dead_letters;
     metrics::gauge!("aicache_dead_letters").set(checks.dead_letters.count as f64);
@@ -205,7 +264,7 @@ fn failed(error: String) -> Check {
 async fn check_streams(
     state: &AppState,
     checks: &mut Checks,
-    last_seqs: &mut BTreeMap<String, u64>,
+    handles: &mut BTreeMap<String, Stream>,
 ) {
     // The definitions are compiled in: parse them once.
     static DEFS: OnceLock<Result<Vec<streams::StreamDef>, String>> = OnceLock::new();
@@ -223,7 +282,6 @@ async fn check_streams(
         let check = match &stream {
             Ok(stream) => {
                 let s = &stream.cached_info().state;
-                last_seqs.insert(name.clone(), s.last_sequence);
                 if name == crate::events::StreamName::DeadLetter.name() {
                     checks.dead_letters.count = s.messages;
                 }
@@ -248,21 +306,32 @@ async fn check_streams(
                 Ok(stream) => within_timeout(stream.consumer_info(&durable)).await,
                 Err(_) => Err("stream unavailable".to_owned()),
             };
-            let check = match info {
-                Ok(i) => ConsumerCheck {
-                    ok: true,
-                    pending: i.num_pending,
-                    ack_pending: i.num_ack_pending as u64,
-                    redelivered: i.num_redelivered as u64,
-                    error: None,
-                },
-                Err(e) => ConsumerCheck {
-                    ok: false,
-                    pending: 0,
-                    ack_pending: 0,
-                    redelivered: 0,
-                    error: Some(e),
-                },
+            let check = match (&info, &stream) {
+                (Ok(i), Ok(stream)) => {
+                    let oldest = if i.num_pending > 0 {
+                        let filter = i.config.filter_subject.clone();
+                        oldest_after(stream, &filter, i.delivered.stream_sequence).await
+                    } else {
+                        None
+                    };
+                    let last_active = [i.delivered.last_active, i.ack_floor.last_active]
+                        .into_iter()
+                        .flatten()
+                        .map(|t| t.unix_timestamp())
+                        .max()
+                        .unwrap_or(i.created.unix_timestamp());
+                    ConsumerCheck {
+                        ok: true,
+                        pending: i.num_pending,
+                        ack_pending: i.num_ack_pending as u64,
+                        redelivered: i.num_redelivered as u64,
+                        waiting_pulls: i.num_waiting as u64,
+                        oldest_waiting_secs: oldest,
+                        idle_secs: Some(seconds_since(last_active)),
+                        error: None,
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => ConsumerCheck::unavailable(e.to_owned()),
             };
             metrics::gauge!("aicache_consumer_pending", "consumer" => durable.clone())
                 .set(check.pending as f64);
@@ -270,13 +339,30 @@ async fn check_streams(
                 .set(check.ack_pending as f64);
             checks.consumers.insert(format!("{name}/{durable}"), check);
         }
+        if let Ok(stream) = stream {
+            handles.insert(name, stream);
+        }
     }
+}
+
+/// Seconds from the Unix time `then` to now (0 for the future).
+fn seconds_since(then: i64) -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp().saturating_sub(then)).unwrap_or(0)
+}
+
+/// How long ago the first message on `subject` (all when empty) after `seq` was stored.
+async fn oldest_after(stream: &Stream, subject: &str, seq: u64) -> Option<u64> {
+    let subject = if subject.is_empty() { ">" } else { subject };
+    let next = within_timeout(stream.direct_get_next_for_subject(subject, Some(seq + 1)))
+        .await
+        .ok()?;
+    Some(seconds_since(next.time.unix_timestamp()))
 }
 
 async fn check_projections(
     state: &AppState,
     checks: &mut Checks,
-    last_seqs: &BTreeMap<String, u64>,
+    handles: &BTreeMap<String, Stream>,
 ) {
     let rows: Vec<(String, i64)> =
         match sqlx::query_as("SELECT name, last_seq FROM projection_checkpoints")
@@ -292,13 +378,23 @@ async fn check_projections(
             .find(|(n, _)| n == projection.name())
             .map_or(0, |(_, s)| u64::try_from(*s).unwrap_or(0));
         let stream: StreamName = projection.stream();
-        let end = last_seqs.get(stream.name()).copied().unwrap_or(checkpoint);
+        let end = handles
+            .get(stream.name())
+            .map_or(checkpoint, |s| s.cached_info().state.last_sequence);
         let lag = end.saturating_sub(checkpoint);
         metrics::gauge!("aicache_projection_lag", "projection" => projection.name())
             .set(lag as f64);
+        let oldest_unapplied_secs = match handles.get(stream.name()) {
+            Some(handle) if lag > 0 => oldest_after(handle, "", checkpoint).await,
+            _ => None,
+        };
         checks.projections.insert(
             projection.name().to_owned(),
-            ProjectionCheck { checkpoint, lag },
+            ProjectionCheck {
+                checkpoint,
+                lag,
+                oldest_unapplied_secs,
+            },
         );
     }
 }

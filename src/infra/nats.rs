@@ -9,6 +9,8 @@ use async_nats::jetstream;
 pub struct Nats {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
+    /// Counts the client's connections: it changes each time the client reconnects.
+    connections: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Connecting failed.
@@ -23,15 +25,23 @@ pub struct ConnectError {
 impl Nats {
     /// Connects to `url`, failing fast when nobody answers; reconnects forever afterwards.
     pub async fn connect(url: &str, name: &str) -> Result<Self, ConnectError> {
+        let (count, connections) = tokio::sync::watch::channel(0u64);
+        let count = std::sync::Arc::new(count);
         let client = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => tracing::warn!("nats disconnected"),
-                    async_nats::Event::Connected => tracing::info!("nats connected"),
-                    other => tracing::debug!(event = %other, "nats event"),
+            .event_callback(move |event| {
+                let count = std::sync::Arc::clone(&count);
+                async move {
+                    match event {
+                        async_nats::Event::Disconnected => tracing::warn!("nats disconnected"),
+                        async_nats::Event::Connected => {
+                            count.send_modify(|n| *n += 1);
+                            tracing::info!("nats connected");
+                        }
+                        other => tracing::debug!(event = %other, "nats event"),
+                    }
                 }
             })
             .connect(url)
@@ -41,7 +51,19 @@ impl Nats {
                 source,
             })?;
         let js = jetstream::new(client.clone());
-        Ok(Self { client, js })
+        Ok(Self {
+            client,
+            js,
+            connections,
+        })
+    }
+
+    /// Changes each time the client reconnects: consumers the server may have lost (ordered,
+    /// ephemeral ones) are opened again at once instead of after missed heartbeats.
+    pub fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+        let mut rx = self.connections.clone();
+        rx.mark_unchanged();
+        rx
     }
 
     /// Whether the client is connected right now.

@@ -42,6 +42,8 @@ pub struct ProjectionRunner {
     js: jetstream::Context,
     batch: usize,
     position: watch::Sender<u64>,
+    /// Changes when the NATS client reconnects (see [`ProjectionRunner::on_reconnect`]).
+    reconnects: Option<watch::Receiver<u64>>,
 }
 
 enum BatchOutcome {
@@ -58,7 +60,15 @@ impl ProjectionRunner {
             js,
             batch: DEFAULT_BATCH,
             position: watch::Sender::new(0),
+            reconnects: None,
         }
+    }
+
+    /// Reopens the consumer as soon as `reconnects` changes (the NATS client reconnected):
+    /// a restarted server has lost the runner's ephemeral consumer.
+    pub fn on_reconnect(mut self, reconnects: watch::Receiver<u64>) -> Self {
+        self.reconnects = Some(reconnects);
+        self
     }
 
     /// Sets the largest batch applied in one transaction.
@@ -93,6 +103,7 @@ impl ProjectionRunner {
         catch_up: Option<&(dyn Fn(u64, u64) + Send + Sync)>,
     ) -> Result<u64, RunnerError> {
         let name = self.projection.name();
+        let mut reconnects = self.reconnects.clone();
         let mut position = self.load_checkpoint().await?;
         let mut retry = Backoff::default();
         'consumer: loop {
@@ -106,7 +117,7 @@ impl ProjectionRunner {
                 }
                 Err(message) => {
                     tracing::warn!(projection = name, error = %message, "stream unavailable, retrying");
-                    retry.wait(&shutdown).await;
+                    retry.wait(&shutdown, &mut reconnects).await;
                     continue;
                 }
             };
@@ -120,7 +131,7 @@ impl ProjectionRunner {
                 Ok(messages) => messages,
                 Err(message) => {
                     tracing::warn!(projection = name, error = %message, "cannot open consumer, retrying");
-                    retry.wait(&shutdown).await;
+                    retry.wait(&shutdown, &mut reconnects).await;
                     continue;
                 }
             };
@@ -132,6 +143,12 @@ impl ProjectionRunner {
                 };
                 let batch = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(position),
+                    _ = reconnected(&mut reconnects) => {
+                        // A restarted server lost our ephemeral consumer: open a new one now
+                        // rather than after the client misses its heartbeats.
+                        tracing::info!(projection = name, "nats reconnected, reopening the consumer");
+                        continue 'consumer;
+                    }
                     batch = next_batch(&mut messages, self.batch, idle) => batch,
                 };
                 let (batch, last_pending) = match batch {
@@ -140,7 +157,7 @@ impl ProjectionRunner {
                     Ok(None) => continue 'consumer,
                     Err(message) => {
                         tracing::warn!(projection = name, error = %message, "consumer failed, reopening");
-                        retry.wait(&shutdown).await;
+                        retry.wait(&shutdown, &mut reconnects).await;
                         continue 'consumer;
                     }
                 };
@@ -165,7 +182,7 @@ impl ProjectionRunner {
                         }
                         Err(e) => {
                             tracing::warn!(projection = name, error = %e, "applying batch failed, retrying");
-                            retry.wait(&shutdown).await;
+                            retry.wait(&shutdown, &mut reconnects).await;
                             if shutdown.is_cancelled() {
                                 return Ok(position);
                             }
@@ -342,6 +359,16 @@ fn is_data_error(e: &sqlx::Error) -> bool {
         .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
 }
 
+/// Resolves when the NATS client reconnected; never without a reconnect signal.
+async fn reconnected(reconnects: &mut Option<watch::Receiver<u64>>) {
+    let Some(rx) = reconnects else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Waits for the first message (up to `idle`), then takes whatever else arrives within a few
 /// milliseconds, up to `max`. Returns the batch and the number of messages still pending
 /// after its last one, or `None` when idle.
@@ -390,12 +417,19 @@ struct Backoff {
 }
 
 impl Backoff {
-    async fn wait(&mut self, shutdown: &CancellationToken) {
+    /// Sleeps the next delay; a reconnect of the NATS client ends the wait (and the backoff)
+    /// at once, so an outage's long delays do not outlast the outage.
+    async fn wait(
+        &mut self,
+        shutdown: &CancellationToken,
+        reconnects: &mut Option<watch::Receiver<u64>>,
+    ) {
         let delay =
             Duration::from_millis(100 * 2u64.pow(self.attempt.min(7))).min(Duration::from_secs(10));
         self.attempt += 1;
         tokio::select! {
             _ = shutdown.cancelled() => {}
+            _ = reconnected(reconnects) => self.attempt = 0,
             _ = tokio::time::sleep(delay) => {}
         }
     }

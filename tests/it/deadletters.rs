@@ -267,6 +267,7 @@ async fn health_turns_degraded_when_a_backlog_passes_its_threshold() {
                 max_dead_letters: 100,
                 max_projection_lag: 0,
                 max_consumer_pending: 0,
+                ..Default::default()
             },
             ..Options::default()
         },

@@ -1,6 +1,8 @@
 //! Liveness: a role started while NATS or PostgreSQL is down (the real binary) waits for it
 //! and then works; a stage killed mid-batch has its messages back within its short ack wait
-//! (the figure is printed for BENCHMARKS.md, not asserted).
+//! (the figure is printed for BENCHMARKS.md, not asserted); `/health` sees a stage nobody
+//! pulls from and a projection that stopped, and projections reopen their consumers as soon
+//! as NATS comes back.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -267,4 +269,126 @@ async fn a_stage_killed_mid_batch_is_recovered_from_within_its_ack_wait() {
         "exactly one pages.updated per page"
     );
     assert_eq!(stream_count(app.js(), "DEADLETTER", None).await, 0);
+}
+
+/// An app with only `roles`, whose `/health` calls anything waiting over a second a stall.
+async fn impatient(roles: &[Role]) -> TestApp {
+    let mut options = Options::default();
+    options.health.max_stall_secs = 1;
+    TestApp::with_options(roles, options).await
+}
+
+async fn health_reasons(app: &TestApp) -> (u16, Vec<String>) {
+    let (status, body) = send(app.request(Method::GET, "/health")).await;
+    let reasons = body["reasons"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    (status, reasons)
+}
+
+/// Waits until `/health` gives (or, with `present` false, no longer gives) a reason
+/// containing every one of `words`.
+async fn health_says(app: &TestApp, words: &[&str], present: bool) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("/health reasons mention {words:?}: {present}"),
+        || async {
+            let (status, reasons) = health_reasons(app).await;
+            let found = reasons.iter().any(|r| words.iter().all(|w| r.contains(w)));
+            found == present && (!present || status == 503)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_sees_a_stage_nobody_pulls_from_until_one_does() {
+    let app = impatient(&[Role::Api, Role::Projections]).await;
+    let origin = PageOrigin::start().await;
+    site_with_pages(&app, &origin, 1).await;
+    let stalled = [
+        "consumer PAGES/scraper-discovered stands still",
+        "no process is pulling from it",
+    ];
+    health_says(&app, &stalled, true).await;
+    let _scraper = RoleProcess::start(&app, "scraper");
+    health_says(&app, &stalled[..1], false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_sees_a_projection_that_stopped_applying_until_it_catches_up() {
+    let app = impatient(&[Role::Api]).await;
+    let subject = format!(
+        "pages.refresh_requested.{}.{}",
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4()
+    );
+    app.js()
+        .publish(subject, "{}".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    let stopped = ["projection pages stopped applying"];
+    health_says(&app, &stopped, true).await;
+    let pages = ai_cache::projections::all()
+        .into_iter()
+        .find(|p| p.name() == "pages")
+        .expect("pages projection");
+    let runner = ai_cache::projections::runtime::ProjectionRunner::new(
+        pages,
+        app.db().clone(),
+        app.js().clone(),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let _runner = tokio::spawn(async move { runner.run(s).await });
+    health_says(&app, &stopped, false).await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_reopen_their_consumers_as_soon_as_nats_is_back() {
+    let mut app = TestApp::with_roles(&[Role::Api, Role::Projections]).await;
+    tokio::task::block_in_place(|| app.nats.stop());
+    eventually(
+        Duration::from_secs(10),
+        "the client sees NATS gone",
+        || async { !app.backbone.nats.is_connected() },
+    )
+    .await;
+    tokio::task::block_in_place(|| app.nats.restart()).expect("nats restarts");
+    eventually(
+        Duration::from_secs(10),
+        "JetStream answers again",
+        || async { app.js().get_stream("PAGES").await.is_ok() },
+    )
+    .await;
+    let subject = format!(
+        "pages.refresh_requested.{}.{}",
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4()
+    );
+    let seq = app
+        .js()
+        .publish(subject, "{}".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored")
+        .sequence;
+    // The restarted server lost the runner's ephemeral consumer: the reconnect reopens it
+    // (and cuts short any retry backoff the outage built up).
+    let started = Instant::now();
+    app.wait_for_checkpoint("pages", seq).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the projection applied the event {:.1} s after NATS came back",
+        started.elapsed().as_secs_f64()
+    );
 }
