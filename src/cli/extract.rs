@@ -12,6 +12,7 @@ use crate::domain::quality::{html_text, markdown_text, token_f1};
 pub fn extract(file: &Path, url: &str, json: bool) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let (html, _) = crate::domain::html::decode(&bytes, None);
+    crate::domain::html_bounds::check(&html)?;
     let generated = markdown::generate(&html, url);
     if json {
         let value = serde_json::json!({

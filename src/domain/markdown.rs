@@ -43,7 +43,12 @@ pub fn generate(html: &str, page_url: &str) -> Generated {
         include_formatting: true,
         ..Default::default()
     };
-    let extracted = rs_trafilatura::extract_with_options(html, &options).ok();
+    // The full extractor only within its budget (super::html_bounds): else the linear
+    // main-content rule below.
+    let fits = super::html_bounds::check(html).is_ok_and(|shape| shape.fits_extractor());
+    let extracted = fits
+        .then(|| rs_trafilatura::extract_with_options(html, &options).ok())
+        .flatten();
     let converter = htmd::HtmlToMarkdown::builder()
         .skip_tags(SKIP.to_vec())
         .build();

@@ -5,6 +5,7 @@ pub mod client;
 pub mod content;
 pub mod edge;
 pub mod html;
+pub mod html_bounds;
 pub mod ids;
 pub mod kv_key;
 pub mod markdown;

@@ -26,6 +26,7 @@ use super::history::PageHistory;
 use super::order;
 use super::reprocess;
 use super::runtime::{Delivery, Step, StepError};
+use crate::domain::html_bounds;
 use crate::domain::ids::ClientId;
 use crate::domain::markdown::{self, GENERATOR_VERSION};
 use crate::events::Event;
@@ -272,10 +273,12 @@ impl Step<PageEvent> for MarkdownStage {
         let for_local = url.clone();
         let generator = Arc::clone(&self.generator);
         let generated = tokio::task::spawn_blocking(move || {
-            generator.generate(&String::from_utf8_lossy(&raw), &for_local)
+            let html = String::from_utf8_lossy(&raw);
+            html_bounds::check(&html).map(|_| generator.generate(&html, &for_local))
         })
         .await
-        .map_err(StepError::transient)?;
+        .map_err(StepError::transient)?
+        .map_err(StepError::permanent)?;
         if generated.markdown.trim().is_empty() {
             return Err(StepError::permanent("no main content found in the page"));
         }

@@ -27,9 +27,9 @@ use super::politeness::{self, HostGates};
 use super::robots::{RobotsCache, Verdict};
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::content::BlobRef;
-use crate::domain::html;
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::url::NormalizedUrl;
+use crate::domain::{html, html_bounds};
 use crate::events::Event;
 use crate::events::envelope::now;
 use crate::events::pages::*;
@@ -345,14 +345,32 @@ impl Scraper {
             header(reqwest::header::LAST_MODIFIED),
         );
         let body = fetched.body;
-        // Parsing HTML is CPU work on a non-Send document: off the async threads.
-        let (text, fingerprint) = tokio::task::spawn_blocking(move || {
+        // Parsing HTML is CPU work on a non-Send document: off the async threads, and only
+        // once the linear pre-scan found it within bounds.
+        let parsed = tokio::task::spawn_blocking(move || {
             let (text, _) = html::decode(&body, content_type.as_deref());
-            let fp = html::fingerprint(&text);
-            (text, fp)
+            html_bounds::check(&text).map(|_| {
+                let fp = html::fingerprint(&text);
+                (text, fp)
+            })
         })
         .await
         .map_err(StepError::transient)?;
+        let (text, fingerprint) = match parsed {
+            Ok(parsed) => parsed,
+            Err(too_complex) => {
+                let message = format!("{too_complex}: refused unparsed");
+                return self
+                    .failed(
+                        at,
+                        ScrapeFailure::Permanent,
+                        message,
+                        Some(fetched.status),
+                        None,
+                    )
+                    .await;
+            }
+        };
         let (page, fetched_at) = (at.page, now());
         let same = prev
             .changed

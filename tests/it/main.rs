@@ -16,6 +16,7 @@ mod events;
 mod gemini;
 mod gemini_fake;
 mod harness;
+mod hostile;
 mod liveness;
 mod order;
 mod origin;
