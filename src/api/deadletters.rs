@@ -59,6 +59,28 @@ pub struct Redriven {
     pub redriven: Vec<u64>,
 }
 
+/// The filter of a listing or re-drive; a consumer name goes into a NATS subject, so it must
+/// look like one (`markdown`, `scraper-discovered`...).
+fn filter(consumer: Option<String>, client_id: Option<uuid::Uuid>) -> Result<Filter, ApiError> {
+    let valid = |c: &str| {
+        !c.is_empty()
+            && c.len() <= 64
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if let Some(c) = consumer.as_deref().filter(|c| !valid(c)) {
+        return Err(ApiError::InvalidQuery {
+            message: format!(
+                "consumer: {c:?} is not a stage consumer name (letters, digits, '-' and '_', such as markdown)"
+            ),
+        });
+    }
+    Ok(Filter {
+        consumer,
+        client_id,
+    })
+}
+
 fn dead_letters(state: &AppState) -> DeadLetters {
     DeadLetters::new(state.nats.js.clone())
 }
@@ -79,10 +101,7 @@ pub async fn list(
             message: format!("limit must be between 1 and {MAX_LIMIT}"),
         });
     }
-    let filter = Filter {
-        consumer: q.consumer,
-        client_id: q.client_id,
-    };
+    let filter = filter(q.consumer, q.client_id)?;
     Ok(Json(
         dead_letters(&state).list(&filter, q.after, limit).await?,
     ))
@@ -138,10 +157,7 @@ pub async fn redrive_all(
     ApiQuery(q): ApiQuery<RedriveQuery>,
 ) -> Result<Json<Redriven>, ApiError> {
     principal.require_master()?;
-    let filter = Filter {
-        consumer: q.consumer,
-        client_id: q.client_id,
-    };
+    let filter = filter(q.consumer, q.client_id)?;
     let redriven = dead_letters(&state).redrive_all(&filter).await?;
     Ok(Json(Redriven { redriven }))
 }

@@ -147,6 +147,12 @@ impl Reprocessing {
                 message: "at most 2048 bytes".into(),
             });
         }
+        if spec.url_prefix.as_ref().is_some_and(|p| p.contains('\0')) {
+            return Err(ReprocessError::Invalid {
+                field: "url_prefix",
+                message: "must not contain NUL characters".into(),
+            });
+        }
         let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)")
             .bind(client)
             .fetch_one(&self.db)

@@ -152,14 +152,14 @@ impl Tenants {
         let state = ClientState {
             name: client::validate_name(&new.name)?,
             domain: client::normalize_domain(&new.domain)?,
-            cloudflare_account_id: client::optional_text(
+            cloudflare_account_id: client::cloudflare_id(
                 "cloudflare_account_id",
                 new.cloudflare_account_id.as_deref(),
                 MAX_ID_LEN,
             )?,
             cloudflare_api_token_encrypted: self
                 .seal("cloudflare_api_token", new.cloudflare_api_token)?,
-            cloudflare_kv_namespace_id: client::optional_text(
+            cloudflare_kv_namespace_id: client::cloudflare_id(
                 "cloudflare_kv_namespace_id",
                 new.cloudflare_kv_namespace_id.as_deref(),
                 MAX_ID_LEN,
@@ -204,11 +204,11 @@ impl Tenants {
         }
         if let Some(v) = &patch.cloudflare_account_id {
             new.cloudflare_account_id =
-                client::optional_text("cloudflare_account_id", v.as_deref(), MAX_ID_LEN)?;
+                client::cloudflare_id("cloudflare_account_id", v.as_deref(), MAX_ID_LEN)?;
         }
         if let Some(v) = &patch.cloudflare_kv_namespace_id {
             new.cloudflare_kv_namespace_id =
-                client::optional_text("cloudflare_kv_namespace_id", v.as_deref(), MAX_ID_LEN)?;
+                client::cloudflare_id("cloudflare_kv_namespace_id", v.as_deref(), MAX_ID_LEN)?;
         }
         let mut changed = Vec::new();
         if let Some(v) = patch.cloudflare_api_token {

@@ -308,13 +308,24 @@ impl Visits {
 }
 
 /// At most [`MAX_HEADER_CHARS`] characters.
+/// A header value as stored: at most [`MAX_HEADER_CHARS`], without NUL characters (which
+/// PostgreSQL text cannot hold: a visit accepted with one would never be stored).
 fn cut(s: &str) -> String {
-    s.chars().take(MAX_HEADER_CHARS).collect()
+    s.chars()
+        .filter(|c| *c != '\0')
+        .take(MAX_HEADER_CHARS)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_values_lose_nul_characters_and_are_cut() {
+        assert_eq!(cut("Mozilla\0/5.0\0"), "Mozilla/5.0");
+        assert_eq!(cut(&"a".repeat(5_000)).len(), MAX_HEADER_CHARS);
+    }
 
     #[test]
     fn ip_hashes_are_keyed_and_canonical() {

@@ -56,7 +56,11 @@ pub fn normalize_domain(input: &str) -> Result<String, FieldError> {
     let err = |m: &str| FieldError::new("domain", m);
     let mut s = input.trim();
     for scheme in ["https://", "http://"] {
-        if s.len() >= scheme.len() && s[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // Compared as bytes: slicing the text could cut a multi-byte character.
+        let bytes = s.as_bytes();
+        if bytes.len() >= scheme.len()
+            && bytes[..scheme.len()].eq_ignore_ascii_case(scheme.as_bytes())
+        {
             s = &s[scheme.len()..];
             s = s.strip_suffix('/').unwrap_or(s);
         }
@@ -162,6 +166,33 @@ pub fn optional_text(
     Ok(Some(v.to_owned()))
 }
 
+/// A Cloudflare account or namespace id (optional): letters, digits, `-` and `_` only, at
+/// most `max` (Cloudflare's are 32 hex digits). Both go into the path of Cloudflare's API, so
+/// `../`, `?`, `/` or `%` must never get through.
+pub fn cloudflare_id(
+    field: &str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<Option<String>, FieldError> {
+    let Some(v) = optional_text(field, value, max)? else {
+        return Ok(None);
+    };
+    if !is_cloudflare_id(&v) {
+        return Err(FieldError::new(
+            field,
+            "must be a Cloudflare id: letters, digits, '-' and '_' only",
+        ));
+    }
+    Ok(Some(v))
+}
+
+/// Whether `v` has the shape of a Cloudflare account or namespace id.
+pub fn is_cloudflare_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The Cloudflare edge needs all three of account id, API token and namespace id.
 pub fn check_edge_target(
     target: EdgeTarget,
@@ -254,6 +285,40 @@ pub fn looks_like_client_key(candidate: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_byte_domains_are_judged_not_sliced() {
+        for input in [
+            "aaaaaa\u{e9}",
+            "\u{4f8b}\u{3048}.\u{30c6}\u{30b9}\u{30c8}",
+            "h\u{e9}tp://x",
+            "\u{e9}",
+        ] {
+            let _ = normalize_domain(input);
+        }
+        assert_eq!(
+            normalize_domain("\u{4f8b}\u{3048}.\u{30c6}\u{30b9}\u{30c8}").as_deref(),
+            Ok("xn--r8jz45g.xn--zckzah")
+        );
+    }
+
+    #[test]
+    fn cloudflare_ids_cannot_move_the_api_path() {
+        for bad in ["../accounts", "abc?x=1", "a/b", "a%2e", "a b"] {
+            assert!(
+                cloudflare_id("cloudflare_account_id", Some(bad), 64).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            cloudflare_id("f", Some(" 0123456789abcdef0123456789abcdef "), 64),
+            Ok(Some("0123456789abcdef0123456789abcdef".to_owned()))
+        );
+        assert_eq!(
+            cloudflare_id("f", Some("your-cf-account-id"), 64).map(|v| v.is_some()),
+            Ok(true)
+        );
+    }
 
     #[test]
     fn domains_are_lowercased_and_idn_becomes_punycode() {

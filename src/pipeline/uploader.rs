@@ -27,6 +27,7 @@ use super::kv_batch::KvBatcher;
 use super::order;
 use super::reprocess;
 use super::runtime::{Delivery, Step, StepError};
+use crate::domain::client::is_cloudflare_id;
 use crate::domain::content::BlobRef;
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::kv_key::{html_key, kv_key, markdown_key};
@@ -122,6 +123,12 @@ impl Uploader {
                 .unwrap_or_default(),
             token,
         };
+        // Ids stored before they were validated never reach the API's path unchecked.
+        if !(is_cloudflare_id(&target.account_id) && is_cloudflare_id(&target.namespace_id)) {
+            return Err(StepError::permanent(
+                "the client's Cloudflare account or namespace id is not a Cloudflare id",
+            ));
+        }
         Ok((cf, target))
     }
 
