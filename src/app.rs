@@ -264,6 +264,7 @@ pub async fn api_state(
         )),
         health: config.health,
         webhook_allow_private: fetch.allow_private_networks,
+        connections: api::server::ConnectionLimits::from_config(config),
         reprocessing: crate::commands::reprocess::Reprocessing::new(
             backbone.db.clone(),
             backbone.nats.js.clone(),

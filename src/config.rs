@@ -85,6 +85,19 @@ pub struct ApiConfig {
     #[arg(long, env = "WRITE_TIMEOUT_SECS", default_value_t = 10)]
     pub write_timeout_secs: u64,
 
+    /// Seconds a client may take to send a request's headers, and to start the next request
+    /// on a kept-alive connection; then the connection is closed.
+    #[arg(long, env = "API_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a client may take to send a request's body (408 after that).
+    #[arg(long, env = "API_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+
+    /// Most connections the API serves at once; more wait in the listen queue.
+    #[arg(long, env = "API_MAX_CONNECTIONS", default_value_t = 2048)]
+    pub max_connections: usize,
+
     /// Secret of the HMAC-SHA256 that replaces visitors' IP addresses. When unset, one is
     /// derived from the first Fernet key (the hashes then change when that key rotates).
     #[arg(long, env = "VISITS_IP_SECRET", hide_env_values = true)]
@@ -165,6 +178,11 @@ pub struct FetchConfig {
     #[arg(long, env = "SITEMAP_MAX_SITEMAPS", default_value_t = 500)]
     pub sitemap_max_sitemaps: usize,
 
+    /// Seconds one sitemap run (a preview, an import, a scheduled re-read) may take in all;
+    /// sitemaps not read by then are left out (`truncated`).
+    #[arg(long, env = "SITEMAP_RUN_TIMEOUT_SECS", default_value_t = 120)]
+    pub sitemap_run_timeout_secs: u64,
+
     /// Largest sitemap document, in bytes, compressed or inflated.
     #[arg(long, env = "SITEMAP_MAX_BYTES", default_value_t = 52_428_800)]
     pub sitemap_max_bytes: usize,
@@ -187,6 +205,7 @@ impl FetchConfig {
         crate::commands::discovery::DiscoveryLimits {
             max_urls: self.sitemap_max_urls,
             max_sitemaps: self.sitemap_max_sitemaps,
+            run_timeout: std::time::Duration::from_secs(self.sitemap_run_timeout_secs.max(1)),
             document: crate::domain::sitemap::Limits {
                 max_body_bytes: self.sitemap_max_bytes,
                 max_inflated_bytes: self.sitemap_max_bytes,

@@ -32,6 +32,18 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body is larger than the limit")]
     PayloadTooLarge,
+    #[error(
+        "the request target is longer than {} bytes",
+        super::server::MAX_URI_BYTES
+    )]
+    UriTooLong,
+    #[error(
+        "the request headers are larger than {} bytes",
+        super::server::MAX_HEADER_BYTES
+    )]
+    HeadersTooLarge,
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("expected a JSON body (Content-Type: application/json)")]
     UnsupportedMediaType,
     #[error("{field}: {message}")]
@@ -61,6 +73,12 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UriTooLong => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            Self::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }

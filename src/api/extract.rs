@@ -44,8 +44,21 @@ fn json_error(rejection: JsonRejection) -> ApiError {
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge
         }
+        JsonRejection::BytesRejection(e) if body_timed_out(&e) => ApiError::RequestTimeout,
         other => ApiError::BadRequest(other.body_text()),
     }
+}
+
+/// Whether reading the body failed because its deadline passed (`API_BODY_TIMEOUT_SECS`).
+fn body_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Splits serde's `path: message` (serde_path_to_error's format) into the field and the

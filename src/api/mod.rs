@@ -12,11 +12,11 @@ pub mod health;
 pub mod keys;
 pub mod pages;
 pub mod reprocess;
+pub mod server;
 pub mod sitemap;
 pub mod visits;
 pub mod webhooks;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +66,8 @@ pub struct AppState {
     pub reprocessing: crate::commands::reprocess::Reprocessing,
     /// Whether webhooks may target private addresses (ALLOW_PRIVATE_NETWORKS).
     pub webhook_allow_private: bool,
+    /// Timeouts and the connection limit of the HTTP server.
+    pub connections: server::ConnectionLimits,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -181,6 +183,7 @@ pub fn router(state: AppState) -> axum::Router {
                     tracing::info!(status = res.status().as_u16(), duration_ms = latency.as_millis() as u64, "request");
                 }),
         )
+        .layer(axum::middleware::from_fn(server::limit_sizes))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
@@ -204,6 +207,7 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let limits = state.connections;
     let auth = Arc::clone(&state.auth);
     let sweeper = shutdown.clone();
     tokio::spawn(async move {
@@ -215,11 +219,5 @@ pub async fn serve(
             }
         }
     });
-    let app = router(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    server::serve(listener, router(state), limits, shutdown).await
 }

@@ -69,8 +69,10 @@ pub struct ParseResponse {
     pub truncated: bool,
     /// Sitemap documents read.
     pub sitemaps: Vec<String>,
-    /// Sitemaps not read or not followed, and why.
+    /// Sitemaps not read or not followed, and why (the first 100).
     pub errors: Vec<Issue>,
+    /// Errors beyond the first 100, counted only.
+    pub errors_left_out: usize,
     /// Values dropped and tags ignored (first 100).
     pub warnings: Vec<String>,
 }
@@ -125,6 +127,7 @@ pub async fn parse(
             .collect(),
         truncated: found.truncated || found.entries.len() > PREVIEW,
         sitemaps: found.sitemaps,
+        errors_left_out: found.issues_left_out,
         errors: found.issues,
         warnings: found.warnings.into_iter().take(100).collect(),
     }))

@@ -7,7 +7,7 @@
 //! waits until the pages projection shows them.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use serde::Serialize;
@@ -30,8 +30,10 @@ use crate::projections::runtime::wait_for;
 pub struct DiscoveryLimits {
     /// Most page URLs one import takes (the original's safety limit).
     pub max_urls: usize,
-    /// Most sitemap documents one run reads.
+    /// Most sitemap documents one run fetches, whether they can be read or not.
     pub max_sitemaps: usize,
+    /// How long one whole run may take.
+    pub run_timeout: Duration,
     /// Caps on each document.
     pub document: Limits,
 }
@@ -41,10 +43,14 @@ impl Default for DiscoveryLimits {
         Self {
             max_urls: 10_000,
             max_sitemaps: 500,
+            run_timeout: Duration::from_secs(120),
             document: Limits::default(),
         }
     }
 }
+
+/// Most issues a run lists; the rest are counted (`Found::issues_left_out`).
+pub const MAX_ISSUES: usize = 100;
 
 /// A problem with one URL or one sitemap, for the summary.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -60,12 +66,35 @@ pub struct Found {
     pub entries: Vec<(Entry, String)>,
     /// Sitemap documents read.
     pub sitemaps: Vec<String>,
-    /// Sitemaps that could not be read, links not followed, entries dropped.
+    /// Sitemaps that could not be read, links not followed, entries dropped (the first
+    /// [`MAX_ISSUES`]).
     pub issues: Vec<Issue>,
+    /// Issues beyond the first [`MAX_ISSUES`], counted only.
+    pub issues_left_out: usize,
     /// Warnings from the documents (dropped values, unknown tags).
     pub warnings: Vec<String>,
-    /// The URL limit stopped the run.
+    /// Something was left out: URLs past the limit, or sitemaps not read (the document cap,
+    /// the run's deadline).
     pub truncated: bool,
+}
+
+impl Found {
+    /// Notes a problem (listed while fewer than [`MAX_ISSUES`], else only counted).
+    fn issue(&mut self, url: impl Into<String>, reason: impl Into<String>) {
+        if self.issues.len() < MAX_ISSUES {
+            self.issues.push(Issue {
+                url: url.into(),
+                reason: reason.into(),
+            });
+        } else {
+            self.issues_left_out += 1;
+        }
+    }
+
+    /// Every issue, listed or counted.
+    pub fn issue_count(&self) -> usize {
+        self.issues.len() + self.issues_left_out
+    }
 }
 
 /// The start of a discovery run could not be read at all.
@@ -117,112 +146,80 @@ impl Discovery {
             url: start.to_owned(),
             error: FetchError::InvalidUrl(start.to_owned()),
         })?;
-        let mut found = Found::default();
+        let mut run = Run {
+            found: Found::default(),
+            queue: VecDeque::new(),
+            seen: HashSet::new(),
+            fetched: 0,
+            deadline: Instant::now() + self.limits.run_timeout,
+            site: site_of(&start_url),
+            follow: if recursive { Some(max_depth) } else { None },
+        };
         let (roots, guessed) = if is_site_root(&start_url) {
-            self.find_sitemaps(&start_url, &mut found).await?
+            self.find_sitemaps(&start_url, &mut run).await?
         } else {
             (vec![start_url.to_string()], false)
         };
-        let mut queue: VecDeque<(String, u32)> = roots.into_iter().map(|u| (u, 0)).collect();
-        let mut seen: HashSet<String> = HashSet::new();
+        run.queue.extend(roots.into_iter().map(|u| (u, 0)));
         let mut root_errors = Vec::new();
-        while let Some((url, depth)) = queue.pop_front() {
-            if !seen.insert(dedup_key(&url)) {
-                found.issues.push(Issue {
-                    url,
-                    reason: "already read in this run (a cycle or a duplicate): skipped".into(),
-                });
+        while let Some((url, depth)) = run.queue.pop_front() {
+            if !run.may_fetch(&url, &self.limits) {
                 continue;
             }
-            if found.sitemaps.len() >= self.limits.max_sitemaps {
-                found.issues.push(Issue {
-                    url,
-                    reason: format!("more than {} sitemaps: not read", self.limits.max_sitemaps),
-                });
-                continue;
-            }
-            let parsed = match self.read(&url).await {
+            let parsed = match self.read_within(&url, run.deadline).await {
                 Ok(parsed) => parsed,
                 // A guessed location that does not exist is no news.
                 Err(DiscoveryError::Status { status: 404, .. }) if depth == 0 && guessed => {
                     continue;
                 }
-                Err(e) if depth == 0 => {
-                    found.issues.push(Issue {
-                        url,
-                        reason: e.to_string(),
-                    });
-                    root_errors.push(e);
-                    continue;
-                }
                 Err(e) => {
-                    found.issues.push(Issue {
-                        url,
-                        reason: e.to_string(),
-                    });
+                    run.found.issue(&url, e.to_string());
+                    if depth == 0 {
+                        root_errors.push(e);
+                    }
                     continue;
                 }
             };
-            found.sitemaps.push(url.clone());
-            found
+            run.found.sitemaps.push(url.clone());
+            run.found
                 .warnings
                 .extend(parsed.warnings.iter().map(|w| format!("{url}: {w}")));
             if let Some(error) = &parsed.error {
-                found.issues.push(Issue {
-                    url: url.clone(),
-                    reason: format!("{error} (entries before it were kept)"),
-                });
+                run.found
+                    .issue(&url, format!("{error} (entries before it were kept)"));
             }
             if parsed.kind == Kind::Index {
-                for child in parsed.entries {
-                    let Some(child_url) = resolve(&url, &child.loc) else {
-                        found.issues.push(Issue {
-                            url: child.loc,
-                            reason: "not an http(s) URL".into(),
-                        });
-                        continue;
-                    };
-                    if !recursive {
-                        found.issues.push(Issue {
-                            url: child_url,
-                            reason: "listed by a sitemap index: not followed (recursive is false)"
-                                .into(),
-                        });
-                    } else if depth >= max_depth {
-                        found.issues.push(Issue {
-                            url: child_url,
-                            reason: format!("deeper than max_depth {max_depth}: not followed"),
-                        });
-                    } else {
-                        queue.push_back((child_url, depth + 1));
-                    }
-                }
+                run.follow_index(&url, depth, parsed.entries);
                 continue;
             }
-            for entry in parsed.entries {
-                if found.entries.len() >= self.limits.max_urls {
-                    found.truncated = true;
-                    break;
-                }
-                found.entries.push((entry, url.clone()));
-            }
-            if parsed.truncated {
-                found.truncated = true;
-            }
-            progress(found.entries.len());
-            if found.entries.len() >= self.limits.max_urls {
-                found.truncated = found.truncated || !queue.is_empty();
+            if run.take_entries(&url, parsed, self.limits.max_urls) {
                 break;
             }
+            progress(run.found.entries.len());
         }
-        if found.sitemaps.is_empty() {
+        if run.found.sitemaps.is_empty() {
             // Not one starting document could be read: that is the answer, not an empty import.
             return Err(root_errors
                 .into_iter()
                 .next()
                 .unwrap_or_else(|| DiscoveryError::NoSitemap(start.to_owned())));
         }
-        Ok(found)
+        Ok(run.found)
+    }
+
+    /// [`Discovery::read`], given up at the run's deadline.
+    async fn read_within(
+        &self,
+        url: &str,
+        deadline: Instant,
+    ) -> Result<sitemap::Parsed, DiscoveryError> {
+        match tokio::time::timeout_at(deadline.into(), self.read(url)).await {
+            Ok(result) => result,
+            Err(_) => Err(DiscoveryError::Fetch {
+                url: url.to_owned(),
+                error: FetchError::Timeout,
+            }),
+        }
     }
 
     async fn read(&self, url: &str) -> Result<sitemap::Parsed, DiscoveryError> {
@@ -253,7 +250,7 @@ impl Discovery {
     async fn find_sitemaps(
         &self,
         site: &Url,
-        found: &mut Found,
+        run: &mut Run,
     ) -> Result<(Vec<String>, bool), DiscoveryError> {
         let robots = site
             .join("/robots.txt")
@@ -261,7 +258,11 @@ impl Discovery {
             .unwrap_or_default();
         match self.http.get(&robots, 512 * 1024).await {
             Ok(r) if r.status == 200 => {
-                let listed = robots_sitemaps(&String::from_utf8_lossy(&r.body), &r.url);
+                let listed: Vec<String> =
+                    robots_sitemaps(&String::from_utf8_lossy(&r.body), &r.url)
+                        .into_iter()
+                        .filter(|url| run.on_site(url))
+                        .collect();
                 if !listed.is_empty() {
                     return Ok((listed, false));
                 }
@@ -273,10 +274,7 @@ impl Discovery {
                     error: e,
                 });
             }
-            Err(e) => found.issues.push(Issue {
-                url: robots,
-                reason: e.to_string(),
-            }),
+            Err(e) => run.found.issue(robots, e.to_string()),
         }
         let guesses = ["/sitemap.xml", "/sitemap_index.xml"]
             .iter()
@@ -285,6 +283,112 @@ impl Discovery {
             .collect();
         Ok((guesses, true))
     }
+}
+
+/// One discovery run: what it found, what is left to read, and its budget.
+struct Run {
+    found: Found,
+    queue: VecDeque<(String, u32)>,
+    seen: HashSet<String>,
+    /// Documents fetched (or tried), read or not.
+    fetched: usize,
+    deadline: Instant,
+    /// The site's host without `www.`: sitemaps elsewhere are not fetched.
+    site: String,
+    /// How deep to follow indexes (`None`: not at all).
+    follow: Option<u32>,
+}
+
+impl Run {
+    /// Whether `url` may be fetched now; if not, says why. Counts it as fetched if so.
+    fn may_fetch(&mut self, url: &str, limits: &DiscoveryLimits) -> bool {
+        if !self.seen.insert(dedup_key(url)) {
+            self.found.issue(
+                url,
+                "already read in this run (a cycle or a duplicate): skipped",
+            );
+            return false;
+        }
+        let reason = if self.fetched >= limits.max_sitemaps {
+            format!("more than {} sitemaps: not read", limits.max_sitemaps)
+        } else if Instant::now() >= self.deadline {
+            format!(
+                "the run took longer than {} s: not read",
+                limits.run_timeout.as_secs()
+            )
+        } else {
+            self.fetched += 1;
+            return true;
+        };
+        self.found.issue(url, reason);
+        self.found.truncated = true;
+        false
+    }
+
+    /// Whether `url` is on the site being read: its host or a subdomain of it (`www.` aside).
+    /// Sitemaps may list sitemaps anywhere, so this keeps a run from sending requests to
+    /// third parties.
+    fn on_site(&mut self, url: &str) -> bool {
+        let host = Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        let inside = host.as_deref().is_some_and(|h| {
+            let h = h.strip_prefix("www.").unwrap_or(h);
+            h == self.site || h.ends_with(&format!(".{}", self.site))
+        });
+        if !inside {
+            self.found.issue(
+                url,
+                format!("not on {} or its subdomains: not followed", self.site),
+            );
+        }
+        inside
+    }
+
+    /// Queues the sitemaps an index lists, as far as the run follows them.
+    fn follow_index(&mut self, index: &str, depth: u32, children: Vec<Entry>) {
+        for child in children {
+            let Some(url) = resolve(index, &child.loc) else {
+                self.found.issue(child.loc, "not an http(s) URL");
+                continue;
+            };
+            let follow = self.follow;
+            match follow {
+                None => self.found.issue(
+                    url,
+                    "listed by a sitemap index: not followed (recursive is false)",
+                ),
+                Some(max) if depth >= max => self
+                    .found
+                    .issue(url, format!("deeper than max_depth {max}: not followed")),
+                Some(_) if !self.on_site(&url) => {}
+                Some(_) => self.queue.push_back((url, depth + 1)),
+            }
+        }
+    }
+
+    /// Keeps a urlset's entries up to the URL limit; true when the limit ends the run.
+    fn take_entries(&mut self, sitemap: &str, parsed: sitemap::Parsed, max_urls: usize) -> bool {
+        for entry in parsed.entries {
+            if self.found.entries.len() >= max_urls {
+                self.found.truncated = true;
+                break;
+            }
+            self.found.entries.push((entry, sitemap.to_owned()));
+        }
+        self.found.truncated |= parsed.truncated;
+        if self.found.entries.len() >= max_urls {
+            self.found.truncated |= !self.queue.is_empty();
+            return true;
+        }
+        false
+    }
+}
+
+/// The site a run reads: the start's host without `www.`.
+fn site_of(start: &Url) -> String {
+    let host = start.host_str().unwrap_or_default().to_ascii_lowercase();
+    host.strip_prefix("www.").unwrap_or(&host).to_owned()
 }
 
 /// `https://example.com` or `https://example.com/`: a site rather than a sitemap.
@@ -333,6 +437,8 @@ pub struct ImportSummary {
     pub limit: usize,
     /// Why URLs were refused and which sitemaps failed (first 100).
     pub error_details: Vec<Issue>,
+    /// Details beyond the first 100, counted only.
+    pub error_details_left_out: usize,
 }
 
 /// Failures of an import after discovery.
@@ -486,6 +592,8 @@ fn refuse(summary: &mut ImportSummary, url: &str, reason: String) {
             url: url.to_owned(),
             reason,
         });
+    } else {
+        summary.error_details_left_out += 1;
     }
 }
 
@@ -601,9 +709,12 @@ pub async fn import_sitemap(
         )
         .await?;
     summary.truncated |= found.truncated;
+    summary.error_details_left_out += found.issues_left_out;
     for issue in found.issues {
         if summary.error_details.len() < MAX_DETAILS {
             summary.error_details.push(issue);
+        } else {
+            summary.error_details_left_out += 1;
         }
     }
     Ok(SitemapImport {

@@ -125,6 +125,11 @@ pub struct Options {
     pub health: ai_cache::config::HealthThresholds,
     /// A PostgreSQL cluster of the test's own (to stop and restart it), not the shared one.
     pub own_postgres: bool,
+    /// How long one sitemap run may take.
+    pub sitemap_run_timeout_secs: u64,
+    /// The API's header and body deadlines.
+    pub header_timeout_secs: u64,
+    pub body_timeout_secs: u64,
 }
 
 impl Default for Options {
@@ -144,6 +149,9 @@ impl Default for Options {
             bot_ranges_dir: None,
             health: ai_cache::config::HealthThresholds::default(),
             own_postgres: false,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            sitemap_run_timeout_secs: 120,
         }
     }
 }
@@ -182,6 +190,7 @@ impl Options {
             fetch_max_redirects: 5,
             sitemap_max_urls: self.sitemap_max_urls,
             sitemap_max_sitemaps: 100,
+            sitemap_run_timeout_secs: self.sitemap_run_timeout_secs,
             sitemap_max_bytes: 8 * 1024 * 1024,
         }
     }
@@ -194,6 +203,9 @@ impl Options {
             rate_limit_per_minute: self.rate_limit_per_minute,
             max_body_bytes: self.max_body_bytes,
             write_timeout_secs: 10,
+            header_timeout_secs: self.header_timeout_secs,
+            body_timeout_secs: self.body_timeout_secs,
+            max_connections: 4096,
             visits_ip_secret: Some("test-visits-ip-secret".into()),
             bot_ranges_dir: self.bot_ranges_dir.clone(),
             health: self.health,

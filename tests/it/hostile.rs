@@ -163,3 +163,196 @@ async fn a_visit_with_nul_in_its_headers_is_stored_not_lost() {
         .expect("failures");
     assert_eq!(failures, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_are_closed_on_time_while_health_answers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let options = crate::harness::Options {
+        header_timeout_secs: 1,
+        body_timeout_secs: 1,
+        ..Default::default()
+    };
+    let app = TestApp::with_options(&[ai_cache::app::Role::Api], options).await;
+    let addr = app
+        .api
+        .as_deref()
+        .expect("api")
+        .trim_start_matches("http://")
+        .to_owned();
+    let partial_body = format!(
+        "POST /api/v1/visits HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"url\":",
+        crate::harness::MASTER_KEY
+    );
+    let mut sockets = Vec::new();
+    for i in 0..300 {
+        let mut socket = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        match i % 3 {
+            0 => {}
+            1 => socket
+                .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .expect("write"),
+            _ => socket
+                .write_all(partial_body.as_bytes())
+                .await
+                .expect("write"),
+        }
+        sockets.push(socket);
+    }
+    let (status, body) = send(app.request(Method::GET, "/health")).await;
+    assert_eq!(status, 200, "{body}");
+    for (i, mut socket) in sockets.into_iter().enumerate() {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} is still open"))
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        if i % 3 == 2 {
+            assert!(
+                answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"),
+                "{answer}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_targets_and_headers_get_the_json_error_shape() {
+    let app = TestApp::with_roles(&[ai_cache::app::Role::Api]).await;
+    let long = format!("/api/v1/clients/{}", "a".repeat(20_000));
+    let (status, code) = answer(app.master(Method::GET, &long)).await;
+    assert_eq!((status, code.as_deref()), (414, Some("uri_too_long")));
+    let (status, code) = answer(
+        app.master(Method::GET, "/api/v1/clients")
+            .header("X-Padding", "p".repeat(40_000)),
+    )
+    .await;
+    assert_eq!((status, code.as_deref()), (431, Some("headers_too_large")));
+}
+
+/// A sitemap index on the test origin listing `children` (absolute URLs).
+fn index(children: &[String]) -> Page {
+    let items: String = children
+        .iter()
+        .map(|c| format!("<sitemap><loc>{c}</loc></sitemap>"))
+        .collect();
+    Page::Html {
+        body: format!(
+            r#"<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{items}</sitemapindex>"#
+        )
+        .into_bytes(),
+        content_type: "application/xml".into(),
+        etag: None,
+    }
+}
+
+async fn preview(app: &TestApp, url: &str) -> serde_json::Value {
+    let (status, body) = send(
+        app.master(Method::POST, "/api/v1/sitemap/parse")
+            .json(&json!({"sitemap_url": url})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_child_sitemaps_count_toward_the_cap_and_errors_are_capped() {
+    // The harness allows 100 sitemap documents a run.
+    let app =
+        TestApp::with_roles(&[ai_cache::app::Role::Api, ai_cache::app::Role::Projections]).await;
+    let origin = PageOrigin::start().await;
+    let children: Vec<String> = (0..1_000)
+        .map(|i| origin.url(&format!("/missing-{i}.xml")))
+        .collect();
+    origin.set("/index.xml", index(&children));
+    let body = preview(&app, &origin.url("/index.xml")).await;
+    let fetched = (0..1_000)
+        .filter(|i| !origin.hits(&format!("/missing-{i}.xml")).is_empty())
+        .count();
+    assert_eq!(
+        fetched, 99,
+        "the index and 99 children make the 100 documents"
+    );
+    assert_eq!(body["truncated"], true, "{body}");
+    assert_eq!(body["errors"].as_array().map(Vec::len), Some(100));
+    assert_eq!(body["errors_left_out"], 900);
+
+    // The same rules and report for an import.
+    let client = create_client(&app, "S", "site.test").await;
+    let (status, body) = send(
+        app.master(Method::POST, "/api/v1/sitemap/import")
+            .json(&json!({"client_id": client, "sitemap_url": origin.url("/index.xml")})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["summary"]["truncated"], true, "{body}");
+    assert_eq!(body["summary"]["error_details_left_out"], 900, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_sitemaps_on_other_hosts_are_not_fetched() {
+    let app = TestApp::with_roles(&[ai_cache::app::Role::Api]).await;
+    let origin = PageOrigin::start().await;
+    let urlset = Page::Html {
+        body: format!(
+            r#"<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc>{}</loc></url></urlset>"#,
+            origin.url("/a")
+        )
+        .into_bytes(),
+        content_type: "application/xml".into(),
+        etag: None,
+    };
+    origin.set("/own.xml", urlset.clone());
+    origin.set("/theirs.xml", urlset);
+    let elsewhere = origin.url("/theirs.xml").replace("site.test", "other.test");
+    origin.set(
+        "/index.xml",
+        index(&[origin.url("/own.xml"), elsewhere.clone()]),
+    );
+    let body = preview(&app, &origin.url("/index.xml")).await;
+    assert_eq!(body["total_urls"], 1, "{body}");
+    assert!(
+        origin.hits("/theirs.xml").is_empty(),
+        "no request to the other host"
+    );
+    let reasons = body["errors"].to_string();
+    assert!(reasons.contains("not on site.test"), "{reasons}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sitemap_run_stops_at_its_deadline() {
+    let options = crate::harness::Options {
+        sitemap_run_timeout_secs: 1,
+        ..Default::default()
+    };
+    let app = TestApp::with_options(&[ai_cache::app::Role::Api], options).await;
+    let origin = PageOrigin::start().await;
+    let children: Vec<String> = (0..20)
+        .map(|i| origin.url(&format!("/slow-{i}.xml")))
+        .collect();
+    for i in 0..20 {
+        origin.set(
+            &format!("/slow-{i}.xml"),
+            Page::Slow(Duration::from_secs(3)),
+        );
+    }
+    origin.set("/index.xml", index(&children));
+    let body = preview(&app, &origin.url("/index.xml")).await;
+    let asked = (0..20)
+        .filter(|i| !origin.hits(&format!("/slow-{i}.xml")).is_empty())
+        .count();
+    assert_eq!(
+        asked, 1,
+        "the deadline passed during the first slow child: {body}"
+    );
+    assert_eq!(body["truncated"], true, "{body}");
+    assert!(
+        body["errors"].to_string().contains("longer than 1 s"),
+        "{body}"
+    );
+}
