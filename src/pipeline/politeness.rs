@@ -1,6 +1,12 @@
 //! Per-host politeness: at most N fetches at once to a host, and requests spaced by the
-//! host's interval (the client's crawl rate, or robots.txt's crawl-delay when longer).
+//! host's interval (the client's crawl rate, or robots.txt's crawl-delay when longer); and a
+//! failing host backed off as a host ([`HostHealth`]): after a few connection failures in a
+//! row its requests are handed back without fetching until a backoff passes, so a host that
+//! does not answer costs one probe per backoff, not one fetch per page.
 //! Kept per process: several scraper processes each keep their own spacing.
+//!
+//! Waiting never holds a stage's in-flight slot for long: a turn further away than
+//! [`MAX_WAIT`] is handed back with the wait as the retry delay.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,11 +16,70 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Longest a fetch waits for its turn in place; beyond, the message is handed back with a delay.
-pub const MAX_WAIT: Duration = Duration::from_secs(20);
+pub const MAX_WAIT: Duration = Duration::from_secs(2);
+
+/// Connection failures in a row after which a host is backed off.
+pub const FAILURES_BEFORE_BACKOFF: u32 = 3;
+
+/// The first backoff of a failing host; each further one doubles, up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+#[derive(Default)]
+struct Health {
+    failures: u32,
+    /// Backoffs so far in this run of failures.
+    backoffs: u32,
+    until: Option<Instant>,
+}
+
+/// Which hosts fail to answer, and until when they are left alone.
+#[derive(Default)]
+pub struct HostHealth {
+    hosts: Mutex<HashMap<String, Health>>,
+}
+
+impl HostHealth {
+    /// How long `host` is still backed off, if it is.
+    pub fn backed_off(&self, host: &str) -> Option<Duration> {
+        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let until = hosts.get(host)?.until?;
+        let now = Instant::now();
+        (until > now).then(|| until - now)
+    }
+
+    /// The host answered (whatever it said).
+    pub fn answered(&self, host: &str) {
+        self.hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(host);
+    }
+
+    /// The host could not be reached; returns the backoff it is now under, if any.
+    pub fn failed(&self, host: &str) -> Option<Duration> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let health = hosts.entry(host.to_owned()).or_default();
+        health.failures += 1;
+        if health.failures < FAILURES_BEFORE_BACKOFF {
+            return None;
+        }
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(2u32.saturating_pow(health.backoffs))
+            .min(MAX_BACKOFF);
+        health.backoffs += 1;
+        health.until = Some(Instant::now() + backoff);
+        Some(backoff)
+    }
+}
 
 struct Gate {
     slots: Arc<Semaphore>,
     next: Mutex<Instant>,
+    /// Where the turns promised to handed-back messages end: each one handed back is told to
+    /// come back one interval after the previous, so they return at the host's pace instead
+    /// of all at once.
+    promised: Mutex<Instant>,
 }
 
 /// The gates of every host seen.
@@ -37,7 +102,8 @@ impl HostGates {
     }
 
     /// Waits for a turn at `host`, the previous one at least `interval` ago. When that would
-    /// take longer than [`MAX_WAIT`], returns how long instead (the caller retries later).
+    /// take longer than [`MAX_WAIT`], returns how long instead (the caller retries later):
+    /// successive callers are told successive turns, one interval apart.
     pub async fn turn(&self, host: &str, interval: Duration) -> Result<Turn, Duration> {
         let gate = {
             let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
@@ -45,6 +111,7 @@ impl HostGates {
                 Arc::new(Gate {
                     slots: Arc::new(Semaphore::new(self.per_host)),
                     next: Mutex::new(Instant::now()),
+                    promised: Mutex::new(Instant::now()),
                 })
             }))
         };
@@ -57,7 +124,10 @@ impl HostGates {
             let now = Instant::now();
             let start = (*next).max(now);
             if start - now > MAX_WAIT {
-                return Err(start - now);
+                let mut promised = gate.promised.lock().unwrap_or_else(|e| e.into_inner());
+                let at = (*promised).max(start);
+                *promised = at + interval;
+                return Err(at - now);
             }
             *next = start + interval;
             start
@@ -76,6 +146,22 @@ pub fn interval(crawl_rate_per_minute: u32, crawl_delay: Option<Duration>) -> Du
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_failing_in_a_row_is_backed_off_longer_each_time_until_it_answers() {
+        let health = HostHealth::default();
+        assert_eq!(health.failed("down.example"), None);
+        assert_eq!(health.failed("down.example"), None);
+        assert_eq!(health.failed("down.example"), Some(FIRST_BACKOFF));
+        assert_eq!(health.backed_off("down.example"), Some(FIRST_BACKOFF));
+        assert_eq!(health.backed_off("up.example"), None);
+        tokio::time::advance(FIRST_BACKOFF).await;
+        assert_eq!(health.backed_off("down.example"), None, "time for a probe");
+        assert_eq!(health.failed("down.example"), Some(FIRST_BACKOFF * 2));
+        health.answered("down.example");
+        assert_eq!(health.backed_off("down.example"), None);
+        assert_eq!(health.failed("down.example"), None, "a new run of failures");
+    }
 
     #[test]
     fn the_interval_is_the_longer_of_rate_and_crawl_delay() {
@@ -112,6 +198,22 @@ mod tests {
             .await
             .expect("turn");
         assert_eq!(before.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_handed_back_are_told_to_return_one_interval_apart() {
+        let gates = HostGates::new(8);
+        let interval = Duration::from_secs(5);
+        let _first = gates.turn("busy.example", interval).await.expect("turn");
+        // The next turn is 5 s away; each one handed back is promised a later one.
+        let mut told = Vec::new();
+        for _ in 0..3 {
+            told.push(gates.turn("busy.example", interval).await.err());
+        }
+        assert_eq!(
+            told,
+            [5, 10, 15].map(|s| Some(Duration::from_secs(s))).to_vec()
+        );
     }
 
     #[tokio::test(start_paused = true)]

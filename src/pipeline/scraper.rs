@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use url::Url;
 
 use super::history::PageHistory;
-use super::politeness::{self, HostGates};
+use super::politeness::{self, HostGates, HostHealth};
 use super::robots::{RobotsCache, Verdict};
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::content::BlobRef;
@@ -55,6 +55,7 @@ pub struct Scraper {
     http: HttpClient,
     robots: RobotsCache,
     gates: HostGates,
+    health: HostHealth,
     blobs: BlobStore,
     publisher: Publisher,
     history: PageHistory,
@@ -85,6 +86,7 @@ impl Scraper {
         Ok(Self {
             robots: RobotsCache::new(http.clone(), &config.robots_agent, config.robots_ttl),
             gates: HostGates::new(config.per_host_concurrency),
+            health: HostHealth::default(),
             http,
             blobs,
             publisher: Publisher::new(js.clone()),
@@ -215,6 +217,15 @@ impl Scraper {
             }
         };
         let host = target.host_str().unwrap_or_default().to_owned();
+        if let Some(wait) = self.health.backed_off(&host) {
+            let message = format!(
+                "{host} does not answer: backed off for {} s before it is tried again",
+                wait.as_secs().max(1)
+            );
+            return self
+                .failed(at, ScrapeFailure::Transient, message, None, Some(wait))
+                .await;
+        }
         let _turn = match self
             .gates
             .turn(&host, politeness::interval(crawl_rate, crawl_delay))
@@ -242,10 +253,15 @@ impl Scraper {
             .get_with(at.url.as_str(), self.max_body_bytes, conditional)
             .await
         {
-            Ok(f) => f,
+            Ok(f) => {
+                self.health.answered(&host);
+                f
+            }
             Err(e) if e.is_transient() => {
+                // A host that keeps failing is backed off as a host, not page by page.
+                let backoff = self.health.failed(&host);
                 return self
-                    .failed(at, ScrapeFailure::Transient, e.to_string(), None, None)
+                    .failed(at, ScrapeFailure::Transient, e.to_string(), None, backoff)
                     .await;
             }
             Err(e) => {

@@ -356,3 +356,94 @@ async fn a_sitemap_run_stops_at_its_deadline() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_with_thousands_of_failing_pages_does_not_hold_up_another() {
+    let options = crate::harness::Options {
+        local_hosts: vec!["site.test".into(), "dead.test".into()],
+        ..Default::default()
+    };
+    let app = TestApp::with_options(&ai_cache::app::Role::ALL, options).await;
+    let origin = PageOrigin::start().await;
+    // Client A: 3,000 pages on a host where nothing listens.
+    let a = create_client(&app, "A", "dead.test").await;
+    let dead: Vec<String> = (0..3_000)
+        .map(|i| format!("http://dead.test:1/p/{i}"))
+        .collect();
+    for chunk in dead.chunks(500) {
+        app.add_urls(&a, chunk).await;
+    }
+    // Client B: one page, added after all of A's.
+    let b = create_client(&app, "B", "site.test").await;
+    origin.set(
+        "/b",
+        Page::html(&article(
+            "Client B's page, with enough words to be served.",
+            "0",
+        )),
+    );
+    app.add_urls(&b, &[origin.url("/b")]).await;
+    eventually(Duration::from_secs(30), "B's page is live", || async {
+        let (_, row) = send(app.master(
+            Method::GET,
+            &format!("/api/v1/clients/{b}/pages/by-url?url={}", origin.url("/b")),
+        ))
+        .await;
+        row["stage"] == "live"
+    })
+    .await;
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pages WHERE client_id = $1::uuid AND stage <> 'live'",
+    )
+    .bind(&a)
+    .fetch_one(app.db())
+    .await
+    .expect("count");
+    assert_eq!(
+        waiting, 3_000,
+        "A's backlog is still there, waiting for its host"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_with_a_long_polite_crawl_does_not_hold_up_another() {
+    let app = TestApp::spawn().await;
+    let origin = PageOrigin::start().await;
+    // Client A: 400 pages at one page a second (the politeness of its host).
+    let a = create_client(&app, "A", "site.test").await;
+    send(
+        app.master(Method::PUT, &format!("/api/v1/clients/{a}"))
+            .json(&json!({"settings": {"crawl_rate_per_minute": 60}})),
+    )
+    .await;
+    let paths: Vec<String> = (0..400).map(|i| format!("/a/{i}")).collect();
+    let urls = origin.articles(&paths);
+    app.add_urls(&a, &urls).await;
+    // Client B: one page on its own host, added after all of A's.
+    let b = create_client(&app, "B", "other.test").await;
+    origin.set(
+        "/b",
+        Page::html(&article(
+            "Client B's page, with enough words to be served.",
+            "0",
+        )),
+    );
+    let b_url = origin.url("/b").replace("site.test", "other.test");
+    app.add_urls(&b, std::slice::from_ref(&b_url)).await;
+    eventually(Duration::from_secs(30), "B's page is live", || async {
+        let (_, row) = send(app.master(
+            Method::GET,
+            &format!("/api/v1/clients/{b}/pages/by-url?url={b_url}"),
+        ))
+        .await;
+        row["stage"] == "live"
+    })
+    .await;
+    let fetched = (0..400)
+        .filter(|i| !origin.hits(&format!("/a/{i}")).is_empty())
+        .count();
+    assert!(
+        fetched < 100,
+        "A's crawl keeps its pace meanwhile: {fetched} fetched"
+    );
+}
