@@ -21,6 +21,7 @@ mod liveness;
 mod order;
 mod origin;
 mod page_origin;
+mod parsers;
 mod projections;
 mod reprocess;
 mod runtime;
