@@ -39,6 +39,8 @@ pub enum Principal {
         client_id: Uuid,
         key_id: Uuid,
         scopes: Vec<Scope>,
+        /// Whether its client is active: an inactive client's keys read but do not write.
+        active: bool,
     },
 }
 
@@ -63,12 +65,24 @@ impl Principal {
             Self::Client { scopes, .. } if !scopes.contains(&scope) => Err(ApiError::Forbidden(
                 format!("this key lacks the {} scope", scope.as_str()),
             )),
+            Self::Client { active: false, .. } if scope == Scope::Write => {
+                Err(ApiError::ClientInactive)
+            }
             Self::Client { .. } => Ok(()),
         }
     }
 
     pub fn is_master(&self) -> bool {
         matches!(self, Self::Master)
+    }
+}
+
+/// Work that sets `client`'s pipeline going (pages added, imports, refreshes, reprocessing)
+/// needs an active client, whoever asks: an inactive client's pipeline is paused.
+pub async fn require_active(db: &sqlx::PgPool, client: Uuid) -> Result<(), ApiError> {
+    match read::is_active(db, client).await? {
+        Some(false) => Err(ApiError::ClientInactive),
+        _ => Ok(()),
     }
 }
 
@@ -133,10 +147,12 @@ impl Auth {
             return Ok(None);
         };
         let scopes = row.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
+        let active = read::is_active(db, row.client_id).await?.unwrap_or(false);
         Ok(Some(Principal::Client {
             client_id: row.client_id,
             key_id: row.id,
             scopes,
+            active,
         }))
     }
 
@@ -253,6 +269,7 @@ mod tests {
             client_id: a,
             key_id: Uuid::new_v4(),
             scopes: vec![Scope::Read],
+            active: true,
         };
         assert!(reader.require(a, Scope::Read).is_ok());
         assert!(reader.require(a, Scope::Write).is_err());

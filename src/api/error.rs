@@ -30,6 +30,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
+    #[error(
+        "the client is inactive: its pipeline is paused and its keys read but do not write (the operator can activate it)"
+    )]
+    ClientInactive,
     #[error("request body is larger than the limit")]
     PayloadTooLarge,
     #[error(
@@ -72,6 +76,7 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::ClientInactive => (StatusCode::CONFLICT, "client_inactive"),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UriTooLong => (StatusCode::URI_TOO_LONG, "uri_too_long"),
             Self::HeadersTooLarge => (

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::auth::Principal;
+use super::auth::{self, Principal};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState};
 use crate::commands::discovery::{ImportSummary, Origin};
@@ -96,7 +96,7 @@ pub struct AddPagesResponse {
 }
 
 #[utoipa::path(post, path = "/api/v1/clients/{id}/pages", tag = "pages", params(("id" = Uuid, Path)), request_body = AddPages,
-    responses((status = 200, body = AddPagesResponse), (status = 403), (status = 404), (status = 422)),
+    responses((status = 200, body = AddPagesResponse), (status = 403), (status = 404), (status = 422), (status = 409, description = "client_inactive: the client is inactive")),
     security(("api_key" = [])))]
 /// Add pages by URL (master key, or the client's `write` key). Known URLs are skipped.
 pub async fn add(
@@ -106,6 +106,7 @@ pub async fn add(
     ApiJson(body): ApiJson<AddPages>,
 ) -> Result<Json<AddPagesResponse>, ApiError> {
     principal.require(client_id, Scope::Write)?;
+    auth::require_active(&state.db, client_id).await?;
     let limit = state.discovery.limits().max_urls;
     if body.urls.is_empty() || body.urls.len() > limit {
         return Err(ApiError::validation(
@@ -178,6 +179,7 @@ pub async fn refresh(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<(axum::http::StatusCode, Json<RefreshResponse>), ApiError> {
     let page = visible_page(&state, &principal, id, Scope::Write).await?;
+    auth::require_active(&state.db, page.client_id).await?;
     if page.status == "removed" {
         return Err(ApiError::Conflict(
             "the page was removed; add it again to fetch it".into(),
@@ -194,7 +196,7 @@ pub async fn refresh(
 }
 
 #[utoipa::path(post, path = "/api/v1/clients/{id}/refresh", tag = "pages", params(("id" = Uuid, Path)),
-    responses((status = 202, body = RefreshResponse), (status = 403), (status = 404)),
+    responses((status = 202, body = RefreshResponse), (status = 403), (status = 404), (status = 409, description = "client_inactive: the client is inactive")),
     security(("api_key" = [])))]
 /// Fetch every page of a client again now (master key, or the client's `write` key).
 pub async fn refresh_client(
@@ -206,6 +208,7 @@ pub async fn refresh_client(
     clients_read::find(&state.db, client_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("client not found".into()))?;
+    auth::require_active(&state.db, client_id).await?;
     let pages = read::refreshable(&state.db, client_id).await?;
     let requested = request_refresh(&state, client_id, &pages).await?;
     let message = format!("refresh requested for {requested} page(s)");

@@ -47,7 +47,7 @@ pub struct ReprocessRequest {
 #[utoipa::path(post, path = "/api/v1/clients/{id}/reprocess", tag = "operations", params(("id" = Uuid, Path)),
     request_body = ReprocessRequest,
     responses((status = 202, body = RunView, description = "run requested; follow it at /api/v1/reprocess/{run}"),
-              (status = 403), (status = 404), (status = 422)),
+              (status = 403), (status = 404), (status = 422), (status = 409, description = "client_inactive: the client is inactive")),
     security(("api_key" = [])))]
 /// Runs the client's pages through the pipeline again from a stage (master key, or the
 /// client's `write` key).
@@ -58,6 +58,7 @@ pub async fn start(
     ApiJson(body): ApiJson<ReprocessRequest>,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
     principal.require(client, Scope::Write)?;
+    super::auth::require_active(&state.db, client).await?;
     let spec = RunSpec {
         from_stage: body.from_stage,
         url_prefix: body.url_prefix.filter(|p| !p.is_empty()),

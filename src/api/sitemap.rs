@@ -168,7 +168,7 @@ pub struct ImportResponse {
 }
 
 #[utoipa::path(post, path = "/api/v1/sitemap/import", tag = "sitemaps", request_body = ImportRequest,
-    responses((status = 200, body = ImportResponse), (status = 403), (status = 404), (status = 422)),
+    responses((status = 200, body = ImportResponse), (status = 403), (status = 404), (status = 422), (status = 409, description = "client_inactive: the client is inactive")),
     security(("api_key" = [])))]
 /// Import a sitemap's URLs as pages of a client (master key, or the client's `write` key).
 pub async fn import(
@@ -181,6 +181,7 @@ pub async fn import(
     let client = clients_read::find(&state.db, body.client_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("client not found".into()))?;
+    super::auth::require_active(&state.db, body.client_id).await?;
     let options = ImportOptions {
         recursive: body.recursive.unwrap_or(true),
         max_depth,

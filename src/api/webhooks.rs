@@ -99,7 +99,7 @@ async fn client_webhook(
 
 #[utoipa::path(post, path = "/api/v1/clients/{id}/webhooks", tag = "webhooks", params(("id" = Uuid, Path)),
     request_body = CreateWebhook,
-    responses((status = 201, body = CreatedWebhookView), (status = 403), (status = 404), (status = 422)),
+    responses((status = 201, body = CreatedWebhookView), (status = 403), (status = 404), (status = 422), (status = 409, description = "client_inactive: the client is inactive")),
     security(("api_key" = [])))]
 /// Adds a webhook (master key or `write` key). The answer's `secret` is the only time it is shown.
 pub async fn create(
@@ -146,7 +146,7 @@ pub async fn list(
 
 #[utoipa::path(delete, path = "/api/v1/clients/{id}/webhooks/{webhook_id}", tag = "webhooks",
     params(("id" = Uuid, Path), ("webhook_id" = Uuid, Path)),
-    responses((status = 200), (status = 403), (status = 404)),
+    responses((status = 200), (status = 403), (status = 404), (status = 409, description = "client_inactive: the client is inactive")),
     security(("api_key" = [])))]
 /// Removes a webhook (master key or `write` key).
 pub async fn delete(

@@ -349,6 +349,14 @@ pub async fn find_live_key_by_hash(
     .await
 }
 
+/// Whether the client is active (`None`: no such client).
+pub async fn is_active(db: &sqlx::PgPool, client: uuid::Uuid) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar("SELECT is_active FROM clients WHERE id = $1")
+        .bind(client)
+        .fetch_optional(db)
+        .await
+}
+
 /// A webhook endpoint as stored.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct WebhookRow {

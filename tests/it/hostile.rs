@@ -447,3 +447,54 @@ async fn a_tenant_with_a_long_polite_crawl_does_not_hold_up_another() {
         "A's crawl keeps its pace meanwhile: {fetched} fetched"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inactive_client_is_paused_and_its_keys_read_but_do_not_write() {
+    let app =
+        TestApp::with_roles(&[ai_cache::app::Role::Api, ai_cache::app::Role::Projections]).await;
+    let client = create_client(&app, "Paused", "site.test").await;
+    let (status, key) = send(
+        app.master(Method::POST, &format!("/api/v1/clients/{client}/keys"))
+            .json(&json!({"scopes": ["read", "write"], "name": "k"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    let key = key["key"].as_str().expect("key").to_owned();
+    let with_key =
+        |method: Method, path: String| app.request(method, &path).header("X-API-Key", key.as_str());
+    let (status, body) = send(
+        app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
+            .json(&json!({"is_active": false})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let add = json!({"urls": ["http://site.test/a"]});
+    // Reading still works; writing does not, and nothing starts the paused pipeline.
+    let (status, _) = send(with_key(Method::GET, format!("/api/v1/clients/{client}"))).await;
+    assert_eq!(status, 200);
+    for request in [
+        with_key(Method::POST, format!("/api/v1/clients/{client}/pages")).json(&add),
+        with_key(Method::PUT, format!("/api/v1/clients/{client}"))
+            .json(&json!({"settings": {"crawl_rate_per_minute": 30}})),
+        app.master(Method::POST, &format!("/api/v1/clients/{client}/pages"))
+            .json(&add),
+        app.master(Method::POST, &format!("/api/v1/clients/{client}/refresh")),
+        app.master(Method::POST, &format!("/api/v1/clients/{client}/reprocess"))
+            .json(&json!({"from_stage": "markdown"})),
+    ] {
+        assert_eq!(
+            answer(request).await,
+            (409, Some("client_inactive".to_owned()))
+        );
+    }
+    // The operator activates it again: the key writes again.
+    let (status, _) = send(
+        app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
+            .json(&json!({"is_active": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) =
+        send(with_key(Method::POST, format!("/api/v1/clients/{client}/pages")).json(&add)).await;
+    assert_eq!(status, 200, "{body}");
+}
