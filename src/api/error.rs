@@ -201,3 +201,94 @@ impl From<crate::commands::discovery::SitemapImportError> for ApiError {
         }
     }
 }
+
+/// Completes the OpenAPI document with the errors every operation can answer, in the error
+/// shape: 400 (a bad path, query or body), 401 and 429 where a key is needed, 403 and 404
+/// where a client or resource is named, 408, 413, 415 and 422 where a body is read, 414 and
+/// 431 (the request's size), 503 (NATS or PostgreSQL away). Responses an operation already
+/// declares keep their description and get the error body when they had none.
+pub fn document(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components
+        .schemas
+        .insert("ApiErrorBody".to_owned(), RefOr::T(error_body_schema()));
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ApiErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let keyed = operation.security.is_some() || path.starts_with("/api/v1/");
+            let named = path.contains('{');
+            let body = operation.request_body.is_some();
+            let codes: [(&str, bool, &str); 12] = [
+                ("400", true, "bad request: a malformed path, query or body"),
+                ("401", keyed, "no key, or an unknown one"),
+                ("403", keyed, "the key may not do this"),
+                ("404", named, "not found"),
+                ("408", body, "the body did not arrive in time"),
+                ("413", body, "the body is over the limit"),
+                ("414", true, "the request target is too long"),
+                ("415", body, "the body is not JSON"),
+                ("422", body, "a field is invalid (its name in `field`)"),
+                ("429", keyed, "over the key's rate limit (Retry-After)"),
+                ("431", true, "the request headers are too large"),
+                ("503", true, "NATS or PostgreSQL is unavailable"),
+            ];
+            let responses = &mut operation.responses.responses;
+            for (code, applies, description) in codes {
+                if applies {
+                    responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| RefOr::T(error(description)));
+                }
+            }
+            for (code, response) in responses.iter_mut() {
+                let is_error = code.starts_with('4') || code.starts_with('5');
+                if let RefOr::T(response) = response
+                    && is_error
+                    && response.content.is_empty()
+                {
+                    let description = if response.description.is_empty() {
+                        "error".to_owned()
+                    } else {
+                        response.description.clone()
+                    };
+                    *response = error(&description);
+                }
+            }
+        }
+    }
+}
+
+/// `{"error": {"code", "message", "field"?}}`.
+fn error_body_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let inner = ObjectBuilder::new()
+        .property("code", ObjectBuilder::new().schema_type(Type::String))
+        .required("code")
+        .property("message", ObjectBuilder::new().schema_type(Type::String))
+        .required("message")
+        .property("field", ObjectBuilder::new().schema_type(Type::String))
+        .build();
+    ObjectBuilder::new()
+        .property("error", inner)
+        .required("error")
+        .build()
+        .into()
+}

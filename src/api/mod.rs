@@ -147,6 +147,8 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(metrics))
         .merge(protected)
         .split_for_parts();
+    let mut openapi = openapi;
+    error::document(&mut openapi);
     let document = openapi.clone();
     let router = router
         .route(

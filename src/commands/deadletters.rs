@@ -133,6 +133,10 @@ impl DeadLetters {
     }
 
     async fn raw(&self, seq: u64) -> Result<jetstream::message::StreamMessage, DeadLetterError> {
+        // Stream sequences start at 1: the server refuses 0 as a malformed request.
+        if seq == 0 {
+            return Err(DeadLetterError::NotFound(seq));
+        }
         match self.stream().await?.direct_get(seq).await {
             Ok(msg) => Ok(msg),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
