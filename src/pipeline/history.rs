@@ -54,6 +54,21 @@ impl PageHistory {
         }
     }
 
+    /// The page's last event of `event_type` with its stream sequence, as the variant `pick`
+    /// takes out of it (`None`: no such event, or another variant).
+    pub async fn last_as<T>(
+        &self,
+        event_type: &str,
+        client: ClientId,
+        page: PageId,
+        pick: impl FnOnce(PageEvent) -> Option<T>,
+    ) -> Result<Option<(u64, T)>, StepError> {
+        Ok(self
+            .last_event(event_type, client, page)
+            .await?
+            .and_then(|(seq, e)| pick(e.payload).map(|t| (seq, t))))
+    }
+
     /// The page's current version and the stream sequence of the change that made it: its
     /// last `pages.content_changed` (`None` before the first). Versions only grow: the
     /// scraper publishes a change only if no other change of the page came in between.
@@ -62,21 +77,11 @@ impl PageHistory {
         client: ClientId,
         page: PageId,
     ) -> Result<Option<(u64, u32)>, StepError> {
-        Ok(
-            match self
-                .last_event("pages.content_changed", client, page)
-                .await?
-            {
-                Some((
-                    seq,
-                    Event {
-                        payload: PageEvent::ContentChanged(c),
-                        ..
-                    },
-                )) => Some((seq, c.page_version)),
-                _ => None,
-            },
-        )
+        self.last_as("pages.content_changed", client, page, |e| match e {
+            PageEvent::ContentChanged(c) => Some(c.page_version),
+            _ => None,
+        })
+        .await
     }
 
     /// The page's URL, from its last `pages.content_changed` or `pages.discovered`.

@@ -97,36 +97,26 @@ impl Scraper {
     }
 
     async fn previous(&self, client: ClientId, page: PageId) -> Result<Previous, StepError> {
-        let mut prev = Previous::default();
-        if let Some((
-            seq,
-            Event {
-                payload: PageEvent::Scraped(s),
-                ..
-            },
-        )) = self
+        let scraped = self
             .history
-            .last_event("pages.scraped", client, page)
-            .await?
-        {
-            prev.scraped = Some(s);
-            prev.scraped_seq = seq;
-        }
-        if let Some((
-            seq,
-            Event {
-                payload: PageEvent::ContentChanged(c),
-                ..
-            },
-        )) = self
+            .last_as("pages.scraped", client, page, |e| match e {
+                PageEvent::Scraped(s) => Some(s),
+                _ => None,
+            })
+            .await?;
+        let changed = self
             .history
-            .last_event("pages.content_changed", client, page)
-            .await?
-        {
-            prev.changed = Some(c);
-            prev.changed_seq = seq;
-        }
-        Ok(prev)
+            .last_as("pages.content_changed", client, page, |e| match e {
+                PageEvent::ContentChanged(c) => Some(c),
+                _ => None,
+            })
+            .await?;
+        Ok(Previous {
+            scraped_seq: scraped.as_ref().map_or(0, |(seq, _)| *seq),
+            changed_seq: changed.as_ref().map_or(0, |(seq, _)| *seq),
+            scraped: scraped.map(|(_, s)| s),
+            changed: changed.map(|(_, c)| c),
+        })
     }
 
     async fn publish(&self, out: Vec<Outgoing<PageEvent>>) -> Result<(), StepError> {

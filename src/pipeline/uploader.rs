@@ -263,24 +263,18 @@ impl Uploader {
 
     /// The page's last `pages.kv_uploaded` and its stream sequence (0: none).
     async fn last_upload(&self, client: ClientId, page: PageId) -> Result<LastUpload, StepError> {
+        let last = self
+            .history
+            .last_as("pages.kv_uploaded", client, page, |e| match e {
+                PageEvent::KvUploaded(k) => Some(k),
+                _ => None,
+            })
+            .await?;
         Ok(
-            match self
-                .history
-                .last_event("pages.kv_uploaded", client, page)
-                .await?
-            {
-                Some((
-                    seq,
-                    Event {
-                        payload: PageEvent::KvUploaded(k),
-                        ..
-                    },
-                )) => LastUpload {
-                    seq,
-                    upload: Some(k),
-                },
-                _ => LastUpload::default(),
-            },
+            last.map_or_else(LastUpload::default, |(seq, k)| LastUpload {
+                seq,
+                upload: Some(k),
+            }),
         )
     }
 

@@ -92,11 +92,7 @@ async fn every_page_is_served_and_announced_once_per_change() {
 
     let origin = PageOrigin::start().await;
     let client = create_client(&app, "Site", "site.test").await;
-    send(
-        app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
-            .json(&json!({"settings": {"crawl_rate_per_minute": 600}})),
-    )
-    .await;
+    app.crawl_rate(&client, 600).await;
     let paths: Vec<String> = (0..5).map(|i| format!("/doc/{i}")).collect();
     for p in &paths {
         origin.set(

@@ -349,6 +349,22 @@ impl TestApp {
         );
     }
 
+    /// Sets a client's crawl rate (requests a minute to one host); panics unless accepted.
+    pub async fn crawl_rate(&self, client: &str, per_minute: u32) {
+        let res = self
+            .master(reqwest::Method::PUT, &format!("/api/v1/clients/{client}"))
+            .json(&serde_json::json!({"settings": {"crawl_rate_per_minute": per_minute}}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            res.status(),
+            200,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+
     /// A request to the API without a key.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let base = self.api.as_deref().expect("the api role runs");

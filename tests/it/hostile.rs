@@ -14,11 +14,7 @@ async fn a_page_nested_too_deep_is_refused_at_once_while_others_go_live() {
     let app = TestApp::spawn().await;
     let origin = PageOrigin::start().await;
     let client = create_client(&app, "Site", "site.test").await;
-    send(
-        app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
-            .json(&json!({"settings": {"crawl_rate_per_minute": 600}})),
-    )
-    .await;
+    app.crawl_rate(&client, 600).await;
     // 60,000 nested divs: html5ever alone would take minutes over it.
     let levels = 60_000;
     let deep = format!("{}text{}", "<div>".repeat(levels), "</div>".repeat(levels));
@@ -411,11 +407,7 @@ async fn a_tenant_with_a_long_polite_crawl_does_not_hold_up_another() {
     let origin = PageOrigin::start().await;
     // Client A: 400 pages at one page a second (the politeness of its host).
     let a = create_client(&app, "A", "site.test").await;
-    send(
-        app.master(Method::PUT, &format!("/api/v1/clients/{a}"))
-            .json(&json!({"settings": {"crawl_rate_per_minute": 60}})),
-    )
-    .await;
+    app.crawl_rate(&a, 60).await;
     let paths: Vec<String> = (0..400).map(|i| format!("/a/{i}")).collect();
     let urls = origin.articles(&paths);
     app.add_urls(&a, &urls).await;

@@ -16,7 +16,6 @@ use ai_cache::infra::blobs::BlobStore;
 use ai_cache::pipeline::markdown::MarkdownStage;
 use ai_cache::pipeline::runtime::{ConsumerRuntime, Delivery, RuntimeOptions, Step, StepError};
 use reqwest::Method;
-use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::clients::{create_client, send};
@@ -94,11 +93,7 @@ const PIPELINE: &str = "projections,scraper,markdown,renderer,uploader";
 /// A client on a fresh origin with `n` article pages; returns the client id.
 async fn site_with_pages(app: &TestApp, origin: &PageOrigin, n: usize) -> String {
     let client = create_client(app, "Site", "site.test").await;
-    send(
-        app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
-            .json(&json!({"settings": {"crawl_rate_per_minute": 600}})),
-    )
-    .await;
+    app.crawl_rate(&client, 600).await;
     let paths: Vec<String> = (0..n).map(|i| format!("/a/{i}")).collect();
     let urls = origin.articles(&paths);
     for chunk in urls.chunks(500) {

@@ -18,7 +18,6 @@ use ai_cache::pipeline::markdown::MarkdownStage;
 use ai_cache::pipeline::runtime::{ConsumerRuntime, Delivery, RuntimeOptions, Step, StepError};
 use ai_cache::pipeline::uploader::Uploader;
 use reqwest::Method;
-use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -111,11 +110,7 @@ impl Scene {
         let app = TestApp::with_roles(&roles).await;
         let origin = PageOrigin::start().await;
         let client = create_client(&app, "Site", "site.test").await;
-        send(
-            app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
-                .json(&json!({"settings": {"crawl_rate_per_minute": 600}})),
-        )
-        .await;
+        app.crawl_rate(&client, 600).await;
         let url = NormalizedUrl::parse(&origin.url(PATH)).expect("url");
         let page = PageId::derive(client.parse::<ClientId>().expect("client id"), &url);
         Self {

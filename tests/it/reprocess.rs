@@ -107,11 +107,7 @@ async fn a_generator_version_bump_regenerates_exactly_the_affected_pages() {
     let (first, stop_first) = spawn_markdown(&app, None).await;
     let origin = PageOrigin::start().await;
     let client = create_client(&app, "Site", "site.test").await;
-    send(
-        app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
-            .json(&json!({"settings": {"crawl_rate_per_minute": 600}})),
-    )
-    .await;
+    app.crawl_rate(&client, 600).await;
     let paths: Vec<String> = ["/changed/a", "/same/b", "/same/c"]
         .map(String::from)
         .to_vec();
