@@ -12,8 +12,7 @@ use crate::domain::quality::{html_text, markdown_text, token_f1};
 pub fn extract(file: &Path, url: &str, json: bool) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let (html, _) = crate::domain::html::decode(&bytes, None);
-    crate::domain::html_bounds::check(&html)?;
-    let generated = markdown::generate(&html, url);
+    let generated = markdown::generate(&html, url)?;
     if json {
         let value = serde_json::json!({
             "url": url,
@@ -56,7 +55,7 @@ pub fn report(corpus: &Path, out: &Path) -> anyhow::Result<()> {
         let (source, _) =
             crate::domain::html::decode(&std::fs::read(case.join("source.html"))?, None);
         let expected = std::fs::read_to_string(case.join("expected.html"))?;
-        let generated = markdown::generate(&source, &format!("https://{name}.example/article"));
+        let generated = markdown::generate(&source, &format!("https://{name}.example/article"))?;
         scores.push((
             token_f1(&markdown_text(&generated.markdown), &html_text(&expected)),
             name,

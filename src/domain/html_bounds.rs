@@ -12,8 +12,10 @@
 //! limit is passed.
 //!
 //! Every place that builds a tree from HTML that came from outside calls [`check`] first: the
-//! scraper (before the fingerprint), the Markdown stage (before extraction and metadata), and
-//! `ai-cache extract`.
+//! scraper (before the fingerprint) and the local Markdown generator
+//! ([`super::markdown::generate`], before extraction and metadata; the Markdown stage and
+//! `ai-cache extract` go through it), which also takes the extractor's budget from the same
+//! scan.
 
 use std::cell::{Cell, RefCell};
 

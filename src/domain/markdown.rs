@@ -9,6 +9,7 @@
 use scraper::{Html, Selector};
 use url::Url;
 
+use super::html_bounds::TooComplex;
 use crate::events::pages::PageMetadata;
 
 /// Changes whenever the output for the same input can change: it is part of the Markdown
@@ -31,9 +32,11 @@ const SKIP: [&str; 8] = [
     "script", "style", "noscript", "iframe", "svg", "form", "button", "template",
 ];
 
-/// Generates Markdown for the page at `page_url` from its HTML.
-pub fn generate(html: &str, page_url: &str) -> Generated {
+/// Generates Markdown for the page at `page_url` from its HTML; refuses HTML beyond the
+/// bounds of [`super::html_bounds`] before any tree is built.
+pub fn generate(html: &str, page_url: &str) -> Result<Generated, TooComplex> {
     let html = truncate(html, MAX_INPUT_BYTES);
+    let shape = super::html_bounds::check(html)?;
     let base = Url::parse(page_url).ok();
     let options = rs_trafilatura::Options {
         url: Some(page_url.to_owned()),
@@ -45,8 +48,8 @@ pub fn generate(html: &str, page_url: &str) -> Generated {
     };
     // The full extractor only within its budget (super::html_bounds): else the linear
     // main-content rule below.
-    let fits = super::html_bounds::check(html).is_ok_and(|shape| shape.fits_extractor());
-    let extracted = fits
+    let extracted = shape
+        .fits_extractor()
         .then(|| rs_trafilatura::extract_with_options(html, &options).ok())
         .flatten();
     let converter = htmd::HtmlToMarkdown::builder()
@@ -99,7 +102,7 @@ pub fn generate(html: &str, page_url: &str) -> Generated {
     }
     let markdown = tidy(&markdown);
     let metadata = metadata(html, extracted.as_ref().map(|r| &r.metadata), base.as_ref());
-    Generated { markdown, metadata }
+    Ok(Generated { markdown, metadata })
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -248,7 +251,7 @@ mod tests {
 
     #[test]
     fn structure_is_kept_and_boilerplate_left_out() {
-        let g = generate(PAGE, "https://example.com/articles/1?utm=x");
+        let g = generate(PAGE, "https://example.com/articles/1?utm=x").expect("within bounds");
         let md = &g.markdown;
         assert!(md.contains("# The article"), "{md}");
         assert!(md.contains("## A section"), "{md}");
@@ -265,7 +268,9 @@ mod tests {
 
     #[test]
     fn links_and_images_are_absolute() {
-        let md = generate(PAGE, "https://example.com/articles/1").markdown;
+        let md = generate(PAGE, "https://example.com/articles/1")
+            .expect("within bounds")
+            .markdown;
         assert!(md.contains("(https://example.com/other)"), "{md}");
         assert!(md.contains("https://example.com/img/photo.jpg"), "{md}");
         assert!(
@@ -276,7 +281,9 @@ mod tests {
 
     #[test]
     fn metadata_is_extracted() {
-        let m = generate(PAGE, "https://example.com/articles/1").metadata;
+        let m = generate(PAGE, "https://example.com/articles/1")
+            .expect("within bounds")
+            .metadata;
         assert_eq!(m.description.as_deref(), Some("What it says"));
         assert_eq!(m.language.as_deref(), Some("en-GB"));
         assert_eq!(
@@ -289,8 +296,13 @@ mod tests {
 
     #[test]
     fn empty_or_odd_input_gives_markdown_without_panicking() {
-        assert_eq!(generate("", "https://example.com/").markdown, "");
-        let g = generate("<p>only text</p>", "not a url");
+        assert_eq!(
+            generate("", "https://example.com/")
+                .expect("within bounds")
+                .markdown,
+            ""
+        );
+        let g = generate("<p>only text</p>", "not a url").expect("within bounds");
         assert!(g.markdown.contains("only text"), "{}", g.markdown);
     }
 

@@ -26,7 +26,7 @@ use super::history::PageHistory;
 use super::order;
 use super::reprocess;
 use super::runtime::{Delivery, Step, StepError};
-use crate::domain::html_bounds;
+use crate::domain::html_bounds::TooComplex;
 use crate::domain::ids::ClientId;
 use crate::domain::markdown::{self, GENERATOR_VERSION};
 use crate::events::Event;
@@ -57,7 +57,8 @@ const GEMINI_ATTEMPTS: u64 = 3;
 /// every page made by another one.
 pub trait Generator: Send + Sync + 'static {
     fn version(&self) -> &str;
-    fn generate(&self, html: &str, url: &str) -> markdown::Generated;
+    /// Refuses HTML beyond [`crate::domain::html_bounds`] (a permanent failure).
+    fn generate(&self, html: &str, url: &str) -> Result<markdown::Generated, TooComplex>;
 }
 
 /// The shipped generator ([`crate::domain::markdown`]).
@@ -68,7 +69,7 @@ impl Generator for LocalGenerator {
         GENERATOR_VERSION
     }
 
-    fn generate(&self, html: &str, url: &str) -> markdown::Generated {
+    fn generate(&self, html: &str, url: &str) -> Result<markdown::Generated, TooComplex> {
         markdown::generate(html, url)
     }
 }
@@ -273,8 +274,7 @@ impl Step<PageEvent> for MarkdownStage {
         let for_local = url.clone();
         let generator = Arc::clone(&self.generator);
         let generated = tokio::task::spawn_blocking(move || {
-            let html = String::from_utf8_lossy(&raw);
-            html_bounds::check(&html).map(|_| generator.generate(&html, &for_local))
+            generator.generate(&String::from_utf8_lossy(&raw), &for_local)
         })
         .await
         .map_err(StepError::transient)?

@@ -31,13 +31,17 @@ impl Generator for NextGenerator {
         "local-test-2"
     }
 
-    fn generate(&self, html: &str, url: &str) -> markdown::Generated {
-        let mut made = markdown::generate(html, url);
+    fn generate(
+        &self,
+        html: &str,
+        url: &str,
+    ) -> Result<markdown::Generated, ai_cache::domain::html_bounds::TooComplex> {
+        let mut made = markdown::generate(html, url)?;
         if url.contains("/changed/") {
             made.markdown
                 .push_str("\n\nA paragraph the new generator finds.\n");
         }
-        made
+        Ok(made)
     }
 }
 
