@@ -24,8 +24,10 @@ use crate::projections::clients::{self as read, ClientRow};
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
     /// Unique name.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// Unique domain, e.g. `example.com` (lowercased, IDN to punycode).
+    #[schema(min_length = 1, max_length = 253)]
     pub domain: String,
     pub cloudflare_account_id: Option<String>,
     /// Stored encrypted; never returned unless `include_secrets=true` with the master key.
@@ -164,8 +166,10 @@ pub struct ClientList {
 #[into_params(parameter_in = Query)]
 pub struct Paging {
     /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Default 0.
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 

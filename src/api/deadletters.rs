@@ -40,6 +40,7 @@ pub struct ListQuery {
     #[serde(default)]
     pub after: u64,
     /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

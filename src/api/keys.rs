@@ -21,6 +21,7 @@ use crate::projections::clients::{self as read, ApiKeyRow};
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// `read`, `write`, `ingest` (at least one).
+    #[schema(min_items = 1)]
     pub scopes: Vec<Scope>,
     /// A label for people.
     pub name: Option<String>,

@@ -85,6 +85,7 @@ pub async fn by_url(
 #[serde(deny_unknown_fields)]
 pub struct AddPages {
     /// URLs on the client's domain (at most 10,000).
+    #[schema(min_items = 1, max_items = 10000)]
     pub urls: Vec<String>,
 }
 
@@ -306,6 +307,7 @@ pub struct HistoryQuery {
     #[serde(default)]
     pub after: u64,
     /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

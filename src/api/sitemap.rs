@@ -34,6 +34,7 @@ pub struct ParseRequest {
     /// Follow sitemap indexes (default true).
     pub recursive: Option<bool>,
     /// Index levels to follow (default 3, at most 10).
+    #[schema(maximum = 10)]
     pub max_depth: Option<u32>,
 }
 
@@ -142,6 +143,7 @@ pub struct ImportRequest {
     /// Follow sitemap indexes (default true).
     pub recursive: Option<bool>,
     /// Index levels to follow (default 3, at most 10).
+    #[schema(maximum = 10)]
     pub max_depth: Option<u32>,
     /// Create pages (default true); false reports what an import would do.
     pub create_pages: Option<bool>,
@@ -220,8 +222,10 @@ pub async fn import(
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Default 0.
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
     /// Only pages whose raw HTML was (true) or was not yet (false) fetched.
     pub has_content: Option<bool>,

@@ -151,6 +151,7 @@ pub struct StatsParams {
     /// `bot` (default), `operator`, `category`, `day`, `page` or `visitor_type`.
     pub group_by: Option<GroupBy>,
     /// Groups per page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub offset: Option<i64>,
 }

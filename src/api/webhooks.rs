@@ -80,6 +80,7 @@ pub struct DeliveryView {
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Only attempts older than this one (the last `id` of the previous page).
     pub before: Option<i64>,
