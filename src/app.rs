@@ -100,6 +100,8 @@ pub struct Setup {
 pub struct Backbone {
     pub db: PgPool,
     pub nats: Nats,
+    /// Copies of every stream, the object store and the KV bucket (`NATS_STREAM_REPLICAS`).
+    pub stream_replicas: usize,
 }
 
 impl Backbone {
@@ -111,23 +113,45 @@ impl Backbone {
     ) -> anyhow::Result<Self> {
         let nats = Nats::connect(nats_url, "ai-cache").await?;
         let db = db::connect(database_url, max_db_connections).await?;
-        Ok(Self { db, nats })
+        Ok(Self {
+            db,
+            nats,
+            stream_replicas: 1,
+        })
+    }
+
+    /// Streams applied with `replicas` copies each (a NATS cluster).
+    pub fn with_stream_replicas(mut self, replicas: usize) -> Self {
+        self.stream_replicas = replicas.max(1);
+        self
     }
 
     /// Connects to both services, waiting for each while it is down (logging what it waits
-    /// for, retrying with backoff) until it answers or `shutdown` is cancelled (`None`).
+    /// for, retrying with backoff) until it answers or `shutdown` is cancelled (`Ok(None)`).
+    /// A NATS URL that cannot be right is an error at once: waiting would not help.
     pub async fn connect_waiting(
         database_url: &str,
         nats_url: &str,
         max_db_connections: u32,
         shutdown: &CancellationToken,
-    ) -> Option<Self> {
-        let nats = until_up("NATS", shutdown, || Nats::connect(nats_url, "ai-cache")).await?;
-        let db = until_up("PostgreSQL", shutdown, || {
+    ) -> anyhow::Result<Option<Self>> {
+        crate::infra::nats::servers(nats_url)?;
+        let Some(nats) = until_up("NATS", shutdown, || Nats::connect(nats_url, "ai-cache")).await
+        else {
+            return Ok(None);
+        };
+        let Some(db) = until_up("PostgreSQL", shutdown, || {
             db::connect(database_url, max_db_connections)
         })
-        .await?;
-        Some(Self { db, nats })
+        .await
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            db,
+            nats,
+            stream_replicas: 1,
+        }))
     }
 
     /// [`Backbone::prepare`], retried while NATS or PostgreSQL is away (`None`: shut down
@@ -141,7 +165,7 @@ impl Backbone {
 
     /// Applies the stream definitions and the migrations; every role does this at start-up.
     pub async fn prepare(&self) -> anyhow::Result<Vec<streams::Applied>> {
-        let defs = streams::embedded()?;
+        let defs = streams::replicated(streams::embedded()?, self.stream_replicas);
         let report = streams::apply(&self.nats.js, &defs).await?;
         db::migrate(&self.db).await?;
         Ok(report)

@@ -13,9 +13,16 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// NATS URL. `ai-cache dev` starts its own nats-server under DATA_DIR when unset.
+    /// NATS URL, or the URLs of a cluster's servers comma-separated. `ai-cache dev` starts
+    /// its own nats-server under DATA_DIR when unset.
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
+
+    /// Copies of every stream, the blob store and the edge store's bucket (3 on a 3-node NATS
+    /// cluster). Applied at start-up and by `ai-cache streams apply`, which also scales
+    /// existing streams up or down.
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1)]
+    pub nats_stream_replicas: usize,
 
     /// Address the HTTP API listens on.
     #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]

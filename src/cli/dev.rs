@@ -39,10 +39,11 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<()> {
     // Servers configured from outside may be down for now: wait for them.
     let shutdown = app::shutdown_on_signal();
     let Some(backbone) =
-        Backbone::connect_waiting(&db_url, &nats_url, config.db_max_connections, &shutdown).await
+        Backbone::connect_waiting(&db_url, &nats_url, config.db_max_connections, &shutdown).await?
     else {
         return Ok(());
     };
+    let backbone = backbone.with_stream_replicas(config.nats_stream_replicas);
     let Some(report) = backbone.prepare_waiting(&shutdown).await else {
         return Ok(());
     };

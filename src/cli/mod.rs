@@ -205,6 +205,7 @@ impl Cli {
                     Some(dir) => streams::from_dir(&dir)?,
                     None => streams::embedded()?,
                 };
+                let defs = streams::replicated(defs, config.nats_stream_replicas);
                 print_report(&streams::apply(&nats.js, &defs).await?);
                 Ok(())
             }
@@ -241,7 +242,11 @@ pub(crate) async fn connect_waiting(
         .as_deref()
         .context("DATABASE_URL is not set")?;
     let nats = config.nats_url.as_deref().context("NATS_URL is not set")?;
-    Ok(Backbone::connect_waiting(db, nats, config.db_max_connections, shutdown).await)
+    Ok(
+        Backbone::connect_waiting(db, nats, config.db_max_connections, shutdown)
+            .await?
+            .map(|b| b.with_stream_replicas(config.nats_stream_replicas)),
+    )
 }
 
 pub(crate) async fn connect(config: &Config) -> anyhow::Result<Backbone> {
@@ -250,7 +255,9 @@ pub(crate) async fn connect(config: &Config) -> anyhow::Result<Backbone> {
         .as_deref()
         .context("DATABASE_URL is not set")?;
     let nats = config.nats_url.as_deref().context("NATS_URL is not set")?;
-    Backbone::connect(db, nats, config.db_max_connections).await
+    Ok(Backbone::connect(db, nats, config.db_max_connections)
+        .await?
+        .with_stream_replicas(config.nats_stream_replicas))
 }
 
 /// Everything the roles need, from the configuration.

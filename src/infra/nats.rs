@@ -15,16 +15,48 @@ pub struct Nats {
 
 /// Connecting failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot connect to nats at {url}: {source}")]
-pub struct ConnectError {
-    url: String,
-    #[source]
-    source: async_nats::ConnectError,
+pub enum ConnectError {
+    /// The URL is wrong: waiting will not help.
+    #[error("NATS_URL {url:?} is not a list of nats:// server URLs: {message}")]
+    InvalidUrl { url: String, message: String },
+    #[error("cannot connect to nats at {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+}
+
+/// The servers of `url`: one URL, or a cluster's URLs comma-separated.
+pub fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| ConnectError::InvalidUrl {
+                    url: url.to_owned(),
+                    message: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|list| {
+            if list.is_empty() {
+                Err(ConnectError::InvalidUrl {
+                    url: url.to_owned(),
+                    message: "no server".into(),
+                })
+            } else {
+                Ok(list)
+            }
+        })
 }
 
 impl Nats {
-    /// Connects to `url`, failing fast when nobody answers; reconnects forever afterwards.
+    /// Connects to `url` (one server, or a cluster's servers comma-separated), failing fast
+    /// when nobody answers; reconnects forever afterwards, to any of them.
     pub async fn connect(url: &str, name: &str) -> Result<Self, ConnectError> {
+        let addresses = servers(url)?;
         let (count, connections) = tokio::sync::watch::channel(0u64);
         let count = std::sync::Arc::new(count);
         let client = async_nats::ConnectOptions::new()
@@ -44,9 +76,9 @@ impl Nats {
                     }
                 }
             })
-            .connect(url)
+            .connect(addresses)
             .await
-            .map_err(|source| ConnectError {
+            .map_err(|source| ConnectError::Unreachable {
                 url: url.to_owned(),
                 source,
             })?;

@@ -175,6 +175,18 @@ fn layout(file: &str, message: &str) -> StreamsError {
     }
 }
 
+/// The definitions with `replicas` copies of every stream (`NATS_STREAM_REPLICAS`): the files
+/// say 1, a cluster says how many. Applied to an existing stream, JetStream scales its
+/// replicas up or down in place.
+pub fn replicated(mut defs: Vec<StreamDef>, replicas: usize) -> Vec<StreamDef> {
+    let replicas = replicas.max(1);
+    for def in &mut defs {
+        def.config.num_replicas = replicas;
+        def.raw["num_replicas"] = Value::from(replicas);
+    }
+    defs
+}
+
 /// Creates or updates every stream and consumer so the server matches the definitions.
 /// Running it twice reports every definition unchanged the second time.
 pub async fn apply(

@@ -7,6 +7,7 @@ mod cli;
 mod clients;
 mod cloudflare;
 mod cloudflare_fake;
+mod cluster;
 mod deadletters;
 mod dev;
 mod discovery;
