@@ -1,12 +1,17 @@
-# ai-cache in a container: one binary, every role selectable with ROLES.
+# ai-cache in a container: one binary, the roles chosen by its command (`run --roles ...`).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# .dockerignore keeps target/, .data/ (keys!), .git/ and node_modules out of the context.
 COPY . .
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin aicache
 COPY --from=build /src/target/release/ai-cache /usr/local/bin/ai-cache
+USER aicache
 ENV BIND_ADDR=0.0.0.0:8080 LOG_FORMAT=json
 EXPOSE 8080
 ENTRYPOINT ["ai-cache"]

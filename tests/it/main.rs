@@ -8,6 +8,7 @@ mod clients;
 mod cloudflare;
 mod cloudflare_fake;
 mod cluster;
+mod compose;
 mod deadletters;
 mod dev;
 mod discovery;
