@@ -332,37 +332,23 @@ impl TestApp {
 
     /// Adds URLs as pages of `client` (by hand, through the API); panics unless accepted.
     pub async fn add_urls(&self, client: &str, urls: &[String]) {
-        let res = self
-            .master(
+        expect_ok(
+            self.master(
                 reqwest::Method::POST,
                 &format!("/api/v1/clients/{client}/pages"),
             )
-            .json(&serde_json::json!({ "urls": urls }))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(
-            res.status(),
-            200,
-            "{}",
-            res.text().await.unwrap_or_default()
-        );
+            .json(&serde_json::json!({ "urls": urls })),
+        )
+        .await;
     }
 
     /// Sets a client's crawl rate (requests a minute to one host); panics unless accepted.
     pub async fn crawl_rate(&self, client: &str, per_minute: u32) {
-        let res = self
-            .master(reqwest::Method::PUT, &format!("/api/v1/clients/{client}"))
-            .json(&serde_json::json!({"settings": {"crawl_rate_per_minute": per_minute}}))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(
-            res.status(),
-            200,
-            "{}",
-            res.text().await.unwrap_or_default()
-        );
+        expect_ok(
+            self.master(reqwest::Method::PUT, &format!("/api/v1/clients/{client}"))
+                .json(&serde_json::json!({"settings": {"crawl_rate_per_minute": per_minute}})),
+        )
+        .await;
     }
 
     /// A request to the API without a key.
@@ -451,6 +437,17 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Sends `request`; panics with the body unless it is answered 200.
+async fn expect_ok(request: reqwest::RequestBuilder) {
+    let res = request.send().await.expect("request");
+    assert_eq!(
+        res.status(),
+        200,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
 }
 
 /// Messages stored on `stream` (all subjects, or those matching `filter`).
