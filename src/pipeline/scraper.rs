@@ -85,7 +85,8 @@ impl Scraper {
         let history = PageHistory::open(js).await?;
         Ok(Self {
             robots: RobotsCache::new(http.clone(), &config.robots_agent, config.robots_ttl),
-            gates: HostGates::new(config.per_host_concurrency),
+            gates: HostGates::new(config.per_host_concurrency)
+                .with_shared(politeness::SharedTurns::open(js).await?),
             health: HostHealth::default(),
             http,
             blobs,

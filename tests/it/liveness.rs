@@ -24,13 +24,13 @@ use crate::page_origin::PageOrigin;
 
 /// `ai-cache run --roles <roles>` against the app's servers, its log in a file; killed (-9)
 /// when dropped.
-struct RoleProcess {
+pub(crate) struct RoleProcess {
     child: Child,
     log: PathBuf,
 }
 
 impl RoleProcess {
-    fn start(app: &TestApp, roles: &str) -> Self {
+    pub(crate) fn start(app: &TestApp, roles: &str) -> Self {
         let log = tempfile::NamedTempFile::new()
             .expect("log file")
             .into_temp_path()

@@ -28,6 +28,7 @@ mod projections;
 mod reprocess;
 mod runtime;
 mod scraper;
+mod shared_limits;
 mod sitemap_corpus;
 mod stages;
 mod visits;
