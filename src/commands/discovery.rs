@@ -90,11 +90,6 @@ impl Found {
             self.issues_left_out += 1;
         }
     }
-
-    /// Every issue, listed or counted.
-    pub fn issue_count(&self) -> usize {
-        self.issues.len() + self.issues_left_out
-    }
 }
 
 /// The start of a discovery run could not be read at all.

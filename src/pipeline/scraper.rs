@@ -64,7 +64,6 @@ pub struct Scraper {
 }
 
 /// What the stream knows of a page.
-#[derive(Default)]
 struct Previous {
     scraped: Option<Scraped>,
     changed: Option<ContentChanged>,

@@ -227,7 +227,8 @@ impl Uploader {
                 .await?
                 .map_or(0, |(_, v)| v);
             let newest = current.max(last.upload.as_ref().map_or(0, |k| k.page_version));
-            let raced = if newest > rendered.page_version {
+            let superseded = newest > rendered.page_version;
+            let raced = if superseded {
                 input.record(newest);
                 match &last.upload {
                     // What this step wrote may have replaced newer content: put back what the
@@ -244,13 +245,8 @@ impl Uploader {
             };
             match raced {
                 Written::Raced => continue,
-                Written::Published if newest > rendered.page_version => {
-                    let Some(run) = &rendered.reprocess else {
-                        return Ok(());
-                    };
-                    let outcome = ReprocessOutcome::Skipped;
-                    return reprocess::end(&self.publisher, event, run, Stage::Upload, outcome)
-                        .await;
+                Written::Published if superseded => {
+                    return self.skipped(event, rendered).await.map(|_| ());
                 }
                 Written::Published => return Ok(()),
             }
@@ -259,6 +255,19 @@ impl Uploader {
             "other uploads of the page kept coming in between",
             CONFLICT_RETRY,
         ))
+    }
+
+    /// Nothing of `rendered` is uploaded: its reprocessing run, if any, ends `skipped`.
+    async fn skipped(
+        &self,
+        event: &Event<PageEvent>,
+        rendered: &HtmlRendered,
+    ) -> Result<Written, StepError> {
+        if let Some(run) = &rendered.reprocess {
+            let outcome = ReprocessOutcome::Skipped;
+            reprocess::end(&self.publisher, event, run, Stage::Upload, outcome).await?;
+        }
+        Ok(Written::Published)
     }
 
     /// The page's last `pages.kv_uploaded` and its stream sequence (0: none).
@@ -298,19 +307,11 @@ impl Uploader {
         {
             // A newer rendering of the same version exists (a reprocessing run): this one is
             // stale, and the newer one gets uploaded.
-            if let Some(run) = &rendered.reprocess {
-                let outcome = ReprocessOutcome::Skipped;
-                reprocess::end(&self.publisher, event, run, Stage::Upload, outcome).await?;
-            }
-            return Ok(Written::Published);
+            return self.skipped(event, rendered).await;
         }
         let Some(markdown) = self.rendered_markdown(rendered, client, page).await? else {
             // Newer Markdown of the same version exists: its rendering gets uploaded.
-            if let Some(run) = &rendered.reprocess {
-                let outcome = ReprocessOutcome::Skipped;
-                reprocess::end(&self.publisher, event, run, Stage::Upload, outcome).await?;
-            }
-            return Ok(Written::Published);
+            return self.skipped(event, rendered).await;
         };
         // The last content change also gives the page's URL.
         let (url, fingerprint, scraped_at) = match (
