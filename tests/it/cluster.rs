@@ -37,7 +37,20 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Three nodes on free ports. A port found free can be taken by another test before its
+    /// node binds it: then the cluster is started again on new ports (three tries).
     fn start() -> Self {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(cluster) => return cluster,
+                Err(e) => last = e,
+            }
+        }
+        panic!("the cluster does not start: {last}");
+    }
+
+    fn try_start() -> Result<Self, String> {
         let ports = |n| {
             (0..n)
                 .map(|_| localstack::free_port().expect("port"))
@@ -54,10 +67,10 @@ impl Cluster {
                 let conf = dir.join(format!("n{node}.conf"));
                 std::fs::write(&conf, node_config(node, &routes, monitors[node - 1]))
                     .expect("config");
-                LocalNats::start(&dir.join("data"), Some(&conf), true).expect("node starts")
+                LocalNats::start(&dir.join("data"), Some(&conf), true).map_err(|e| e.to_string())
             })
-            .collect();
-        Self { nodes }
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { nodes })
     }
 
     fn url(&self) -> String {
