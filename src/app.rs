@@ -269,10 +269,13 @@ pub async fn api_state(
         db: backbone.db.clone(),
         nats: backbone.nats.clone(),
         tenants: tenants(backbone, config)?,
-        auth: Arc::new(api::auth::Auth::new(
-            master.trim(),
-            config.rate_limit_per_minute,
-        )),
+        auth: Arc::new(
+            api::auth::Auth::new(master.trim(), config.rate_limit_per_minute).with_shared(
+                crate::infra::limits::SharedRates::open(&backbone.nats.js, "api")
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+            ),
+        ),
         max_body_bytes: config.max_body_bytes,
         discovery: discovery(fetch)?,
         schedule_min_secs: pipeline.scheduler_min_interval_secs,

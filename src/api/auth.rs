@@ -3,12 +3,16 @@
 //! A request carries a key in `X-API-Key` or `Authorization: Bearer`: either the master key
 //! (every tenant, admin operations; compared in constant time) or a per-client key (one
 //! client, the scopes it was given; looked up by its SHA-256 on every request, so a
-//! revocation takes effect at once). Every key has its own rate limit (GCRA, per process);
-//! requests without a valid key are limited per IP address, which also slows key guessing.
+//! revocation takes effect at once). Every key has its own rate limit (GCRA); requests
+//! without a valid key are limited per IP address, which also slows key guessing. The limit
+//! holds for the whole deployment: every API process spends from the same shared rate in the
+//! `limits` KV bucket ([`SharedRates`]). When that cannot be reached in time, a process falls
+//! back to counting alone with its share of the limit (the limit ÷ the API processes alive at
+//! the last heartbeat, [`Peers`]), so N processes together never allow more than the limit.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -27,6 +31,7 @@ use uuid::Uuid;
 use super::{ApiError, AppState};
 use crate::commands::tenants::hash_key;
 use crate::domain::client::{Scope, looks_like_client_key};
+use crate::infra::limits::{Claim, Peers, Rate, SharedRates};
 use crate::projections::clients as read;
 
 /// The caller of a request.
@@ -101,11 +106,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
 type Limiter =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
+/// How long a request waits for the shared rate before counting alone.
+const SHARED_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// The deployment-wide limit, and this process's share for when it cannot be reached.
+struct Shared {
+    rates: Arc<SharedRates>,
+    peers: Arc<Peers>,
+    /// The limiter used when the shared rate cannot be reached, with the processes it was
+    /// made for: a 1/N share of the limit.
+    fallback: RwLock<(u32, Arc<Limiter>)>,
+}
+
 /// Keys and limits.
 pub struct Auth {
     master_hash: [u8; 32],
-    limiter: Limiter,
+    limiter: Arc<Limiter>,
     per_minute: u32,
+    shared: Option<Shared>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -118,12 +136,27 @@ impl Auth {
     /// `master_key` is hashed at once; `per_minute` requests per key (and per IP without one).
     pub fn new(master_key: &str, per_minute: u32) -> Self {
         let per_minute = per_minute.max(1);
-        let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
         Self {
             master_hash: Sha256::digest(master_key.as_bytes()).into(),
-            limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+            limiter: limiter(per_minute),
             per_minute,
+            shared: None,
         }
+    }
+
+    /// Spends from the deployment-wide rate in `rates` (scope `api`) instead of counting in
+    /// this process alone; registers this process among the API processes every
+    /// [`Peers::EVERY`] while the `Auth` lives.
+    pub fn with_shared(mut self, rates: SharedRates) -> Self {
+        let rates = Arc::new(rates.with_timeout(SHARED_TIMEOUT));
+        let peers = Arc::new(Peers::new(Arc::clone(&rates)));
+        tokio::spawn(heartbeat(Arc::downgrade(&peers)));
+        self.shared = Some(Shared {
+            rates,
+            peers,
+            fallback: RwLock::new((1, Arc::clone(&self.limiter))),
+        });
+        self
     }
 
     fn is_master(&self, presented: &str) -> bool {
@@ -157,16 +190,39 @@ impl Auth {
     }
 
     /// Spends one request of `bucket`: remaining requests, or how long to wait.
-    fn spend(&self, bucket: &str) -> Result<u32, Duration> {
-        match self.limiter.check_key(&bucket.to_owned()) {
-            Ok(snapshot) => Ok(snapshot.remaining_burst_capacity()),
-            Err(not_until) => Err(not_until.wait_time_from(self.limiter.clock().now())),
+    async fn spend(&self, bucket: &str) -> Result<u32, Duration> {
+        let Some(shared) = &self.shared else {
+            return check(&self.limiter, bucket);
+        };
+        let rate = Rate::per(self.per_minute, Duration::from_secs(60));
+        match shared.rates.claim(bucket, rate, Duration::ZERO).await {
+            Claim::Granted { remaining, .. } => Ok(remaining),
+            Claim::Refused { retry_after } => Err(retry_after),
+            Claim::Unknown => check(&self.fallback(shared), bucket),
         }
+    }
+
+    /// This process's share of the limit: the limit ÷ the API processes alive.
+    fn fallback(&self, shared: &Shared) -> Arc<Limiter> {
+        let peers = shared.peers.count();
+        {
+            let current = shared.fallback.read().unwrap_or_else(|e| e.into_inner());
+            if current.0 == peers {
+                return Arc::clone(&current.1);
+            }
+        }
+        let share = limiter((self.per_minute / peers).max(1));
+        *shared.fallback.write().unwrap_or_else(|e| e.into_inner()) = (peers, Arc::clone(&share));
+        share
     }
 
     /// Forgets buckets that are full again (bounded memory with many keys and addresses).
     pub fn forget_idle(&self) {
         self.limiter.retain_recent();
+        if let Some(shared) = &self.shared {
+            let fallback = shared.fallback.read().unwrap_or_else(|e| e.into_inner());
+            fallback.1.retain_recent();
+        }
     }
 
     fn headers(&self, headers: &mut HeaderMap, remaining: u32) {
@@ -182,6 +238,30 @@ impl Auth {
                 headers.insert(name, v);
             }
         }
+    }
+}
+
+fn limiter(per_minute: u32) -> Arc<Limiter> {
+    let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+    Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
+}
+
+/// Spends one request of `bucket` in a process-local limiter.
+fn check(limiter: &Limiter, bucket: &str) -> Result<u32, Duration> {
+    match limiter.check_key(&bucket.to_owned()) {
+        Ok(snapshot) => Ok(snapshot.remaining_burst_capacity()),
+        Err(not_until) => Err(not_until.wait_time_from(limiter.clock().now())),
+    }
+}
+
+/// Keeps this process in the count of API processes while `peers` lives.
+async fn heartbeat(peers: Weak<Peers>) {
+    loop {
+        let Some(alive) = peers.upgrade() else { return };
+        let n = alive.heartbeat().await;
+        metrics::gauge!("aicache_api_processes").set(f64::from(n));
+        drop(alive);
+        tokio::time::sleep(Peers::EVERY).await;
     }
 }
 
@@ -219,7 +299,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
         ),
     };
-    let remaining = match auth.spend(&bucket) {
+    let remaining = match auth.spend(&bucket).await {
         Ok(remaining) => remaining,
         Err(wait) => {
             let mut res = ApiError::RateLimited { retry_after: wait }.into_response();
@@ -278,17 +358,17 @@ mod tests {
         assert!(Principal::Master.require(b, Scope::Write).is_ok());
     }
 
-    #[test]
-    fn the_limit_runs_out_and_reports_a_wait() {
+    #[tokio::test]
+    async fn the_limit_runs_out_and_reports_a_wait() {
         let auth = Auth::new("m", 3);
-        assert_eq!(auth.spend("k"), Ok(2));
-        assert_eq!(auth.spend("k"), Ok(1));
-        assert_eq!(auth.spend("k"), Ok(0));
-        let wait = auth.spend("k").expect_err("limited");
+        assert_eq!(auth.spend("k").await, Ok(2));
+        assert_eq!(auth.spend("k").await, Ok(1));
+        assert_eq!(auth.spend("k").await, Ok(0));
+        let wait = auth.spend("k").await.expect_err("limited");
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_secs(20),
             "{wait:?}"
         );
-        assert_eq!(auth.spend("other"), Ok(2), "buckets are per key");
+        assert_eq!(auth.spend("other").await, Ok(2), "buckets are per key");
     }
 }

@@ -3,9 +3,9 @@
 //! failing host backed off as a host ([`HostHealth`]): after a few connection failures in a
 //! row its requests are handed back without fetching until a backoff passes, so a host that
 //! does not answer costs one probe per backoff, not one fetch per page.
-//! The spacing is shared by every scraper process when the `politeness` KV bucket is there
-//! ([`SharedTurns`]): each turn at a host is claimed with compare-and-set, so N processes
-//! together keep the host's pace; the number of fetches at once and the failure backoff are
+//! The spacing is shared by every scraper process through the `limits` KV bucket
+//! ([`SharedRates`], scope `host`): each turn at a host is claimed with compare-and-set, so N
+//! processes together keep the host's pace; the number of fetches at once and the failure backoff are
 //! kept per process.
 //!
 //! Waiting never holds a stage's in-flight slot for long: a turn further away than
@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+use crate::infra::limits::{Claim, Rate, SharedRates};
 
 /// Longest a fetch waits for its turn in place; beyond, the message is handed back with a delay.
 pub const MAX_WAIT: Duration = Duration::from_secs(2);
@@ -89,63 +91,11 @@ struct Gate {
 pub struct HostGates {
     per_host: usize,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
-    shared: Option<SharedTurns>,
-}
-
-/// The bucket holding each host's next turn.
-pub const TURNS_BUCKET: &str = "politeness";
-
-/// Hosts' next turns shared by every scraper process: a JetStream KV bucket mapping a host
-/// (by hash) to the Unix time in milliseconds of its next free turn. A turn is claimed by
-/// moving that time one interval on with compare-and-set (the bucket's revision), so two
-/// processes never take the same turn. When the bucket cannot be reached the fetch waits
-/// (slower, never faster than the host's pace).
-pub struct SharedTurns {
-    kv: async_nats::jetstream::kv::Store,
+    shared: Option<SharedRates>,
 }
 
 /// How soon a fetch is tried again when the shared turns cannot be read or claimed.
 const SHARED_RETRY: Duration = Duration::from_secs(1);
-
-impl SharedTurns {
-    pub async fn open(js: &async_nats::jetstream::Context) -> Result<Self, String> {
-        let kv = js
-            .get_key_value(TURNS_BUCKET)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Self { kv })
-    }
-
-    /// Claims the next turn at `host`: how long from now it starts, or, when it is further
-    /// away than [`MAX_WAIT`] (or cannot be claimed now), how long until trying again.
-    async fn claim(&self, host: &str, interval: Duration) -> Result<Duration, Duration> {
-        use sha2::{Digest, Sha256};
-        let key = hex::encode(Sha256::digest(host.as_bytes()));
-        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-        for _ in 0..16 {
-            let entry = self.kv.entry(&key).await.map_err(|_| SHARED_RETRY)?;
-            let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
-            let next = entry
-                .as_ref()
-                .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse::<u64>().ok())
-                .unwrap_or(0);
-            let start = next.max(now);
-            let wait = Duration::from_millis(start - now);
-            if wait > MAX_WAIT {
-                return Err(wait);
-            }
-            let value = start.saturating_add(interval_ms).to_string();
-            let claimed = match &entry {
-                Some(e) => self.kv.update(&key, value.into(), e.revision).await.is_ok(),
-                None => self.kv.create(&key, value.into()).await.is_ok(),
-            };
-            if claimed {
-                return Ok(wait);
-            }
-        }
-        Err(SHARED_RETRY)
-    }
-}
 
 /// A turn to fetch from a host: hold it during the request.
 pub struct Turn {
@@ -162,7 +112,7 @@ impl HostGates {
     }
 
     /// Spaces turns through `shared` (every process) instead of this process alone.
-    pub fn with_shared(mut self, shared: SharedTurns) -> Self {
+    pub fn with_shared(mut self, shared: SharedRates) -> Self {
         self.shared = Some(shared);
         self
     }
@@ -186,9 +136,15 @@ impl HostGates {
             .map_err(|_| MAX_WAIT)?
             .map_err(|_| MAX_WAIT)?;
         let start = match &self.shared {
-            Some(shared) => match shared.claim(host, interval).await {
-                Ok(wait) => Instant::now() + wait,
-                Err(wait) => return Err(gate.promise(Instant::now() + wait, interval)),
+            Some(shared) => match shared.claim(host, Rate::spaced(interval), MAX_WAIT).await {
+                Claim::Granted { wait, .. } => Instant::now() + wait,
+                Claim::Refused { retry_after } => {
+                    return Err(gate.promise(Instant::now() + retry_after, interval));
+                }
+                // Slower, never faster: without the shared turns, wait and try again.
+                Claim::Unknown => {
+                    return Err(gate.promise(Instant::now() + SHARED_RETRY, interval));
+                }
             },
             None => {
                 let mut next = gate.next.lock().unwrap_or_else(|e| e.into_inner());

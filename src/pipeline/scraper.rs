@@ -35,6 +35,7 @@ use crate::events::envelope::now;
 use crate::events::pages::*;
 use crate::infra::blobs::BlobStore;
 use crate::infra::http::{FetchError, Fetched, HttpClient};
+use crate::infra::limits::SharedRates;
 use crate::infra::publish::{Outgoing, PublishError, Publisher};
 use crate::projections::clients as clients_read;
 
@@ -85,7 +86,7 @@ impl Scraper {
         Ok(Self {
             robots: RobotsCache::new(http.clone(), &config.robots_agent, config.robots_ttl),
             gates: HostGates::new(config.per_host_concurrency)
-                .with_shared(politeness::SharedTurns::open(js).await?),
+                .with_shared(SharedRates::open(js, "host").await?),
             health: HostHealth::default(),
             http,
             blobs,

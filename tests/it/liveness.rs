@@ -31,6 +31,11 @@ pub(crate) struct RoleProcess {
 
 impl RoleProcess {
     pub(crate) fn start(app: &TestApp, roles: &str) -> Self {
+        Self::start_with(app, roles, &[])
+    }
+
+    /// `roles` with more environment (`env` wins over the defaults).
+    pub(crate) fn start_with(app: &TestApp, roles: &str, env: &[(&str, &str)]) -> Self {
         let log = tempfile::NamedTempFile::new()
             .expect("log file")
             .into_temp_path()
@@ -48,6 +53,7 @@ impl RoleProcess {
             .env("STAGE_CONCURRENCY", "8")
             .env("SCRAPER_PER_HOST_CONCURRENCY", "4")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
             .stderr(out)
