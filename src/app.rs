@@ -421,7 +421,13 @@ pub async fn run_roles(
         let kv = crate::infra::cloudflare::KvClient::new(
             &setup.pipeline.cloudflare_api_base,
             std::time::Duration::from_secs(60),
-        )?;
+        )?
+        .with_budget(
+            crate::infra::limits::SharedRates::open(&backbone.nats.js, "cloudflare")
+                .await
+                .map_err(anyhow::Error::msg)?,
+            setup.pipeline.cloudflare_requests_per_5_min,
+        );
         let cloudflare = setup.secrets.clone().map(|secrets| Cloudflare {
             batcher: KvBatcher::start(
                 kv,

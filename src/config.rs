@@ -284,6 +284,11 @@ pub struct PipelineConfig {
     )]
     pub cloudflare_api_base: String,
 
+    /// Cloudflare API requests per account per five minutes, shared by every uploader process
+    /// (Cloudflare's limit is 1,200; the default leaves room for the account's other tools).
+    #[arg(long, env = "CLOUDFLARE_REQUESTS_PER_5_MIN", default_value_t = 1_000)]
+    pub cloudflare_requests_per_5_min: u32,
+
     /// Milliseconds a Cloudflare write waits for other pages' writes to share its request.
     #[arg(long, env = "CLOUDFLARE_BATCH_MS", default_value_t = 200)]
     pub cloudflare_batch_ms: u64,

@@ -34,3 +34,62 @@ pub fn metrics() -> &'static PrometheusHandle {
         handle
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// Every `aicache_*` name in `text`.
+    fn names(text: &str) -> BTreeSet<String> {
+        let re = regex::Regex::new(r"aicache_[a-z_]+").expect("regex");
+        re.find_iter(text).map(|m| m.as_str().to_owned()).collect()
+    }
+
+    fn sources(dir: &Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).expect("src").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push_str(&std::fs::read_to_string(&path).expect("read"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_graphs_every_metric_we_export_and_no_other() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dashboard: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join("deploy/grafana/ai-cache.json")).expect("read"),
+        )
+        .expect("the dashboard is JSON");
+        let mut code = String::new();
+        sources(&root.join("src"), &mut code);
+        let metric = regex::Regex::new(r#"(?:counter|gauge|histogram)!\(\s*"(aicache_[a-z_]+)""#)
+            .expect("regex");
+        let exported: BTreeSet<String> = metric
+            .captures_iter(&code)
+            .map(|c| c[1].to_owned())
+            .collect();
+        let mut ids = BTreeSet::new();
+        let mut graphed = BTreeSet::new();
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            assert!(
+                ids.insert(panel["id"].as_u64().expect("id")),
+                "ids are unique"
+            );
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().expect("expr");
+                graphed.extend(names(expr).into_iter().map(|n| {
+                    // Histograms are queried through their buckets.
+                    n.strip_suffix("_bucket").map_or(n.clone(), str::to_owned)
+                }));
+            }
+        }
+        assert_eq!(
+            graphed, exported,
+            "the dashboard's metrics (left) and the code's (right) differ"
+        );
+    }
+}

@@ -94,6 +94,7 @@ pub struct Fetched {
 pub struct HttpClient {
     client: reqwest::Client,
     allow_private: bool,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -177,7 +178,13 @@ impl HttpClient {
         Ok(Self {
             client,
             allow_private,
+            timeout: config.timeout,
         })
+    }
+
+    /// The longest a request takes, redirects and body included.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// GETs `url`, reading at most `max_bytes` of body (more is an error, not a truncation).

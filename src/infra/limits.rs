@@ -16,7 +16,7 @@
 //! never faster.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
@@ -35,6 +35,9 @@ const CLAIM_TIMEOUT: Duration = Duration::from_secs(2);
 /// is still the latest); beyond this the memory is cleared.
 const MAX_REMEMBERED: usize = 10_000;
 
+/// How soon giving a place back is tried again when the bucket is busy or away.
+const RELEASE_RETRY: Duration = Duration::from_millis(200);
+
 /// A rate: one unit every `every`, up to `burst` at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rate {
@@ -49,6 +52,17 @@ impl Rate {
         Self {
             every: window / n,
             burst: n,
+        }
+    }
+
+    /// At most `n` units in any `window` (a GCRA with burst B and rate r allows B + r·W in a
+    /// window W, so: a tenth of `n` at once, the rest spread over the window).
+    pub fn within(n: u32, window: Duration) -> Self {
+        let n = n.max(1);
+        let burst = (n / 10).max(1);
+        Self {
+            every: window / (n - burst).max(1),
+            burst,
         }
     }
 
@@ -75,7 +89,10 @@ pub enum Claim {
 /// One step of GCRA: the stored `tat` and `now` (ms since the epoch); a unit may wait up to
 /// `max_wait` for its start. Returns the new TAT with the claim, or the refusal.
 fn step(tat: u64, now: u64, rate: Rate, max_wait: Duration) -> Result<(u64, Claim), Claim> {
-    let every = millis(rate.every).max(1);
+    // Rounded up: a rate is never made faster by the milliseconds it is counted in.
+    let every = u64::try_from(rate.every.as_micros().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1);
     let base = tat.max(now);
     // A unit may start once its TAT is within the burst of now.
     let start = base
@@ -143,9 +160,17 @@ impl SharedRates {
             self.scope,
             hex::encode(Sha256::digest(name.as_bytes()))
         );
-        tokio::time::timeout(self.timeout, self.claim_key(&key, rate, max_wait))
+        let claim = tokio::time::timeout(self.timeout, self.claim_key(&key, rate, max_wait))
             .await
-            .unwrap_or(Claim::Unknown)
+            .unwrap_or(Claim::Unknown);
+        let outcome = match claim {
+            Claim::Granted { .. } => "granted",
+            Claim::Refused { .. } => "refused",
+            Claim::Unknown => "unknown",
+        };
+        metrics::counter!("aicache_limit_claims_total", "scope" => self.scope, "outcome" => outcome)
+            .increment(1);
+        claim
     }
 
     async fn claim_key(&self, key: &str, rate: Rate, max_wait: Duration) -> Claim {
@@ -220,6 +245,116 @@ impl SharedRates {
     }
 }
 
+/// A place among the holders of a shared limit on things at once (fetches from a host).
+#[derive(Debug)]
+pub enum Hold {
+    /// Held until the [`Lease`] is dropped (or its time to live passes, if its process dies).
+    Held(Lease),
+    /// Every place is taken.
+    Full,
+    /// The shared state could not be read or moved on in time.
+    Unknown,
+}
+
+/// A held place: given back when dropped.
+pub struct Lease {
+    rates: Arc<SharedRates>,
+    key: String,
+    holder: String,
+    /// Past this the place is free anyway: giving it back is not tried longer.
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lease({})", self.key)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let (rates, key, holder, ttl) = (
+            Arc::clone(&self.rates),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.holder),
+            self.ttl,
+        );
+        // Giving back is a network call; a place not given back expires with its lease.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                // Tried again while the bucket is busy or away, up to the lease's own end.
+                let give_back = async {
+                    while rates
+                        .modify(&key, |current| {
+                            let mut holders = holders(current, now_ms());
+                            holders.remove(&holder);
+                            serde_json::to_string(&holders).unwrap_or_default()
+                        })
+                        .await
+                        .is_none()
+                    {
+                        tokio::time::sleep(RELEASE_RETRY).await;
+                    }
+                };
+                let _ = tokio::time::timeout(ttl, give_back).await;
+            });
+        }
+    }
+}
+
+/// The live holders in a record of holder → expiry (ms since the epoch).
+fn holders(record: Option<&str>, now: u64) -> HashMap<String, u64> {
+    let mut holders: HashMap<String, u64> = record
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default();
+    holders.retain(|_, expires| *expires > now);
+    holders
+}
+
+impl SharedRates {
+    /// Takes one of `max` places of `name` for at most `ttl` (longer than the work it
+    /// guards: a process that dies holding it frees it when it expires).
+    pub async fn hold(self: &Arc<Self>, name: &str, max: u32, ttl: Duration) -> Hold {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let key = format!("slots.{}", hex::encode(Sha256::digest(name.as_bytes())));
+        let holder = format!(
+            "{}-{}",
+            process_id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut took = false;
+        let written = tokio::time::timeout(
+            self.timeout,
+            self.modify(&key, |current| {
+                let now = now_ms();
+                let mut live = holders(current, now);
+                took = live.len() < usize::try_from(max).unwrap_or(usize::MAX);
+                if took {
+                    live.insert(holder.clone(), now + millis(ttl));
+                }
+                serde_json::to_string(&live).unwrap_or_default()
+            }),
+        )
+        .await;
+        match written {
+            Ok(Some(_)) if took => Hold::Held(Lease {
+                rates: Arc::clone(self),
+                key,
+                holder,
+                ttl,
+            }),
+            Ok(Some(_)) => Hold::Full,
+            _ => Hold::Unknown,
+        }
+    }
+}
+
+/// This process's name among holders and peers.
+fn process_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
 fn parse(value: &[u8]) -> u64 {
     std::str::from_utf8(value)
         .ok()
@@ -234,16 +369,16 @@ const PEER_TTL_MS: u64 = 30_000;
 /// shared record: what a process divides a shared rate by when it must fall back to counting
 /// alone (each of N processes then takes 1/N, so together they stay within the rate).
 pub struct Peers {
-    rates: std::sync::Arc<SharedRates>,
+    rates: Arc<SharedRates>,
     me: String,
     count: std::sync::atomic::AtomicU32,
 }
 
 impl Peers {
-    pub fn new(rates: std::sync::Arc<SharedRates>) -> Self {
+    pub fn new(rates: Arc<SharedRates>) -> Self {
         Self {
             rates,
-            me: uuid::Uuid::new_v4().simple().to_string(),
+            me: process_id().to_owned(),
             count: std::sync::atomic::AtomicU32::new(1),
         }
     }
@@ -345,6 +480,20 @@ mod tests {
                 retry_after: Duration::from_secs(3)
             })
         );
+    }
+
+    #[test]
+    fn within_a_window_never_allows_more_than_n() {
+        let rate = Rate::within(1_200, 5 * MIN);
+        let (mut tat, mut now, mut granted) = (0, 1_000_000_u64, 0);
+        // Claim as fast as allowed for one window: never more than 1,200.
+        while now < 1_000_000 + 300_000 {
+            match step(tat, now, rate, Duration::ZERO) {
+                Ok((next, _)) => (tat, granted) = (next, granted + 1),
+                Err(_) => now += 50,
+            }
+        }
+        assert!((1_190..=1_200).contains(&granted), "{granted}");
     }
 
     #[test]

@@ -175,12 +175,26 @@ fn layout(file: &str, message: &str) -> StreamsError {
     }
 }
 
+/// Streams kept on one server whatever the cluster: the shared limits move on by
+/// compare-and-set, and nats-server before 2.9.21 checks a write's expected last sequence
+/// outside Raft on a replicated stream, so two concurrent writes expecting the same revision
+/// can both succeed (nats-io/nats-server#4320): a lost update there keeps a released place
+/// taken or grants a turn twice. On one replica the check and the write are one step. The
+/// state is short-lived pacing, so losing it with its server costs at most one fresh window;
+/// while that server is away, claims answer "unknown" and callers go slower, never faster.
+pub const SINGLE_REPLICA: &[&str] = &["KV_limits"];
+
 /// The definitions with `replicas` copies of every stream (`NATS_STREAM_REPLICAS`): the files
 /// say 1, a cluster says how many. Applied to an existing stream, JetStream scales its
 /// replicas up or down in place.
+///
+/// Except the [`SINGLE_REPLICA`] ones.
 pub fn replicated(mut defs: Vec<StreamDef>, replicas: usize) -> Vec<StreamDef> {
     let replicas = replicas.max(1);
-    for def in &mut defs {
+    for def in defs
+        .iter_mut()
+        .filter(|d| !SINGLE_REPLICA.contains(&d.config.name.as_str()))
+    {
         def.config.num_replicas = replicas;
         def.raw["num_replicas"] = Value::from(replicas);
     }
@@ -318,6 +332,18 @@ mod tests {
                 "missing stream {wanted}: {names:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_cluster_replicates_every_stream_but_the_compare_and_set_ones() {
+        let defs = replicated(embedded().expect("definitions parse"), 3);
+        for def in &defs {
+            let name = def.config.name.as_str();
+            let wanted = if SINGLE_REPLICA.contains(&name) { 1 } else { 3 };
+            assert_eq!(def.config.num_replicas, wanted, "{name}");
+            assert_eq!(def.raw["num_replicas"], wanted, "{name}");
+        }
+        assert!(defs.iter().any(|d| d.config.name == "KV_limits"));
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! does not answer costs one probe per backoff, not one fetch per page.
 //! The spacing is shared by every scraper process through the `limits` KV bucket
 //! ([`SharedRates`], scope `host`): each turn at a host is claimed with compare-and-set, so N
-//! processes together keep the host's pace; the number of fetches at once and the failure backoff are
-//! kept per process.
+//! processes together keep the host's pace; the fetches at once hold places leased in the same
+//! bucket, so all processes together stay within the per-host limit of fetches at once. The
+//! failure backoff is kept per process.
 //!
 //! Waiting never holds a stage's in-flight slot for long: a turn further away than
 //! [`MAX_WAIT`] is handed back with the wait as the retry delay.
@@ -18,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::infra::limits::{Claim, Rate, SharedRates};
+use crate::infra::limits::{Claim, Hold, Lease, Rate, SharedRates};
 
 /// Longest a fetch waits for its turn in place; beyond, the message is handed back with a delay.
 pub const MAX_WAIT: Duration = Duration::from_secs(2);
@@ -91,8 +92,18 @@ struct Gate {
 pub struct HostGates {
     per_host: usize,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
-    shared: Option<SharedRates>,
+    shared: Option<Shared>,
 }
+
+/// The gates' state shared by every scraper process.
+struct Shared {
+    rates: Arc<SharedRates>,
+    /// How long a place among a host's fetches is held at most (past a fetch's timeout).
+    lease: Duration,
+}
+
+/// How often a fetch looks again for a free place among a host's fetches.
+const SLOT_POLL: Duration = Duration::from_millis(100);
 
 /// How soon a fetch is tried again when the shared turns cannot be read or claimed.
 const SHARED_RETRY: Duration = Duration::from_secs(1);
@@ -100,6 +111,7 @@ const SHARED_RETRY: Duration = Duration::from_secs(1);
 /// A turn to fetch from a host: hold it during the request.
 pub struct Turn {
     _slot: OwnedSemaphorePermit,
+    _place: Option<Lease>,
 }
 
 impl HostGates {
@@ -111,9 +123,13 @@ impl HostGates {
         }
     }
 
-    /// Spaces turns through `shared` (every process) instead of this process alone.
-    pub fn with_shared(mut self, shared: SharedRates) -> Self {
-        self.shared = Some(shared);
+    /// Spaces turns and bounds fetches at once through `rates` (every process) instead of
+    /// this process alone; `fetch_timeout` is the longest a fetch holds its place.
+    pub fn with_shared(mut self, rates: SharedRates, fetch_timeout: Duration) -> Self {
+        self.shared = Some(Shared {
+            rates: Arc::new(rates),
+            lease: fetch_timeout + Duration::from_secs(30),
+        });
         self
     }
 
@@ -135,17 +151,29 @@ impl HostGates {
             .await
             .map_err(|_| MAX_WAIT)?
             .map_err(|_| MAX_WAIT)?;
+        let mut place = None;
         let start = match &self.shared {
-            Some(shared) => match shared.claim(host, Rate::spaced(interval), MAX_WAIT).await {
-                Claim::Granted { wait, .. } => Instant::now() + wait,
-                Claim::Refused { retry_after } => {
-                    return Err(gate.promise(Instant::now() + retry_after, interval));
+            Some(shared) => {
+                place = Some(
+                    self.place(shared, host)
+                        .await
+                        .map_err(|wait| gate.promise(Instant::now() + wait, interval))?,
+                );
+                match shared
+                    .rates
+                    .claim(host, Rate::spaced(interval), MAX_WAIT)
+                    .await
+                {
+                    Claim::Granted { wait, .. } => Instant::now() + wait,
+                    Claim::Refused { retry_after } => {
+                        return Err(gate.promise(Instant::now() + retry_after, interval));
+                    }
+                    // Slower, never faster: without the shared turns, wait and try again.
+                    Claim::Unknown => {
+                        return Err(gate.promise(Instant::now() + SHARED_RETRY, interval));
+                    }
                 }
-                // Slower, never faster: without the shared turns, wait and try again.
-                Claim::Unknown => {
-                    return Err(gate.promise(Instant::now() + SHARED_RETRY, interval));
-                }
-            },
+            }
             None => {
                 let mut next = gate.next.lock().unwrap_or_else(|e| e.into_inner());
                 let now = Instant::now();
@@ -158,7 +186,28 @@ impl HostGates {
             }
         };
         tokio::time::sleep_until(start).await;
-        Ok(Turn { _slot: slot })
+        Ok(Turn {
+            _slot: slot,
+            _place: place,
+        })
+    }
+
+    /// A place among the fetches from `host` of every process, waiting up to [`MAX_WAIT`]
+    /// for one to be given back; else how long until trying again.
+    async fn place(&self, shared: &Shared, host: &str) -> Result<Lease, Duration> {
+        let max = u32::try_from(self.per_host).unwrap_or(u32::MAX);
+        let deadline = Instant::now() + MAX_WAIT;
+        loop {
+            match shared.rates.hold(host, max, shared.lease).await {
+                Hold::Held(lease) => return Ok(lease),
+                // Slower, never faster: without a place (all taken, or the shared places
+                // unreadable for now), wait and look again; past the wait, try again later.
+                Hold::Full | Hold::Unknown if Instant::now() + SLOT_POLL > deadline => {
+                    return Err(SHARED_RETRY);
+                }
+                Hold::Full | Hold::Unknown => tokio::time::sleep(SLOT_POLL).await,
+            }
+        }
     }
 }
 

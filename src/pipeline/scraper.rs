@@ -86,7 +86,7 @@ impl Scraper {
         Ok(Self {
             robots: RobotsCache::new(http.clone(), &config.robots_agent, config.robots_ttl),
             gates: HostGates::new(config.per_host_concurrency)
-                .with_shared(SharedRates::open(js, "host").await?),
+                .with_shared(SharedRates::open(js, "host").await?, http.timeout()),
             health: HostHealth::default(),
             http,
             blobs,

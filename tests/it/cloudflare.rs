@@ -7,6 +7,7 @@ use ai_cache::app::Role;
 use ai_cache::domain::kv_key::{html_key, kv_key, markdown_key};
 use ai_cache::domain::url::NormalizedUrl;
 use ai_cache::infra::cloudflare::{KvClient, KvError, KvTarget, Pair};
+use ai_cache::infra::limits::SharedRates;
 use ai_cache::infra::secrets::Secret;
 use ai_cache::pipeline::kv_batch::KvBatcher;
 use reqwest::Method;
@@ -205,4 +206,86 @@ async fn a_cloudflare_clients_pages_reach_its_namespace_through_retries_and_leav
         cf.get("ns1", &markdown_key(&first_key)).is_some(),
         "the others stay"
     );
+}
+
+#[tokio::test]
+async fn a_write_of_thousands_of_keys_with_metadata_is_one_request_and_reported_whole() {
+    // The `cloudflare` crate's own bulk endpoint decodes the count into an i8 and drops
+    // metadata: our corrected endpoint must do neither.
+    let cf = FakeCloudflare::start("t").await;
+    let kv = KvClient::new(&cf.base, Duration::from_secs(10)).expect("client");
+    let many: Vec<Pair> = (0..3_000).flat_map(pairs).collect();
+    let result = kv.bulk_write(&target("t"), &many).await.expect("written");
+    assert_eq!(result.successful_key_count, 6_000);
+    assert_eq!(*cf.inner.writes.lock().expect("lock"), [6_000]);
+    assert_eq!(
+        cf.get("ns1", "html:https/a-example/2999").map(|(_, m)| m),
+        Some(json!({"v": "html"}))
+    );
+    let keys: Vec<String> = many.iter().map(|p| p.key.clone()).collect();
+    let deleted = kv.bulk_delete(&target("t"), &keys).await.expect("deleted");
+    assert_eq!(deleted.successful_key_count, 6_000);
+    assert_eq!(cf.get("ns1", "md:https/a-example/1"), None);
+}
+
+#[tokio::test]
+async fn a_bad_api_root_is_refused_before_any_call() {
+    for base in ["not a url", "ftp://example.com/v4", "mailto:x@y"] {
+        assert!(
+            matches!(
+                KvClient::new(base, Duration::from_secs(1)),
+                Err(KvError::Rejected(_))
+            ),
+            "{base}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn uploader_processes_share_one_accounts_request_budget() {
+    let app = TestApp::with_roles(&[]).await;
+    let cf = FakeCloudflare::start("t").await;
+    // 20 requests per five minutes: 2 at once, then one every 16.7 s (longer than a call
+    // waits in place), counted for both "processes" (each its own client and bucket handle).
+    let mut uploaders = Vec::new();
+    for _ in 0..2 {
+        let rates = SharedRates::open(app.js(), "cloudflare")
+            .await
+            .expect("bucket");
+        uploaders.push(
+            KvClient::new(&cf.base, Duration::from_secs(10))
+                .expect("client")
+                .with_budget(rates, 20),
+        );
+    }
+    let calls = (0..6).map(|i| {
+        let kv = &uploaders[i % 2];
+        async move { kv.bulk_write(&target("t"), &pairs(i)).await }
+    });
+    let results = futures::future::join_all(calls).await;
+    assert_eq!(
+        cf.inner.writes.lock().expect("lock").len(),
+        2,
+        "two requests reach Cloudflare between both: {results:?}"
+    );
+    let refused: Vec<Duration> = results
+        .iter()
+        .filter_map(|r| match r {
+            Err(KvError::RateLimited(wait)) => Some(*wait),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len(), 4, "{results:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|w| *w > Duration::from_secs(10) && *w <= Duration::from_secs(17)),
+        "each is told when the budget has room: {refused:?}"
+    );
+    // Another account has its own budget.
+    let other = KvTarget {
+        account_id: "other".into(),
+        ..target("t")
+    };
+    assert!(uploaders[0].bulk_write(&other, &pairs(9)).await.is_ok());
 }

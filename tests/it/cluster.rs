@@ -1,5 +1,6 @@
 //! Scale-out on a NATS cluster, proven: the 3-node configuration of `deploy/nats/` (ports
-//! moved to free loopback ones), every stream with 3 replicas, two processes running every
+//! moved to free loopback ones), every stream with 3 replicas (the limits bucket excepted, see
+//! `streams::SINGLE_REPLICA`), two processes running every
 //! stage (the real binary), pages imported, and the node leading `PAGES` stopped mid-run and
 //! started again. Every page ends live with exactly one `pages.updated`, nothing is
 //! dead-lettered, and the verified rebuild finds the projections equal. The pause the leader

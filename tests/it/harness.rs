@@ -169,6 +169,7 @@ impl Options {
             scheduler_min_interval_secs: 3600,
             cloudflare_api_base: self.cloudflare_api_base.clone(),
             cloudflare_batch_ms: 100,
+            cloudflare_requests_per_5_min: 1_000,
             gemini_api_key: self.gemini_api_key.clone(),
             gemini_model: self.gemini_model.clone(),
             gemini_api_base: self.gemini_api_base.clone(),

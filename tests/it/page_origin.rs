@@ -65,6 +65,19 @@ struct Inner {
     pages: HashMap<String, Page>,
     robots: Option<String>,
     log: Vec<(String, Instant, HeaderMap)>,
+    in_flight: usize,
+    most_in_flight: usize,
+}
+
+/// A request being answered: counted while it lives.
+struct InFlight(Arc<Mutex<Inner>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut inner) = self.0.lock() {
+            inner.in_flight -= 1;
+        }
+    }
 }
 
 /// A running origin.
@@ -119,6 +132,11 @@ impl PageOrigin {
         self.inner.lock().expect("lock").robots = Some(text.to_owned());
     }
 
+    /// The most requests (robots.txt aside) it was answering at once.
+    pub fn most_at_once(&self) -> usize {
+        self.inner.lock().expect("lock").most_in_flight
+    }
+
     /// Requests made for `path` (robots.txt requests are logged as `/robots.txt`).
     pub fn hits(&self, path: &str) -> Vec<(Instant, HeaderMap)> {
         self.inner
@@ -141,8 +159,13 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri, headers: Header
         inner
             .log
             .push((path.clone(), Instant::now(), headers.clone()));
+        if path != "/robots.txt" {
+            inner.in_flight += 1;
+            inner.most_in_flight = inner.most_in_flight.max(inner.in_flight);
+        }
         (inner.pages.get(&path).cloned(), inner.robots.clone())
     };
+    let _flight = (path != "/robots.txt").then(|| InFlight(Arc::clone(&inner)));
     if let Some(Page::Held {
         asked,
         release,

@@ -8,7 +8,7 @@ use ai_cache::app::Role;
 use crate::clients::create_client;
 use crate::harness::{MASTER_KEY, TestApp, eventually};
 use crate::liveness::RoleProcess;
-use crate::page_origin::PageOrigin;
+use crate::page_origin::{Page, PageOrigin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_scraper_processes_keep_one_host_to_its_crawl_rate() {
@@ -146,4 +146,33 @@ async fn one_keys_limit_holds_across_two_api_processes_and_each_takes_its_share_
             "each process takes 10 of the 20 a minute: {answered:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_scraper_processes_keep_to_one_hosts_limit_of_fetches_at_once() {
+    let app = TestApp::with_roles(&[Role::Api, Role::Projections]).await;
+    let origin = PageOrigin::start().await;
+    let client = create_client(&app, "Site", "site.test").await;
+    // Ten requests a second are allowed, but each takes a second to answer: only the limit of
+    // fetches at once (3 per host, for the whole deployment) keeps them from piling up.
+    app.crawl_rate(&client, 600).await;
+    let _scrapers: Vec<RoleProcess> = (0..3)
+        .map(|_| RoleProcess::start_with(&app, "scraper", &[("SCRAPER_PER_HOST_CONCURRENCY", "3")]))
+        .collect();
+    let paths: Vec<String> = (0..24).map(|i| format!("/slow/{i}")).collect();
+    for p in &paths {
+        origin.set(p, Page::Slow(Duration::from_secs(1)));
+    }
+    let urls: Vec<String> = paths.iter().map(|p| origin.url(p)).collect();
+    app.add_urls(&client, &urls).await;
+    eventually(Duration::from_secs(60), "every page is fetched", || {
+        let all = paths.iter().all(|p| !origin.hits(p).is_empty());
+        async move { all }
+    })
+    .await;
+    let most = origin.most_at_once();
+    assert!(
+        (2..=3).contains(&most),
+        "at most 3 fetches at once from the host across three processes, saw {most}"
+    );
 }
