@@ -297,3 +297,23 @@ pub struct PipelineConfig {
     #[arg(long, env = "SCHEDULER_MIN_INTERVAL_SECS", default_value_t = 3600)]
     pub scheduler_min_interval_secs: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, Command};
+
+    use super::Config;
+
+    #[test]
+    fn every_variable_is_documented_in_env_example() {
+        let example = include_str!("../.env.example");
+        let command = Config::augment_args(Command::new("ai-cache"));
+        let missing: Vec<String> = command
+            .get_arguments()
+            .filter_map(|arg| arg.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+            .filter(|env| !example.contains(&format!("{env}=")))
+            .collect();
+        assert!(missing.is_empty(), "not in .env.example: {missing:?}");
+    }
+}
