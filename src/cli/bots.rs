@@ -158,3 +158,21 @@ pub fn classify_ua(ranges_dir: Option<&Path>) -> anyhow::Result<()> {
     out.flush()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workers_catalogue_is_the_shipped_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("worker/src/catalogue.js");
+        let module = std::fs::read_to_string(path).expect("worker/src/catalogue.js");
+        let catalogue: Catalogue =
+            serde_json::from_str(crate::domain::bots::CATALOGUE_JSON).expect("json");
+        assert_eq!(
+            module,
+            worker_module(&catalogue).expect("module"),
+            "worker/src/catalogue.js is stale: run `ai-cache catalogue build`"
+        );
+    }
+}

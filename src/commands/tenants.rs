@@ -19,11 +19,15 @@ use crate::domain::client::{
     self, API_KEY_DISPLAY_LEN, API_KEY_PREFIX, FieldError, Scope, SettingsPatch,
 };
 use crate::domain::ids::ClientId;
+use crate::domain::webhook;
+use crate::events::EventFamily;
 use crate::events::clients::{
     ClientDeleted, ClientEvent, ClientSettings, ClientState, ClientUpdated, KeyCreated, KeyRevoked,
     WebhookAdded, WebhookRemoved,
 };
+use crate::events::pages::PageEvent;
 use crate::events::{Event, subjects};
+use crate::infra::http::{ResolveError, resolve_guarded};
 use crate::infra::publish::{Outgoing, PublishError, Publisher};
 use crate::infra::secrets::{Secret, Secrets, SecretsError};
 use crate::projections::clients as read;
@@ -52,6 +56,30 @@ pub enum TenantError {
     Db(#[from] sqlx::Error),
     #[error("stream: {0}")]
     Stream(String),
+}
+
+/// A webhook target that is well formed and (unless private networks are allowed) resolves
+/// only to public addresses, like the scraper's rule; the delivery client checks the
+/// addresses again on every connection (DNS can change).
+async fn checked_target(url: &str, allow_private: bool) -> Result<String, FieldError> {
+    let parsed = webhook::parse_target(url)?;
+    if !allow_private {
+        let host = parsed.host_str().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        resolve_guarded(host, port, false).await.map_err(|e| {
+            FieldError::new(
+                "url",
+                match e {
+                    ResolveError::Lookup(e) => format!("the host does not resolve: {e}"),
+                    ResolveError::NoAddress | ResolveError::Blocked(_) => {
+                        "the host resolves to a private, loopback or link-local address".to_owned()
+                    }
+                },
+            )
+        })?;
+    }
+    Ok(parsed.to_string())
 }
 
 /// A new webhook endpoint, with its signing secret (shown once).
@@ -469,20 +497,15 @@ impl Tenants {
         events: Vec<String>,
         allow_private: bool,
     ) -> Result<(CreatedWebhook, Visibility), TenantError> {
-        let url = crate::domain::webhook::validate_target(url, allow_private).await?;
-        let events = crate::domain::webhook::validate_events(events)?;
+        let url = checked_target(url, allow_private).await?;
+        let events = webhook::validate_events(events, PageEvent::CATALOGUE)?;
         read::find(&self.db, id.as_uuid())
             .await?
             .ok_or(TenantError::NotFound("client"))?;
-        if read::webhooks(&self.db, id.as_uuid()).await?.len()
-            >= crate::domain::webhook::MAX_PER_CLIENT
-        {
+        if read::webhooks(&self.db, id.as_uuid()).await?.len() >= webhook::MAX_PER_CLIENT {
             return Err(FieldError::new(
                 "url",
-                format!(
-                    "a client has at most {} webhooks",
-                    crate::domain::webhook::MAX_PER_CLIENT
-                ),
+                format!("a client has at most {} webhooks", webhook::MAX_PER_CLIENT),
             )
             .into());
         }
@@ -633,4 +656,29 @@ fn changed_fields(old: &ClientState, new: &ClientState) -> Vec<String> {
     check("is_active", old.is_active != new.is_active);
     check("settings", old.settings != new.settings);
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn private_targets_are_refused_unless_allowed() {
+        for url in [
+            "http://127.0.0.1:8080/hook",
+            "http://[::1]/hook",
+            "http://10.1.2.3/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://localhost/hook",
+        ] {
+            assert!(checked_target(url, false).await.is_err(), "{url}");
+            assert!(checked_target(url, true).await.is_ok(), "{url}");
+        }
+        assert!(checked_target("ftp://93.184.215.14/x", true).await.is_err());
+        assert!(
+            checked_target("https://93.184.215.14/hook", false)
+                .await
+                .is_ok()
+        );
+    }
 }

@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::clients::{ClientSettings, EdgeTarget};
-
 /// A field that failed validation: which one, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -17,6 +15,43 @@ impl FieldError {
         Self {
             field: field.into(),
             message: message.into(),
+        }
+    }
+}
+
+/// Where a client's pages are served from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EdgeTarget {
+    /// Cloudflare KV when the client has Cloudflare credentials, else the built-in store.
+    #[default]
+    Auto,
+    Cloudflare,
+    Builtin,
+}
+
+/// Per-client pipeline settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientSettings {
+    /// How often pages are re-fetched, in seconds.
+    pub refresh_interval_secs: u64,
+    /// Requests per minute the scraper may send to the client's hosts.
+    pub crawl_rate_per_minute: u32,
+    /// Generate Markdown with Gemini (when a key is available) instead of locally.
+    pub use_gemini: bool,
+    pub edge_target: EdgeTarget,
+    /// Accept URLs on subdomains of the client's domain.
+    pub allow_subdomains: bool,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self {
+            refresh_interval_secs: 24 * 60 * 60,
+            crawl_rate_per_minute: 60,
+            use_gemini: false,
+            edge_target: EdgeTarget::Auto,
+            allow_subdomains: false,
         }
     }
 }

@@ -7,10 +7,25 @@
 //! ([`super::html::main_text`]), so a page never yields empty Markdown without reason.
 
 use scraper::{Html, Selector};
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::html_bounds::TooComplex;
-use crate::events::pages::PageMetadata;
+
+/// Metadata extracted alongside the Markdown.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PageMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canonical_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_time: Option<String>,
+}
 
 /// Changes whenever the output for the same input can change: it is part of the Markdown
 /// stage's deduplication key, so bumping it and reprocessing regenerates every page.

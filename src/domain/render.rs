@@ -7,7 +7,7 @@
 
 use pulldown_cmark::{CowStr, Event, Options, Parser, Tag, html};
 
-use crate::events::pages::PageMetadata;
+use super::markdown::PageMetadata;
 
 /// Changes whenever the output for the same input can change (part of the stage's key).
 pub const RENDERER_VERSION: &str = "1";

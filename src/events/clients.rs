@@ -6,6 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{EventFamily, StreamName};
+use crate::domain::client::Scope;
+/// The settings a client's events carry are domain values.
+pub use crate::domain::client::{ClientSettings, EdgeTarget};
 
 /// Every event of the CLIENTS stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,43 +67,6 @@ impl EventFamily for ClientEvent {
     }
 }
 
-/// Where a client's pages are served from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EdgeTarget {
-    /// Cloudflare KV when the client has Cloudflare credentials, else the built-in store.
-    #[default]
-    Auto,
-    Cloudflare,
-    Builtin,
-}
-
-/// Per-client pipeline settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ClientSettings {
-    /// How often pages are re-fetched, in seconds.
-    pub refresh_interval_secs: u64,
-    /// Requests per minute the scraper may send to the client's hosts.
-    pub crawl_rate_per_minute: u32,
-    /// Generate Markdown with Gemini (when a key is available) instead of locally.
-    pub use_gemini: bool,
-    pub edge_target: EdgeTarget,
-    /// Accept URLs on subdomains of the client's domain.
-    pub allow_subdomains: bool,
-}
-
-impl Default for ClientSettings {
-    fn default() -> Self {
-        Self {
-            refresh_interval_secs: 24 * 60 * 60,
-            crawl_rate_per_minute: 60,
-            use_gemini: false,
-            edge_target: EdgeTarget::Auto,
-            allow_subdomains: false,
-        }
-    }
-}
-
 /// The whole configuration of a client, as `clients.registered` and `clients.updated` carry it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClientState {
@@ -145,7 +111,7 @@ pub struct KeyCreated {
     pub display_prefix: String,
     /// SHA-256 (hex) of the whole key: the only form in which it is stored.
     pub key_hash: String,
-    pub scopes: Vec<crate::domain::client::Scope>,
+    pub scopes: Vec<Scope>,
 }
 
 /// `clients.key_revoked` v1.

@@ -15,6 +15,11 @@ use super::{DecodeError, Event, EventFamily, StreamName};
 use crate::domain::content::{BlobRef, ContentHash};
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::url::NormalizedUrl;
+/// Value types the page events carry, defined with their rules in `domain`.
+pub use crate::domain::{
+    markdown::PageMetadata,
+    reprocess::{ReprocessOutcome, Stage},
+};
 
 /// Every event of the PAGES stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -212,89 +217,6 @@ pub struct Reprocess {
     pub force: bool,
 }
 
-impl Reprocess {
-    /// How the page's run ends at `here` when the stage has nothing to redo: `skipped` if the
-    /// run started here, else `unchanged` (an earlier stage made the same output again).
-    pub fn nothing_to_redo(&self, here: Stage) -> ReprocessOutcome {
-        if self.from_stage == here {
-            ReprocessOutcome::Skipped
-        } else {
-            ReprocessOutcome::Unchanged
-        }
-    }
-
-    /// A stage's deduplication key for its output, made the run's own when there is a run:
-    /// a run's output is published even where an earlier one had the same input.
-    pub fn output_key(run: Option<&Reprocess>, base: String) -> String {
-        match run {
-            Some(run) => format!("{base}:{}", run.run_id),
-            None => base,
-        }
-    }
-}
-
-/// A pipeline stage a reprocessing run can start from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    Scrape,
-    Markdown,
-    Render,
-    Upload,
-}
-
-impl Stage {
-    pub const ALL: [Stage; 4] = [Self::Scrape, Self::Markdown, Self::Render, Self::Upload];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Scrape => "scrape",
-            Self::Markdown => "markdown",
-            Self::Render => "render",
-            Self::Upload => "upload",
-        }
-    }
-}
-
-impl std::str::FromStr for Stage {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|stage| stage.as_str() == s)
-            .ok_or_else(|| format!("unknown stage {s:?}: scrape, markdown, render or upload"))
-    }
-}
-
-/// How a page's part of a reprocessing run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ReprocessOutcome {
-    /// New content is served (`pages.updated` was published).
-    Updated,
-    /// The output was made again and is the same: nothing uploaded, nothing announced.
-    Unchanged,
-    /// Nothing to redo: the stage's input and version are those of the page's last output.
-    Skipped,
-    /// The origin says the page is gone.
-    Removed,
-    /// The page could not be fetched (its state says why).
-    Failed,
-}
-
-impl ReprocessOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Updated => "updated",
-            Self::Unchanged => "unchanged",
-            Self::Skipped => "skipped",
-            Self::Removed => "removed",
-            Self::Failed => "failed",
-        }
-    }
-}
-
 /// `pages.reprocessed` v1.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reprocessed {
@@ -410,21 +332,6 @@ pub struct TokenUsage {
     pub prompt: u64,
     pub output: u64,
     pub total: u64,
-}
-
-/// Metadata extracted alongside the Markdown.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct PageMetadata {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub language: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub canonical_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub published_time: Option<String>,
 }
 
 /// `pages.markdown_generated` v2.

@@ -103,10 +103,34 @@ impl std::fmt::Debug for HttpClient {
     }
 }
 
-/// Marks a resolver refusal so it can be told apart from other connect errors.
+/// Why a host name was not resolved to addresses we may connect to.
 #[derive(Debug, thiserror::Error)]
-#[error("{0} resolves to a private or internal address")]
-struct Blocked(String);
+pub enum ResolveError {
+    #[error("the host does not resolve: {0}")]
+    Lookup(#[from] std::io::Error),
+    #[error("the host resolves to no address")]
+    NoAddress,
+    /// Marks a refusal so the fetch can tell it apart from other connect errors.
+    #[error("{0} resolves to a private or internal address")]
+    Blocked(String),
+}
+
+/// Resolves `host`, refusing (unless `allow_private`) a name with any address that is not
+/// public: the one address rule of every outbound connection (fetches, webhook targets).
+pub async fn resolve_guarded(
+    host: &str,
+    port: u16,
+    allow_private: bool,
+) -> Result<Vec<SocketAddr>, ResolveError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    if addrs.is_empty() {
+        return Err(ResolveError::NoAddress);
+    }
+    if !allow_private && addrs.iter().any(|a| !netaddr::is_public(a.ip())) {
+        return Err(ResolveError::Blocked(host.to_owned()));
+    }
+    Ok(addrs)
+}
 
 struct GuardedResolver {
     allow_private: bool,
@@ -117,12 +141,11 @@ impl Resolve for GuardedResolver {
         let allow_private = self.allow_private;
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if !allow_private && addrs.iter().any(|a| !netaddr::is_public(a.ip())) {
-                return Err(Box::new(Blocked(host)) as Box<dyn std::error::Error + Send + Sync>);
+            match resolve_guarded(&host, 0, allow_private).await {
+                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as Addrs),
+                Err(ResolveError::Lookup(io)) => Err(io.into()),
+                Err(refused) => Err(refused.into()),
             }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
 }
@@ -272,8 +295,8 @@ impl HttpClient {
 fn classify(e: reqwest::Error) -> FetchError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
-        if let Some(blocked) = err.downcast_ref::<Blocked>() {
-            return FetchError::BlockedAddress(blocked.0.clone());
+        if let Some(ResolveError::Blocked(host)) = err.downcast_ref::<ResolveError>() {
+            return FetchError::BlockedAddress(host.clone());
         }
         if let Some(ours) = err.downcast_ref::<FetchError>() {
             return ours.clone();

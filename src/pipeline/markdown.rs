@@ -29,9 +29,10 @@ use super::runtime::{Delivery, Step, StepError};
 use crate::domain::html_bounds::TooComplex;
 use crate::domain::ids::ClientId;
 use crate::domain::markdown::{self, GENERATOR_VERSION};
+use crate::domain::reprocess::output_key;
 use crate::events::Event;
 use crate::events::pages::{
-    GeneratorKind, MarkdownGenerated, PageEvent, Reprocess, ReprocessOutcome, Stage, TokenUsage,
+    GeneratorKind, MarkdownGenerated, PageEvent, ReprocessOutcome, Stage, TokenUsage,
 };
 use crate::infra::blobs::BlobStore;
 use crate::infra::gemini::{GeminiClient, GeminiError, PROMPT_VERSION};
@@ -290,8 +291,8 @@ impl Step<PageEvent> for MarkdownStage {
             .put(made.markdown.as_bytes())
             .await
             .map_err(StepError::transient)?;
-        let key = Reprocess::output_key(
-            changed.reprocess.as_ref(),
+        let key = output_key(
+            changed.reprocess.as_ref().map(|run| run.run_id),
             format!("markdown:{page}:{}:{}", changed.raw.hash, made.version),
         );
         let out = Event::caused_by(

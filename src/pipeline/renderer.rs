@@ -13,8 +13,9 @@ use super::order;
 use super::reprocess;
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::render::{self, RENDERER_VERSION};
+use crate::domain::reprocess::{nothing_to_redo, output_key};
 use crate::events::Event;
-use crate::events::pages::{HtmlRendered, PageEvent, Reprocess, Stage};
+use crate::events::pages::{HtmlRendered, PageEvent, Stage};
 use crate::infra::blobs::BlobStore;
 use crate::infra::publish::{Outgoing, Publisher};
 
@@ -69,7 +70,7 @@ impl Step<PageEvent> for RendererStage {
                 && h.markdown_hash == generated.markdown.hash
                 && h.renderer_version == RENDERER_VERSION
             {
-                let outcome = run.nothing_to_redo(Stage::Render);
+                let outcome = nothing_to_redo(run.from_stage, Stage::Render);
                 return reprocess::end(&self.publisher, &event, run, Stage::Render, outcome).await;
             }
         }
@@ -101,8 +102,8 @@ impl Step<PageEvent> for RendererStage {
             .put(html.as_bytes())
             .await
             .map_err(StepError::transient)?;
-        let key = Reprocess::output_key(
-            generated.reprocess.as_ref(),
+        let key = output_key(
+            generated.reprocess.as_ref().map(|run| run.run_id),
             format!(
                 "rendered:{page}:{}:{RENDERER_VERSION}",
                 generated.markdown.hash

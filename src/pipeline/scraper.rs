@@ -28,6 +28,7 @@ use super::robots::{RobotsCache, Verdict};
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::content::BlobRef;
 use crate::domain::ids::{ClientId, PageId};
+use crate::domain::reprocess::output_key;
 use crate::domain::url::NormalizedUrl;
 use crate::domain::{html, html_bounds};
 use crate::events::Event;
@@ -439,8 +440,8 @@ impl Scraper {
                 reprocess: at.reprocess.cloned(),
             }),
         );
-        let changed_key = Reprocess::output_key(
-            at.reprocess,
+        let changed_key = output_key(
+            at.reprocess.map(|run| run.run_id),
             format!("changed:{page}:{version}:{fingerprint}"),
         );
         metrics::counter!("aicache_scraper_fetches_total", "outcome" => "changed").increment(1);

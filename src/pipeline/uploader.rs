@@ -31,11 +31,11 @@ use crate::domain::client::is_cloudflare_id;
 use crate::domain::content::BlobRef;
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::kv_key::{html_key, kv_key, markdown_key};
+use crate::domain::reprocess::{nothing_to_redo, output_key};
 use crate::events::Event;
 use crate::events::envelope::now;
 use crate::events::pages::{
-    EdgeStore as EdgeKind, HtmlRendered, KvUploaded, PageEvent, Reprocess, ReprocessOutcome, Stage,
-    Updated,
+    EdgeStore as EdgeKind, HtmlRendered, KvUploaded, PageEvent, ReprocessOutcome, Stage, Updated,
 };
 use crate::infra::blobs::BlobStore;
 use crate::infra::cloudflare::{KvError, KvTarget, Pair, check};
@@ -333,7 +333,7 @@ impl Uploader {
         if let Some(run) = rendered.reprocess.as_ref().filter(|r| !r.force)
             && self.holds(client, page, store, md, html).await?
         {
-            let outcome = run.nothing_to_redo(Stage::Upload);
+            let outcome = nothing_to_redo(run.from_stage, Stage::Upload);
             reprocess::end(&self.publisher, event, run, Stage::Upload, outcome).await?;
             return Ok(Written::Published);
         }
@@ -359,8 +359,8 @@ impl Uploader {
             }),
         );
         // A run's upload is an upload of its own (forced, or to a store that lost it).
-        let uploaded_key = Reprocess::output_key(
-            rendered.reprocess.as_ref(),
+        let uploaded_key = output_key(
+            rendered.reprocess.as_ref().map(|run| run.run_id),
             format!("uploaded:{page}:{md}:{html}"),
         );
         let uploaded = Outgoing::keyed(uploaded, uploaded_key).expecting(last_seq);

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{DecodeError, EventFamily, StreamName};
+/// Value types a visit carries, defined in `domain`.
+pub use crate::domain::visit::{FormatServed, Verification, VisitorType};
 
 /// Every event of the VISITS stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -49,43 +51,6 @@ impl EventFamily for VisitEvent {
             }),
         }
     }
-}
-
-/// What kind of visitor made a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum VisitorType {
-    AiBot,
-    SearchBot,
-    OtherBot,
-    Human,
-    WorkerProxy,
-}
-
-/// How far a bot's claimed identity was checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Verification {
-    /// Not a bot, or not checked.
-    None,
-    /// The user agent says so; nothing else was checked.
-    Claimed,
-    /// The IP is in the operator's published ranges.
-    IpVerified,
-    /// The operator publishes ranges and the IP is outside them.
-    IpMismatch,
-}
-
-/// What the edge answered with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum FormatServed {
-    Markdown,
-    Html,
-    /// Passed through to the origin.
-    Origin,
-    /// Not known (imported history).
-    Unknown,
 }
 
 /// `visits.recorded` v2.

@@ -1,0 +1,41 @@
+//! What a visit is made of: who made the request, how far their identity was checked, and
+//! what the edge answered with. Pure values.
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of visitor made a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VisitorType {
+    AiBot,
+    SearchBot,
+    OtherBot,
+    Human,
+    WorkerProxy,
+}
+
+/// How far a bot's claimed identity was checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verification {
+    /// Not a bot, or not checked.
+    None,
+    /// The user agent says so; nothing else was checked.
+    Claimed,
+    /// The IP is in the operator's published ranges.
+    IpVerified,
+    /// The operator publishes ranges and the IP is outside them.
+    IpMismatch,
+}
+
+/// What the edge answered with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FormatServed {
+    Markdown,
+    Html,
+    /// Passed through to the origin.
+    Origin,
+    /// Not known (imported history).
+    Unknown,
+}
