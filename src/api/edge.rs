@@ -335,21 +335,16 @@ async fn serve(
             content(state, &manifest, markdown, method, headers, &link).await?
         }
         None => {
-            let response = match mode {
+            let mut response = match mode {
                 Mode::Prefixed => Response::builder()
                     .status(StatusCode::FOUND)
                     .header(header::LOCATION, page_url(schemes[0], path)?.as_str())
-                    .body(Body::empty()),
-                Mode::Host => Response::builder()
-                    .status(StatusCode::NOT_FOUND)
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(Body::from(
-                        serde_json::json!({"error": {"code": "not_cached",
-                            "message": format!("no cached version of {path} for this visitor")}})
-                        .to_string(),
-                    )),
+                    .body(Body::empty())
+                    .map_err(|e| ApiError::Internal(e.into()))?,
+                Mode::Host => axum::response::IntoResponse::into_response(ApiError::NotCached(
+                    path.to_owned(),
+                )),
             };
-            let mut response = response.map_err(|e| ApiError::Internal(e.into()))?;
             let h = response.headers_mut();
             h.insert(header::VARY, HeaderValue::from_static(VARY));
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -10,6 +10,98 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::commands::tenants::TenantError;
+use crate::commands::visits::RejectCode;
+
+/// Defines [`ErrorCode`] from one table: every code the API answers, its status and what it
+/// means. `docs/ERRORS.md` is this table (a unit test keeps them equal).
+macro_rules! error_codes {
+    ($($variant:ident => $code:literal, $status:ident, $meaning:literal;)*) => {
+        /// Every error code of the API, the complete catalogue.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(Self::$variant,)*];
+
+            /// The stable `code` of the error body.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $code,)*
+                }
+            }
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Self::$variant => StatusCode::$status,)*
+                }
+            }
+
+            /// What the code means, for the catalogue in the docs.
+            pub fn meaning(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $meaning,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    BadRequest => "bad_request", BAD_REQUEST,
+        "The path or the request is malformed (an id that is not a UUID, a bad page path).";
+    InvalidQuery => "invalid_query", BAD_REQUEST, "A query parameter is missing or invalid.";
+    MalformedJson => "malformed_json", BAD_REQUEST,
+        "The body is not JSON, or not of the operation's shape.";
+    Unauthorized => "unauthorized", UNAUTHORIZED,
+        "No API key, or an unknown or revoked one (send `X-API-Key` or `Authorization: Bearer`).";
+    Forbidden => "forbidden", FORBIDDEN,
+        "The key may not do this: another client's resource, a scope it lacks, or a master-only operation.";
+    NotFound => "not_found", NOT_FOUND,
+        "What the path names does not exist: a client, page, webhook, key, reprocessing run, dead letter, a page's content not made yet, or an edge route. The message says which.";
+    NotCached => "not_cached", NOT_FOUND,
+        "The built-in edge route, reached by `Host`, has no cached version of the page for this visitor (let the proxy fall back to the origin).";
+    MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED,
+        "The route exists but not with this method.";
+    Conflict => "conflict", CONFLICT,
+        "The request conflicts with the current state: a client's name or domain already taken, a page being reprocessed, a dead letter whose consumer is gone.";
+    ClientInactive => "client_inactive", CONFLICT,
+        "The client is inactive: its pipeline is paused and its keys read but do not write.";
+    PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE, "The body is larger than the limit.";
+    UriTooLong => "uri_too_long", URI_TOO_LONG, "The request target is too long.";
+    HeadersTooLarge => "headers_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "The request headers are too large.";
+    RequestTimeout => "request_timeout", REQUEST_TIMEOUT, "The body did not arrive in time.";
+    UnsupportedMediaType => "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE,
+        "The body is not sent as `application/json`.";
+    ValidationFailed => "validation_failed", UNPROCESSABLE_ENTITY,
+        "A field is invalid; `field` names it and the message says why.";
+    BlockedAddress => "blocked_address", UNPROCESSABLE_ENTITY,
+        "The URL resolves to a private, loopback or link-local address (allowed only with `ALLOW_PRIVATE_NETWORKS`).";
+    InvalidUrl => "invalid_url", UNPROCESSABLE_ENTITY,
+        "A URL is not an http(s) URL, or cannot be normalized.";
+    NoSitemap => "no_sitemap", UNPROCESSABLE_ENTITY,
+        "No sitemap was found: none in robots.txt, none at `/sitemap.xml` or `/sitemap_index.xml`.";
+    SitemapUnreadable => "sitemap_unreadable", UNPROCESSABLE_ENTITY,
+        "The sitemap could not be fetched or read (status, size, format); the message says why.";
+    ForbiddenClient => "forbidden_client", UNPROCESSABLE_ENTITY,
+        "A visit's `client_id` is not the client of the key that reports it.";
+    ClientIdRequired => "client_id_required", UNPROCESSABLE_ENTITY,
+        "A visit reported with the master key names no `client_id`.";
+    UnknownClient => "unknown_client", UNPROCESSABLE_ENTITY, "A visit names a client that does not exist.";
+    OffDomain => "off_domain", UNPROCESSABLE_ENTITY,
+        "A visit's URL is not on its client's domain (or its subdomains, by the client's setting).";
+    InvalidTimestamp => "invalid_timestamp", UNPROCESSABLE_ENTITY, "A visit's timestamp is in the future.";
+    InvalidStatus => "invalid_status", UNPROCESSABLE_ENTITY, "A visit's status is not an HTTP status (100-599).";
+    InvalidIp => "invalid_ip", UNPROCESSABLE_ENTITY, "A visit's `ip` is not an IP address.";
+    RateLimited => "rate_limited", TOO_MANY_REQUESTS,
+        "Over the key's requests per minute; retry after `Retry-After` seconds.";
+    ServiceUnavailable => "service_unavailable", SERVICE_UNAVAILABLE,
+        "NATS or PostgreSQL is unreachable; retry.";
+    InternalError => "internal_error", INTERNAL_SERVER_ERROR,
+        "Anything unexpected: logged with its cause, answered without details.";
+}
 
 /// An error answered to an API caller.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +118,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("no cached version of {0} for this visitor")]
+    NotCached(String),
     #[error("method not allowed on this route")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -52,9 +146,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{field}: {message}")]
     Validation { field: String, message: String },
-    /// A well-formed request that cannot be carried out (an unreadable sitemap, a refused address).
+    /// A well-formed request that cannot be carried out (an unreadable sitemap, a refused
+    /// address, a refused visit): `code` is one of the 422 codes of the table.
     #[error("{message}")]
-    Unprocessable { code: &'static str, message: String },
+    Unprocessable { code: ErrorCode, message: String },
     #[error("too many requests: retry after {} s", retry_after.as_secs().max(1))]
     RateLimited { retry_after: Duration },
     #[error("service unavailable: {0}")]
@@ -65,34 +160,51 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The code of each variant.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::InvalidQuery { .. } => ErrorCode::InvalidQuery,
+            Self::MalformedJson(_) => ErrorCode::MalformedJson,
+            Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::NotCached(_) => ErrorCode::NotCached,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::ClientInactive => ErrorCode::ClientInactive,
+            Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Self::UriTooLong => ErrorCode::UriTooLong,
+            Self::HeadersTooLarge => ErrorCode::HeadersTooLarge,
+            Self::RequestTimeout => ErrorCode::RequestTimeout,
+            Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Self::Validation { .. } => ErrorCode::ValidationFailed,
+            Self::Unprocessable { code, .. } => *code,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Unavailable(_) => ErrorCode::ServiceUnavailable,
+            Self::Internal(_) => ErrorCode::InternalError,
+        }
+    }
+
     /// Status and stable code of each variant.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::InvalidQuery { .. } => (StatusCode::BAD_REQUEST, "invalid_query"),
-            Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            Self::ClientInactive => (StatusCode::CONFLICT, "client_inactive"),
-            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            Self::UriTooLong => (StatusCode::URI_TOO_LONG, "uri_too_long"),
-            Self::HeadersTooLarge => (
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers_too_large",
-            ),
-            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            Self::UnsupportedMediaType => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
-            Self::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-            Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
-            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
-        }
+        let code = self.code();
+        (code.status(), code.as_str())
+    }
+
+    /// A refused visit, with its code in the catalogue.
+    pub fn rejected(code: RejectCode, message: String) -> Self {
+        let code = match code {
+            RejectCode::ForbiddenClient => ErrorCode::ForbiddenClient,
+            RejectCode::ClientIdRequired => ErrorCode::ClientIdRequired,
+            RejectCode::UnknownClient => ErrorCode::UnknownClient,
+            RejectCode::OffDomain => ErrorCode::OffDomain,
+            RejectCode::InvalidUrl => ErrorCode::InvalidUrl,
+            RejectCode::InvalidTimestamp => ErrorCode::InvalidTimestamp,
+            RejectCode::InvalidStatus => ErrorCode::InvalidStatus,
+            RejectCode::InvalidIp => ErrorCode::InvalidIp,
+        };
+        Self::Unprocessable { code, message }
     }
 
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -164,13 +276,13 @@ impl From<crate::commands::discovery::DiscoveryError> for ApiError {
             DiscoveryError::Fetch {
                 error: FetchError::BlockedAddress(_),
                 ..
-            } => "blocked_address",
+            } => ErrorCode::BlockedAddress,
             DiscoveryError::Fetch {
                 error: FetchError::Scheme(_) | FetchError::InvalidUrl(_),
                 ..
-            } => "invalid_url",
-            DiscoveryError::NoSitemap(_) => "no_sitemap",
-            _ => "sitemap_unreadable",
+            } => ErrorCode::InvalidUrl,
+            DiscoveryError::NoSitemap(_) => ErrorCode::NoSitemap,
+            _ => ErrorCode::SitemapUnreadable,
         };
         Self::Unprocessable {
             code,
@@ -291,4 +403,58 @@ fn error_body_schema() -> utoipa::openapi::schema::Schema {
         .required("error")
         .build()
         .into()
+}
+
+/// The catalogue as a Markdown table, as `docs/ERRORS.md` holds it.
+pub fn catalogue_markdown() -> String {
+    let mut table = String::from("| code | status | meaning |\n|---|---|---|\n");
+    for code in ErrorCode::ALL {
+        table.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            code.as_str(),
+            code.status().as_u16(),
+            code.meaning()
+        ));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "{s} twice");
+            assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{s}");
+            assert!(code.status().is_client_error() || code.status().is_server_error());
+        }
+    }
+
+    #[test]
+    fn every_visit_rejection_is_a_422_code_of_the_same_name() {
+        for reason in RejectCode::ALL {
+            let error = ApiError::rejected(reason, String::new());
+            assert_eq!(error.code().as_str(), reason.as_str());
+            assert_eq!(error.code().status(), StatusCode::UNPROCESSABLE_ENTITY);
+            assert_eq!(
+                serde_json::to_value(reason).expect("json"),
+                json!(reason.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn the_docs_list_every_code() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ERRORS.md");
+        let docs = std::fs::read_to_string(path).expect("docs/ERRORS.md");
+        assert!(
+            docs.contains(&catalogue_markdown()),
+            "docs/ERRORS.md is stale: its table must be exactly this:\n{}",
+            catalogue_markdown()
+        );
+    }
 }

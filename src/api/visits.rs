@@ -15,7 +15,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState};
 use crate::commands::discovery::on_domain;
 use crate::commands::visits::{
-    BatchOutcome, DomainRule, MAX_BATCH, Reporter, VisitInput, VisitRejection,
+    BatchOutcome, DomainRule, MAX_BATCH, RejectCode, Reporter, VisitInput, VisitRejection, reject,
 };
 use crate::domain::client::Scope;
 use crate::domain::url::NormalizedUrl;
@@ -38,14 +38,12 @@ struct Domains(HashMap<Uuid, (String, bool)>);
 
 impl DomainRule for Domains {
     fn check(&self, client: Uuid, url: &NormalizedUrl) -> Result<(), VisitRejection> {
-        let (domain, subdomains) = self.0.get(&client).ok_or_else(|| VisitRejection {
-            code: "unknown_client",
-            message: format!("no client {client}"),
-        })?;
-        on_domain(url, domain, *subdomains).map_err(|message| VisitRejection {
-            code: "off_domain",
-            message,
-        })
+        let (domain, subdomains) = self
+            .0
+            .get(&client)
+            .ok_or_else(|| reject(RejectCode::UnknownClient, format!("no client {client}")))?;
+        on_domain(url, domain, *subdomains)
+            .map_err(|message| reject(RejectCode::OffDomain, message))
     }
 }
 
@@ -108,10 +106,7 @@ pub async fn record_one(
 ) -> Result<(StatusCode, Json<BatchOutcome>), ApiError> {
     let outcome = record(&state, &principal, vec![visit]).await?;
     if let Some(r) = outcome.rejected.first() {
-        return Err(ApiError::Unprocessable {
-            code: r.code,
-            message: r.message.clone(),
-        });
+        return Err(ApiError::rejected(r.code, r.message.clone()));
     }
     Ok((StatusCode::ACCEPTED, Json(outcome)))
 }

@@ -65,15 +65,66 @@ pub struct VisitInput {
     pub cf_worker: Option<String>,
 }
 
+/// Why one visit was refused (the API's error catalogue has each as a code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectCode {
+    /// `client_id` is not the client of the key.
+    ForbiddenClient,
+    /// The master key reports without `client_id`.
+    ClientIdRequired,
+    /// The client does not exist.
+    UnknownClient,
+    /// The URL is not on the client's domain.
+    OffDomain,
+    InvalidUrl,
+    InvalidTimestamp,
+    InvalidStatus,
+    InvalidIp,
+}
+
+impl RejectCode {
+    pub const ALL: [RejectCode; 8] = [
+        Self::ForbiddenClient,
+        Self::ClientIdRequired,
+        Self::UnknownClient,
+        Self::OffDomain,
+        Self::InvalidUrl,
+        Self::InvalidTimestamp,
+        Self::InvalidStatus,
+        Self::InvalidIp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ForbiddenClient => "forbidden_client",
+            Self::ClientIdRequired => "client_id_required",
+            Self::UnknownClient => "unknown_client",
+            Self::OffDomain => "off_domain",
+            Self::InvalidUrl => "invalid_url",
+            Self::InvalidTimestamp => "invalid_timestamp",
+            Self::InvalidStatus => "invalid_status",
+            Self::InvalidIp => "invalid_ip",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why one visit was refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct VisitRejection {
-    pub code: &'static str,
+    #[schema(value_type = String)]
+    pub code: RejectCode,
     pub message: String,
 }
 
-fn reject(code: &'static str, message: impl Into<String>) -> VisitRejection {
+pub fn reject(code: RejectCode, message: impl Into<String>) -> VisitRejection {
     VisitRejection {
         code,
         message: message.into(),
@@ -138,7 +189,8 @@ pub struct BatchOutcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Rejected {
     pub index: usize,
-    pub code: &'static str,
+    #[schema(value_type = String)]
+    pub code: RejectCode,
     pub message: String,
 }
 
@@ -177,24 +229,24 @@ impl Visits {
             (Reporter::Client(own), Some(given)) if given == own => own,
             (Reporter::Client(_), Some(_)) => {
                 return Err(reject(
-                    "forbidden_client",
+                    RejectCode::ForbiddenClient,
                     "client_id is not the client of this key",
                 ));
             }
             (Reporter::Master, Some(given)) => given,
             (Reporter::Master, None) => {
                 return Err(reject(
-                    "client_id_required",
+                    RejectCode::ClientIdRequired,
                     "client_id is required with the master key",
                 ));
             }
         };
         let url = NormalizedUrl::parse(&input.url)
-            .map_err(|e| reject("invalid_url", format!("url: {e}")))?;
+            .map_err(|e| reject(RejectCode::InvalidUrl, format!("url: {e}")))?;
         rule.check(client, &url)?;
         if input.timestamp > now + MAX_FUTURE {
             return Err(reject(
-                "invalid_timestamp",
+                RejectCode::InvalidTimestamp,
                 format!("timestamp {} is in the future", input.timestamp),
             ));
         }
@@ -202,15 +254,14 @@ impl Visits {
             && !(100..=599).contains(&status)
         {
             return Err(reject(
-                "invalid_status",
+                RejectCode::InvalidStatus,
                 format!("status {status} is not an HTTP status"),
             ));
         }
         let ip = match input.ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => Some(
-                s.parse::<IpAddr>()
-                    .map_err(|_| reject("invalid_ip", format!("{s:?} is not an IP address")))?,
-            ),
+            Some(s) => Some(s.parse::<IpAddr>().map_err(|_| {
+                reject(RejectCode::InvalidIp, format!("{s:?} is not an IP address"))
+            })?),
             None => None,
         };
         let user_agent = input.user_agent.as_deref().map(cut);
