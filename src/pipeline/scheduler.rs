@@ -41,34 +41,34 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         match pass(&db, &publisher, min_interval_secs).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(pages = n, "refreshes requested"),
+            Ok(None | Some(0)) => {}
+            Ok(Some(n)) => tracing::info!(pages = n, "refreshes requested"),
             Err(e) => tracing::warn!(error = %e, "scheduler pass failed, next pass retries"),
         }
     }
 }
 
-/// One pass: requests every due page; returns how many were requested (0 if another
-/// instance holds the lock).
+/// One pass: requests every due page; returns how many were requested, or `None` when
+/// another instance holds the lock (and this pass did nothing).
 pub async fn pass(
     db: &PgPool,
     publisher: &Publisher,
     min_interval_secs: i64,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Option<usize>> {
     let mut conn = db.acquire().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(SCHEDULER_LOCK)
         .fetch_one(&mut *conn)
         .await?;
     if !locked {
-        return Ok(0);
+        return Ok(None);
     }
     let result = requests(db, publisher, min_interval_secs).await;
     sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(SCHEDULER_LOCK)
         .execute(&mut *conn)
         .await?;
-    result
+    result.map(Some)
 }
 
 async fn requests(

@@ -238,7 +238,8 @@ async fn every_page_is_served_and_announced_once_per_change() {
         || async { stream_count(app.js(), "PAGES", Some("pages.updated.>")).await >= 26 },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // time for any redelivery to land
+    // Nothing more happens: every upload is acked, so no redelivery can announce a page again.
+    app.drained("PAGES", &["uploader"]).await;
     stop_second.cancel();
     assert_eq!(
         stream_count(app.js(), "PAGES", Some("pages.updated.>")).await,

@@ -14,7 +14,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::clients::{create_client, send};
-use crate::harness::{Options, TestApp, eventually};
+use crate::harness::{Options, TestApp, eventually, eventually_ok};
 use crate::page_origin::{Page, PageOrigin, article};
 
 struct Site {
@@ -364,8 +364,10 @@ async fn oversized_endless_looping_non_html_and_odd_charset_pages() {
             .expect("stored as UTF-8")
             .contains("Café crème")
     );
-    // Permanent failures are not retried.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Permanent failures are not retried: the scraper holds nothing more to fetch.
+    s.app
+        .drained("PAGES", &["scraper-discovered", "scraper-refresh"])
+        .await;
     assert_eq!(s.origin.hits("/huge").len(), 1);
     assert_eq!(s.origin.hits("/doc.pdf").len(), 1);
 }
@@ -552,7 +554,20 @@ async fn the_scheduler_refreshes_due_pages_once_even_with_several_instances() {
     b.expect("pass");
     s.wait(&id, "fetched again", |p| p["status"] == "unchanged")
         .await;
-    tokio::time::sleep(Duration::from_millis(2500)).await; // two more scheduler ticks
+    // Two more passes (that get the lock: the running instance may hold it) find nothing due.
+    for _ in 0..2 {
+        let requested = eventually_ok(Duration::from_secs(10), || async {
+            ai_cache::pipeline::scheduler::pass(s.app.db(), &publisher, 3600)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "the running instance holds the lock".to_owned())
+        })
+        .await;
+        assert_eq!(requested, 0, "nothing due after the fetch");
+    }
+    s.app
+        .drained("PAGES", &["scraper-discovered", "scraper-refresh"])
+        .await;
     let refreshes: Vec<Value> = s
         .events(&id)
         .await
@@ -588,9 +603,15 @@ async fn a_newer_sitemap_lastmod_makes_a_page_due() {
     s.origin.set("/news", Page::html(&article("News.", "0")));
     let id = s.add("/news").await;
     s.wait(&id, "changed", status_is("changed")).await;
-    // The sitemap now says the page changed after our fetch (to the second, as sitemaps do).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let lastmod = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // The sitemap now says the page changed after our fetch (to the second, as sitemaps do:
+    // the second after the fetch's, which the scheduler takes once the clock has reached it).
+    let fetched: chrono::DateTime<chrono::Utc> = s.page(&id).await["last_scraped_at"]
+        .as_str()
+        .expect("fetched")
+        .parse()
+        .expect("time");
+    let lastmod =
+        (fetched + chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let client: ai_cache::domain::ids::ClientId = s.client.parse().expect("id");
     let page: ai_cache::domain::ids::PageId = id.parse().expect("id");
     let update = ai_cache::events::pages::MetadataUpdated {

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::clients::{create_client, create_key, send};
-use crate::harness::{Options, TestApp, eventually};
+use crate::harness::{Options, TestApp, eventually, stream_count};
 
 const GPTBOT: &str = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)";
 const CHATGPT_USER: &str = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; ChatGPT-User/1.0; +https://openai.com/bot";
@@ -125,7 +125,9 @@ async fn a_batch_is_classified_verified_hashed_and_counted_once_however_often_it
         (body["accepted"].as_u64(), body["duplicates"].as_u64()),
         (Some(0), Some(7))
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing more happens: the stream kept 7 visits and the projection has applied them all.
+    assert_eq!(stream_count(app.js(), "VISITS", None).await, 7);
+    app.caught_up("visits", "VISITS").await;
     assert_eq!(visit_rows(&app).await, 7);
 
     type Row = (String, String, Option<String>, String, Option<String>);
