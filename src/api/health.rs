@@ -20,6 +20,7 @@ use async_nats::jetstream::stream::Stream;
 use super::AppState;
 use crate::events::StreamName;
 use crate::infra::streams;
+use crate::projections::sql;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -364,14 +365,13 @@ async fn check_projections(
     checks: &mut Checks,
     handles: &BTreeMap<String, Stream>,
 ) {
-    let rows: Vec<(String, i64)> =
-        match sqlx::query_as("SELECT name, last_seq FROM projection_checkpoints")
-            .fetch_all(&state.db)
-            .await
-        {
-            Ok(rows) => rows,
-            Err(_) => return,
-        };
+    let rows: Vec<(String, i64)> = match sqlx::query_as(sql::runtime::ALL_CHECKPOINTS)
+        .fetch_all(&state.db)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(_) => return,
+    };
     for projection in crate::projections::all() {
         let checkpoint = rows
             .iter()

@@ -15,6 +15,7 @@ use super::{ApiError, AppState};
 use crate::domain::client::Scope;
 use crate::domain::ids::ClientId;
 use crate::projections::clients::{self as read, WebhookRow};
+use crate::projections::sql;
 
 /// Body of `POST /api/v1/clients/{id}/webhooks`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -184,17 +185,11 @@ pub async fn deliveries(
         });
     }
     client_webhook(&state, client, webhook).await?;
-    let rows = sqlx::query_as(
-        "SELECT id, event_id, event_type, attempt, succeeded, status_code, error, duration_ms,
-                attempted_at
-         FROM webhook_deliveries
-         WHERE webhook_id = $1 AND ($2::bigint IS NULL OR id < $2)
-         ORDER BY id DESC LIMIT $3",
-    )
-    .bind(webhook)
-    .bind(q.before)
-    .bind(limit)
-    .fetch_all(&state.db)
-    .await?;
+    let rows = sqlx::query_as(sql::operations::WEBHOOK_DELIVERIES)
+        .bind(webhook)
+        .bind(q.before)
+        .bind(limit)
+        .fetch_all(&state.db)
+        .await?;
     Ok(Json(rows))
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::app::Backbone;
 use crate::domain::bots::{Catalogue, Classifier};
+use crate::projections::sql;
 
 const MASTER: &str = "bench-master-key-0123456789abcdef";
 const GPTBOT: &str = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)";
@@ -161,7 +162,7 @@ async fn ingestion(
         .chunks(1000)
         .map(|c| json!({ "visits": c }))
         .collect();
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM visits")
+    let before: i64 = sqlx::query_scalar(sql::visits::COUNT_VISITS)
         .fetch_one(&backbone.db)
         .await?;
     let started = Instant::now();
@@ -189,7 +190,7 @@ async fn ingestion(
     let accepted = started.elapsed();
     let want = before + visits as i64;
     loop {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM visits")
+        let n: i64 = sqlx::query_scalar(sql::visits::COUNT_VISITS)
             .fetch_one(&backbone.db)
             .await?;
         if n >= want {

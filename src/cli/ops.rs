@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::url::NormalizedUrl;
 use crate::events::pages::Stage;
+use crate::projections::sql;
 
 #[derive(Subcommand, Debug)]
 pub enum EventsCommand {
@@ -132,13 +133,13 @@ pub async fn events(config: &Config, command: EventsCommand) -> anyhow::Result<(
 /// A page's client and id, from its id or its URL (looked up in the pages projection).
 async fn page_ids(db: &sqlx::PgPool, page: &str) -> anyhow::Result<(ClientId, PageId)> {
     let row: Option<(Uuid, Uuid)> = if let Ok(id) = page.parse::<Uuid>() {
-        sqlx::query_as("SELECT client_id, id FROM pages WHERE id = $1")
+        sqlx::query_as(sql::pages::IDS_BY_ID)
             .bind(id)
             .fetch_optional(db)
             .await?
     } else {
         let url = NormalizedUrl::parse(page).map_err(|e| anyhow::anyhow!("{page:?}: {e}"))?;
-        sqlx::query_as("SELECT client_id, id FROM pages WHERE url = $1")
+        sqlx::query_as(sql::pages::IDS_BY_URL)
             .bind(url.as_str())
             .fetch_optional(db)
             .await?

@@ -31,15 +31,10 @@ use crate::infra::publish::{Outgoing, Publisher};
 use crate::pipeline::history::PageHistory;
 use crate::pipeline::reprocess;
 use crate::pipeline::runtime::{Delivery, Step, StepError};
+use crate::projections::sql;
 
 /// Pages sent per batch (one cursor update each).
 const BATCH: i64 = 200;
-
-/// The pages a run selects: `$1` client, `$2` URL prefix, `$3`/`$4` the time range.
-const SELECTED: &str = "client_id = $1 AND status <> 'removed'
-    AND ($2::text IS NULL OR starts_with(url, $2))
-    AND ($3::timestamptz IS NULL OR last_processed_at >= $3)
-    AND ($4::timestamptz IS NULL OR last_processed_at < $4)";
 
 /// What to reprocess.
 #[derive(Clone, Debug)]
@@ -113,9 +108,6 @@ struct RunRow {
     planned_at: Option<DateTime<Utc>>,
 }
 
-const RUN_COLUMNS: &str = "id, client_id, from_stage, url_prefix, since, until, force, status, \
-    total, requested, cursor, created_at, planned_at";
-
 /// Requests and reads reprocessing runs (API and CLI).
 #[derive(Clone)]
 pub struct Reprocessing {
@@ -153,7 +145,7 @@ impl Reprocessing {
                 message: "must not contain NUL characters".into(),
             });
         }
-        let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)")
+        let known: bool = sqlx::query_scalar(sql::operations::CLIENT_EXISTS)
             .bind(client)
             .fetch_one(&self.db)
             .await?;
@@ -162,21 +154,17 @@ impl Reprocessing {
         }
         let run = Uuid::now_v7();
         let at = now();
-        sqlx::query(
-            "INSERT INTO reprocess_runs (id, client_id, from_stage, url_prefix, since, until, force,
-                 created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
-        )
-        .bind(run)
-        .bind(client)
-        .bind(spec.from_stage.as_str())
-        .bind(&spec.url_prefix)
-        .bind(spec.since)
-        .bind(spec.until)
-        .bind(spec.force)
-        .bind(at)
-        .execute(&self.db)
-        .await?;
+        sqlx::query(sql::operations::INSERT_RUN)
+            .bind(run)
+            .bind(client)
+            .bind(spec.from_stage.as_str())
+            .bind(&spec.url_prefix)
+            .bind(spec.since)
+            .bind(spec.until)
+            .bind(spec.force)
+            .bind(at)
+            .execute(&self.db)
+            .await?;
         let event = Event::new(
             ClientId::from_uuid(client),
             None,
@@ -195,7 +183,7 @@ impl Reprocessing {
             .await
         {
             // Nothing will plan it: do not leave a run that looks pending forever.
-            sqlx::query("DELETE FROM reprocess_runs WHERE id = $1")
+            sqlx::query(sql::operations::DELETE_RUN)
                 .bind(run)
                 .execute(&self.db)
                 .await?;
@@ -209,8 +197,7 @@ impl Reprocessing {
 
     /// One run with its progress.
     pub async fn get(&self, run: Uuid) -> Result<Option<RunView>, sqlx::Error> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM reprocess_runs WHERE id = $1");
-        let Some(row) = sqlx::query_as::<_, RunRow>(sqlx::AssertSqlSafe(sql))
+        let Some(row) = sqlx::query_as::<_, RunRow>(sql::operations::RUN)
             .bind(run)
             .fetch_optional(&self.db)
             .await?
@@ -222,11 +209,7 @@ impl Reprocessing {
 
     /// A client's runs, newest first.
     pub async fn list(&self, client: Uuid, limit: i64) -> Result<Vec<RunView>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM reprocess_runs WHERE client_id = $1
-             ORDER BY created_at DESC LIMIT $2"
-        );
-        let rows = sqlx::query_as::<_, RunRow>(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query_as::<_, RunRow>(sql::operations::CLIENT_RUNS)
             .bind(client)
             .bind(limit)
             .fetch_all(&self.db)
@@ -239,13 +222,10 @@ impl Reprocessing {
     }
 
     async fn view(&self, row: RunRow) -> Result<RunView, sqlx::Error> {
-        let counts: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT reprocess_outcome, count(*) FROM pages WHERE reprocess_run_id = $1
-             GROUP BY reprocess_outcome",
-        )
-        .bind(row.id)
-        .fetch_all(&self.db)
-        .await?;
+        let counts: Vec<(String, i64)> = sqlx::query_as(sql::operations::RUN_OUTCOMES)
+            .bind(row.id)
+            .fetch_all(&self.db)
+            .await?;
         let finished = counts.iter().map(|(_, n)| n).sum();
         let status = match row.status.as_str() {
             "planned" if row.total.is_some_and(|t| finished >= t) => "done",
@@ -295,24 +275,19 @@ impl Planner {
         event: &Event<ClientEvent>,
         r: &ReprocessRequested,
     ) -> Result<RunRow, StepError> {
-        sqlx::query(
-            "INSERT INTO reprocess_runs (id, client_id, from_stage, url_prefix, since, until, force,
-                 created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(r.run_id)
-        .bind(event.meta.client_id.as_uuid())
-        .bind(r.from_stage.as_str())
-        .bind(&r.url_prefix)
-        .bind(r.since)
-        .bind(r.until)
-        .bind(r.force)
-        .bind(event.meta.occurred_at)
-        .execute(&self.db)
-        .await
-        .map_err(StepError::transient)?;
-        let sql = format!("SELECT {RUN_COLUMNS} FROM reprocess_runs WHERE id = $1");
-        sqlx::query_as::<_, RunRow>(sqlx::AssertSqlSafe(sql))
+        sqlx::query(sql::operations::INSERT_RUN_IF_ABSENT)
+            .bind(r.run_id)
+            .bind(event.meta.client_id.as_uuid())
+            .bind(r.from_stage.as_str())
+            .bind(&r.url_prefix)
+            .bind(r.since)
+            .bind(r.until)
+            .bind(r.force)
+            .bind(event.meta.occurred_at)
+            .execute(&self.db)
+            .await
+            .map_err(StepError::transient)?;
+        sqlx::query_as::<_, RunRow>(sql::operations::RUN)
             .bind(r.run_id)
             .fetch_one(&self.db)
             .await
@@ -327,11 +302,7 @@ impl Planner {
         cursor: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Uuid>, sqlx::Error> {
-        let sql = format!(
-            "SELECT id FROM pages WHERE {SELECTED} AND ($5::uuid IS NULL OR id > $5)
-             ORDER BY id LIMIT $6"
-        );
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        sqlx::query_scalar(sql::operations::RUN_NEXT_PAGES)
             .bind(client)
             .bind(&r.url_prefix)
             .bind(r.since)
@@ -430,8 +401,7 @@ impl Step<ClientEvent> for Planner {
         }
         let client = event.meta.client_id.as_uuid();
         if row.total.is_none() {
-            let sql = format!("SELECT count(*) FROM pages WHERE {SELECTED}");
-            let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            let total: i64 = sqlx::query_scalar(sql::operations::RUN_COUNT_PAGES)
                 .bind(client)
                 .bind(&r.url_prefix)
                 .bind(r.since)
@@ -439,15 +409,12 @@ impl Step<ClientEvent> for Planner {
                 .fetch_one(&self.db)
                 .await
                 .map_err(StepError::transient)?;
-            sqlx::query(
-                "UPDATE reprocess_runs SET status = 'planning', total = $2, updated_at = now()
-                 WHERE id = $1",
-            )
-            .bind(r.run_id)
-            .bind(total)
-            .execute(&self.db)
-            .await
-            .map_err(StepError::transient)?;
+            sqlx::query(sql::operations::RUN_PLANNING)
+                .bind(r.run_id)
+                .bind(total)
+                .execute(&self.db)
+                .await
+                .map_err(StepError::transient)?;
         }
         let run = Reprocess {
             run_id: r.run_id,
@@ -469,26 +436,20 @@ impl Step<ClientEvent> for Planner {
                 .publish_all(&batch)
                 .await
                 .map_err(StepError::transient)?;
-            sqlx::query(
-                "UPDATE reprocess_runs SET cursor = $2, requested = requested + $3, updated_at = now()
-                 WHERE id = $1",
-            )
+            sqlx::query(sql::operations::RUN_PROGRESS)
+                .bind(r.run_id)
+                .bind(last)
+                .bind(i64::try_from(pages.len()).unwrap_or(i64::MAX))
+                .execute(&self.db)
+                .await
+                .map_err(StepError::transient)?;
+            cursor = Some(last);
+        }
+        sqlx::query(sql::operations::RUN_PLANNED)
             .bind(r.run_id)
-            .bind(last)
-            .bind(i64::try_from(pages.len()).unwrap_or(i64::MAX))
             .execute(&self.db)
             .await
             .map_err(StepError::transient)?;
-            cursor = Some(last);
-        }
-        sqlx::query(
-            "UPDATE reprocess_runs SET status = 'planned', planned_at = now(), updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(r.run_id)
-        .execute(&self.db)
-        .await
-        .map_err(StepError::transient)?;
         tracing::info!(run.id = %r.run_id, "reprocessing planned");
         Ok(())
     }

@@ -32,6 +32,7 @@ use crate::infra::publish::{Outgoing, PublishError, Publisher};
 use crate::infra::secrets::{Secret, Secrets, SecretsError};
 use crate::projections::clients as read;
 use crate::projections::runtime::wait_for;
+use crate::projections::sql;
 
 /// Advisory lock key serializing writes to clients ("aicache" in ASCII).
 const CLIENTS_LOCK: i64 = 0x0061_6963_6163_6865;
@@ -285,12 +286,12 @@ impl Tenants {
         let current = read::find(&mut *tx, id.as_uuid())
             .await?
             .ok_or(TenantError::NotFound("client"))?;
-        let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE client_id = $1")
+        let keys: i64 = sqlx::query_scalar(sql::clients::COUNT_CLIENT_KEYS)
             .bind(id.as_uuid())
             .fetch_one(&mut *tx)
             .await?;
         // The client's pages, for their edge store entries (before their rows go).
-        let urls: Vec<String> = sqlx::query_scalar("SELECT url FROM pages WHERE client_id = $1")
+        let urls: Vec<String> = sqlx::query_scalar(sql::clients::CLIENT_PAGE_URLS)
             .bind(id.as_uuid())
             .fetch_all(&mut *tx)
             .await?;
@@ -346,11 +347,11 @@ impl Tenants {
                 edge_keys_deleted += 1;
             }
         }
-        let pages = sqlx::query("DELETE FROM pages WHERE client_id = $1")
+        let pages = sqlx::query(sql::clients::DELETE_CLIENT_PAGES)
             .bind(id.as_uuid())
             .execute(&mut *tx)
             .await?;
-        let visits = sqlx::query("DELETE FROM visits WHERE client_id = $1")
+        let visits = sqlx::query(sql::clients::DELETE_CLIENT_VISITS)
             .bind(id.as_uuid())
             .execute(&mut *tx)
             .await?;

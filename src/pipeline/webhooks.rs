@@ -19,6 +19,7 @@ use crate::events::{Event, PageEvent};
 use crate::infra::http::HttpClient;
 use crate::infra::secrets::Secrets;
 use crate::projections::clients::{self as read, WebhookRow};
+use crate::projections::sql;
 
 /// Bytes of an endpoint's answer kept in the log.
 const ANSWER_LOGGED: usize = 500;
@@ -76,23 +77,19 @@ impl WebhookDeliverer {
             ),
             Err(e) => (false, None, Some(e.to_string())),
         };
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (webhook_id, client_id, event_id, event_type, attempt,
-                 succeeded, status_code, error, duration_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(hook.id)
-        .bind(hook.client_id)
-        .bind(event.meta.id)
-        .bind(event.event_type())
-        .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
-        .bind(succeeded)
-        .bind(status.map(i32::from))
-        .bind(&error)
-        .bind(duration_ms)
-        .execute(&self.db)
-        .await
-        .map_err(|e| format!("logging the delivery: {e}"))?;
+        sqlx::query(sql::operations::INSERT_DELIVERY)
+            .bind(hook.id)
+            .bind(hook.client_id)
+            .bind(event.meta.id)
+            .bind(event.event_type())
+            .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
+            .bind(succeeded)
+            .bind(status.map(i32::from))
+            .bind(&error)
+            .bind(duration_ms)
+            .execute(&self.db)
+            .await
+            .map_err(|e| format!("logging the delivery: {e}"))?;
         metrics::counter!("aicache_webhook_deliveries_total", "outcome" => if succeeded { "ok" } else { "failed" })
             .increment(1);
         match error {
@@ -116,15 +113,12 @@ impl Step<PageEvent> for WebhookDeliverer {
         if hooks.is_empty() {
             return Ok(());
         }
-        let done: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT DISTINCT webhook_id FROM webhook_deliveries
-             WHERE event_id = $1 AND succeeded AND webhook_id = ANY($2)",
-        )
-        .bind(event.meta.id)
-        .bind(hooks.iter().map(|h| h.id).collect::<Vec<_>>())
-        .fetch_all(&self.db)
-        .await
-        .map_err(StepError::transient)?;
+        let done: Vec<uuid::Uuid> = sqlx::query_scalar(sql::operations::DELIVERED_WEBHOOKS)
+            .bind(event.meta.id)
+            .bind(hooks.iter().map(|h| h.id).collect::<Vec<_>>())
+            .fetch_all(&self.db)
+            .await
+            .map_err(StepError::transient)?;
         let body = event.to_json().map_err(StepError::permanent)?;
         let attempts = hooks
             .iter()

@@ -5,6 +5,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
 
+use super::sql;
 use super::{ApplyError, Projection, StoredMessage, decode};
 use crate::events::clients::{ClientEvent, ClientState, EdgeTarget};
 use crate::events::{Event, StreamName};
@@ -37,15 +38,15 @@ impl Projection for ClientsProjection {
                 ClientEvent::Updated(update) => upsert(conn, &event, &update.state).await,
                 ClientEvent::Deleted(_) => {
                     let id = event.meta.client_id.as_uuid();
-                    sqlx::query("DELETE FROM api_keys WHERE client_id = $1")
+                    sqlx::query(sql::clients::DELETE_CLIENT_KEYS)
                         .bind(id)
                         .execute(&mut *conn)
                         .await?;
-                    sqlx::query("DELETE FROM webhooks WHERE client_id = $1")
+                    sqlx::query(sql::clients::DELETE_CLIENT_WEBHOOKS)
                         .bind(id)
                         .execute(&mut *conn)
                         .await?;
-                    sqlx::query("DELETE FROM clients WHERE id = $1")
+                    sqlx::query(sql::clients::DELETE_CLIENT)
                         .bind(id)
                         .execute(conn)
                         .await?;
@@ -53,43 +54,34 @@ impl Projection for ClientsProjection {
                 }
                 ClientEvent::KeyCreated(k) => {
                     let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
-                    sqlx::query(
-                        "INSERT INTO api_keys (id, client_id, name, display_prefix, key_hash, scopes, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)
-                         ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(k.key_id)
-                    .bind(event.meta.client_id.as_uuid())
-                    .bind(&k.name)
-                    .bind(&k.display_prefix)
-                    .bind(&k.key_hash)
-                    .bind(&scopes)
-                    .bind(event.meta.occurred_at)
-                    .execute(conn)
-                    .await?;
+                    sqlx::query(sql::clients::INSERT_KEY)
+                        .bind(k.key_id)
+                        .bind(event.meta.client_id.as_uuid())
+                        .bind(&k.name)
+                        .bind(&k.display_prefix)
+                        .bind(&k.key_hash)
+                        .bind(&scopes)
+                        .bind(event.meta.occurred_at)
+                        .execute(conn)
+                        .await?;
                     Ok(())
                 }
                 // Planned by the reprocessor; nothing to show here.
                 ClientEvent::ReprocessRequested(_) => Ok(()),
                 ClientEvent::WebhookAdded(w) => {
-                    sqlx::query(
-                        "INSERT INTO webhooks (id, client_id, url, events, secret_encrypted, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6)
-                         ON CONFLICT (id) DO UPDATE SET url = EXCLUDED.url, events = EXCLUDED.events,
-                             secret_encrypted = EXCLUDED.secret_encrypted",
-                    )
-                    .bind(w.webhook_id)
-                    .bind(event.meta.client_id.as_uuid())
-                    .bind(&w.url)
-                    .bind(&w.events)
-                    .bind(w.secret_encrypted.as_bytes())
-                    .bind(event.meta.occurred_at)
-                    .execute(conn)
-                    .await?;
+                    sqlx::query(sql::clients::UPSERT_WEBHOOK)
+                        .bind(w.webhook_id)
+                        .bind(event.meta.client_id.as_uuid())
+                        .bind(&w.url)
+                        .bind(&w.events)
+                        .bind(w.secret_encrypted.as_bytes())
+                        .bind(event.meta.occurred_at)
+                        .execute(conn)
+                        .await?;
                     Ok(())
                 }
                 ClientEvent::WebhookRemoved(w) => {
-                    sqlx::query("DELETE FROM webhooks WHERE id = $1 AND client_id = $2")
+                    sqlx::query(sql::clients::DELETE_WEBHOOK)
                         .bind(w.webhook_id)
                         .bind(event.meta.client_id.as_uuid())
                         .execute(conn)
@@ -97,14 +89,12 @@ impl Projection for ClientsProjection {
                     Ok(())
                 }
                 ClientEvent::KeyRevoked(k) => {
-                    sqlx::query(
-                        "UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND client_id = $2 AND revoked_at IS NULL",
-                    )
-                    .bind(k.key_id)
-                    .bind(event.meta.client_id.as_uuid())
-                    .bind(event.meta.occurred_at)
-                    .execute(conn)
-                    .await?;
+                    sqlx::query(sql::clients::REVOKE_KEY)
+                        .bind(k.key_id)
+                        .bind(event.meta.client_id.as_uuid())
+                        .bind(event.meta.occurred_at)
+                        .execute(conn)
+                        .await?;
                     Ok(())
                 }
             }
@@ -127,51 +117,33 @@ async fn upsert(
     state: &ClientState,
 ) -> Result<(), ApplyError> {
     let s = &state.settings;
-    sqlx::query(
-        "INSERT INTO clients (id, name, domain, cloudflare_account_id,
-             cloudflare_api_token_encrypted, cloudflare_kv_namespace_id, gemini_api_key_encrypted,
-             is_active, refresh_interval_secs, crawl_rate_per_minute, use_gemini, edge_target,
-             allow_subdomains, created_at, updated_at)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$14)
-         ON CONFLICT (id) DO UPDATE SET
-             name = EXCLUDED.name, domain = EXCLUDED.domain,
-             cloudflare_account_id = EXCLUDED.cloudflare_account_id,
-             cloudflare_api_token_encrypted = EXCLUDED.cloudflare_api_token_encrypted,
-             cloudflare_kv_namespace_id = EXCLUDED.cloudflare_kv_namespace_id,
-             gemini_api_key_encrypted = EXCLUDED.gemini_api_key_encrypted,
-             is_active = EXCLUDED.is_active,
-             refresh_interval_secs = EXCLUDED.refresh_interval_secs,
-             crawl_rate_per_minute = EXCLUDED.crawl_rate_per_minute,
-             use_gemini = EXCLUDED.use_gemini, edge_target = EXCLUDED.edge_target,
-             allow_subdomains = EXCLUDED.allow_subdomains,
-             updated_at = EXCLUDED.updated_at",
-    )
-    .bind(event.meta.client_id.as_uuid())
-    .bind(&state.name)
-    .bind(&state.domain)
-    .bind(&state.cloudflare_account_id)
-    .bind(
-        state
-            .cloudflare_api_token_encrypted
-            .as_ref()
-            .map(String::as_bytes),
-    )
-    .bind(&state.cloudflare_kv_namespace_id)
-    .bind(
-        state
-            .gemini_api_key_encrypted
-            .as_ref()
-            .map(String::as_bytes),
-    )
-    .bind(state.is_active)
-    .bind(i64::try_from(s.refresh_interval_secs).unwrap_or(i64::MAX))
-    .bind(i32::try_from(s.crawl_rate_per_minute).unwrap_or(i32::MAX))
-    .bind(s.use_gemini)
-    .bind(edge_target_name(s.edge_target))
-    .bind(s.allow_subdomains)
-    .bind(event.meta.occurred_at)
-    .execute(conn)
-    .await?;
+    sqlx::query(sql::clients::UPSERT_CLIENT)
+        .bind(event.meta.client_id.as_uuid())
+        .bind(&state.name)
+        .bind(&state.domain)
+        .bind(&state.cloudflare_account_id)
+        .bind(
+            state
+                .cloudflare_api_token_encrypted
+                .as_ref()
+                .map(String::as_bytes),
+        )
+        .bind(&state.cloudflare_kv_namespace_id)
+        .bind(
+            state
+                .gemini_api_key_encrypted
+                .as_ref()
+                .map(String::as_bytes),
+        )
+        .bind(state.is_active)
+        .bind(i64::try_from(s.refresh_interval_secs).unwrap_or(i64::MAX))
+        .bind(i32::try_from(s.crawl_rate_per_minute).unwrap_or(i32::MAX))
+        .bind(s.use_gemini)
+        .bind(edge_target_name(s.edge_target))
+        .bind(s.allow_subdomains)
+        .bind(event.meta.occurred_at)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -225,22 +197,15 @@ impl ClientRow {
     }
 }
 
-const CLIENT_COLUMNS: &str =
-    "id, name, domain, cloudflare_account_id, cloudflare_api_token_encrypted,
-    cloudflare_kv_namespace_id, gemini_api_key_encrypted, is_active, refresh_interval_secs,
-    crawl_rate_per_minute, use_gemini, edge_target, allow_subdomains, created_at, updated_at";
-
 /// The client with this id.
 pub async fn find<'e>(
     db: impl sqlx::PgExecutor<'e>,
     id: uuid::Uuid,
 ) -> Result<Option<ClientRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as(sql::clients::FIND)
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
 
 /// The client with this (normalized) domain.
@@ -248,12 +213,10 @@ pub async fn find_by_domain(
     db: &sqlx::PgPool,
     domain: &str,
 ) -> Result<Option<ClientRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {CLIENT_COLUMNS} FROM clients WHERE domain = $1"
-    )))
-    .bind(domain)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as(sql::clients::FIND_BY_DOMAIN)
+        .bind(domain)
+        .fetch_optional(db)
+        .await
 }
 
 /// A page of clients, oldest first, and the total count.
@@ -262,14 +225,12 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<ClientRow>, i64), sqlx::Error> {
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id LIMIT $1 OFFSET $2"
-    )))
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(db)
-    .await?;
-    let total = sqlx::query_scalar("SELECT count(*) FROM clients")
+    let rows = sqlx::query_as(sql::clients::LIST)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(db)
+        .await?;
+    let total = sqlx::query_scalar(sql::clients::COUNT_CLIENTS)
         .fetch_one(db)
         .await?;
     Ok((rows, total))
@@ -282,15 +243,12 @@ pub async fn conflicting_field<'e>(
     domain: &str,
     except: Option<uuid::Uuid>,
 ) -> Result<Option<&'static str>, sqlx::Error> {
-    let taken: Option<(bool, bool)> = sqlx::query_as(
-        "SELECT name = $1, domain = $2 FROM clients
-         WHERE (name = $1 OR domain = $2) AND ($3::uuid IS NULL OR id <> $3) LIMIT 1",
-    )
-    .bind(name)
-    .bind(domain)
-    .bind(except)
-    .fetch_optional(db)
-    .await?;
+    let taken: Option<(bool, bool)> = sqlx::query_as(sql::clients::CONFLICTING_FIELD)
+        .bind(name)
+        .bind(domain)
+        .bind(except)
+        .fetch_optional(db)
+        .await?;
     Ok(taken.map(|(name_taken, _)| if name_taken { "name" } else { "domain" }))
 }
 
@@ -306,19 +264,15 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-const KEY_COLUMNS: &str = "id, client_id, name, display_prefix, scopes, created_at, revoked_at";
-
 /// A client's keys, newest first, revoked ones included.
 pub async fn list_keys(
     db: &sqlx::PgPool,
     client: uuid::Uuid,
 ) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys WHERE client_id = $1 ORDER BY created_at DESC, id"
-    )))
-    .bind(client)
-    .fetch_all(db)
-    .await
+    sqlx::query_as(sql::clients::LIST_KEYS)
+        .bind(client)
+        .fetch_all(db)
+        .await
 }
 
 /// One key of a client.
@@ -327,13 +281,11 @@ pub async fn find_key(
     client: uuid::Uuid,
     key: uuid::Uuid,
 ) -> Result<Option<ApiKeyRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys WHERE client_id = $1 AND id = $2"
-    )))
-    .bind(client)
-    .bind(key)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as(sql::clients::FIND_KEY)
+        .bind(client)
+        .bind(key)
+        .fetch_optional(db)
+        .await
 }
 
 /// The live (not revoked) key with this SHA-256.
@@ -341,17 +293,15 @@ pub async fn find_live_key_by_hash(
     db: &sqlx::PgPool,
     key_hash: &str,
 ) -> Result<Option<ApiKeyRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
-    )))
-    .bind(key_hash)
-    .fetch_optional(db)
-    .await
+    sqlx::query_as(sql::clients::FIND_LIVE_KEY_BY_HASH)
+        .bind(key_hash)
+        .fetch_optional(db)
+        .await
 }
 
 /// Whether the client is active (`None`: no such client).
 pub async fn is_active(db: &sqlx::PgPool, client: uuid::Uuid) -> Result<Option<bool>, sqlx::Error> {
-    sqlx::query_scalar("SELECT is_active FROM clients WHERE id = $1")
+    sqlx::query_scalar(sql::clients::IS_ACTIVE)
         .bind(client)
         .fetch_optional(db)
         .await
@@ -373,20 +323,15 @@ pub async fn webhooks(
     db: &sqlx::PgPool,
     client: uuid::Uuid,
 ) -> Result<Vec<WebhookRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, client_id, url, events, secret_encrypted, created_at FROM webhooks
-         WHERE client_id = $1 ORDER BY created_at, id",
-    )
-    .bind(client)
-    .fetch_all(db)
-    .await
+    sqlx::query_as(sql::clients::CLIENT_WEBHOOKS)
+        .bind(client)
+        .fetch_all(db)
+        .await
 }
 
 /// Every webhook of every client (key rotation).
 pub async fn all_webhooks(db: &sqlx::PgPool) -> Result<Vec<WebhookRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, client_id, url, events, secret_encrypted, created_at FROM webhooks ORDER BY id",
-    )
-    .fetch_all(db)
-    .await
+    sqlx::query_as(sql::clients::ALL_WEBHOOKS)
+        .fetch_all(db)
+        .await
 }

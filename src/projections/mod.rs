@@ -7,6 +7,7 @@
 pub mod clients;
 pub mod pages;
 pub mod runtime;
+pub mod sql;
 pub mod verify;
 pub mod visits;
 

@@ -14,6 +14,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::sql;
 use super::{ApplyError, Projection, StoredMessage};
 
 /// Largest number of events applied in one transaction.
@@ -202,17 +203,16 @@ impl ProjectionRunner {
 
     async fn load_checkpoint(&self) -> Result<u64, RunnerError> {
         let name = self.projection.name();
-        sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
+        sqlx::query(sql::runtime::ENSURE_CHECKPOINT)
             .bind(name)
             .execute(&self.db)
             .await
             .map_err(|source| RunnerError::Db { name, source })?;
-        let seq: i64 =
-            sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
-                .bind(name)
-                .fetch_one(&self.db)
-                .await
-                .map_err(|source| RunnerError::Db { name, source })?;
+        let seq: i64 = sqlx::query_scalar(sql::runtime::CHECKPOINT)
+            .bind(name)
+            .fetch_one(&self.db)
+            .await
+            .map_err(|source| RunnerError::Db { name, source })?;
         let seq = u64::try_from(seq).unwrap_or(0);
         self.position.send_replace(seq);
         Ok(seq)
@@ -247,12 +247,10 @@ impl ProjectionRunner {
     ) -> Result<BatchOutcome, sqlx::Error> {
         let name = self.projection.name();
         let mut tx = self.db.begin().await?;
-        let current: i64 = sqlx::query_scalar(
-            "SELECT last_seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
-        )
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
+        let current: i64 = sqlx::query_scalar(sql::runtime::CHECKPOINT_FOR_UPDATE)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
         let current = u64::try_from(current).unwrap_or(0);
         if current != expected {
             return Ok(BatchOutcome::Moved(current));
@@ -268,7 +266,7 @@ impl ProjectionRunner {
                 // One event breaks a rule of the table: apply one by one, setting it aside.
                 tx.rollback().await?;
                 tx = self.db.begin().await?;
-                sqlx::query("SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+                sqlx::query(sql::runtime::LOCK_CHECKPOINT)
                     .bind(name)
                     .execute(&mut *tx)
                     .await?;
@@ -276,13 +274,11 @@ impl ProjectionRunner {
             }
             Err(e) => return Err(e),
         }
-        sqlx::query(
-            "UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() WHERE name = $1",
-        )
-        .bind(name)
-        .bind(i64::try_from(last).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(sql::runtime::ADVANCE_CHECKPOINT)
+            .bind(name)
+            .bind(i64::try_from(last).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         metrics::counter!("aicache_projection_events_total", "projection" => name)
             .increment(fresh.len() as u64);
@@ -337,16 +333,13 @@ impl ProjectionRunner {
         let name = self.projection.name();
         tracing::error!(projection = name, nats.seq = msg.seq, subject = %msg.subject, error = reason, "event not applied");
         metrics::counter!("aicache_projection_failures_total", "projection" => name).increment(1);
-        sqlx::query(
-            "INSERT INTO projection_failures (projection, seq, subject, error) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (projection, seq) DO UPDATE SET error = EXCLUDED.error, failed_at = now()",
-        )
-        .bind(name)
-        .bind(i64::try_from(msg.seq).unwrap_or(i64::MAX))
-        .bind(&msg.subject)
-        .bind(reason)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(sql::runtime::RECORD_FAILURE)
+            .bind(name)
+            .bind(i64::try_from(msg.seq).unwrap_or(i64::MAX))
+            .bind(&msg.subject)
+            .bind(reason)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }
@@ -439,14 +432,11 @@ impl Backoff {
 /// runners notice the moved checkpoint and start over from the beginning.
 pub async fn reset(db: &PgPool, projection: &dyn Projection) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (name, last_seq) VALUES ($1, 0)
-         ON CONFLICT (name) DO UPDATE SET last_seq = 0, updated_at = now()",
-    )
-    .bind(projection.name())
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+    sqlx::query(sql::runtime::RESET_CHECKPOINT)
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(sql::runtime::LOCK_CHECKPOINT_FOR_RESET)
         .bind(projection.name())
         .execute(&mut *tx)
         .await?;
@@ -457,7 +447,7 @@ pub async fn reset(db: &PgPool, projection: &dyn Projection) -> Result<(), sqlx:
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query("DELETE FROM projection_failures WHERE projection = $1")
+    sqlx::query(sql::runtime::CLEAR_FAILURES)
         .bind(projection.name())
         .execute(&mut *tx)
         .await?;
@@ -493,11 +483,10 @@ pub async fn wait_for(
     let deadline = tokio::time::Instant::now() + timeout;
     let target = i64::try_from(seq).unwrap_or(i64::MAX);
     loop {
-        let at: Option<i64> =
-            sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
-                .bind(name)
-                .fetch_optional(db)
-                .await?;
+        let at: Option<i64> = sqlx::query_scalar(sql::runtime::CHECKPOINT_IF_ANY)
+            .bind(name)
+            .fetch_optional(db)
+            .await?;
         if at.is_some_and(|at| at >= target) {
             return Ok(true);
         }

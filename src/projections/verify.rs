@@ -17,6 +17,7 @@ use sqlx::postgres::PgPoolOptions;
 
 use super::Projection;
 use super::runtime::{ProjectionRunner, RunnerError};
+use super::sql;
 
 /// Tables every projection's runner writes besides its own.
 const RUNTIME_TABLES: [&str; 2] = ["projection_checkpoints", "projection_failures"];
@@ -133,12 +134,10 @@ async fn verify_in(
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let live: i64 = sqlx::query_scalar(
-            "SELECT last_seq FROM public.projection_checkpoints WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
+        let live: i64 = sqlx::query_scalar(sql::runtime::LIVE_CHECKPOINT)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
         if u64::try_from(live).unwrap_or(0) == position {
             let mut tables = Vec::new();
             for &table in projection.tables() {

@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 use super::{ApplyError, Projection, StoredMessage, decode, enum_name};
 use uuid::Uuid;
 
+use super::sql;
 use crate::events::visits::{VisitEvent, VisitRecorded};
 use crate::events::{Event, StreamName};
 
@@ -95,36 +96,28 @@ async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sqlx::Error
         return Ok(());
     }
     let col = |f: fn(&Row) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO visits (id, page_id, client_id, url, visitor_type, user_agent,
-             ip_hash, referrer, bot_name, operator, category, verification,
-             format_served, status, visited_at)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
-             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-             $12::text[], $13::text[], $14::int[], $15::timestamptz[])
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.page_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.client_id).collect::<Vec<_>>())
-    .bind(col(|r| Some(r.visit.url.clone())))
-    .bind(col(|r| Some(r.visitor_type.clone())))
-    .bind(col(|r| r.visit.user_agent.clone()))
-    .bind(col(|r| r.visit.ip_hash.clone()))
-    .bind(col(|r| r.visit.referrer.clone()))
-    .bind(col(|r| r.visit.bot_name.clone()))
-    .bind(col(|r| r.visit.operator.clone()))
-    .bind(col(|r| r.visit.category.clone()))
-    .bind(col(|r| Some(r.verification.clone())))
-    .bind(col(|r| Some(r.format_served.clone())))
-    .bind(
-        rows.iter()
-            .map(|r| r.visit.status.map(i32::from))
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| r.visit.visited_at).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
+    sqlx::query(sql::visits::INSERT_VISIT)
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.page_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.client_id).collect::<Vec<_>>())
+        .bind(col(|r| Some(r.visit.url.clone())))
+        .bind(col(|r| Some(r.visitor_type.clone())))
+        .bind(col(|r| r.visit.user_agent.clone()))
+        .bind(col(|r| r.visit.ip_hash.clone()))
+        .bind(col(|r| r.visit.referrer.clone()))
+        .bind(col(|r| r.visit.bot_name.clone()))
+        .bind(col(|r| r.visit.operator.clone()))
+        .bind(col(|r| r.visit.category.clone()))
+        .bind(col(|r| Some(r.verification.clone())))
+        .bind(col(|r| Some(r.format_served.clone())))
+        .bind(
+            rows.iter()
+                .map(|r| r.visit.status.map(i32::from))
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.visit.visited_at).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -237,36 +230,17 @@ pub struct StatsQuery {
 
 /// Visits of a client in `[from, to)`, totalled and grouped.
 pub async fn stats(db: &sqlx::PgPool, q: StatsQuery) -> Result<VisitStats, sqlx::Error> {
-    let totals: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*),
-                count(*) FILTER (WHERE visitor_type = 'ai_bot'),
-                count(*) FILTER (WHERE visitor_type = 'search_bot'),
-                count(*) FILTER (WHERE visitor_type = 'other_bot'),
-                count(*) FILTER (WHERE visitor_type = 'human'),
-                count(*) FILTER (WHERE visitor_type = 'worker_proxy'),
-                count(*) FILTER (WHERE verification = 'ip_verified'),
-                count(*) FILTER (WHERE verification = 'ip_mismatch'),
-                count(*) FILTER (WHERE format_served IN ('markdown', 'html'))
-           FROM visits WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3",
-    )
-    .bind(q.client)
-    .bind(q.from)
-    .bind(q.to)
-    .fetch_one(db)
-    .await?;
+    let totals: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(sql::visits::TOTALS)
+        .bind(q.client)
+        .bind(q.from)
+        .bind(q.to)
+        .fetch_one(db)
+        .await?;
     let (visits, ai, search, other, human, worker, verified, mismatch, cached) = totals;
-    let sql = format!(
-        "SELECT {expr} AS key, count(*) AS visits,
-                count(*) FILTER (WHERE visitor_type = 'ai_bot') AS ai_visits,
-                count(*) FILTER (WHERE verification = 'ip_verified') AS ip_verified,
-                count(*) FILTER (WHERE verification = 'ip_mismatch') AS ip_mismatch,
-                max(visited_at) AS last_visit_at,
-                count(*) OVER () AS total_groups
-           FROM visits WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3
-          GROUP BY 1 ORDER BY {order} LIMIT $4 OFFSET $5",
-        expr = q.group_by.expr(),
-        order = q.group_by.order()
-    );
+    // `{expr}` and `{order}` are filled from the closed set of `GroupBy`, never from input.
+    let sql = sql::visits::GROUPS
+        .replace("{expr}", q.group_by.expr())
+        .replace("{order}", q.group_by.order());
     let rows: Vec<GroupRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(q.client)
         .bind(q.from)
@@ -279,11 +253,7 @@ pub async fn stats(db: &sqlx::PgPool, q: StatsQuery) -> Result<VisitStats, sqlx:
         Some(r) => r.total_groups,
         // Past the last page: count the groups on their own.
         None if q.offset > 0 => {
-            let sql = format!(
-                "SELECT count(DISTINCT {}) FROM visits
-                  WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3",
-                q.group_by.expr()
-            );
+            let sql = sql::visits::COUNT_GROUPS.replace("{expr}", q.group_by.expr());
             sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .bind(q.client)
                 .bind(q.from)
@@ -294,18 +264,12 @@ pub async fn stats(db: &sqlx::PgPool, q: StatsQuery) -> Result<VisitStats, sqlx:
         None => 0,
     };
     let groups = rows.into_iter().map(|r| r.group).collect();
-    let top_ai_pages = sqlx::query_as::<_, TopPage>(
-        "SELECT url, count(*) AS ai_visits, count(DISTINCT bot_name) AS bots
-           FROM visits
-          WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3
-            AND visitor_type = 'ai_bot'
-          GROUP BY url ORDER BY ai_visits DESC, url ASC LIMIT 10",
-    )
-    .bind(q.client)
-    .bind(q.from)
-    .bind(q.to)
-    .fetch_all(db)
-    .await?;
+    let top_ai_pages = sqlx::query_as::<_, TopPage>(sql::visits::TOP_AI_PAGES)
+        .bind(q.client)
+        .bind(q.from)
+        .bind(q.to)
+        .fetch_all(db)
+        .await?;
     Ok(VisitStats {
         totals: Totals {
             visits,

@@ -1,0 +1,57 @@
+-- The visits read model: one row per visit (`visits`), projected from the VISITS stream by
+-- src/projections/visits.rs, and the analytics read from it.
+--
+-- Each statement is a constant of `crate::projections::sql::visits` (build.rs); `{name}`
+-- stands for the fragment of that name.
+
+-- name: insert_visit
+-- `visits.recorded` (a replay keeps the first).
+INSERT INTO visits (id, page_id, client_id, url, visitor_type, user_agent,
+        ip_hash, referrer, bot_name, operator, category, verification,
+        format_served, status, visited_at)
+    SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+        $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+        $12::text[], $13::text[], $14::int[], $15::timestamptz[])
+    ON CONFLICT (id) DO NOTHING;
+
+-- name: totals
+-- A client's visit totals over a time range.
+SELECT count(*),
+         count(*) FILTER (WHERE visitor_type = 'ai_bot'),
+         count(*) FILTER (WHERE visitor_type = 'search_bot'),
+         count(*) FILTER (WHERE visitor_type = 'other_bot'),
+         count(*) FILTER (WHERE visitor_type = 'human'),
+         count(*) FILTER (WHERE visitor_type = 'worker_proxy'),
+         count(*) FILTER (WHERE verification = 'ip_verified'),
+         count(*) FILTER (WHERE verification = 'ip_mismatch'),
+         count(*) FILTER (WHERE format_served IN ('markdown', 'html'))
+    FROM visits WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3;
+
+-- name: top_ai_pages
+-- The pages AI bots read most over a time range.
+SELECT url, count(*) AS ai_visits, count(DISTINCT bot_name) AS bots
+     FROM visits
+    WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3
+      AND visitor_type = 'ai_bot'
+    GROUP BY url ORDER BY ai_visits DESC, url ASC LIMIT 10;
+
+-- name: count_visits
+-- How many visits are stored (the bench).
+SELECT count(*) FROM visits;
+
+-- name: groups
+-- A client's visits over a time range, grouped by `{expr}` (bot, operator, category, day,
+-- page or visitor type) and ordered by `{order}`: the code fills both from a closed set.
+SELECT {expr} AS key, count(*) AS visits,
+        count(*) FILTER (WHERE visitor_type = 'ai_bot') AS ai_visits,
+        count(*) FILTER (WHERE verification = 'ip_verified') AS ip_verified,
+        count(*) FILTER (WHERE verification = 'ip_mismatch') AS ip_mismatch,
+        max(visited_at) AS last_visit_at,
+        count(*) OVER () AS total_groups
+    FROM visits WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3
+    GROUP BY 1 ORDER BY {order} LIMIT $4 OFFSET $5;
+
+-- name: count_groups
+-- How many groups `groups` has (asked past its last page).
+SELECT count(DISTINCT {expr}) FROM visits
+    WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3;
