@@ -455,7 +455,7 @@ pub async fn run_roles(
     }
     if roles.contains(&Role::Reprocessor) {
         let planner =
-            crate::commands::reprocess::Planner::new(backbone.db.clone(), &backbone.nats.js)
+            crate::pipeline::reprocess::Planner::new(backbone.db.clone(), &backbone.nats.js)
                 .await
                 .map_err(|e| anyhow::anyhow!("starting the reprocessor: {e}"))?;
         let runtime = ConsumerRuntime::<crate::events::ClientEvent, _>::new(

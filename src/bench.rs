@@ -619,7 +619,8 @@ async fn pipeline(
 /// Reprocessing a client's pages from `markdown` with every stage running: forced (every page
 /// made and uploaded again), then unforced (nothing changed: every page skipped).
 async fn reprocessing(backbone: &Backbone, client: ClientId) -> anyhow::Result<()> {
-    use crate::commands::reprocess::{Planner, Reprocessing, RunSpec};
+    use crate::commands::reprocess::{Reprocessing, RunSpec};
+    use crate::pipeline::reprocess::Planner;
     use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
     let stop = tokio_util::sync::CancellationToken::new();
     let planner = ConsumerRuntime::<crate::events::ClientEvent, _>::new(

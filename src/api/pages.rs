@@ -312,7 +312,7 @@ pub struct HistoryQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/pages/{id}/events", tag = "pages", params(("id" = Uuid, Path), HistoryQuery),
-    responses((status = 200, body = crate::commands::history::HistoryPage), (status = 404), (status = 503)),
+    responses((status = 200, body = crate::commands::event_log::HistoryPage), (status = 404), (status = 503)),
     security(("api_key" = [])))]
 /// A page's event history, oldest first, read from the PAGES stream (master key, or its
 /// client's `read` key).
@@ -321,7 +321,7 @@ pub async fn events(
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
-) -> Result<Json<crate::commands::history::HistoryPage>, ApiError> {
+) -> Result<Json<crate::commands::event_log::HistoryPage>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::InvalidQuery {
@@ -329,7 +329,7 @@ pub async fn events(
         });
     }
     let page = visible_page(&state, &principal, id, Scope::Read).await?;
-    let history = crate::commands::history::page_events(
+    let history = crate::commands::event_log::page_events(
         &state.nats.js,
         ClientId::from_uuid(page.client_id),
         PageId::from_uuid(page.id),

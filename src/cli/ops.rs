@@ -10,7 +10,7 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::tenants::{print_json, resolve};
-use crate::commands::history::{self, StoredEvent};
+use crate::commands::event_log::{self, StoredEvent};
 use crate::commands::reprocess::{Reprocessing, RunSpec, RunView};
 use crate::config::Config;
 use crate::domain::ids::{ClientId, PageId};
@@ -82,7 +82,7 @@ pub async fn events(config: &Config, command: EventsCommand) -> anyhow::Result<(
             let mut after = 0;
             loop {
                 let chunk =
-                    history::page_events(&backbone.nats.js, client, page, after, 1000).await?;
+                    event_log::page_events(&backbone.nats.js, client, page, after, 1000).await?;
                 for event in &chunk.items {
                     if json {
                         println!("{}", serde_json::to_string(event)?);
@@ -99,9 +99,9 @@ pub async fn events(config: &Config, command: EventsCommand) -> anyhow::Result<(
         EventsCommand::Tail { client, event_type } => {
             if let Some(t) = &event_type {
                 anyhow::ensure!(
-                    history::known_type(t),
+                    event_log::known_type(t),
                     "unknown event type {t:?}; known: {}",
-                    history::all_types().join(", ")
+                    event_log::all_types().join(", ")
                 );
             }
             let subjects = match &event_type {
@@ -118,11 +118,11 @@ pub async fn events(config: &Config, command: EventsCommand) -> anyhow::Result<(
             let mut messages = futures::stream::select_all(subscriptions);
             eprintln!("following events (Ctrl-C stops)");
             while let Some(msg) = messages.next().await {
-                let (event_client, _) = history::subject_ids(&msg.subject);
+                let (event_client, _) = event_log::subject_ids(&msg.subject);
                 if client.is_some_and(|c| event_client != Some(c)) {
                     continue;
                 }
-                let event = history::stored(0, Utc::now(), &msg.subject, &msg.payload);
+                let event = event_log::stored(0, Utc::now(), &msg.subject, &msg.payload);
                 println!("{}", line(&event));
             }
             Ok(())
@@ -155,7 +155,7 @@ fn line(event: &StoredEvent) -> String {
         .get("occurred_at")
         .and_then(|t| t.as_str())
         .unwrap_or("?");
-    let (client, page) = history::subject_ids(&event.subject);
+    let (client, page) = event_log::subject_ids(&event.subject);
     let ids = match (client, page) {
         (Some(c), Some(p)) => format!("{c}/{p}"),
         (Some(c), None) => c.to_string(),

@@ -3,7 +3,7 @@
 
 pub mod deadletters;
 pub mod discovery;
-pub mod history;
+pub mod event_log;
 pub mod reprocess;
 pub mod tenants;
 pub mod visits;

@@ -221,22 +221,15 @@ impl MarkdownStage {
 impl Step<PageEvent> for MarkdownStage {
     async fn handle(&self, event: Event<PageEvent>, delivery: &Delivery) -> Result<(), StepError> {
         let PageEvent::ContentChanged(changed) = &event.payload else {
-            return Err(StepError::permanent(format!(
-                "the markdown stage does not handle {}",
-                event.event_type()
-            )));
+            return Err(StepError::unhandled("markdown stage", event.event_type()));
         };
-        let page = event
-            .meta
-            .page_id
-            .ok_or_else(|| StepError::permanent("page event without page_id"))?;
-        let input = order::Input {
-            event: &event,
-            page,
-            version: changed.page_version,
-            stage: Stage::Markdown,
-            run: changed.reprocess.as_ref(),
-        };
+        let input = order::Input::new(
+            &event,
+            Stage::Markdown,
+            changed.page_version,
+            changed.reprocess.as_ref(),
+        )?;
+        let page = input.page;
         if input.superseded(&self.history, &self.publisher).await? {
             return Ok(());
         }

@@ -4,7 +4,7 @@
 //! stored, next events published with deterministic ids), then the runtime acks. Stages: the
 //! scraper (with its politeness and robots.txt parts), markdown, renderer, uploader and the
 //! webhook deliverer; the scheduler asks for refreshes, the reprocessor
-//! ([`crate::commands::reprocess::Planner`]) plans reprocessing runs.
+//! ([`reprocess::Planner`]) plans reprocessing runs.
 
 pub mod deadletter;
 pub mod history;

@@ -15,7 +15,7 @@
 
 use super::history::PageHistory;
 use super::reprocess;
-use super::runtime::StepError;
+use super::runtime::{StepError, page_of};
 use crate::domain::ids::PageId;
 use crate::events::Event;
 use crate::events::pages::{PageEvent, Reprocess, ReprocessOutcome, Stage};
@@ -30,7 +30,23 @@ pub struct Input<'a> {
     pub run: Option<&'a Reprocess>,
 }
 
-impl Input<'_> {
+impl<'a> Input<'a> {
+    /// `event` as an input of `stage` made from page version `version` (in `run`, if any).
+    pub fn new(
+        event: &'a Event<PageEvent>,
+        stage: Stage,
+        version: u32,
+        run: Option<&'a Reprocess>,
+    ) -> Result<Self, StepError> {
+        Ok(Self {
+            event,
+            page: page_of(event)?,
+            version,
+            stage,
+            run,
+        })
+    }
+
     /// Whether a newer version of the page exists; if so, the input is recorded as superseded
     /// (and its reprocessing run ended) and the stage has nothing more to do with it.
     pub async fn superseded(

@@ -42,22 +42,15 @@ impl RendererStage {
 impl Step<PageEvent> for RendererStage {
     async fn handle(&self, event: Event<PageEvent>, _delivery: &Delivery) -> Result<(), StepError> {
         let PageEvent::MarkdownGenerated(generated) = &event.payload else {
-            return Err(StepError::permanent(format!(
-                "the renderer does not handle {}",
-                event.event_type()
-            )));
+            return Err(StepError::unhandled("renderer", event.event_type()));
         };
-        let page = event
-            .meta
-            .page_id
-            .ok_or_else(|| StepError::permanent("page event without page_id"))?;
-        let input = order::Input {
-            event: &event,
-            page,
-            version: generated.page_version,
-            stage: Stage::Render,
-            run: generated.reprocess.as_ref(),
-        };
+        let input = order::Input::new(
+            &event,
+            Stage::Render,
+            generated.page_version,
+            generated.reprocess.as_ref(),
+        )?;
+        let page = input.page;
         if input.superseded(&self.history, &self.publisher).await? {
             return Ok(());
         }

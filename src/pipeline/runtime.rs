@@ -33,7 +33,17 @@ use tokio_util::sync::CancellationToken;
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 
 use super::deadletter::{self, DeadLetter, DeadLetterKind, Origin};
+use crate::domain::ids::PageId;
 use crate::events::{Event, EventFamily};
+
+/// The page an input is about: every page stage's input names one, and one that does not
+/// is refused for good (no redelivery can add it).
+pub fn page_of<E>(event: &Event<E>) -> Result<PageId, StepError> {
+    event
+        .meta
+        .page_id
+        .ok_or_else(|| StepError::permanent("page event without page_id"))
+}
 
 /// How a step failed, which decides what the runtime does with the message.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +60,12 @@ pub enum StepError {
 }
 
 impl StepError {
+    /// An input `stage` does not consume reached it (its consumer's filter and its code
+    /// disagree): no redelivery can change that.
+    pub fn unhandled(stage: &str, event_type: &str) -> Self {
+        Self::permanent(format!("the {stage} does not handle {event_type}"))
+    }
+
     pub fn transient(err: impl std::fmt::Display) -> Self {
         Self::Transient {
             message: err.to_string(),

@@ -25,7 +25,7 @@ use url::Url;
 use super::history::PageHistory;
 use super::politeness::{self, HostGates, HostHealth};
 use super::robots::{RobotsCache, Verdict};
-use super::runtime::{Delivery, Step, StepError};
+use super::runtime::{Delivery, Step, StepError, page_of};
 use crate::domain::content::BlobRef;
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::reprocess::output_key;
@@ -530,9 +530,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 impl Step<PageEvent> for Scraper {
     async fn handle(&self, event: Event<PageEvent>, delivery: &Delivery) -> Result<(), StepError> {
-        let (client, Some(page)) = (event.meta.client_id, event.meta.page_id) else {
-            return Err(StepError::permanent("page event without page_id"));
-        };
+        let (client, page) = (event.meta.client_id, page_of(&event)?);
         let url = match &event.payload {
             PageEvent::Discovered(d) => d.url.clone(),
             PageEvent::RefreshRequested(_) => match self.history.url(client, page).await? {
@@ -543,12 +541,7 @@ impl Step<PageEvent> for Scraper {
                     ));
                 }
             },
-            other => {
-                return Err(StepError::permanent(format!(
-                    "the scraper does not handle {}",
-                    other.event_type_name()
-                )));
-            }
+            other => return Err(StepError::unhandled("scraper", other.event_type_name())),
         };
         let settings = clients_read::find(&self.db, client.as_uuid())
             .await

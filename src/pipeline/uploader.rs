@@ -26,7 +26,7 @@ use super::history::PageHistory;
 use super::kv_batch::KvBatcher;
 use super::order;
 use super::reprocess;
-use super::runtime::{Delivery, Step, StepError};
+use super::runtime::{Delivery, Step, StepError, page_of};
 use crate::domain::client::is_cloudflare_id;
 use crate::domain::content::BlobRef;
 use crate::domain::ids::{ClientId, PageId};
@@ -210,13 +210,12 @@ impl Uploader {
             return Ok(());
         };
         let store = Self::target(&row);
-        let input = order::Input {
+        let input = order::Input::new(
             event,
-            page,
-            version: rendered.page_version,
-            stage: Stage::Upload,
-            run: rendered.reprocess.as_ref(),
-        };
+            Stage::Upload,
+            rendered.page_version,
+            rendered.reprocess.as_ref(),
+        )?;
         // An earlier delivery may have written the store and died before publishing.
         let mut wrote = delivery.delivered > 1;
         for _ in 0..WRITE_ATTEMPTS {
@@ -578,18 +577,13 @@ fn kv_step_error(e: KvError) -> StepError {
 
 impl Step<PageEvent> for Uploader {
     async fn handle(&self, event: Event<PageEvent>, delivery: &Delivery) -> Result<(), StepError> {
-        let (client, Some(page)) = (event.meta.client_id, event.meta.page_id) else {
-            return Err(StepError::permanent("page event without page_id"));
-        };
+        let (client, page) = (event.meta.client_id, page_of(&event)?);
         match &event.payload {
             PageEvent::HtmlRendered(rendered) => {
                 self.upload(&event, rendered, page, delivery).await
             }
             PageEvent::Removed(_) => self.remove(client, page).await,
-            other => Err(StepError::permanent(format!(
-                "the uploader does not handle {}",
-                other.event_type_name()
-            ))),
+            other => Err(StepError::unhandled("uploader", other.event_type_name())),
         }
     }
 }

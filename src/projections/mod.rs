@@ -5,6 +5,7 @@
 //! time from the event, never from the clock, so a rebuild produces the same rows.
 
 pub mod clients;
+pub mod operations;
 pub mod pages;
 pub mod runtime;
 pub mod sql;

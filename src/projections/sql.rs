@@ -41,7 +41,10 @@ mod tests {
         ))
         .expect("regex");
         let mut paths = Vec::new();
-        sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut paths);
+        sources(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut paths,
+        );
         let mut offences = Vec::new();
         for path in paths {
             let text = std::fs::read_to_string(&path).expect("source");
@@ -52,13 +55,19 @@ mod tests {
                 }
             }
         }
-        assert!(offences.is_empty(), "SQL outside projections/: {offences:#?}");
+        assert!(
+            offences.is_empty(),
+            "SQL outside projections/: {offences:#?}"
+        );
     }
 
     #[test]
     fn fragments_are_expanded() {
         assert!(!super::pages::FIND.contains("{page_columns}"));
         assert!(super::pages::FIND.contains("p.last_refresh_requested_at"));
-        assert!(super::visits::GROUPS.contains("{expr}"), "left for the code");
+        assert!(
+            super::visits::GROUPS.contains("{expr}"),
+            "left for the code"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Event history read straight from the streams (the source of truth, never a projection):
+//! The event log, read straight from the streams (the source of truth, never a projection):
 //! a page's events in order, and a one-line reading of any event for people.
 
 use async_nats::jetstream;
