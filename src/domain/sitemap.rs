@@ -221,17 +221,7 @@ fn parse_xml(text: &str, limits: &Limits) -> Result<Parsed, SitemapError> {
     reader.config_mut().check_end_names = true;
     // `<x/>` becomes a start and an end, so the element stack stays balanced.
     reader.config_mut().expand_empty_elements = true;
-    let mut parsed = Parsed {
-        kind: Kind::UrlSet,
-        entries: Vec::new(),
-        warnings: Vec::new(),
-        truncated: false,
-        error: None,
-    };
-    let mut stack: Vec<String> = Vec::new();
-    let mut entry: Option<Entry> = None;
-    let mut field: Option<(Field, String)> = None;
-    let mut root_seen = false;
+    let mut doc = XmlDoc::default();
     loop {
         let event = match reader.read_event() {
             Ok(event) => event,
@@ -240,124 +230,177 @@ fn parse_xml(text: &str, limits: &Limits) -> Result<Parsed, SitemapError> {
                     position: reader.error_position(),
                     message: e.to_string(),
                 };
-                if !root_seen {
-                    return Err(err);
-                }
-                parsed.error = Some(err);
-                return Ok(parsed);
+                return doc.stop(err);
             }
         };
-        match event {
+        let flow = match event {
             Event::DocType(_) => return Err(SitemapError::Dtd),
-            Event::Start(e) => {
-                let local: String = e.local_name().as_ref().to_owned();
-                let unprefixed = e.name().prefix().is_none();
-                if !root_seen {
-                    root_seen = true;
-                    parsed.kind = match local.as_str() {
-                        "urlset" => Kind::UrlSet,
-                        "sitemapindex" => Kind::Index,
-                        other => return Err(SitemapError::NotASitemap(other.to_owned())),
-                    };
-                }
-                let item = if parsed.kind == Kind::Index {
-                    "sitemap"
-                } else {
-                    "url"
-                };
-                let depth = stack.len();
-                if depth == 1 && local == item && unprefixed {
-                    entry = Some(Entry::default());
-                } else if depth == 2 && entry.is_some() && unprefixed {
-                    field = match local.as_str() {
-                        "loc" => Some((Field::Loc, String::new())),
-                        "lastmod" => Some((Field::Lastmod, String::new())),
-                        "changefreq" => Some((Field::Changefreq, String::new())),
-                        "priority" => Some((Field::Priority, String::new())),
-                        _ => None,
-                    };
-                    if field.is_none() && !is_extension(&local) {
-                        parsed
-                            .warnings
-                            .push(format!("unknown tag <{local}> ignored"));
-                    }
-                } else if depth == 1 && unprefixed {
-                    parsed
-                        .warnings
-                        .push(format!("unknown tag <{local}> ignored"));
-                }
-                stack.push(local);
-                if stack.len() > MAX_DEPTH {
-                    return Err(SitemapError::TooDeep);
-                }
-            }
-            Event::End(_) => {
-                let closed = stack.pop().unwrap_or_default();
-                match stack.len() {
-                    2 => {
-                        if let (Some((f, value)), Some(e)) = (field.take(), entry.as_mut()) {
-                            set_field(e, f, value.trim(), &mut parsed.warnings);
-                        }
-                    }
-                    1 => {
-                        if let Some(e) = entry.take() {
-                            if e.loc.is_empty() {
-                                parsed
-                                    .warnings
-                                    .push(format!("a <{closed}> without <loc> was skipped"));
-                            } else if !push_entry(&mut parsed, e, limits) {
-                                return Ok(parsed);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Event::Text(t) => {
-                if let Some((_, value)) = field.as_mut() {
-                    value.push_str(&t.xml10_content());
-                }
-            }
-            Event::CData(c) => {
-                if let Some((_, value)) = field.as_mut() {
-                    value.push_str(&c.xml10_content());
-                }
-            }
+            Event::Start(e) => doc.start(&e)?,
+            Event::End(_) => doc.end(limits),
+            Event::Text(t) => doc.text(&t.xml10_content()),
+            Event::CData(c) => doc.text(&c.xml10_content()),
             Event::GeneralRef(r) => {
                 let resolved = match r.resolve_char_ref() {
                     Ok(Some(c)) => Some(c),
                     Ok(None) => predefined_entity(&r),
                     Err(_) => None,
                 };
-                let Some(c) = resolved else {
-                    let err = SitemapError::Xml {
-                        position: reader.buffer_position(),
-                        message: format!("unknown entity &{};", &*r),
-                    };
-                    parsed.error = Some(err);
-                    return Ok(parsed);
-                };
-                if let Some((_, value)) = field.as_mut() {
-                    value.push(c);
+                match resolved {
+                    Some(c) => doc.text(c.encode_utf8(&mut [0; 4])),
+                    None => {
+                        let err = SitemapError::Xml {
+                            position: reader.buffer_position(),
+                            message: format!("unknown entity &{};", &*r),
+                        };
+                        return doc.stop(err);
+                    }
                 }
             }
             Event::Eof => break,
-            Event::Empty(_) | Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+            Event::Empty(_) | Event::Decl(_) | Event::PI(_) | Event::Comment(_) => Flow::Go,
+        };
+        if flow == Flow::Stop {
+            return Ok(doc.parsed);
         }
     }
-    if !root_seen {
-        return Err(SitemapError::Empty);
+    doc.finish(reader.buffer_position())
+}
+
+/// Whether reading goes on after an element.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Go,
+    /// A limit was reached: what was read is the result.
+    Stop,
+}
+
+/// What has been read of an XML sitemap so far.
+struct XmlDoc {
+    parsed: Parsed,
+    /// The local names of the open elements.
+    stack: Vec<String>,
+    /// The `<url>` or `<sitemap>` being read.
+    entry: Option<Entry>,
+    /// The field of `entry` being read, and its text so far.
+    field: Option<(Field, String)>,
+    root_seen: bool,
+}
+
+impl Default for XmlDoc {
+    fn default() -> Self {
+        Self {
+            parsed: Parsed {
+                kind: Kind::UrlSet,
+                entries: Vec::new(),
+                warnings: Vec::new(),
+                truncated: false,
+                error: None,
+            },
+            stack: Vec::new(),
+            entry: None,
+            field: None,
+            root_seen: false,
+        }
     }
-    if !stack.is_empty() {
-        parsed.error = Some(SitemapError::Xml {
-            position: reader.buffer_position(),
-            message: format!(
-                "the document ends inside <{}>",
-                stack.last().map_or("", String::as_str)
-            ),
-        });
+}
+
+impl XmlDoc {
+    /// Ends reading on a syntax error: an error before the root element is the answer,
+    /// after it the entries read so far are kept with the error.
+    fn stop(mut self, err: SitemapError) -> Result<Parsed, SitemapError> {
+        if !self.root_seen {
+            return Err(err);
+        }
+        self.parsed.error = Some(err);
+        Ok(self.parsed)
     }
-    Ok(parsed)
+
+    fn start(&mut self, e: &quick_xml::events::BytesStart<'_>) -> Result<Flow, SitemapError> {
+        let local: String = e.local_name().as_ref().to_owned();
+        let unprefixed = e.name().prefix().is_none();
+        if !self.root_seen {
+            self.root_seen = true;
+            self.parsed.kind = match local.as_str() {
+                "urlset" => Kind::UrlSet,
+                "sitemapindex" => Kind::Index,
+                other => return Err(SitemapError::NotASitemap(other.to_owned())),
+            };
+        }
+        let item = if self.parsed.kind == Kind::Index {
+            "sitemap"
+        } else {
+            "url"
+        };
+        let depth = self.stack.len();
+        if depth == 1 && local == item && unprefixed {
+            self.entry = Some(Entry::default());
+        } else if depth == 2 && self.entry.is_some() && unprefixed {
+            self.field = match local.as_str() {
+                "loc" => Some((Field::Loc, String::new())),
+                "lastmod" => Some((Field::Lastmod, String::new())),
+                "changefreq" => Some((Field::Changefreq, String::new())),
+                "priority" => Some((Field::Priority, String::new())),
+                _ => None,
+            };
+            if self.field.is_none() && !is_extension(&local) {
+                self.warn(format!("unknown tag <{local}> ignored"));
+            }
+        } else if depth == 1 && unprefixed {
+            self.warn(format!("unknown tag <{local}> ignored"));
+        }
+        self.stack.push(local);
+        if self.stack.len() > MAX_DEPTH {
+            return Err(SitemapError::TooDeep);
+        }
+        Ok(Flow::Go)
+    }
+
+    fn end(&mut self, limits: &Limits) -> Flow {
+        let closed = self.stack.pop().unwrap_or_default();
+        match self.stack.len() {
+            2 => {
+                if let (Some((f, value)), Some(e)) = (self.field.take(), self.entry.as_mut()) {
+                    set_field(e, f, value.trim(), &mut self.parsed.warnings);
+                }
+            }
+            1 => {
+                if let Some(e) = self.entry.take() {
+                    if e.loc.is_empty() {
+                        self.warn(format!("a <{closed}> without <loc> was skipped"));
+                    } else if !push_entry(&mut self.parsed, e, limits) {
+                        return Flow::Stop;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Flow::Go
+    }
+
+    fn text(&mut self, text: &str) -> Flow {
+        if let Some((_, value)) = self.field.as_mut() {
+            value.push_str(text);
+        }
+        Flow::Go
+    }
+
+    fn warn(&mut self, warning: String) {
+        self.parsed.warnings.push(warning);
+    }
+
+    /// The result at the end of the input.
+    fn finish(mut self, position: u64) -> Result<Parsed, SitemapError> {
+        if !self.root_seen {
+            return Err(SitemapError::Empty);
+        }
+        if let Some(open) = self.stack.last() {
+            self.parsed.error = Some(SitemapError::Xml {
+                position,
+                message: format!("the document ends inside <{open}>"),
+            });
+        }
+        Ok(self.parsed)
+    }
 }
 
 /// Extension elements that may appear inside `<url>` without a prefix in sloppy sitemaps.

@@ -15,6 +15,7 @@
 //! compared with the newer change, so page versions are unique and a slow fetch never
 //! publishes older content as a newer version (nor moves the page's state back).
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -26,7 +27,7 @@ use super::history::PageHistory;
 use super::politeness::{self, HostGates, HostHealth};
 use super::robots::{RobotsCache, Verdict};
 use super::runtime::{Delivery, Step, StepError, page_of};
-use crate::domain::content::BlobRef;
+use crate::domain::content::{BlobRef, ContentHash};
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::reprocess::output_key;
 use crate::domain::url::NormalizedUrl;
@@ -180,57 +181,10 @@ impl Scraper {
         crawl_rate: u32,
     ) -> Result<(), StepError> {
         let target: Url = at.url.as_url().clone();
-        let crawl_delay = match self.robots.check(&target).await {
-            Verdict::Allowed { crawl_delay } => crawl_delay,
-            Verdict::Disallowed => {
-                let message = "robots.txt disallows this page for ai-cache".to_owned();
-                return self
-                    .failed(at, ScrapeFailure::RobotsDisallowed, message, None, None)
-                    .await;
-            }
-            Verdict::Deferred {
-                retry_after,
-                reason,
-            } => {
-                return self
-                    .failed(
-                        at,
-                        ScrapeFailure::Transient,
-                        reason,
-                        None,
-                        Some(retry_after),
-                    )
-                    .await;
-            }
-            Verdict::Refused(e) => {
-                return self
-                    .failed(at, refusal(&e), e.to_string(), None, None)
-                    .await;
-            }
-        };
         let host = target.host_str().unwrap_or_default().to_owned();
-        if let Some(wait) = self.health.backed_off(&host) {
-            let message = format!(
-                "{host} does not answer: backed off for {} s before it is tried again",
-                wait.as_secs().max(1)
-            );
-            return self
-                .failed(at, ScrapeFailure::Transient, message, None, Some(wait))
-                .await;
-        }
-        let _turn = match self
-            .gates
-            .turn(&host, politeness::interval(crawl_rate, crawl_delay))
-            .await
-        {
-            Ok(turn) => turn,
-            // Not a failure: the host's politeness budget is spent for now.
-            Err(wait) => {
-                return Err(StepError::retry_after(
-                    format!("waiting for a turn at {host}"),
-                    wait,
-                ));
-            }
+        let _turn = match self.admit(at, &target, &host, crawl_rate).await {
+            ControlFlow::Continue(turn) => turn,
+            ControlFlow::Break(ended) => return ended,
         };
         let prev = self.previous(client, at.page).await?;
         let started = Instant::now();
@@ -264,6 +218,58 @@ impl Scraper {
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.outcome(at, fetched, prev, duration_ms).await
+    }
+
+    /// Whether the page may be fetched now: robots.txt allows it, its host is not backed off,
+    /// and the host's politeness gives a turn (held until the fetch is done). Otherwise the
+    /// attempt ends here, with the result given.
+    async fn admit(
+        &self,
+        at: &Attempt<'_>,
+        target: &Url,
+        host: &str,
+        crawl_rate: u32,
+    ) -> ControlFlow<Result<(), StepError>, politeness::Turn> {
+        let crawl_delay = match self.robots.check(target).await {
+            Verdict::Allowed { crawl_delay } => crawl_delay,
+            Verdict::Disallowed => {
+                let message = "robots.txt disallows this page for ai-cache".to_owned();
+                let failure = ScrapeFailure::RobotsDisallowed;
+                return ControlFlow::Break(self.failed(at, failure, message, None, None).await);
+            }
+            Verdict::Deferred {
+                retry_after,
+                reason,
+            } => {
+                let failure = ScrapeFailure::Transient;
+                let ended = self.failed(at, failure, reason, None, Some(retry_after));
+                return ControlFlow::Break(ended.await);
+            }
+            Verdict::Refused(e) => {
+                let ended = self.failed(at, refusal(&e), e.to_string(), None, None);
+                return ControlFlow::Break(ended.await);
+            }
+        };
+        if let Some(wait) = self.health.backed_off(host) {
+            let message = format!(
+                "{host} does not answer: backed off for {} s before it is tried again",
+                wait.as_secs().max(1)
+            );
+            let ended = self.failed(at, ScrapeFailure::Transient, message, None, Some(wait));
+            return ControlFlow::Break(ended.await);
+        }
+        match self
+            .gates
+            .turn(host, politeness::interval(crawl_rate, crawl_delay))
+            .await
+        {
+            Ok(turn) => ControlFlow::Continue(turn),
+            // Not a failure: the host's politeness budget is spent for now.
+            Err(wait) => ControlFlow::Break(Err(StepError::retry_after(
+                format!("waiting for a turn at {host}"),
+                wait,
+            ))),
+        }
     }
 
     async fn outcome(
@@ -336,78 +342,80 @@ impl Scraper {
                 .map(str::to_owned)
         };
         let content_type = header(reqwest::header::CONTENT_TYPE);
+        let status = fetched.status;
         if !html::is_html(content_type.as_deref()) {
             let message = format!("not HTML: {}", content_type.unwrap_or_default());
-            return self
-                .failed(
-                    at,
-                    ScrapeFailure::UnsupportedContentType,
-                    message,
-                    Some(fetched.status),
-                    None,
-                )
-                .await;
+            let failure = ScrapeFailure::UnsupportedContentType;
+            return self.failed(at, failure, message, Some(status), None).await;
         }
         let (etag, last_modified) = (
             header(reqwest::header::ETAG),
             header(reqwest::header::LAST_MODIFIED),
         );
-        let body = fetched.body;
-        // Parsing HTML is CPU work on a non-Send document: off the async threads, and only
-        // once the linear pre-scan found it within bounds.
-        let parsed = tokio::task::spawn_blocking(move || {
-            let (text, _) = html::decode(&body, content_type.as_deref());
-            html_bounds::check(&text).map(|_| {
-                let fp = html::fingerprint(&text);
-                (text, fp)
-            })
-        })
-        .await
-        .map_err(StepError::transient)?;
-        let (text, fingerprint) = match parsed {
+        let (text, fingerprint) = match parse(fetched.body, content_type).await? {
             Ok(parsed) => parsed,
             Err(too_complex) => {
                 let message = format!("{too_complex}: refused unparsed");
-                return self
-                    .failed(
-                        at,
-                        ScrapeFailure::Permanent,
-                        message,
-                        Some(fetched.status),
-                        None,
-                    )
-                    .await;
+                let failure = ScrapeFailure::Permanent;
+                return self.failed(at, failure, message, Some(status), None).await;
             }
         };
-        let (page, fetched_at) = (at.page, now());
         let same = prev
             .changed
             .as_ref()
             .is_some_and(|c| c.fingerprint == fingerprint);
         let forced = at.reprocess.is_some_and(|r| r.force);
         if same && !forced {
-            let unchanged = Unchanged {
-                reason: UnchangedReason::SameFingerprint,
-                http_status: fetched.status,
-                fingerprint: Some(fingerprint),
-                fetched_at,
-            };
-            let event = Event::caused_by(at.cause, PageEvent::Unchanged(unchanged));
-            metrics::counter!("aicache_scraper_fetches_total", "outcome" => "unchanged")
-                .increment(1);
-            let mut out = vec![Outgoing::keyed(
-                event,
-                format!("unchanged:{page}:{}", at.cause.meta.id),
-            )];
-            out.extend(at.end_run(ReprocessOutcome::Unchanged));
-            return self.publish(out).await;
+            return self.unchanged(at, status, fingerprint).await;
         }
+        let page = FetchedPage {
+            status,
+            etag,
+            last_modified,
+            text,
+            fingerprint,
+            duration_ms,
+        };
+        self.changed(at, page, prev, same).await
+    }
+
+    /// The fetched page is the one we have (same main content).
+    async fn unchanged(
+        &self,
+        at: &Attempt<'_>,
+        status: u16,
+        fingerprint: ContentHash,
+    ) -> Result<(), StepError> {
+        let unchanged = Unchanged {
+            reason: UnchangedReason::SameFingerprint,
+            http_status: status,
+            fingerprint: Some(fingerprint),
+            fetched_at: now(),
+        };
+        let event = Event::caused_by(at.cause, PageEvent::Unchanged(unchanged));
+        metrics::counter!("aicache_scraper_fetches_total", "outcome" => "unchanged").increment(1);
+        let key = format!("unchanged:{}:{}", at.page, at.cause.meta.id);
+        let mut out = vec![Outgoing::keyed(event, key)];
+        out.extend(at.end_run(ReprocessOutcome::Unchanged));
+        self.publish(out).await
+    }
+
+    /// New content (or the same again, for a forced run): stored, then `pages.scraped` and
+    /// `pages.content_changed` at the page's next version.
+    async fn changed(
+        &self,
+        at: &Attempt<'_>,
+        fetched: FetchedPage,
+        prev: Previous,
+        same: bool,
+    ) -> Result<(), StepError> {
+        let (page, fetched_at) = (at.page, now());
+        let fingerprint = fetched.fingerprint;
         let raw: BlobRef = self
             .blobs
-            .put(text.as_bytes())
+            .put(fetched.text.as_bytes())
             .await
             .map_err(StepError::transient)?;
-        let (scraped_seq, changed_seq) = (prev.scraped_seq, prev.changed_seq);
         // A forced run over the same content makes it again at the same page version.
         let version = match &prev.changed {
             Some(c) if same => c.page_version,
@@ -422,11 +430,11 @@ impl Scraper {
                 raw: raw.clone(),
                 // The stored HTML is UTF-8 whatever the origin sent.
                 content_type: "text/html; charset=utf-8".into(),
-                etag,
-                last_modified,
+                etag: fetched.etag,
+                last_modified: fetched.last_modified,
                 fingerprint: fingerprint.clone(),
                 fetched_at,
-                duration_ms,
+                duration_ms: fetched.duration_ms,
             }),
         );
         let changed = Event::caused_by(
@@ -449,14 +457,44 @@ impl Scraper {
         // read: a fetch that lost the race leaves nothing behind (see the module's doc).
         let scraped_key = format!("scraped:{page}:{}:{fingerprint}", at.cause.meta.id);
         self.publish(vec![
-            Outgoing::keyed(scraped, scraped_key).expecting(scraped_seq),
+            Outgoing::keyed(scraped, scraped_key).expecting(prev.scraped_seq),
         ])
         .await?;
         self.publish(vec![
-            Outgoing::keyed(changed, changed_key).expecting(changed_seq),
+            Outgoing::keyed(changed, changed_key).expecting(prev.changed_seq),
         ])
         .await
     }
+}
+
+/// A page fetched and parsed, ready to be stored.
+struct FetchedPage {
+    status: u16,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    /// The HTML, decoded to UTF-8.
+    text: String,
+    /// The fingerprint of its main content.
+    fingerprint: ContentHash,
+    duration_ms: u64,
+}
+
+/// Decodes the body and fingerprints its main content: CPU work on a non-Send document, so
+/// off the async threads, and only once the linear pre-scan found it within bounds (else
+/// the bound it broke).
+async fn parse(
+    body: Vec<u8>,
+    content_type: Option<String>,
+) -> Result<Result<(String, ContentHash), html_bounds::TooComplex>, StepError> {
+    tokio::task::spawn_blocking(move || {
+        let (text, _) = html::decode(&body, content_type.as_deref());
+        html_bounds::check(&text).map(|_| {
+            let fp = html::fingerprint(&text);
+            (text, fp)
+        })
+    })
+    .await
+    .map_err(StepError::transient)
 }
 
 /// One request to scrape a page: what caused it, which delivery this is, the page.

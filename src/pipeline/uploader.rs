@@ -20,6 +20,8 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use sqlx::PgPool;
 
 use super::history::PageHistory;
@@ -28,10 +30,11 @@ use super::order;
 use super::reprocess;
 use super::runtime::{Delivery, Step, StepError, page_of};
 use crate::domain::client::is_cloudflare_id;
-use crate::domain::content::BlobRef;
+use crate::domain::content::{BlobRef, ContentHash};
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::kv_key::{html_key, kv_key, markdown_key};
 use crate::domain::reprocess::{nothing_to_redo, output_key};
+use crate::domain::url::NormalizedUrl;
 use crate::events::Event;
 use crate::events::envelope::now;
 use crate::events::pages::{
@@ -312,21 +315,8 @@ impl Uploader {
             // Newer Markdown of the same version exists: its rendering gets uploaded.
             return self.skipped(event, rendered).await;
         };
-        // The last content change also gives the page's URL.
-        let (url, fingerprint, scraped_at) = match (
-            last("pages.content_changed").await?,
-            last("pages.scraped").await?,
-        ) {
-            (Some(PageEvent::ContentChanged(c)), Some(PageEvent::Scraped(s))) => {
-                (c.url, c.fingerprint, s.fetched_at)
-            }
-            _ => {
-                return Err(StepError::permanent(
-                    "the page has no scraped content in its history",
-                ));
-            }
-        };
-        let key = kv_key(&url);
+        let source = self.source(client, page).await?;
+        let key = kv_key(&source.url);
         let (md, html) = (&markdown.hash, &rendered.html.hash);
         let served_before = matches!(last("pages.updated").await?, Some(PageEvent::Updated(u)) if &u.markdown_hash == md && &u.html_hash == html);
         if let Some(run) = rendered.reprocess.as_ref().filter(|r| !r.force)
@@ -340,7 +330,7 @@ impl Uploader {
             key: key.clone(),
             client_id: client.as_uuid(),
             page_id: page.as_uuid(),
-            source_url: url.to_string(),
+            source_url: source.url.to_string(),
             markdown: markdown.clone(),
             html: rendered.html.clone(),
             page_version: rendered.page_version,
@@ -366,18 +356,55 @@ impl Uploader {
         if self.publish_upload(&uploaded).await? == Written::Raced {
             return Ok(Written::Raced);
         }
+        self.announce(event, rendered, store, &manifest, source, served_before)
+            .await?;
+        Ok(Written::Published)
+    }
+
+    /// What the page's last content change says: its URL, its fingerprint, when it was
+    /// fetched.
+    async fn source(&self, client: ClientId, page: PageId) -> Result<Source, StepError> {
+        let last = |t| self.history.last(t, client, page);
+        match (
+            last("pages.content_changed").await?,
+            last("pages.scraped").await?,
+        ) {
+            (Some(PageEvent::ContentChanged(c)), Some(PageEvent::Scraped(s))) => Ok(Source {
+                url: c.url,
+                fingerprint: c.fingerprint,
+                scraped_at: s.fetched_at,
+            }),
+            _ => Err(StepError::permanent(
+                "the page has no scraped content in its history",
+            )),
+        }
+    }
+
+    /// After the upload is published: `pages.updated` when the served content changed, and
+    /// the end of the page's reprocessing run.
+    async fn announce(
+        &self,
+        event: &Event<PageEvent>,
+        rendered: &HtmlRendered,
+        store: EdgeKind,
+        manifest: &Manifest,
+        source: Source,
+        served_before: bool,
+    ) -> Result<(), StepError> {
+        let page = manifest.page_id;
+        let (md, html) = (&manifest.markdown.hash, &manifest.html.hash);
         let mut out = Vec::new();
         if !served_before {
             let updated = Event::caused_by(
                 event,
                 PageEvent::Updated(Updated {
-                    url,
-                    kv_key: key,
+                    url: source.url,
+                    kv_key: manifest.key.clone(),
                     markdown_hash: md.clone(),
                     html_hash: html.clone(),
-                    content_fingerprint: fingerprint,
+                    content_fingerprint: source.fingerprint,
                     page_version: rendered.page_version,
-                    scraped_at,
+                    scraped_at: source.scraped_at,
                     updated_at: manifest.updated_at,
                 }),
             );
@@ -398,8 +425,8 @@ impl Uploader {
         self.publisher
             .publish_all(&out)
             .await
-            .map_err(StepError::transient)?;
-        Ok(Written::Published)
+            .map_err(StepError::transient)
+            .map(drop)
     }
 
     /// The Markdown `rendered` was made from, or `None` when the page has newer Markdown of
@@ -573,6 +600,13 @@ fn kv_step_error(e: KvError) -> StepError {
         e if e.is_transient() => StepError::transient(e),
         e => StepError::permanent(e),
     }
+}
+
+/// What a page's last content change says about it.
+struct Source {
+    url: NormalizedUrl,
+    fingerprint: ContentHash,
+    scraped_at: DateTime<Utc>,
 }
 
 impl Step<PageEvent> for Uploader {
