@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use super::{ApiError, AppState};
 use crate::commands::visits::{DomainRule, Reporter, VisitInput, VisitRejection, Visits};
 use crate::domain::bots::Classifier;
+use crate::domain::content::BlobRef;
 use crate::domain::edge::{Serve, VARY, decide, link_header};
 use crate::domain::kv_key::kv_key;
 use crate::domain::url::NormalizedUrl;
@@ -307,23 +308,14 @@ async fn serve(
         NormalizedUrl::parse(&format!("{scheme}://{authority}{p}{query}"))
             .map_err(|_| ApiError::BadRequest(format!("{path} is not a valid page path")))
     };
-    let mut url = page_url(schemes[0], &decision.page_path)?;
-    let mut manifest = None;
-    if decision.serve != Serve::Pass {
-        for scheme in schemes {
-            let candidate = page_url(scheme, &decision.page_path)?;
-            let found = state
-                .edge
-                .store
-                .get(&kv_key(&candidate))
-                .await
-                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-            if found.is_some() {
-                (url, manifest) = (candidate, found);
-                break;
-            }
+    let candidates = schemes.map(|scheme| page_url(scheme, &decision.page_path));
+    let (url, manifest) = match decision.serve {
+        Serve::Pass => {
+            let [first, _] = candidates;
+            (first?, None)
         }
-    }
+        _ => cached(state, candidates).await?,
+    };
     let prefix = match mode {
         Mode::Prefixed => format!("/edge/{authority}"),
         Mode::Host => String::new(),
@@ -334,22 +326,10 @@ async fn serve(
             let markdown = decision.serve == Serve::Markdown;
             content(state, &manifest, markdown, method, headers, &link).await?
         }
-        None => {
-            let mut response = match mode {
-                Mode::Prefixed => Response::builder()
-                    .status(StatusCode::FOUND)
-                    .header(header::LOCATION, page_url(schemes[0], path)?.as_str())
-                    .body(Body::empty())
-                    .map_err(|e| ApiError::Internal(e.into()))?,
-                Mode::Host => axum::response::IntoResponse::into_response(ApiError::NotCached(
-                    path.to_owned(),
-                )),
-            };
-            let h = response.headers_mut();
-            h.insert(header::VARY, HeaderValue::from_static(VARY));
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            (response, FormatServed::Origin)
-        }
+        None => (
+            origin(mode, path, || page_url(schemes[0], path))?,
+            FormatServed::Origin,
+        ),
     };
     state.edge.record(VisitInput {
         id: None,
@@ -367,6 +347,51 @@ async fn serve(
             .map(str::to_owned),
     });
     metrics::histogram!("aicache_edge_request_seconds").record(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+/// The first of `candidates` (the page under each scheme) the edge store holds, with its
+/// manifest; the first candidate when none is held.
+async fn cached(
+    state: &AppState,
+    candidates: [Result<NormalizedUrl, ApiError>; 2],
+) -> Result<(NormalizedUrl, Option<Manifest>), ApiError> {
+    let [first, second] = candidates;
+    let first = first?;
+    for candidate in [first.clone(), second?] {
+        let found = state
+            .edge
+            .store
+            .get(&kv_key(&candidate))
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        if found.is_some() {
+            return Ok((candidate, found));
+        }
+    }
+    Ok((first, None))
+}
+
+/// The answer when nothing cached is served: a redirect to the page on the origin under
+/// `/edge/...`, or `not_cached` by `Host` (a redirect to the same host would loop).
+fn origin(
+    mode: Mode,
+    path: &str,
+    page_url: impl FnOnce() -> Result<NormalizedUrl, ApiError>,
+) -> Result<Response, ApiError> {
+    let mut response = match mode {
+        Mode::Prefixed => Response::builder()
+            .status(StatusCode::FOUND)
+            .header(header::LOCATION, page_url()?.as_str())
+            .body(Body::empty())
+            .map_err(|e| ApiError::Internal(e.into()))?,
+        Mode::Host => {
+            axum::response::IntoResponse::into_response(ApiError::NotCached(path.to_owned()))
+        }
+    };
+    let h = response.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static(VARY));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
@@ -394,20 +419,7 @@ async fn content(
     };
     let etag = format!("\"{}\"", blob.hash.as_str());
     let last_modified = http_date(manifest.updated_at);
-    let not_modified = match headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(tags) => tags.split(',').any(|t| {
-            let t = t.trim();
-            t == "*" || t.trim_start_matches("W/") == etag
-        }),
-        None => headers
-            .get(header::IF_MODIFIED_SINCE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
-            .is_some_and(|since| manifest.updated_at.timestamp() <= since.timestamp()),
-    };
+    let not_modified = caller_has(headers, &etag, manifest.updated_at);
     let builder = Response::builder()
         .header(header::VARY, VARY)
         .header(header::LINK, link)
@@ -422,36 +434,7 @@ async fn content(
             .map_err(|e| ApiError::Internal(e.into()))?;
         return Ok((response, format));
     }
-    let cached = state
-        .edge
-        .content
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(blob.hash.as_str());
-    let bytes = match cached {
-        Some(bytes) => bytes,
-        None => {
-            let bytes: Arc<[u8]> = state
-                .blobs
-                .get(&blob.hash)
-                .await
-                .map_err(|e| ApiError::Unavailable(e.to_string()))?
-                .ok_or_else(|| {
-                    ApiError::Unavailable(format!(
-                        "{} is not in the blob store",
-                        blob.hash.as_str()
-                    ))
-                })?
-                .into();
-            state
-                .edge
-                .content
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .put(blob.hash.as_str(), Arc::clone(&bytes));
-            bytes
-        }
-    };
+    let bytes = blob_bytes(state, blob).await?;
     let length = bytes.len();
     let body = if method == Method::HEAD {
         Body::empty()
@@ -465,6 +448,51 @@ async fn content(
         .body(body)
         .map_err(|e| ApiError::Internal(e.into()))?;
     Ok((response, format))
+}
+
+/// Whether the caller's conditional headers name this version: `If-None-Match` (strong or
+/// weak, or `*`) when sent, else `If-Modified-Since`.
+fn caller_has(headers: &HeaderMap, etag: &str, updated_at: DateTime<Utc>) -> bool {
+    match headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(tags) => tags.split(',').any(|t| {
+            let t = t.trim();
+            t == "*" || t.trim_start_matches("W/") == etag
+        }),
+        None => headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
+            .is_some_and(|since| updated_at.timestamp() <= since.timestamp()),
+    }
+}
+
+/// A blob's bytes, from the in-memory cache or the blob store (then cached).
+async fn blob_bytes(state: &AppState, blob: &BlobRef) -> Result<Arc<[u8]>, ApiError> {
+    let cache = || {
+        state
+            .edge
+            .content
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let cached = cache().get(blob.hash.as_str());
+    if let Some(bytes) = cached {
+        return Ok(bytes);
+    }
+    let bytes: Arc<[u8]> = state
+        .blobs
+        .get(&blob.hash)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::Unavailable(format!("{} is not in the blob store", blob.hash.as_str()))
+        })?
+        .into();
+    cache().put(blob.hash.as_str(), Arc::clone(&bytes));
+    Ok(bytes)
 }
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT`.

@@ -304,49 +304,8 @@ impl Tenants {
         );
         // The projection must apply the deletion before the client's events are purged.
         self.publish_and_wait(event).await?;
-        let mut purged = 0;
-        for filter in [
-            subjects::client_on_stream("pages", id, true),
-            subjects::client_on_stream("visits", id, false),
-            subjects::client_on_stream("visits", id, true),
-        ] {
-            purged += self
-                .purge(
-                    if filter.starts_with("pages") {
-                        "PAGES"
-                    } else {
-                        "VISITS"
-                    },
-                    &filter,
-                )
-                .await?;
-        }
-        // Batches the projectors read before the purge are applied before the rows go.
-        for (projection, stream) in [("pages", "PAGES"), ("visits", "VISITS")] {
-            let end = self.stream_end(stream).await?;
-            wait_for(&self.db, projection, end, self.timeout).await?;
-        }
-        let edge = crate::infra::edge_store::EdgeStore::open(&self.js)
-            .await
-            .map_err(|e| TenantError::Stream(e.to_string()))?;
-        let mut edge_keys_deleted = 0;
-        for url in urls
-            .iter()
-            .filter_map(|u| crate::domain::url::NormalizedUrl::parse(u).ok())
-        {
-            let key = crate::domain::kv_key::kv_key(&url);
-            if edge
-                .get(&key)
-                .await
-                .map_err(|e| TenantError::Stream(e.to_string()))?
-                .is_some()
-            {
-                edge.delete(&key)
-                    .await
-                    .map_err(|e| TenantError::Stream(e.to_string()))?;
-                edge_keys_deleted += 1;
-            }
-        }
+        let mut purged = self.purge_pages_and_visits(id).await?;
+        let edge_keys_deleted = self.delete_edge_entries(&urls).await?;
         let pages = sqlx::query(sql::clients::DELETE_CLIENT_PAGES)
             .bind(id.as_uuid())
             .execute(&mut *tx)
@@ -366,6 +325,50 @@ impl Tenants {
             api_keys_deleted: u64::try_from(keys).unwrap_or_default(),
             events_purged: purged,
         })
+    }
+
+    /// Purges a deleted client's page and visit events, then waits until the projections
+    /// have applied every batch they read before the purge (so no row comes back).
+    async fn purge_pages_and_visits(&self, id: ClientId) -> Result<u64, TenantError> {
+        let mut purged = 0;
+        for (stream, filter) in [
+            ("PAGES", subjects::client_on_stream("pages", id, true)),
+            ("VISITS", subjects::client_on_stream("visits", id, false)),
+            ("VISITS", subjects::client_on_stream("visits", id, true)),
+        ] {
+            purged += self.purge(stream, &filter).await?;
+        }
+        for (projection, stream) in [("pages", "PAGES"), ("visits", "VISITS")] {
+            let end = self.stream_end(stream).await?;
+            wait_for(&self.db, projection, end, self.timeout).await?;
+        }
+        Ok(purged)
+    }
+
+    /// Deletes the built-in edge store's entries of these page URLs; returns how many were
+    /// there.
+    async fn delete_edge_entries(&self, urls: &[String]) -> Result<u64, TenantError> {
+        let stream_error = |e: &dyn std::fmt::Display| TenantError::Stream(e.to_string());
+        let edge = crate::infra::edge_store::EdgeStore::open(&self.js)
+            .await
+            .map_err(|e| stream_error(&e))?;
+        let mut deleted = 0;
+        for url in urls
+            .iter()
+            .filter_map(|u| crate::domain::url::NormalizedUrl::parse(u).ok())
+        {
+            let key = crate::domain::kv_key::kv_key(&url);
+            if edge
+                .get(&key)
+                .await
+                .map_err(|e| stream_error(&e))?
+                .is_some()
+            {
+                edge.delete(&key).await.map_err(|e| stream_error(&e))?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     /// Creates a key for client `id`; the key is returned this once and stored only as SHA-256.

@@ -131,6 +131,76 @@ pub fn reject(code: RejectCode, message: impl Into<String>) -> VisitRejection {
     }
 }
 
+/// The client a visit is recorded for: the key's own, or the one the master key names.
+fn reporting_client(reporter: Reporter, given: Option<Uuid>) -> Result<Uuid, VisitRejection> {
+    match (reporter, given) {
+        (Reporter::Client(own), None) => Ok(own),
+        (Reporter::Client(own), Some(given)) if given == own => Ok(own),
+        (Reporter::Client(_), Some(_)) => Err(reject(
+            RejectCode::ForbiddenClient,
+            "client_id is not the client of this key",
+        )),
+        (Reporter::Master, Some(given)) => Ok(given),
+        (Reporter::Master, None) => Err(reject(
+            RejectCode::ClientIdRequired,
+            "client_id is required with the master key",
+        )),
+    }
+}
+
+/// Checks the timestamp and status, and parses the IP address (if any).
+fn check_fields(input: &VisitInput, now: DateTime<Utc>) -> Result<Option<IpAddr>, VisitRejection> {
+    if input.timestamp > now + MAX_FUTURE {
+        return Err(reject(
+            RejectCode::InvalidTimestamp,
+            format!("timestamp {} is in the future", input.timestamp),
+        ));
+    }
+    if let Some(status) = input.status
+        && !(100..=599).contains(&status)
+    {
+        return Err(reject(
+            RejectCode::InvalidStatus,
+            format!("status {status} is not an HTTP status"),
+        ));
+    }
+    match input.ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => s
+            .parse::<IpAddr>()
+            .map(Some)
+            .map_err(|_| reject(RejectCode::InvalidIp, format!("{s:?} is not an IP address"))),
+        None => Ok(None),
+    }
+}
+
+/// The visit's deduplication key: its id when the reporter gave one, else a hash of what
+/// makes it this visit (a retried report is stored once).
+fn dedup_key(
+    client: Uuid,
+    url: &NormalizedUrl,
+    input: &VisitInput,
+    user_agent: Option<&str>,
+    referrer: Option<&str>,
+) -> String {
+    if let Some(id) = input.id {
+        return format!("visit:{client}:{id}");
+    }
+    let mut h = Sha256::new();
+    for part in [
+        url.as_str(),
+        user_agent.unwrap_or(""),
+        input.ip.as_deref().unwrap_or(""),
+        referrer.unwrap_or(""),
+        &input
+            .timestamp
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    format!("visit:{client}:{}", hex::encode(h.finalize()))
+}
+
 /// The HMAC-SHA256 key for IP addresses.
 #[derive(Clone)]
 pub struct IpHasher {
@@ -224,46 +294,11 @@ impl Visits {
         rule: &dyn DomainRule,
         now: DateTime<Utc>,
     ) -> Result<Outgoing<VisitEvent>, VisitRejection> {
-        let client = match (reporter, input.client_id) {
-            (Reporter::Client(own), None) => own,
-            (Reporter::Client(own), Some(given)) if given == own => own,
-            (Reporter::Client(_), Some(_)) => {
-                return Err(reject(
-                    RejectCode::ForbiddenClient,
-                    "client_id is not the client of this key",
-                ));
-            }
-            (Reporter::Master, Some(given)) => given,
-            (Reporter::Master, None) => {
-                return Err(reject(
-                    RejectCode::ClientIdRequired,
-                    "client_id is required with the master key",
-                ));
-            }
-        };
+        let client = reporting_client(reporter, input.client_id)?;
         let url = NormalizedUrl::parse(&input.url)
             .map_err(|e| reject(RejectCode::InvalidUrl, format!("url: {e}")))?;
         rule.check(client, &url)?;
-        if input.timestamp > now + MAX_FUTURE {
-            return Err(reject(
-                RejectCode::InvalidTimestamp,
-                format!("timestamp {} is in the future", input.timestamp),
-            ));
-        }
-        if let Some(status) = input.status
-            && !(100..=599).contains(&status)
-        {
-            return Err(reject(
-                RejectCode::InvalidStatus,
-                format!("status {status} is not an HTTP status"),
-            ));
-        }
-        let ip = match input.ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => Some(s.parse::<IpAddr>().map_err(|_| {
-                reject(RejectCode::InvalidIp, format!("{s:?} is not an IP address"))
-            })?),
-            None => None,
-        };
+        let ip = check_fields(&input, now)?;
         let user_agent = input.user_agent.as_deref().map(cut);
         let referrer = input
             .referrer
@@ -278,25 +313,13 @@ impl Visits {
         }
         let verification = verify(&classification, ip, &self.ranges.get());
         let client_id = ClientId::from_uuid(client);
-        let dedup = match input.id {
-            Some(id) => format!("visit:{client}:{id}"),
-            None => {
-                let mut h = Sha256::new();
-                for part in [
-                    url.as_str(),
-                    user_agent.as_deref().unwrap_or(""),
-                    input.ip.as_deref().unwrap_or(""),
-                    referrer.as_deref().unwrap_or(""),
-                    &input
-                        .timestamp
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                ] {
-                    h.update(part.as_bytes());
-                    h.update([0]);
-                }
-                format!("visit:{client}:{}", hex::encode(h.finalize()))
-            }
-        };
+        let dedup = dedup_key(
+            client,
+            &url,
+            &input,
+            user_agent.as_deref(),
+            referrer.as_deref(),
+        );
         let event = Event::new(
             client_id,
             Some(PageId::derive(client_id, &url)),

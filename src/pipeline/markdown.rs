@@ -27,12 +27,13 @@ use super::order;
 use super::reprocess;
 use super::runtime::{Delivery, Step, StepError};
 use crate::domain::html_bounds::TooComplex;
-use crate::domain::ids::ClientId;
+use crate::domain::ids::{ClientId, PageId};
 use crate::domain::markdown::{self, GENERATOR_VERSION};
 use crate::domain::reprocess::output_key;
 use crate::events::Event;
 use crate::events::pages::{
-    GeneratorKind, MarkdownGenerated, PageEvent, ReprocessOutcome, Stage, TokenUsage,
+    ContentChanged, GeneratorKind, MarkdownGenerated, PageEvent, ReprocessOutcome, Stage,
+    TokenUsage,
 };
 use crate::infra::blobs::BlobStore;
 use crate::infra::gemini::{GeminiClient, GeminiError, PROMPT_VERSION};
@@ -218,6 +219,57 @@ impl MarkdownStage {
     }
 }
 
+impl MarkdownStage {
+    /// Whether the page's last Markdown was made from this input by the wanted generator:
+    /// a run that does not force has nothing to redo here.
+    async fn made_already(
+        &self,
+        event: &Event<PageEvent>,
+        changed: &ContentChanged,
+        page: PageId,
+    ) -> Result<bool, StepError> {
+        let wanted = self.wanted_version(event.meta.client_id).await?;
+        let last = self
+            .history
+            .last("pages.markdown_generated", event.meta.client_id, page)
+            .await?;
+        Ok(matches!(last, Some(PageEvent::MarkdownGenerated(m))
+            if m.input_hash == changed.raw.hash && m.generator_version == wanted))
+    }
+
+    /// The local generator's Markdown and metadata of the page's raw HTML (CPU work, off
+    /// the async threads); a page without main content fails for good.
+    async fn generate_locally(
+        &self,
+        changed: &ContentChanged,
+        url: &str,
+    ) -> Result<markdown::Generated, StepError> {
+        let raw = self
+            .blobs
+            .get(&changed.raw.hash)
+            .await
+            .map_err(StepError::transient)?
+            .ok_or_else(|| {
+                StepError::permanent(format!(
+                    "raw HTML {} is not in the blob store",
+                    changed.raw.hash
+                ))
+            })?;
+        let url = url.to_owned();
+        let generator = Arc::clone(&self.generator);
+        let generated = tokio::task::spawn_blocking(move || {
+            generator.generate(&String::from_utf8_lossy(&raw), &url)
+        })
+        .await
+        .map_err(StepError::transient)?
+        .map_err(StepError::permanent)?;
+        if generated.markdown.trim().is_empty() {
+            return Err(StepError::permanent("no main content found in the page"));
+        }
+        Ok(generated)
+    }
+}
+
 impl Step<PageEvent> for MarkdownStage {
     async fn handle(&self, event: Event<PageEvent>, delivery: &Delivery) -> Result<(), StepError> {
         let PageEvent::ContentChanged(changed) = &event.payload else {
@@ -233,49 +285,14 @@ impl Step<PageEvent> for MarkdownStage {
         if input.superseded(&self.history, &self.publisher).await? {
             return Ok(());
         }
-        if let Some(run) = changed.reprocess.as_ref().filter(|r| !r.force) {
-            let wanted = self.wanted_version(event.meta.client_id).await?;
-            let last = self
-                .history
-                .last("pages.markdown_generated", event.meta.client_id, page)
-                .await?;
-            if let Some(PageEvent::MarkdownGenerated(m)) = last
-                && m.input_hash == changed.raw.hash
-                && m.generator_version == wanted
-            {
-                return reprocess::end(
-                    &self.publisher,
-                    &event,
-                    run,
-                    Stage::Markdown,
-                    ReprocessOutcome::Skipped,
-                )
-                .await;
-            }
+        if let Some(run) = changed.reprocess.as_ref().filter(|r| !r.force)
+            && self.made_already(&event, changed, page).await?
+        {
+            let outcome = ReprocessOutcome::Skipped;
+            return reprocess::end(&self.publisher, &event, run, Stage::Markdown, outcome).await;
         }
-        let raw = self
-            .blobs
-            .get(&changed.raw.hash)
-            .await
-            .map_err(StepError::transient)?
-            .ok_or_else(|| {
-                StepError::permanent(format!(
-                    "raw HTML {} is not in the blob store",
-                    changed.raw.hash
-                ))
-            })?;
         let url = changed.url.to_string();
-        let for_local = url.clone();
-        let generator = Arc::clone(&self.generator);
-        let generated = tokio::task::spawn_blocking(move || {
-            generator.generate(&String::from_utf8_lossy(&raw), &for_local)
-        })
-        .await
-        .map_err(StepError::transient)?
-        .map_err(StepError::permanent)?;
-        if generated.markdown.trim().is_empty() {
-            return Err(StepError::permanent("no main content found in the page"));
-        }
+        let generated = self.generate_locally(changed, &url).await?;
         let made = self
             .make(event.meta.client_id, &url, generated.markdown, delivery)
             .await?;

@@ -47,6 +47,23 @@ pub struct ProjectionRunner {
     reconnects: Option<watch::Receiver<u64>>,
 }
 
+/// What the runner waits on between retries.
+struct Waits<'a> {
+    shutdown: &'a CancellationToken,
+    retry: &'a mut Backoff,
+    reconnects: &'a mut Option<watch::Receiver<u64>>,
+}
+
+/// How applying a batch ended, retries included.
+enum Applied {
+    /// Applied: the new position.
+    Done(u64),
+    /// The checkpoint was elsewhere: resume from it.
+    Moved(u64),
+    /// Shutdown came first.
+    Stopped,
+}
+
 enum BatchOutcome {
     Applied(u64),
     /// The checkpoint is not where this runner left it: resume from there.
@@ -162,39 +179,61 @@ impl ProjectionRunner {
                         continue 'consumer;
                     }
                 };
-                loop {
-                    match self.apply_batch(position, &batch).await {
-                        Ok(BatchOutcome::Applied(p)) => {
-                            position = p;
-                            self.position.send_replace(p);
-                            retry = Backoff::default();
-                            break;
-                        }
-                        Ok(BatchOutcome::Moved(p)) => {
-                            tracing::info!(
-                                projection = name,
-                                from = position,
-                                to = p,
-                                "checkpoint moved, resuming from it"
-                            );
-                            position = p;
-                            self.position.send_replace(p);
-                            continue 'consumer;
-                        }
-                        Err(e) => {
-                            tracing::warn!(projection = name, error = %e, "applying batch failed, retrying");
-                            retry.wait(&shutdown, &mut reconnects).await;
-                            if shutdown.is_cancelled() {
-                                return Ok(position);
-                            }
-                        }
+                let mut waits = Waits {
+                    shutdown: &shutdown,
+                    retry: &mut retry,
+                    reconnects: &mut reconnects,
+                };
+                match self.apply_retrying(position, &batch, &mut waits).await {
+                    Applied::Done(p) => position = p,
+                    Applied::Moved(p) => {
+                        position = p;
+                        continue 'consumer;
                     }
+                    Applied::Stopped => return Ok(position),
                 }
                 if let Some(progress) = catch_up {
                     let end = self.stream_end().await.unwrap_or(position);
                     progress(position, end);
                     if last_pending == 0 {
                         return Ok(position);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies `batch` at `position`, retrying (with backoff) until it is applied, the
+    /// checkpoint turns out to have moved (another runner, a rebuild), or shutdown.
+    async fn apply_retrying(
+        &self,
+        position: u64,
+        batch: &[StoredMessage],
+        waits: &mut Waits<'_>,
+    ) -> Applied {
+        let name = self.projection.name();
+        loop {
+            match self.apply_batch(position, batch).await {
+                Ok(BatchOutcome::Applied(p)) => {
+                    self.position.send_replace(p);
+                    *waits.retry = Backoff::default();
+                    return Applied::Done(p);
+                }
+                Ok(BatchOutcome::Moved(p)) => {
+                    tracing::info!(
+                        projection = name,
+                        from = position,
+                        to = p,
+                        "checkpoint moved, resuming from it"
+                    );
+                    self.position.send_replace(p);
+                    return Applied::Moved(p);
+                }
+                Err(e) => {
+                    tracing::warn!(projection = name, error = %e, "applying batch failed, retrying");
+                    waits.retry.wait(waits.shutdown, waits.reconnects).await;
+                    if waits.shutdown.is_cancelled() {
+                        return Applied::Stopped;
                     }
                 }
             }
