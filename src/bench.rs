@@ -210,7 +210,7 @@ fn sitemap_parse() {
 }
 
 async fn sitemap_import(backbone: &Backbone) -> anyhow::Result<()> {
-    use crate::commands::discovery::{Importer, Origin};
+    use crate::commands::discovery::{Apply, ImportMode, Importer, KnownPages, Origin};
     use crate::commands::tenants::{NewClient, Tenants};
     let secrets =
         crate::infra::secrets::Secrets::new(&[crate::infra::secrets::Secrets::generate_key()])?;
@@ -239,7 +239,16 @@ async fn sitemap_import(backbone: &Backbone) -> anyhow::Result<()> {
     let importer = Importer::new(backbone.db.clone(), backbone.nats.js.clone(), timeout);
     let started = Instant::now();
     let summary = importer
-        .import(&client, &entries, Origin::Sitemap, true, false, 10_000)
+        .import(
+            &client,
+            &entries,
+            ImportMode {
+                origin: Origin::Sitemap,
+                apply: Apply::Publish,
+                known: KnownPages::Keep,
+                limit: 10_000,
+            },
+        )
         .await?;
     let secs = started.elapsed().as_secs_f64();
     println!(

@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 
+use async_nats::jetstream::consumer;
 use async_nats::jetstream::stream::Stream;
 
 use super::AppState;
@@ -308,30 +309,7 @@ async fn check_streams(
                 Err(_) => Err("stream unavailable".to_owned()),
             };
             let check = match (&info, &stream) {
-                (Ok(i), Ok(stream)) => {
-                    let oldest = if i.num_pending > 0 {
-                        let filter = i.config.filter_subject.clone();
-                        oldest_after(stream, &filter, i.delivered.stream_sequence).await
-                    } else {
-                        None
-                    };
-                    let last_active = [i.delivered.last_active, i.ack_floor.last_active]
-                        .into_iter()
-                        .flatten()
-                        .map(|t| t.unix_timestamp())
-                        .max()
-                        .unwrap_or(i.created.unix_timestamp());
-                    ConsumerCheck {
-                        ok: true,
-                        pending: i.num_pending,
-                        ack_pending: i.num_ack_pending as u64,
-                        redelivered: i.num_redelivered as u64,
-                        waiting_pulls: i.num_waiting as u64,
-                        oldest_waiting_secs: oldest,
-                        idle_secs: Some(seconds_since(last_active)),
-                        error: None,
-                    }
-                }
+                (Ok(info), Ok(stream)) => consumer_check(stream, info).await,
                 (Err(e), _) | (_, Err(e)) => ConsumerCheck::unavailable(e.to_owned()),
             };
             metrics::gauge!("aicache_consumer_pending", "consumer" => durable.clone())
@@ -343,6 +321,32 @@ async fn check_streams(
         if let Ok(stream) = stream {
             handles.insert(name, stream);
         }
+    }
+}
+
+/// A consumer's backlog and activity: how much waits, for how long, and when it last moved.
+async fn consumer_check(stream: &Stream, i: &consumer::Info) -> ConsumerCheck {
+    let oldest = if i.num_pending > 0 {
+        let filter = i.config.filter_subject.clone();
+        oldest_after(stream, &filter, i.delivered.stream_sequence).await
+    } else {
+        None
+    };
+    let last_active = [i.delivered.last_active, i.ack_floor.last_active]
+        .into_iter()
+        .flatten()
+        .map(|t| t.unix_timestamp())
+        .max()
+        .unwrap_or(i.created.unix_timestamp());
+    ConsumerCheck {
+        ok: true,
+        pending: i.num_pending,
+        ack_pending: i.num_ack_pending as u64,
+        redelivered: i.num_redelivered as u64,
+        waiting_pulls: i.num_waiting as u64,
+        oldest_waiting_secs: oldest,
+        idle_secs: Some(seconds_since(last_active)),
+        error: None,
     }
 }
 

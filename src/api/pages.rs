@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::auth::{self, Principal};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState};
-use crate::commands::discovery::{ImportSummary, Origin};
+use crate::commands::discovery::{Apply, ImportMode, ImportSummary, KnownPages, Origin};
 use crate::domain::client::Scope;
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::sitemap::Entry;
@@ -133,7 +133,16 @@ pub async fn add(
         .collect();
     let summary = state
         .importer
-        .import(&client, &entries, Origin::Manual, true, false, limit)
+        .import(
+            &client,
+            &entries,
+            ImportMode {
+                origin: Origin::Manual,
+                apply: Apply::Publish,
+                known: KnownPages::Keep,
+                limit,
+            },
+        )
         .await?;
     Ok(Json(AddPagesResponse {
         message: format!("{} page(s) added", summary.created),

@@ -12,34 +12,16 @@ use crate::infra::secrets::Secrets;
 /// `ai-cache dev`: the local stack and every role in one process.
 pub(super) async fn run(config: &Config) -> anyhow::Result<()> {
     let data_dir = std::path::absolute(&config.data_dir).context("resolving DATA_DIR")?;
-    let (nats_url, _nats) = match &config.nats_url {
-        Some(url) => (url.clone(), None),
-        None => {
-            let dir = data_dir.join("nats");
-            let conf = Some(PathBuf::from("nats.conf")).filter(|p| p.exists());
-            let nats =
-                tokio::task::spawn_blocking(move || LocalNats::start(&dir, conf.as_deref(), false))
-                    .await??;
-            (nats.url(), Some(nats))
-        }
-    };
-    let (db_url, _pg) = match &config.database_url {
-        Some(url) => (url.clone(), None),
-        None => {
-            let dir = localstack::postgres_dir(&data_dir.join("postgres"));
-            println!("PostgreSQL data: {}", dir.display());
-            let pg = tokio::task::spawn_blocking(move || {
-                LocalPostgres::start(&dir, Durability::Durable, false)
-            })
-            .await??;
-            localstack::ensure_database(&pg.url("postgres"), "aicache").await?;
-            (pg.url("aicache"), Some(pg))
-        }
-    };
+    let servers = LocalServers::start(config, &data_dir).await?;
     // Servers configured from outside may be down for now: wait for them.
     let shutdown = app::shutdown_on_signal();
-    let Some(backbone) =
-        Backbone::connect_waiting(&db_url, &nats_url, config.db_max_connections, &shutdown).await?
+    let Some(backbone) = Backbone::connect_waiting(
+        &servers.db_url,
+        &servers.nats_url,
+        config.db_max_connections,
+        &shutdown,
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -48,21 +30,7 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<()> {
         return Ok(());
     };
     super::print_report(&report);
-    let mut config = config.clone();
-    config.api.master_api_key = Some(dev_secret(
-        &data_dir,
-        "master_api_key",
-        config.api.master_api_key.take(),
-        random_master_key,
-    )?);
-    if config.api.fernet_keys.is_none() {
-        config.api.fernet_key = Some(dev_secret(
-            &data_dir,
-            "fernet_key",
-            config.api.fernet_key.take(),
-            Secrets::generate_key,
-        )?);
-    }
+    let mut config = with_dev_keys(config, &data_dir)?;
     let demo_port = if demo_wanted() {
         let port = super::demo::serve(&data_dir).await?;
         config.fetch.fetch_resolve.push((
@@ -75,22 +43,7 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<()> {
     };
     let api_server = super::api_if_wanted(&config, &backbone, &Role::ALL).await?;
     let api = api_server.as_ref().and_then(|(l, _)| l.local_addr().ok());
-    println!();
-    println!("ai-cache dev is running (Ctrl-C stops it and the servers it started)");
-    if let Some(api) = api {
-        println!(
-            "  API        http://{api}   (health: http://{api}/health, metrics: http://{api}/metrics)"
-        );
-    }
-    println!("  NATS       {nats_url}");
-    println!("  Postgres   {db_url}");
-    println!("  data       {}", data_dir.display());
-    if std::env::var_os("MASTER_API_KEY").is_none() {
-        println!(
-            "  master key {}/master_api_key   (X-API-Key for /api/v1)",
-            data_dir.display()
-        );
-    }
+    print_banner(api, &servers, &data_dir);
     let setup = super::setup(&config, api_server);
     let roles = {
         let (backbone, shutdown) = (backbone.clone(), shutdown.clone());
@@ -102,6 +55,93 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<()> {
         eprintln!("the demo site could not be imported: {e:#}");
     }
     roles.await?
+}
+
+/// The NATS and PostgreSQL servers of the dev stack: the configured ones, or servers started
+/// here (in the data directory, stopped with this value).
+struct LocalServers {
+    nats_url: String,
+    db_url: String,
+    // Stopped in this order when dropped: PostgreSQL, then NATS.
+    _pg: Option<LocalPostgres>,
+    _nats: Option<LocalNats>,
+}
+
+impl LocalServers {
+    async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<Self> {
+        let (nats_url, nats) = match &config.nats_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let dir = data_dir.join("nats");
+                let conf = Some(PathBuf::from("nats.conf")).filter(|p| p.exists());
+                let nats = tokio::task::spawn_blocking(move || {
+                    LocalNats::start(&dir, conf.as_deref(), false)
+                })
+                .await??;
+                (nats.url(), Some(nats))
+            }
+        };
+        let (db_url, pg) = match &config.database_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let dir = localstack::postgres_dir(&data_dir.join("postgres"));
+                println!("PostgreSQL data: {}", dir.display());
+                let pg = tokio::task::spawn_blocking(move || {
+                    LocalPostgres::start(&dir, Durability::Durable, false)
+                })
+                .await??;
+                localstack::ensure_database(&pg.url("postgres"), "aicache").await?;
+                (pg.url("aicache"), Some(pg))
+            }
+        };
+        Ok(Self {
+            nats_url,
+            db_url,
+            _pg: pg,
+            _nats: nats,
+        })
+    }
+}
+
+/// `config` with the dev stack's master key and Fernet key (kept in the data directory, made
+/// on the first run) where the environment gives none.
+fn with_dev_keys(config: &Config, data_dir: &Path) -> anyhow::Result<Config> {
+    let mut config = config.clone();
+    config.api.master_api_key = Some(dev_secret(
+        data_dir,
+        "master_api_key",
+        config.api.master_api_key.take(),
+        random_master_key,
+    )?);
+    if config.api.fernet_keys.is_none() {
+        config.api.fernet_key = Some(dev_secret(
+            data_dir,
+            "fernet_key",
+            config.api.fernet_key.take(),
+            Secrets::generate_key,
+        )?);
+    }
+    Ok(config)
+}
+
+/// Where everything is, once it runs.
+fn print_banner(api: Option<std::net::SocketAddr>, servers: &LocalServers, data_dir: &Path) {
+    println!();
+    println!("ai-cache dev is running (Ctrl-C stops it and the servers it started)");
+    if let Some(api) = api {
+        println!(
+            "  API        http://{api}   (health: http://{api}/health, metrics: http://{api}/metrics)"
+        );
+    }
+    println!("  NATS       {}", servers.nats_url);
+    println!("  Postgres   {}", servers.db_url);
+    println!("  data       {}", data_dir.display());
+    if std::env::var_os("MASTER_API_KEY").is_none() {
+        println!(
+            "  master key {}/master_api_key   (X-API-Key for /api/v1)",
+            data_dir.display()
+        );
+    }
 }
 
 /// Whether to serve and import the demo site (`DEMO=false` skips it).

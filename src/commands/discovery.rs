@@ -6,7 +6,7 @@
 //! client's domain (and `pages.metadata_updated` where `overwrite` changes a known one), then
 //! waits until the pages projection shows them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -479,93 +479,35 @@ impl Importer {
         &self,
         client: &ClientRow,
         entries: &[(Entry, Option<String>)],
-        origin: Origin,
-        create_pages: bool,
-        overwrite: bool,
-        limit: usize,
+        mode: ImportMode,
     ) -> Result<ImportSummary, ImportError> {
-        let client_id = ClientId::from_uuid(client.id);
         let mut summary = ImportSummary {
-            limit,
+            limit: mode.limit,
             ..ImportSummary::default()
         };
-        let mut accepted: Vec<(PageId, NormalizedUrl, &Entry, Option<&str>)> = Vec::new();
-        let mut seen = HashSet::new();
-        for (entry, sitemap_url) in entries {
-            if summary.total_urls >= limit {
-                summary.truncated = true;
-                break;
-            }
-            summary.total_urls += 1;
-            let url = match NormalizedUrl::parse(&entry.loc) {
-                Ok(url) => url,
-                Err(e) => {
-                    refuse(&mut summary, &entry.loc, e.to_string());
-                    continue;
-                }
-            };
-            if let Err(reason) = on_domain(&url, &client.domain, client.allow_subdomains) {
-                refuse(&mut summary, &entry.loc, reason);
-                continue;
-            }
-            let page = PageId::derive(client_id, &url);
-            if !seen.insert(page) {
-                summary.skipped += 1;
-                continue;
-            }
-            accepted.push((page, url, entry, sitemap_url.as_deref()));
-        }
-        let known = read::sitemap_metadata(
-            &self.db,
-            &accepted
-                .iter()
-                .map(|(p, ..)| p.as_uuid())
-                .collect::<Vec<_>>(),
-        )
-        .await?;
+        let accepted = accept(client, entries, mode.limit, &mut summary);
+        let ids: Vec<_> = accepted.iter().map(|a| a.page.as_uuid()).collect();
+        let known = read::sitemap_metadata(&self.db, &ids).await?;
+        let client_id = ClientId::from_uuid(client.id);
         let mut outgoing = Vec::new();
-        for (page, url, entry, sitemap_url) in accepted {
-            match known.get(&page.as_uuid()) {
-                None => {
+        for page in accepted {
+            let meta = known.get(&page.page.as_uuid());
+            match (meta, mode.known) {
+                (None, _) => {
                     summary.created += 1;
-                    let source = match origin {
-                        Origin::Sitemap => DiscoverySource::Sitemap,
-                        Origin::Manual => DiscoverySource::Manual,
-                    };
-                    let discovered = Discovered {
-                        sitemap_url: sitemap_url.map(str::to_owned),
-                        lastmod: entry.lastmod.clone(),
-                        changefreq: entry.changefreq.clone(),
-                        priority: entry.priority.clone(),
-                        ..Discovered::bare(url, source)
-                    };
-                    outgoing.push(Outgoing::keyed(
-                        discovered.into_event(client_id),
-                        format!("discovered:{page}"),
-                    ));
+                    outgoing.push(page.discovered(client_id, mode.origin));
                 }
-                Some(meta) if overwrite && meta.differs(entry, sitemap_url) => {
+                (Some(meta), KnownPages::UpdateMetadata)
+                    if meta.differs(page.entry, page.sitemap_url) =>
+                {
                     summary.updated += 1;
-                    let update = MetadataUpdated {
-                        sitemap_url: sitemap_url.map(str::to_owned),
-                        lastmod: entry.lastmod.clone(),
-                        changefreq: entry.changefreq.clone(),
-                        priority: entry.priority.clone(),
-                    };
-                    let key = format!(
-                        "metadata:{page}:{}",
-                        crate::domain::content::ContentHash::of(format!("{update:?}").as_bytes())
-                    );
-                    outgoing.push(Outgoing::keyed(
-                        Event::new(client_id, Some(page), PageEvent::MetadataUpdated(update)),
-                        key,
-                    ));
+                    outgoing.push(page.metadata_updated(client_id));
                 }
-                Some(_) => summary.skipped += 1,
+                (Some(_), _) => summary.skipped += 1,
             }
         }
-        if !create_pages {
-            // A dry run: the summary says what an import would do, nothing is published.
+        if mode.apply == Apply::DryRun {
+            // The summary says what an import would do, nothing is published.
             return Ok(summary);
         }
         let mut last = None;
@@ -578,6 +520,145 @@ impl Importer {
         }
         Ok(summary)
     }
+}
+
+/// How an import treats what it finds.
+#[derive(Clone, Copy, Debug)]
+pub struct ImportMode {
+    pub origin: Origin,
+    pub apply: Apply,
+    pub known: KnownPages,
+    /// Most URLs read (the rest is reported as truncated).
+    pub limit: usize,
+}
+
+/// Whether an import publishes its pages or only says what it would do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Apply {
+    Publish,
+    DryRun,
+}
+
+impl Apply {
+    /// `create_pages` of the original API: publish when true.
+    pub fn publish_if(create_pages: bool) -> Self {
+        if create_pages {
+            Self::Publish
+        } else {
+            Self::DryRun
+        }
+    }
+}
+
+/// What an import does with pages the client already has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KnownPages {
+    /// Left as they are (counted as skipped).
+    Keep,
+    /// Their sitemap metadata is replaced where the entry says otherwise (`overwrite`).
+    UpdateMetadata,
+}
+
+impl KnownPages {
+    /// `overwrite` of the original API.
+    pub fn overwrite_if(overwrite: bool) -> Self {
+        if overwrite {
+            Self::UpdateMetadata
+        } else {
+            Self::Keep
+        }
+    }
+}
+
+/// An entry accepted for import: a URL of the client's, seen once.
+struct Accepted<'a> {
+    page: PageId,
+    url: NormalizedUrl,
+    entry: &'a Entry,
+    sitemap_url: Option<&'a str>,
+}
+
+impl Accepted<'_> {
+    /// `pages.discovered` for a page the client does not have.
+    fn discovered(self, client: ClientId, origin: Origin) -> Outgoing<PageEvent> {
+        let source = match origin {
+            Origin::Sitemap => DiscoverySource::Sitemap,
+            Origin::Manual => DiscoverySource::Manual,
+        };
+        let discovered = Discovered {
+            sitemap_url: self.sitemap_url.map(str::to_owned),
+            lastmod: self.entry.lastmod.clone(),
+            changefreq: self.entry.changefreq.clone(),
+            priority: self.entry.priority.clone(),
+            ..Discovered::bare(self.url, source)
+        };
+        Outgoing::keyed(
+            discovered.into_event(client),
+            format!("discovered:{}", self.page),
+        )
+    }
+
+    /// `pages.metadata_updated` for a known page whose sitemap metadata changed.
+    fn metadata_updated(self, client: ClientId) -> Outgoing<PageEvent> {
+        let update = MetadataUpdated {
+            sitemap_url: self.sitemap_url.map(str::to_owned),
+            lastmod: self.entry.lastmod.clone(),
+            changefreq: self.entry.changefreq.clone(),
+            priority: self.entry.priority.clone(),
+        };
+        let key = format!(
+            "metadata:{}:{}",
+            self.page,
+            crate::domain::content::ContentHash::of(format!("{update:?}").as_bytes())
+        );
+        Outgoing::keyed(
+            Event::new(client, Some(self.page), PageEvent::MetadataUpdated(update)),
+            key,
+        )
+    }
+}
+
+/// The entries that name a page of the client's, each page once, at most `limit` read;
+/// the others are counted (and the refused described) in `summary`.
+fn accept<'a>(
+    client: &ClientRow,
+    entries: &'a [(Entry, Option<String>)],
+    limit: usize,
+    summary: &mut ImportSummary,
+) -> Vec<Accepted<'a>> {
+    let client_id = ClientId::from_uuid(client.id);
+    let mut accepted = Vec::new();
+    let mut seen = HashSet::new();
+    for (entry, sitemap_url) in entries {
+        if summary.total_urls >= limit {
+            summary.truncated = true;
+            break;
+        }
+        summary.total_urls += 1;
+        let url = match NormalizedUrl::parse(&entry.loc) {
+            Ok(url) => url,
+            Err(e) => {
+                refuse(summary, &entry.loc, e.to_string());
+                continue;
+            }
+        };
+        if let Err(reason) = on_domain(&url, &client.domain, client.allow_subdomains) {
+            refuse(summary, &entry.loc, reason);
+            continue;
+        }
+        let page = PageId::derive(client_id, &url);
+        if !seen.insert(page) {
+            summary.skipped += 1;
+            continue;
+        }
+        accepted.push(Accepted {
+            page,
+            url,
+            entry,
+            sitemap_url: sitemap_url.as_deref(),
+        });
+    }
+    accepted
 }
 
 fn refuse(summary: &mut ImportSummary, url: &str, reason: String) {
@@ -616,9 +697,6 @@ pub fn on_domain(url: &NormalizedUrl, domain: &str, allow_subdomains: bool) -> R
         },
     )
 }
-
-/// Known pages' sitemap metadata, to tell what an overwrite changes.
-pub type KnownPages = HashMap<uuid::Uuid, read::SitemapMetadata>;
 
 #[cfg(test)]
 mod tests {
@@ -697,10 +775,12 @@ pub async fn import_sitemap(
         .import(
             client,
             &entries,
-            Origin::Sitemap,
-            options.create_pages,
-            options.overwrite,
-            limit,
+            ImportMode {
+                origin: Origin::Sitemap,
+                apply: Apply::publish_if(options.create_pages),
+                known: KnownPages::overwrite_if(options.overwrite),
+                limit,
+            },
         )
         .await?;
     summary.truncated |= found.truncated;

@@ -40,18 +40,12 @@ fn safe_url(url: CowStr<'_>) -> CowStr<'_> {
     }
 }
 
-/// The HTML page for `markdown` of the page at `page_url`, served where `markdown_url` serves
-/// its Markdown.
-pub fn render(
-    markdown: &str,
-    metadata: &PageMetadata,
-    page_url: &str,
-    markdown_url: &str,
-) -> String {
+/// The Markdown as HTML: raw HTML in it shown as text (never executed), and links and images
+/// only to safe URLs.
+fn body_html(markdown: &str) -> String {
     let options =
         Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_FOOTNOTES;
     let events = Parser::new_ext(markdown, options).map(|event| match event {
-        // Raw HTML in the Markdown is shown, not executed.
         Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
         Event::Start(Tag::Link {
             link_type,
@@ -79,6 +73,18 @@ pub fn render(
     });
     let mut body = String::with_capacity(markdown.len() * 2);
     html::push_html(&mut body, events);
+    body
+}
+
+/// The HTML page for `markdown` of the page at `page_url`, served where `markdown_url` serves
+/// its Markdown.
+pub fn render(
+    markdown: &str,
+    metadata: &PageMetadata,
+    page_url: &str,
+    markdown_url: &str,
+) -> String {
+    let body = body_html(markdown);
     let title = metadata
         .title
         .clone()

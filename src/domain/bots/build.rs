@@ -108,16 +108,11 @@ pub fn build(inputs: &Inputs<'_>) -> Result<(Catalogue, Report), BuildError> {
         .map_err(format_error("crawler-user-agents.json"))?;
     let overrides: Overrides =
         serde_json::from_str(inputs.overrides_json).map_err(format_error("overrides.json"))?;
-    let mut report = Report::default();
-
-    let operator = |raw: &str| -> Option<String> {
-        let cleaned = clean_operator(raw);
-        match overrides.operators.get(cleaned.as_deref().unwrap_or(raw)) {
-            Some(renamed) => renamed.clone(),
-            None => cleaned,
-        }
+    let builder = Builder {
+        robots: &robots,
+        overrides: &overrides,
     };
-
+    let mut report = Report::default();
     let mut ai = Vec::new();
     let mut search = Vec::new();
     let mut other = Vec::new();
@@ -130,8 +125,60 @@ pub fn build(inputs: &Inputs<'_>) -> Result<(Catalogue, Report), BuildError> {
             ));
             continue;
         };
-        let tokens: Vec<&String> = robots.keys().filter(|t| re.is_match(t)).collect();
-        let derived = overrides
+        let (name, entry) = builder.pattern_entry(crawler, &re)?;
+        covered.insert(name.to_lowercase());
+        match entry.visitor_type {
+            VisitorType::AiBot => ai.push(entry),
+            VisitorType::SearchBot => search.push(entry),
+            _ => other.push(entry),
+        }
+    }
+    let from_tokens = builder.token_entries(covered);
+    let mut entries = overrides.first.clone();
+    entries.extend(ai);
+    entries.extend(from_tokens);
+    entries.extend(search);
+    entries.extend(other);
+    entries.extend(overrides.last.clone());
+    Ok((
+        Catalogue {
+            sources: sources(inputs),
+            entries,
+        },
+        report,
+    ))
+}
+
+/// What the entries are made from.
+struct Builder<'a> {
+    robots: &'a BTreeMap<String, RobotsInfo>,
+    overrides: &'a Overrides,
+}
+
+impl Builder<'_> {
+    /// An operator's name as the catalogue spells it.
+    fn operator(&self, raw: &str) -> Option<String> {
+        let cleaned = clean_operator(raw);
+        match self
+            .overrides
+            .operators
+            .get(cleaned.as_deref().unwrap_or(raw))
+        {
+            Some(renamed) => renamed.clone(),
+            None => cleaned,
+        }
+    }
+
+    /// The entry of one crawler-user-agents pattern (`re` compiled), named and classified,
+    /// with the name it was given before the overrides.
+    fn pattern_entry(
+        &self,
+        crawler: &CrawlerPattern,
+        re: &Regex,
+    ) -> Result<(String, Entry), BuildError> {
+        let tokens: Vec<&String> = self.robots.keys().filter(|t| re.is_match(t)).collect();
+        let derived = self
+            .overrides
             .names
             .get(&crawler.pattern)
             .cloned()
@@ -158,14 +205,13 @@ pub fn build(inputs: &Inputs<'_>) -> Result<(Catalogue, Report), BuildError> {
         let tagged = |t: &str| crawler.tags.iter().any(|x| x == t);
         // The token of the same name is this bot; other tokens the pattern happens to match
         // (`SemrushBot-SWA` for `SemrushBot`) are bots of their own, listed after.
-        let info = token.and_then(|t| robots.get(t));
-        covered.insert(name.to_lowercase());
+        let info = token.and_then(|t| self.robots.get(t));
         let mut entry = Entry {
             name: Some(name.clone()),
             pattern: crawler.pattern.clone(),
             ignore_case: false,
             visitor_type: VisitorType::OtherBot,
-            operator: info.and_then(|i| operator(&i.operator)),
+            operator: info.and_then(|i| self.operator(&i.operator)),
             category: crawler.tags.first().cloned(),
         };
         if tagged("ai-crawler") || info.is_some() {
@@ -175,47 +221,44 @@ pub fn build(inputs: &Inputs<'_>) -> Result<(Catalogue, Report), BuildError> {
             entry.visitor_type = VisitorType::SearchBot;
             entry.category = Some(category::SEARCH.to_owned());
         }
-        apply_override(&mut entry, overrides.bots.get(&name));
-        match entry.visitor_type {
-            VisitorType::AiBot => ai.push(entry),
-            VisitorType::SearchBot => search.push(entry),
-            _ => other.push(entry),
+        apply_override(&mut entry, self.overrides.bots.get(&name));
+        Ok((name, entry))
+    }
+
+    /// Entries for the ai.robots.txt tokens no pattern covers (`covered`: lowercase names),
+    /// once per spelling, longest first so that `Claude-Code` is tried before `Code`.
+    fn token_entries(&self, covered: HashSet<String>) -> Vec<Entry> {
+        let mut seen = covered;
+        let mut tokens: Vec<(&String, &RobotsInfo)> = self
+            .robots
+            .iter()
+            .filter(|(t, _)| seen.insert(unversioned(t).to_lowercase()))
+            .collect();
+        tokens.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(b.0)));
+        let mut entries = Vec::new();
+        for (token, info) in tokens {
+            let token = unversioned(token);
+            let mut entry = Entry {
+                name: Some(token.to_owned()),
+                pattern: format!(
+                    "(?:^|[^A-Za-z0-9]){}(?:[^A-Za-z0-9]|$)",
+                    regex::escape(token)
+                ),
+                ignore_case: true,
+                visitor_type: VisitorType::AiBot,
+                operator: self.operator(&info.operator),
+                category: ai_category(token, Some(info), &[]),
+            };
+            apply_override(&mut entry, self.overrides.bots.get(token));
+            entries.push(entry);
         }
+        entries
     }
+}
 
-    // ai.robots.txt tokens no pattern covers, once per spelling, longest first so that
-    // `Claude-Code` is tried before `Code`.
-    let mut seen = covered;
-    let mut tokens: Vec<(&String, &RobotsInfo)> = robots
-        .iter()
-        .filter(|(t, _)| seen.insert(unversioned(t).to_lowercase()))
-        .collect();
-    tokens.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(b.0)));
-    let mut from_tokens = Vec::new();
-    for (token, info) in tokens {
-        let token = unversioned(token);
-        let mut entry = Entry {
-            name: Some(token.to_owned()),
-            pattern: format!(
-                "(?:^|[^A-Za-z0-9]){}(?:[^A-Za-z0-9]|$)",
-                regex::escape(token)
-            ),
-            ignore_case: true,
-            visitor_type: VisitorType::AiBot,
-            operator: operator(&info.operator),
-            category: ai_category(token, Some(info), &[]),
-        };
-        apply_override(&mut entry, overrides.bots.get(token));
-        from_tokens.push(entry);
-    }
-
-    let mut entries = overrides.first.clone();
-    entries.extend(ai);
-    entries.extend(from_tokens);
-    entries.extend(search);
-    entries.extend(other);
-    entries.extend(overrides.last.clone());
-    let sources = [
+/// The inputs the catalogue was built from, each with its SHA-256.
+fn sources(inputs: &Inputs<'_>) -> Vec<Source> {
+    [
         ("ai-robots-txt/robots.json", inputs.robots_json),
         (
             "crawler-user-agents/crawler-user-agents.json",
@@ -228,8 +271,7 @@ pub fn build(inputs: &Inputs<'_>) -> Result<(Catalogue, Report), BuildError> {
         name: name.to_owned(),
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
     })
-    .collect();
-    Ok((Catalogue { sources, entries }, report))
+    .collect()
 }
 
 /// One expected classification, shared with the Worker's tests.
