@@ -5,7 +5,6 @@
 
 pub mod api;
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;

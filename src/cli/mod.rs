@@ -1,5 +1,6 @@
 //! The `ai-cache` command line: one binary, a subcommand for every role and tool.
 
+mod bench;
 pub mod bots;
 mod deadletters;
 mod demo;
@@ -226,7 +227,7 @@ impl Cli {
             Command::ExtractReport { corpus, out } => extract::report(&corpus, &out),
             Command::Catalogue { command } => bots::catalogue(command),
             Command::ClassifyUa { ranges_dir } => bots::classify_ua(ranges_dir.as_deref()),
-            Command::Bench { events, edge_only } => crate::bench::run(events, edge_only).await,
+            Command::Bench { events, edge_only } => bench::run(events, edge_only).await,
         }
     }
 }
