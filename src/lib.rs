@@ -13,4 +13,6 @@ pub mod events;
 pub mod infra;
 pub mod pipeline;
 pub mod projections;
+#[cfg(test)]
+mod source_lint;
 pub mod telemetry;

@@ -22,7 +22,6 @@ pub mod webhook;
 /// layer of the crate and does no IO, so it can be read, changed and tested on its own.
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     const FORBIDDEN: &[&str] = &[
         "crate::",
@@ -39,38 +38,15 @@ mod tests {
         "async_nats",
     ];
 
-    fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-        for entry in std::fs::read_dir(dir).expect("src/domain") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                files(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
-
     #[test]
     fn domain_names_no_other_layer_and_does_no_io() {
-        let mut paths = Vec::new();
-        files(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/domain"),
-            &mut paths,
-        );
-        assert!(paths.len() > 10, "found the domain's files");
+        let lines = crate::source_lint::code_lines("domain");
+        assert!(lines.len() > 500, "found the domain's code");
         let mut offences = Vec::new();
-        for path in paths {
-            let text = std::fs::read_to_string(&path).expect("source");
-            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-            for (n, line) in code.lines().enumerate() {
-                let line = line.trim_start();
-                if line.starts_with("//") {
-                    continue;
-                }
-                let line = line.replace("crate::domain::", "");
-                if let Some(word) = FORBIDDEN.iter().find(|w| line.contains(*w)) {
-                    offences.push(format!("{}:{}: {word}", path.display(), n + 1));
-                }
+        for line in lines {
+            let text = line.text.replace("crate::domain::", "");
+            if let Some(word) = FORBIDDEN.iter().find(|w| text.contains(*w)) {
+                offences.push(format!("{}:{}: {word}", line.path.display(), line.number));
             }
         }
         assert!(offences.is_empty(), "{offences:#?}");

@@ -8,7 +8,6 @@ include!(concat!(env!("OUT_DIR"), "/projections_sql.rs"));
 /// transaction control, advisory locks, the health ping, a rebuild's scratch schema.
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
 
     const READ_MODELS: &[&str] = &[
         "pages",
@@ -22,17 +21,6 @@ mod tests {
         "projection_failures",
     ];
 
-    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).expect("src") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                sources(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
-
     #[test]
     fn no_read_model_statement_is_written_in_rust() {
         let statement = regex::Regex::new(&format!(
@@ -40,19 +28,11 @@ mod tests {
             READ_MODELS.join("|")
         ))
         .expect("regex");
-        let mut paths = Vec::new();
-        sources(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-            &mut paths,
-        );
         let mut offences = Vec::new();
-        for path in paths {
-            let text = std::fs::read_to_string(&path).expect("source");
-            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-            for (n, line) in code.lines().enumerate() {
-                if !line.trim_start().starts_with("//") && statement.is_match(line) {
-                    offences.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
-                }
+        for line in crate::source_lint::code_lines("") {
+            if statement.is_match(&line.text) {
+                let (path, n) = (line.path.display(), line.number);
+                offences.push(format!("{path}:{n}: {}", line.text.trim()));
             }
         }
         assert!(
