@@ -15,7 +15,7 @@ use super::{ApiError, AppState};
 use crate::domain::client::Scope;
 use crate::domain::ids::ClientId;
 use crate::projections::clients::{self as read, WebhookRow};
-use crate::projections::sql;
+use crate::projections::operations;
 
 /// Body of `POST /api/v1/clients/{id}/webhooks`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -185,11 +185,6 @@ pub async fn deliveries(
         });
     }
     client_webhook(&state, client, webhook).await?;
-    let rows = sqlx::query_as(sql::operations::WEBHOOK_DELIVERIES)
-        .bind(webhook)
-        .bind(q.before)
-        .bind(limit)
-        .fetch_all(&state.db)
-        .await?;
+    let rows = operations::webhook_deliveries(&state.db, webhook, q.before, limit).await?;
     Ok(Json(rows))
 }

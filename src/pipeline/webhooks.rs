@@ -19,7 +19,7 @@ use crate::events::{Event, PageEvent};
 use crate::infra::http::HttpClient;
 use crate::infra::secrets::Secrets;
 use crate::projections::clients::{self as read, WebhookRow};
-use crate::projections::sql;
+use crate::projections::operations::{self, DeliveryAttempt};
 
 /// Bytes of an endpoint's answer kept in the log.
 const ANSWER_LOGGED: usize = 500;
@@ -77,17 +77,18 @@ impl WebhookDeliverer {
             ),
             Err(e) => (false, None, Some(e.to_string())),
         };
-        sqlx::query(sql::operations::INSERT_DELIVERY)
-            .bind(hook.id)
-            .bind(hook.client_id)
-            .bind(event.meta.id)
-            .bind(event.event_type())
-            .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
-            .bind(succeeded)
-            .bind(status.map(i32::from))
-            .bind(&error)
-            .bind(duration_ms)
-            .execute(&self.db)
+        let attempt = DeliveryAttempt {
+            webhook: hook.id,
+            client: hook.client_id,
+            event: event.meta.id,
+            event_type: event.event_type(),
+            attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
+            succeeded,
+            status_code: status.map(i32::from),
+            error: error.as_deref(),
+            duration_ms,
+        };
+        operations::record_delivery(&self.db, attempt)
             .await
             .map_err(|e| format!("logging the delivery: {e}"))?;
         metrics::counter!("aicache_webhook_deliveries_total", "outcome" => if succeeded { "ok" } else { "failed" })
@@ -113,10 +114,8 @@ impl Step<PageEvent> for WebhookDeliverer {
         if hooks.is_empty() {
             return Ok(());
         }
-        let done: Vec<uuid::Uuid> = sqlx::query_scalar(sql::operations::DELIVERED_WEBHOOKS)
-            .bind(event.meta.id)
-            .bind(hooks.iter().map(|h| h.id).collect::<Vec<_>>())
-            .fetch_all(&self.db)
+        let ids: Vec<uuid::Uuid> = hooks.iter().map(|h| h.id).collect();
+        let done = operations::delivered_webhooks(&self.db, event.meta.id, &ids)
             .await
             .map_err(StepError::transient)?;
         let body = event.to_json().map_err(StepError::permanent)?;

@@ -194,3 +194,65 @@ pub async fn client_exists(db: &PgPool, client: Uuid) -> Result<bool, sqlx::Erro
         .fetch_one(db)
         .await
 }
+
+/// One attempt to deliver an event to a webhook, as the `webhooks` stage logs it.
+pub struct DeliveryAttempt<'a> {
+    pub webhook: Uuid,
+    pub client: Uuid,
+    pub event: Uuid,
+    pub event_type: &'a str,
+    /// The stage's delivery of the event (1 for the first).
+    pub attempt: i32,
+    pub succeeded: bool,
+    pub status_code: Option<i32>,
+    pub error: Option<&'a str>,
+    pub duration_ms: i64,
+}
+
+/// Logs a delivery attempt.
+pub async fn record_delivery(db: &PgPool, a: DeliveryAttempt<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(sql::operations::INSERT_DELIVERY)
+        .bind(a.webhook)
+        .bind(a.client)
+        .bind(a.event)
+        .bind(a.event_type)
+        .bind(a.attempt)
+        .bind(a.succeeded)
+        .bind(a.status_code)
+        .bind(a.error)
+        .bind(a.duration_ms)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// Which of `webhooks` already got `event` (a delivery that succeeded).
+pub async fn delivered_webhooks(
+    db: &PgPool,
+    event: Uuid,
+    webhooks: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(sql::operations::DELIVERED_WEBHOOKS)
+        .bind(event)
+        .bind(webhooks)
+        .fetch_all(db)
+        .await
+}
+
+/// A webhook's delivery attempts, newest first: at most `limit`, older than `before`.
+pub async fn webhook_deliveries<T>(
+    db: &PgPool,
+    webhook: Uuid,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sql::operations::WEBHOOK_DELIVERIES)
+        .bind(webhook)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
