@@ -82,6 +82,38 @@ pub struct ClientFields {
 }
 
 impl ClientFields {
+    fn into_new_client(self, name: String, domain: String) -> anyhow::Result<NewClient> {
+        Ok(NewClient {
+            name,
+            domain,
+            settings: self.settings()?,
+            cloudflare_account_id: self.cloudflare_account_id,
+            cloudflare_api_token: self.cloudflare_api_token.map(Secret::new),
+            cloudflare_kv_namespace_id: self.cloudflare_kv_namespace_id,
+            gemini_api_key: self.gemini_api_key.map(Secret::new),
+            is_active: None,
+        })
+    }
+
+    /// The patch of `update`: a field given replaces the client's, one left out keeps it.
+    fn into_patch(
+        self,
+        name: Option<String>,
+        domain: Option<String>,
+        active: Option<bool>,
+    ) -> anyhow::Result<ClientPatch> {
+        Ok(ClientPatch {
+            name,
+            domain,
+            is_active: active,
+            settings: Some(self.settings()?),
+            cloudflare_account_id: self.cloudflare_account_id.map(Some),
+            cloudflare_api_token: self.cloudflare_api_token.map(|s| Some(Secret::new(s))),
+            cloudflare_kv_namespace_id: self.cloudflare_kv_namespace_id.map(Some),
+            gemini_api_key: self.gemini_api_key.map(|s| Some(Secret::new(s))),
+        })
+    }
+
     fn settings(&self) -> anyhow::Result<SettingsPatch> {
         let edge_target = match self.edge_target.as_deref() {
             None => None,
@@ -170,16 +202,7 @@ pub async fn client(config: &Config, command: ClientCommand) -> anyhow::Result<(
             domain,
             fields,
         } => {
-            let new = NewClient {
-                name,
-                domain,
-                settings: fields.settings()?,
-                cloudflare_account_id: fields.cloudflare_account_id,
-                cloudflare_api_token: fields.cloudflare_api_token.map(Secret::new),
-                cloudflare_kv_namespace_id: fields.cloudflare_kv_namespace_id,
-                gemini_api_key: fields.gemini_api_key.map(Secret::new),
-                is_active: None,
-            };
+            let new = fields.into_new_client(name, domain)?;
             let (id, v) = t.register(new).await?;
             warn_pending(v);
             show(db, id.as_uuid()).await
@@ -191,25 +214,7 @@ pub async fn client(config: &Config, command: ClientCommand) -> anyhow::Result<(
         ClientCommand::Show {
             client,
             include_secrets,
-        } => {
-            let row = resolve(db, &client).await?;
-            let mut view = serde_json::to_value(ClientView::from_row(&row))?;
-            if include_secrets {
-                for (field, token) in [
-                    ("cloudflare_api_token", &row.cloudflare_api_token_encrypted),
-                    ("gemini_api_key", &row.gemini_api_key_encrypted),
-                ] {
-                    if let Some(token) = token {
-                        view[field] = t
-                            .secrets()
-                            .decrypt(&String::from_utf8_lossy(token))?
-                            .expose()
-                            .into();
-                    }
-                }
-            }
-            print_json(&view)
-        }
+        } => show_with_secrets(&t, db, &client, include_secrets).await,
         ClientCommand::Update {
             client,
             name,
@@ -218,16 +223,7 @@ pub async fn client(config: &Config, command: ClientCommand) -> anyhow::Result<(
             fields,
         } => {
             let row = resolve(db, &client).await?;
-            let patch = ClientPatch {
-                name,
-                domain,
-                is_active: active,
-                settings: Some(fields.settings()?),
-                cloudflare_account_id: fields.cloudflare_account_id.map(Some),
-                cloudflare_api_token: fields.cloudflare_api_token.map(|s| Some(Secret::new(s))),
-                cloudflare_kv_namespace_id: fields.cloudflare_kv_namespace_id.map(Some),
-                gemini_api_key: fields.gemini_api_key.map(|s| Some(Secret::new(s))),
-            };
+            let patch = fields.into_patch(name, domain, active)?;
             warn_pending(t.update(ClientId::from_uuid(row.id), patch).await?);
             show(db, row.id).await
         }
@@ -242,6 +238,32 @@ pub async fn client(config: &Config, command: ClientCommand) -> anyhow::Result<(
             print_json(&t.delete(ClientId::from_uuid(row.id)).await?)
         }
     }
+}
+
+/// `client show`: the client, its secrets decrypted when asked for.
+async fn show_with_secrets(
+    t: &Tenants,
+    db: &sqlx::PgPool,
+    client: &str,
+    include_secrets: bool,
+) -> anyhow::Result<()> {
+    let row = resolve(db, client).await?;
+    let mut view = serde_json::to_value(ClientView::from_row(&row))?;
+    if include_secrets {
+        for (field, token) in [
+            ("cloudflare_api_token", &row.cloudflare_api_token_encrypted),
+            ("gemini_api_key", &row.gemini_api_key_encrypted),
+        ] {
+            if let Some(token) = token {
+                view[field] = t
+                    .secrets()
+                    .decrypt(&String::from_utf8_lossy(token))?
+                    .expose()
+                    .into();
+            }
+        }
+    }
+    print_json(&view)
 }
 
 async fn show(db: &sqlx::PgPool, id: Uuid) -> anyhow::Result<()> {

@@ -55,6 +55,21 @@ async fn clients_and_keys_are_managed_from_the_command_line() {
     );
 
     let (ok, out, err) = run(&[
+        "client",
+        "update",
+        "example.com",
+        "--name",
+        "Example Inc",
+        "--crawl-rate-per-minute",
+        "30",
+    ]);
+    assert!(ok, "{err}");
+    let updated: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(updated["name"], "Example Inc");
+    assert_eq!(updated["settings"]["crawl_rate_per_minute"], 30);
+    assert_eq!(updated["has_cloudflare_token"], true, "left out, kept");
+
+    let (ok, out, err) = run(&[
         "key",
         "create",
         "example.com",
