@@ -71,6 +71,13 @@ impl Origin {
             },
         }
     }
+
+    /// Writes the origin into `h`, where [`Origin::of`] finds it again.
+    pub fn insert_into(&self, h: &mut HeaderMap) {
+        h.insert(headers::ORIGINAL_SUBJECT, self.subject.as_str());
+        h.insert(headers::ORIGINAL_STREAM, self.stream.as_str());
+        h.insert(headers::ORIGINAL_SEQ, self.seq.to_string().as_str());
+    }
 }
 
 /// A message to dead-letter.
@@ -97,9 +104,7 @@ pub async fn publish(js: &jetstream::Context, dl: DeadLetter<'_>) -> Result<u64,
         "Nats-Msg-Id",
         format!("dl:{}:{}:{}", dl.source.0, dl.source.1, dl.consumer).as_str(),
     );
-    h.insert(headers::ORIGINAL_SUBJECT, dl.origin.subject.as_str());
-    h.insert(headers::ORIGINAL_STREAM, dl.origin.stream.as_str());
-    h.insert(headers::ORIGINAL_SEQ, dl.origin.seq.to_string().as_str());
+    dl.origin.insert_into(&mut h);
     h.insert(headers::CONSUMER, dl.consumer);
     // Header values are one line: keep the error's first 1,000 characters on one line.
     let error: String = dl
@@ -118,4 +123,22 @@ pub async fn publish(js: &jetstream::Context, dl: DeadLetter<'_>) -> Result<u64,
         .await
         .map_err(|e| e.to_string())?;
     Ok(ack.sequence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_origin_written_into_headers_is_read_back_over_the_copy_it_travels_on() {
+        let first = Origin::of(None, "PAGES", "pages.discovered.a", 7);
+        let mut h = HeaderMap::new();
+        first.insert_into(&mut h);
+        assert_eq!(Origin::of(Some(&h), "REDRIVE", "redrive.x", 3), first);
+        assert_eq!(
+            Origin::of(Some(&HeaderMap::new()), "REDRIVE", "redrive.x", 3).seq,
+            3,
+            "without headers the message is its own origin"
+        );
+    }
 }

@@ -6,6 +6,9 @@
 //! - Permanent failure, undecodable event or a panicking step: copy to DEADLETTER, then term.
 //! - Transient failure on the last allowed delivery (`max_deliver` of the consumer): copy to
 //!   DEADLETTER, then term.
+//! - Deferred (not a failure: the step may not run yet): nak with the delay; on the last
+//!   allowed delivery the message is handed to the stage's re-drive consumer instead, with a
+//!   fresh budget, so waiting for a host's turn never dead-letters a page.
 //! - A message that used up `max_deliver` without any decision (the process died on every
 //!   delivery) is dead-lettered from the server's max-deliveries advisory.
 //! - Long steps send in-progress acks so the server does not redeliver them meanwhile.
@@ -57,6 +60,11 @@ pub enum StepError {
     /// Retrying cannot help: bad input, 4xx.
     #[error("{message}")]
     Permanent { message: String },
+    /// Not a failure: the step may not run yet (its host's turn is further away). The
+    /// message comes back after `until`, and waiting never dead-letters it: on its last
+    /// allowed delivery it is handed to the stage's re-drive consumer with a fresh budget.
+    #[error("{message}")]
+    Deferred { message: String, until: Duration },
 }
 
 impl StepError {
@@ -76,6 +84,14 @@ impl StepError {
     pub fn permanent(err: impl std::fmt::Display) -> Self {
         Self::Permanent {
             message: err.to_string(),
+        }
+    }
+
+    /// The step may not run before `until`; see [`StepError::Deferred`].
+    pub fn deferred(reason: impl std::fmt::Display, until: Duration) -> Self {
+        Self::Deferred {
+            message: reason.to_string(),
+            until,
         }
     }
 
@@ -558,9 +574,86 @@ impl<S> Inner<S> {
                 self.dead_letter(msg, delivery, DeadLetterKind::RetriesExhausted, &message)
                     .await
             }
+            Err(StepError::Deferred { message, until })
+                if delivery.delivered < limits.max_deliver =>
+            {
+                tracing::debug!(stage, nats.seq = seq, delivered = delivery.delivered, retry_in_ms = until.as_millis() as u64, reason = %message, "step deferred");
+                let _ = msg.ack_with(AckKind::Nak(Some(until))).await;
+                "deferred"
+            }
+            Err(StepError::Deferred { message, .. }) => {
+                self.hand_off(msg, delivery, &message).await
+            }
             Err(StepError::Permanent { message }) => {
                 self.dead_letter(msg, delivery, DeadLetterKind::Permanent, &message)
                     .await
+            }
+        }
+    }
+
+    /// A message deferred on its last allowed delivery starts again on the stage's re-drive
+    /// consumer (same step, a fresh delivery budget), so waiting never dead-letters it. It
+    /// keeps its origin; the copy's id makes a second copy impossible if this process dies
+    /// before the ack. A stage without a re-drive consumer dead-letters it instead.
+    async fn hand_off(
+        &self,
+        msg: &jetstream::Message,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> &'static str {
+        let stage = self.stage.as_str();
+        let redrive = match self.js.get_stream(REDRIVE_STREAM).await {
+            Ok(stream) => stream.consumer_info(redrive_consumer(stage)).await,
+            Err(e) => {
+                tracing::warn!(stage, nats.seq = delivery.stream_seq, error = %e, "cannot hand a deferred message on, will retry");
+                let _ = msg.ack_with(AckKind::Nak(Some(self.backoff_for(1)))).await;
+                return "retry";
+            }
+        };
+        if let Err(e) = redrive {
+            if e.kind() == ConsumerInfoErrorKind::NotFound {
+                let why = format!("{reason} (deferred on every delivery, no re-drive consumer)");
+                return self
+                    .dead_letter(msg, delivery, DeadLetterKind::RetriesExhausted, &why)
+                    .await;
+            }
+            tracing::warn!(stage, nats.seq = delivery.stream_seq, error = %e, "cannot hand a deferred message on, will retry");
+            let _ = msg.ack_with(AckKind::Nak(Some(self.backoff_for(1)))).await;
+            return "retry";
+        }
+        let origin = Origin::of(
+            msg.headers.as_ref(),
+            self.stream,
+            &delivery.subject,
+            delivery.stream_seq,
+        );
+        let mut h = async_nats::HeaderMap::new();
+        let id = format!("deferred:{}:{}", self.stream, delivery.stream_seq);
+        h.insert("Nats-Msg-Id", id.as_str());
+        origin.insert_into(&mut h);
+        let published = match self
+            .js
+            .publish_with_headers(redrive_subject(stage), h, msg.payload.clone())
+            .await
+        {
+            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match published {
+            Ok(()) => {
+                tracing::info!(
+                    stage,
+                    nats.seq = delivery.stream_seq,
+                    reason,
+                    "deferred on its last delivery: handed to the re-drive consumer"
+                );
+                let _ = msg.ack().await;
+                "handed_off"
+            }
+            Err(e) => {
+                tracing::warn!(stage, nats.seq = delivery.stream_seq, error = %e, "cannot hand a deferred message on, will retry");
+                let _ = msg.ack_with(AckKind::Nak(Some(self.backoff_for(1)))).await;
+                "retry"
             }
         }
     }

@@ -265,7 +265,7 @@ impl Scraper {
         {
             Ok(turn) => ControlFlow::Continue(turn),
             // Not a failure: the host's politeness budget is spent for now.
-            Err(wait) => ControlFlow::Break(Err(StepError::retry_after(
+            Err(wait) => ControlFlow::Break(Err(StepError::deferred(
                 format!("waiting for a turn at {host}"),
                 wait,
             ))),

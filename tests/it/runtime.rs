@@ -2,6 +2,8 @@
 //! duplicates, dead letters, restarts of the server, graceful shutdown.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use ai_cache::app::Role;
@@ -32,6 +34,8 @@ enum Behaviour {
     Panic,
     /// Signal, take a while, then forward.
     Slow(Arc<Notify>, Duration),
+    /// Deferred (a host's turn is not there yet) this many times in all, then forward.
+    Deferred(Arc<AtomicU64>),
 }
 
 struct TestStep {
@@ -64,6 +68,14 @@ impl Step<PageEvent> for TestStep {
         match &self.behaviour {
             Behaviour::AlwaysTransient => return Err(StepError::transient("origin is down")),
             Behaviour::Panic => panic!("a bug in the step"),
+            Behaviour::Deferred(left)
+                if left
+                    .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                    .is_ok() =>
+            {
+                let wait = Duration::from_millis(50);
+                return Err(StepError::deferred("waiting for a turn", wait));
+            }
             Behaviour::Slow(started, delay) => {
                 started.notify_one();
                 tokio::time::sleep(*delay).await;
@@ -259,6 +271,58 @@ async fn a_message_failing_on_every_delivery_ends_in_the_dead_letter_stream() {
         payload, original.payload,
         "the payload is kept untouched for re-driving"
     );
+}
+
+#[tokio::test]
+async fn a_message_deferred_past_its_deliveries_starts_again_on_the_redrive_consumer_and_is_never_dead_lettered()
+ {
+    let app = TestApp::with_roles(&[]).await;
+    create_test_consumer(&app, 3).await;
+    app.js()
+        .get_stream("REDRIVE")
+        .await
+        .expect("stream")
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(format!("{STAGE}-redrive")),
+            filter_subject: format!("redrive.{STAGE}"),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(1),
+            max_deliver: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("redrive consumer");
+    publish_discovered(&app, 1).await;
+    let seen = recorder();
+    let left = Arc::new(AtomicU64::new(5));
+    let (_rt, stop) = spawn(runtime(&app, &seen, Behaviour::Deferred(left)));
+    eventually(Duration::from_secs(15), "the page is forwarded", || async {
+        stream_count(app.js(), "PAGES", Some("pages.refresh_requested.>")).await == 1
+    })
+    .await;
+    stop.cancel();
+
+    let deliveries: Vec<u64> = seen.lock().expect("lock").iter().map(|(_, d)| *d).collect();
+    assert_eq!(
+        deliveries,
+        vec![1, 2, 3, 1, 2, 3],
+        "three on PAGES, the last one handed on; three on REDRIVE, the last one forwarded"
+    );
+    assert_eq!(stream_count(app.js(), "DEADLETTER", None).await, 0);
+}
+
+#[tokio::test]
+async fn a_message_deferred_on_every_delivery_of_a_stage_without_redrive_is_dead_lettered() {
+    let app = TestApp::with_roles(&[]).await;
+    create_test_consumer(&app, 2).await;
+    publish_discovered(&app, 1).await;
+    let seen = recorder();
+    let left = Arc::new(AtomicU64::new(u64::MAX));
+    let (_rt, stop) = spawn(runtime(&app, &seen, Behaviour::Deferred(left)));
+    wait_dead_lettered(&app, 1).await;
+    stop.cancel();
+    let (header, _) = last_dead_letter(&app).await;
+    assert!(header(headers::ERROR).is_some_and(|e| e.contains("no re-drive consumer")));
 }
 
 #[tokio::test]
