@@ -292,6 +292,10 @@ pub async fn api_state(
         health: config.health,
         webhook_allow_private: fetch.allow_private_networks,
         connections: api::server::ConnectionLimits::from_config(config),
+        event_streams: Arc::new(api::event_stream::EventStreams::new(
+            config.event_streams_per_key,
+            std::time::Duration::from_secs(config.event_stream_heartbeat_secs),
+        )),
         reprocessing: crate::commands::reprocess::Reprocessing::new(
             backbone.db.clone(),
             backbone.nats.js.clone(),

@@ -115,6 +115,14 @@ pub struct ApiConfig {
     #[arg(long, env = "BOT_RANGES_DIR")]
     pub bot_ranges_dir: Option<PathBuf>,
 
+    /// Server-Sent Event streams one key may hold open at once (per API process).
+    #[arg(long, env = "EVENT_STREAMS_PER_KEY", default_value_t = 8)]
+    pub event_streams_per_key: usize,
+
+    /// Seconds between heartbeats (comment lines) on an idle event stream.
+    #[arg(long, env = "EVENT_STREAM_HEARTBEAT_SECS", default_value_t = 15)]
+    pub event_stream_heartbeat_secs: u64,
+
     #[command(flatten)]
     pub health: HealthThresholds,
 }

@@ -7,6 +7,7 @@ pub mod clients;
 pub mod deadletters;
 pub mod edge;
 pub mod error;
+pub mod event_stream;
 pub mod extract;
 pub mod health;
 pub mod keys;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub webhook_allow_private: bool,
     /// Timeouts and the connection limit of the HTTP server.
     pub connections: server::ConnectionLimits,
+    /// Open Server-Sent Event streams, bounded per key.
+    pub event_streams: Arc<event_stream::EventStreams>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -119,6 +122,7 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(pages::refresh_client))
         .routes(routes!(pages::content))
         .routes(routes!(pages::events))
+        .routes(routes!(event_stream::stream))
         .routes(routes!(reprocess::start, reprocess::list))
         .routes(routes!(reprocess::get_one))
         .routes(routes!(webhooks::create, webhooks::list))
@@ -212,6 +216,14 @@ pub async fn serve(
     let limits = state.connections;
     let auth = Arc::clone(&state.auth);
     let sweeper = shutdown.clone();
+    let streams = Arc::clone(&state.event_streams);
+    let closing = shutdown.clone();
+    // Event streams never end by themselves: end them when shutting down, so the graceful
+    // shutdown does not wait for them.
+    tokio::spawn(async move {
+        closing.cancelled().await;
+        streams.close();
+    });
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {

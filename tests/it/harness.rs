@@ -209,6 +209,8 @@ impl Options {
             max_connections: 4096,
             visits_ip_secret: Some("test-visits-ip-secret".into()),
             bot_ranges_dir: self.bot_ranges_dir.clone(),
+            event_streams_per_key: 2,
+            event_stream_heartbeat_secs: 1,
             health: self.health,
         }
     }

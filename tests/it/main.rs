@@ -31,5 +31,6 @@ mod scraper;
 mod shared_limits;
 mod sitemap_corpus;
 mod stages;
+mod subscribers;
 mod visits;
 mod webhooks;

@@ -79,6 +79,8 @@ async fn api(backbone: &Backbone) -> anyhow::Result<(String, tokio_util::sync::C
         max_connections: 4096,
         visits_ip_secret: Some("bench".into()),
         bot_ranges_dir: None,
+        event_streams_per_key: 8,
+        event_stream_heartbeat_secs: 15,
         health: crate::config::HealthThresholds::default(),
     };
     let fetch: crate::config::FetchConfig = defaults()?;
