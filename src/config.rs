@@ -13,9 +13,10 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// NATS URL, or the URLs of a cluster's servers comma-separated. `ai-cache dev` starts
-    /// its own nats-server under DATA_DIR when unset.
-    #[arg(long, env = "NATS_URL")]
+    /// NATS URL, or the URLs of a cluster's servers comma-separated, with the service's user
+    /// when the server requires one (`nats://ai-cache:<password>@host:4222`). `ai-cache dev`
+    /// starts its own nats-server under DATA_DIR when unset.
+    #[arg(long, env = "NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
 
     /// Copies of every stream, the blob store and the edge store's bucket (3 on a 3-node NATS

@@ -8,6 +8,7 @@ mod dev;
 mod extract;
 mod ops;
 mod sitemap;
+mod subscribers;
 mod tenants;
 
 use std::path::PathBuf;
@@ -87,6 +88,16 @@ pub enum Command {
     Key {
         #[command(subcommand)]
         command: tenants::KeyCommand,
+    },
+    /// NATS users: the service's own, and subscribers that may read one client's
+    /// `pages.updated` events and nothing else.
+    Subscriber {
+        /// The auth directory (users.json and the auth.conf nats-server includes); default
+        /// `<DATA_DIR>/nats-auth`.
+        #[arg(long, env = "NATS_AUTH_DIR")]
+        auth_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: subscribers::SubscriberCommand,
     },
     /// Fernet keys: generate one, re-encrypt every stored secret with the first.
     Secrets {
@@ -187,6 +198,9 @@ impl Cli {
             Command::Client { command } => tenants::client(&config, command).await,
             Command::Key { command } => tenants::key(&config, command).await,
             Command::Secrets { command } => tenants::secrets(&config, command).await,
+            Command::Subscriber { auth_dir, command } => {
+                subscribers::run(&config, auth_dir, command).await
+            }
             Command::Migrate => {
                 let url = config
                     .database_url

@@ -216,6 +216,18 @@ impl LocalNats {
         self.stop();
         self.spawn()
     }
+
+    /// Makes the server re-read its configuration file (SIGHUP, what `nats-server --signal
+    /// reload` sends); it applies it a moment later.
+    pub fn reload(&self) -> Result<(), LocalStackError> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(|c| i32::try_from(c.id()).ok())
+            .ok_or_else(|| LocalStackError::Failed("nats-server is not running".into()))?;
+        kill(Pid::from_raw(pid), Signal::SIGHUP)
+            .map_err(|e| LocalStackError::Failed(format!("signalling nats-server: {e}")))
+    }
 }
 
 impl Drop for LocalNats {

@@ -11,6 +11,7 @@ pub mod http;
 pub mod limits;
 pub mod localstack;
 pub mod nats;
+pub mod nats_auth;
 pub mod publish;
 pub mod secrets;
 pub mod streams;

@@ -13,7 +13,7 @@ pub struct Nats {
     connections: tokio::sync::watch::Receiver<u64>,
 }
 
-/// Connecting failed.
+/// Connecting failed. URLs in it never show a password.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The URL is wrong: waiting will not help.
@@ -35,7 +35,7 @@ pub fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
         .map(|u| {
             u.parse::<async_nats::ServerAddr>()
                 .map_err(|e| ConnectError::InvalidUrl {
-                    url: url.to_owned(),
+                    url: redacted(url),
                     message: e.to_string(),
                 })
         })
@@ -43,7 +43,7 @@ pub fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
         .and_then(|list| {
             if list.is_empty() {
                 Err(ConnectError::InvalidUrl {
-                    url: url.to_owned(),
+                    url: redacted(url),
                     message: "no server".into(),
                 })
             } else {
@@ -52,14 +52,49 @@ pub fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
         })
 }
 
+/// `url` with every password replaced by `***`, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    url.split(',')
+        .map(|one| match url::Url::parse(one.trim()) {
+            Ok(mut parsed) if parsed.password().is_some() => {
+                let _ = parsed.set_password(Some("***"));
+                parsed.to_string()
+            }
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The user and password in `addresses` (`nats://user:password@host:4222`), if any: the
+/// service's own NATS user when the server requires authentication (docs/DEPLOY.md).
+fn credentials(addresses: &[async_nats::ServerAddr]) -> Option<(String, String)> {
+    addresses.iter().find_map(|a| {
+        let user = a.username()?;
+        let password = a.password().unwrap_or_default();
+        // URL userinfo is percent-encoded (a `@` or `:` in a password is written %40, %3A).
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        Some((decode(user), decode(password)))
+    })
+}
+
 impl Nats {
     /// Connects to `url` (one server, or a cluster's servers comma-separated), failing fast
-    /// when nobody answers; reconnects forever afterwards, to any of them.
+    /// when nobody answers; reconnects forever afterwards, to any of them. A user and
+    /// password in the URL authenticate the connection.
     pub async fn connect(url: &str, name: &str) -> Result<Self, ConnectError> {
         let addresses = servers(url)?;
         let (count, connections) = tokio::sync::watch::channel(0u64);
         let count = std::sync::Arc::new(count);
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some((user, password)) = credentials(&addresses) {
+            options = options.user_and_password(user, password);
+        }
+        let client = options
             .name(name)
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
@@ -79,7 +114,7 @@ impl Nats {
             .connect(addresses)
             .await
             .map_err(|source| ConnectError::Unreachable {
-                url: url.to_owned(),
+                url: redacted(url),
                 source,
             })?;
         let js = jetstream::new(client.clone());
@@ -142,5 +177,25 @@ pub async fn page_by_subject<T>(
         }
         items.push(item);
         last_kept = msg.sequence;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_in_the_url_authenticates_and_its_password_is_never_shown() {
+        let url = "nats://ai-cache:p%40ss@n1:4222, nats://n2:4222";
+        let addresses = servers(url).expect("servers");
+        assert_eq!(
+            credentials(&addresses),
+            Some(("ai-cache".to_owned(), "p@ss".to_owned()))
+        );
+        assert_eq!(credentials(&servers("nats://n1:4222").expect("one")), None);
+        let shown = redacted(url);
+        assert!(!shown.contains("p%40ss") && shown.contains("ai-cache:***@n1"), "{shown}");
+        let refused = servers("nats://ai-cache:secret@n1:4222,::bad").expect_err("bad");
+        assert!(!refused.to_string().contains("secret"), "{refused}");
     }
 }

@@ -243,3 +243,131 @@ async fn a_stream_is_its_clients_own_and_a_key_holds_a_bounded_number() {
     )
     .await;
 }
+
+/// Connects as `url`'s user, reporting the server's errors (permission violations) on `events`.
+async fn connect_reporting(
+    url: &str,
+    events: tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let addr: async_nats::ServerAddr = url.parse().expect("url");
+    let (user, password) = (
+        addr.username().expect("user").to_owned(),
+        addr.password().expect("password").to_owned(),
+    );
+    async_nats::ConnectOptions::with_user_and_password(user, password)
+        .event_callback(move |event| {
+            let events = events.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = events.send(e.to_string());
+                }
+            }
+        })
+        .connect(addr)
+        .await
+}
+
+#[tokio::test]
+async fn subscriber_credentials_read_their_clients_updates_and_nothing_else() {
+    use ai_cache::infra::localstack::LocalNats;
+    use ai_cache::infra::nats::Nats;
+    use ai_cache::infra::nats_auth::AuthDir;
+    use futures::{FutureExt, StreamExt};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let auth = AuthDir::new(dir.path().join("auth"));
+    let service = auth.init().expect("init");
+    // The configuration the operator writes: nats.conf including the generated users.
+    let config = dir.path().join("nats.conf");
+    std::fs::write(&config, "include \"auth/auth.conf\"\n").expect("config");
+    let data = dir.path().join("data");
+    let nats = tokio::task::spawn_blocking(move || LocalNats::start(&data, Some(&config), true))
+        .await
+        .expect("join")
+        .expect("nats-server starts with the generated users");
+    let host = nats.url().trim_start_matches("nats://").to_owned();
+
+    assert!(
+        Nats::connect(&nats.url(), "anonymous").await.is_err(),
+        "without a user the server refuses the connection"
+    );
+    let service = Nats::connect(&service.url(&host), "ai-cache")
+        .await
+        .expect("the service connects with its user");
+
+    // A subscriber for client A, applied by a reload.
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let (subscriber, credentials) = auth.create(a, "partner").expect("create");
+    nats.reload().expect("reload");
+    let (events, mut errors) = tokio::sync::mpsc::unbounded_channel();
+    let url = credentials.url(&host);
+    let partner = crate::harness::eventually_ok(Duration::from_secs(10), || {
+        connect_reporting(&url, events.clone())
+    })
+    .await;
+
+    let mut mine = partner
+        .subscribe(format!("pages.updated.{a}.>"))
+        .await
+        .expect("subscribe");
+    let mut theirs = partner
+        .subscribe(format!("pages.updated.{b}.>"))
+        .await
+        .expect("subscribe");
+    partner
+        .publish(format!("pages.updated.{a}.forged"), "forged".into())
+        .await
+        .expect("publish");
+    partner.flush().await.expect("flush");
+    let mut refused = Vec::new();
+    while !(refused.iter().any(|e: &String| e.contains("Subscription"))
+        && refused.iter().any(|e: &String| e.contains("Publish")))
+    {
+        let error = tokio::time::timeout(Duration::from_secs(10), errors.recv())
+            .await
+            .expect("the server refuses B's subjects and the publish")
+            .expect("open");
+        assert!(
+            error.to_lowercase().contains("permissions violation"),
+            "{error}"
+        );
+        refused.push(error);
+    }
+
+    // The service publishes B's update, then A's: the partner gets A's only (and its own
+    // forged publish never reached anyone).
+    for client in [b, a] {
+        service
+            .client
+            .publish(
+                format!("pages.updated.{client}.page"),
+                client.to_string().into(),
+            )
+            .await
+            .expect("publish");
+    }
+    service.client.flush().await.expect("flush");
+    let got = tokio::time::timeout(Duration::from_secs(10), mine.next())
+        .await
+        .expect("A's update arrives")
+        .expect("message");
+    assert_eq!(got.payload, a.to_string().as_bytes());
+    assert!(
+        theirs.next().now_or_never().is_none(),
+        "B's update, published first, never reached the partner"
+    );
+
+    // Revoked and reloaded: the user is gone.
+    auth.revoke(&subscriber.id.to_string()).expect("revoke");
+    nats.reload().expect("reload");
+    let (events, _errors) = tokio::sync::mpsc::unbounded_channel();
+    eventually(
+        Duration::from_secs(10),
+        "the revoked user is refused",
+        || {
+            let (url, events) = (url.clone(), events.clone());
+            async move { connect_reporting(&url, events).await.is_err() }
+        },
+    )
+    .await;
+}
