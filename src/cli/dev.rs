@@ -133,7 +133,10 @@ fn print_banner(api: Option<std::net::SocketAddr>, servers: &LocalServers, data_
             "  API        http://{api}   (health: http://{api}/health, metrics: http://{api}/metrics)"
         );
     }
-    println!("  NATS       {}", crate::infra::nats::redacted(&servers.nats_url));
+    println!(
+        "  NATS       {}",
+        crate::infra::nats::redacted(&servers.nats_url)
+    );
     println!("  Postgres   {}", servers.db_url);
     println!("  data       {}", data_dir.display());
     if std::env::var_os("MASTER_API_KEY").is_none() {

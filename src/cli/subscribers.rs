@@ -55,6 +55,8 @@ pub async fn run(
             println!("(the password is shown this once). {apply}");
         }
         SubscriberCommand::Create { client, name } => {
+            // Say a missing `init` before anything else.
+            auth.list()?;
             let url = config
                 .database_url
                 .as_deref()

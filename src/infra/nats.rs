@@ -194,7 +194,10 @@ mod tests {
         );
         assert_eq!(credentials(&servers("nats://n1:4222").expect("one")), None);
         let shown = redacted(url);
-        assert!(!shown.contains("p%40ss") && shown.contains("ai-cache:***@n1"), "{shown}");
+        assert!(
+            !shown.contains("p%40ss") && shown.contains("ai-cache:***@n1"),
+            "{shown}"
+        );
         let refused = servers("nats://ai-cache:secret@n1:4222,::bad").expect_err("bad");
         assert!(!refused.to_string().contains("secret"), "{refused}");
     }

@@ -227,3 +227,58 @@ fn classify_ua_reads_user_agents_and_writes_json_lines() {
     );
     assert!(!ok && err.contains("not an IP address"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_are_made_listed_and_revoked_from_the_command_line() {
+    let app = TestApp::with_roles(&[Role::Projections]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let auth_dir = dir.path().join("auth");
+    let auth_dir = auth_dir.to_str().expect("utf-8");
+    let run = |args: &[&str]| {
+        let mut all = vec!["subscriber", "--auth-dir", auth_dir];
+        all.extend_from_slice(args);
+        tokio::task::block_in_place(|| ai_cache(&app, &all))
+    };
+    let (ok, _, err) = run(&["create", "example.com"]);
+    assert!(!ok && err.contains("subscriber init"), "{err}");
+    let (ok, out, err) = run(&["init"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("NATS_URL=nats://ai-cache:"), "{out}");
+
+    let (ok, _, err) = run(&["create", "example.com"]);
+    assert!(!ok && err.contains("no client"), "an unknown client: {err}");
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        ai_cache(
+            &app,
+            &[
+                "client",
+                "add",
+                "--name",
+                "Example",
+                "--domain",
+                "example.com",
+            ],
+        )
+    });
+    assert!(ok, "{err}");
+    let client: Value = serde_json::from_str(&out).expect("json");
+    let (ok, out, err) = run(&["create", "example.com", "--name", "partner"]);
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(created["client_id"], client["id"]);
+    let password = created["password"].as_str().expect("password");
+    assert_eq!(password.len(), 32);
+    assert!(err.contains("reload"), "says how to apply it: {err}");
+
+    let (ok, out, err) = run(&["list"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains(password), "listed without its password");
+    let listed: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(listed[0]["name"], "partner");
+    assert_eq!(listed[0]["id"], created["id"]);
+    let id = created["id"].as_str().expect("id");
+    let (ok, _, err) = run(&["revoke", id]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["list"]);
+    assert!(ok && serde_json::from_str::<Value>(&out).expect("json") == serde_json::json!([]));
+}
