@@ -231,27 +231,47 @@ pub async fn stream(
         .ok_or_else(|| ApiError::NotFound("client not found".into()))?;
     let streams = Arc::clone(&state.event_streams);
     let place = streams.admit(key_of(&principal))?;
-    let unavailable = |e: String| {
-        tracing::warn!(error = %e, "cannot open an event stream");
-        ApiError::Unavailable("event store unavailable, retry".into())
-    };
-    let messages = state
-        .nats
-        .js
-        .get_stream(StreamName::Pages.name())
+    let messages = open(&state.nats.js, subject, deliver_policy)
         .await
-        .map_err(|e| unavailable(e.to_string()))?
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot open an event stream");
+            ApiError::Unavailable("event store unavailable, retry".into())
+        })?;
+    let events = sse_events(messages, place).take_until(streams.closing.clone().cancelled_owned());
+    Ok(Sse::new(events).keep_alive(
+        KeepAlive::new()
+            .interval(streams.heartbeat)
+            .text("heartbeat"),
+    ))
+}
+
+/// An ordered consumer on PAGES for `subject`, from `deliver_policy`.
+async fn open(
+    js: &async_nats::jetstream::Context,
+    subject: String,
+    deliver_policy: DeliverPolicy,
+) -> Result<consumer::pull::Ordered, String> {
+    js.get_stream(StreamName::Pages.name())
+        .await
+        .map_err(|e| e.to_string())?
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: subject,
             deliver_policy,
             ..Default::default()
         })
         .await
-        .map_err(|e| unavailable(e.to_string()))?
+        .map_err(|e| e.to_string())?
         .messages()
         .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let events = messages
+        .map_err(|e| e.to_string())
+}
+
+/// The consumer's messages as SSE events, holding `place` as long as the stream lives.
+fn sse_events(
+    messages: consumer::pull::Ordered,
+    place: Place,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    messages
         .filter_map(move |message| {
             // The place is given back when the stream (and this closure) is dropped.
             let _place = &place;
@@ -265,12 +285,6 @@ pub async fn stream(
             })
         })
         .map(Ok)
-        .take_until(streams.closing.clone().cancelled_owned());
-    Ok(Sse::new(events).keep_alive(
-        KeepAlive::new()
-            .interval(streams.heartbeat)
-            .text("heartbeat"),
-    ))
 }
 
 /// One stored event as an SSE event: `id` its stream sequence, `event` its type.

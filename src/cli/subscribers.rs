@@ -55,43 +55,10 @@ pub async fn run(
             println!("(the password is shown this once). {apply}");
         }
         SubscriberCommand::Create { client, name } => {
-            // Say a missing `init` before anything else.
-            auth.list()?;
-            let url = config
-                .database_url
-                .as_deref()
-                .context("DATABASE_URL is not set (needed to check the client exists)")?;
-            let db = crate::infra::db::connect(url, 2).await?;
-            let row = super::tenants::resolve(&db, &client).await?;
-            let (subscriber, credentials) = auth.create(row.id, &name)?;
-            let out = serde_json::json!({
-                "id": subscriber.id,
-                "client_id": subscriber.client_id,
-                "user": credentials.user,
-                "password": credentials.password,
-                "subscribe": subscriber.subjects(),
-                "url": credentials.url("<host>:4222"),
-            });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            println!("{}", create(config, &auth, &client, &name).await?);
             eprintln!("the password is shown this once. {apply}");
         }
-        SubscriberCommand::List => {
-            let list: Vec<_> = auth
-                .list()?
-                .into_iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "id": s.id,
-                        "client_id": s.client_id,
-                        "name": s.name,
-                        "user": s.user,
-                        "subscribe": s.subjects(),
-                        "created_at": s.created_at,
-                    })
-                })
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&list)?);
-        }
+        SubscriberCommand::List => println!("{}", list(&auth)?),
         SubscriberCommand::Revoke { subscriber } => {
             let removed = auth.revoke(&subscriber)?;
             println!("revoked {} ({})", removed.user, removed.id);
@@ -99,4 +66,50 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// A subscriber for an existing client, as JSON with its password.
+async fn create(
+    config: &Config,
+    auth: &AuthDir,
+    client: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    // Say a missing `init` before anything else.
+    auth.list()?;
+    let url = config
+        .database_url
+        .as_deref()
+        .context("DATABASE_URL is not set (needed to check the client exists)")?;
+    let db = crate::infra::db::connect(url, 2).await?;
+    let row = super::tenants::resolve(&db, client).await?;
+    let (subscriber, credentials) = auth.create(row.id, name)?;
+    let out = serde_json::json!({
+        "id": subscriber.id,
+        "client_id": subscriber.client_id,
+        "user": credentials.user,
+        "password": credentials.password,
+        "subscribe": subscriber.subjects(),
+        "url": credentials.url("<host>:4222"),
+    });
+    Ok(serde_json::to_string_pretty(&out)?)
+}
+
+/// Every subscriber as JSON, without secrets.
+fn list(auth: &AuthDir) -> anyhow::Result<String> {
+    let list: Vec<_> = auth
+        .list()?
+        .into_iter()
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id,
+                "client_id": s.client_id,
+                "name": s.name,
+                "user": s.user,
+                "subscribe": s.subjects(),
+                "created_at": s.created_at,
+            })
+        })
+        .collect();
+    Ok(serde_json::to_string_pretty(&list)?)
 }

@@ -273,6 +273,16 @@ async fn show(db: &sqlx::PgPool, id: Uuid) -> anyhow::Result<()> {
     }
 }
 
+/// Scope names as given on the command line.
+fn parse_scopes(names: &[String]) -> anyhow::Result<Vec<Scope>> {
+    names
+        .iter()
+        .map(|s| {
+            Scope::parse(s).with_context(|| format!("unknown scope {s:?}: read, write or ingest"))
+        })
+        .collect()
+}
+
 pub async fn key(config: &Config, command: KeyCommand) -> anyhow::Result<()> {
     let (t, db) = open(config).await?;
     let db = &db;
@@ -283,13 +293,7 @@ pub async fn key(config: &Config, command: KeyCommand) -> anyhow::Result<()> {
             name,
         } => {
             let row = resolve(db, &client).await?;
-            let scopes: Vec<Scope> = scopes
-                .iter()
-                .map(|s| {
-                    Scope::parse(s)
-                        .with_context(|| format!("unknown scope {s:?}: read, write or ingest"))
-                })
-                .collect::<anyhow::Result<_>>()?;
+            let scopes = parse_scopes(&scopes)?;
             let (created, v) = t
                 .create_key(ClientId::from_uuid(row.id), &scopes, name)
                 .await?;

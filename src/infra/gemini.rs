@@ -178,16 +178,7 @@ impl GeminiClient {
         }
         let candidate = &value["candidates"][0];
         let finish = candidate["finishReason"].as_str().unwrap_or("");
-        let text: String = candidate["content"]["parts"]
-            .as_array()
-            .map(|parts| {
-                parts
-                    .iter()
-                    .filter(|p| p["thought"] != true)
-                    .filter_map(|p| p["text"].as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let text = answer_text(candidate);
         match finish {
             "STOP" if !text.trim().is_empty() => Ok(Output {
                 text,
@@ -210,6 +201,20 @@ impl GeminiClient {
             }),
         }
     }
+}
+
+/// A candidate's answer: its text parts, thoughts left out.
+fn answer_text(candidate: &Value) -> String {
+    candidate["content"]["parts"]
+        .as_array()
+        .map(|parts| {
+            parts
+                .iter()
+                .filter(|p| p["thought"] != true)
+                .filter_map(|p| p["text"].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -375,22 +375,7 @@ impl LocalPostgres {
             .arg(&self.dir)
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(&self.dir)
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "max_connections=200",
-            ]);
-        if self.durability == Durability::Throwaway {
-            cmd.args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ]);
-        }
+            .args(self.settings());
         cmd.stdout(log).stderr(log_err);
         let child = cmd.spawn().map_err(io("starting postgres"))?;
         spawn_watchdog(
@@ -404,6 +389,27 @@ impl LocalPostgres {
             "postgres",
             self.child.as_mut(),
         )
+    }
+
+    /// The server's `-c` settings: loopback only, and no fsync for throwaway clusters.
+    fn settings(&self) -> Vec<&'static str> {
+        let mut settings = vec![
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=200",
+        ];
+        if self.durability == Durability::Throwaway {
+            settings.extend([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
+        }
+        settings
     }
 
     /// The URL of database `db` as superuser.

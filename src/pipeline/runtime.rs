@@ -602,44 +602,17 @@ impl<S> Inner<S> {
         reason: &str,
     ) -> &'static str {
         let stage = self.stage.as_str();
-        let redrive = match self.js.get_stream(REDRIVE_STREAM).await {
-            Ok(stream) => stream.consumer_info(redrive_consumer(stage)).await,
-            Err(e) => {
-                tracing::warn!(stage, nats.seq = delivery.stream_seq, error = %e, "cannot hand a deferred message on, will retry");
-                let _ = msg.ack_with(AckKind::Nak(Some(self.backoff_for(1)))).await;
-                return "retry";
-            }
-        };
-        if let Err(e) = redrive {
-            if e.kind() == ConsumerInfoErrorKind::NotFound {
+        let handed = match self.has_redrive_consumer().await {
+            Ok(true) => self.copy_to_redrive(msg, delivery).await,
+            Ok(false) => {
                 let why = format!("{reason} (deferred on every delivery, no re-drive consumer)");
                 return self
                     .dead_letter(msg, delivery, DeadLetterKind::RetriesExhausted, &why)
                     .await;
             }
-            tracing::warn!(stage, nats.seq = delivery.stream_seq, error = %e, "cannot hand a deferred message on, will retry");
-            let _ = msg.ack_with(AckKind::Nak(Some(self.backoff_for(1)))).await;
-            return "retry";
-        }
-        let origin = Origin::of(
-            msg.headers.as_ref(),
-            self.stream,
-            &delivery.subject,
-            delivery.stream_seq,
-        );
-        let mut h = async_nats::HeaderMap::new();
-        let id = format!("deferred:{}:{}", self.stream, delivery.stream_seq);
-        h.insert("Nats-Msg-Id", id.as_str());
-        origin.insert_into(&mut h);
-        let published = match self
-            .js
-            .publish_with_headers(redrive_subject(stage), h, msg.payload.clone())
-            .await
-        {
-            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
-        match published {
+        match handed {
             Ok(()) => {
                 tracing::info!(
                     stage,
@@ -656,6 +629,48 @@ impl<S> Inner<S> {
                 "retry"
             }
         }
+    }
+
+    /// Whether the stage has a `<stage>-redrive` consumer to hand deferred messages to.
+    async fn has_redrive_consumer(&self) -> Result<bool, String> {
+        let stream = self
+            .js
+            .get_stream(REDRIVE_STREAM)
+            .await
+            .map_err(|e| e.to_string())?;
+        match stream
+            .consumer_info(redrive_consumer(self.stage.as_str()))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Copies the message to the stage's re-drive subject with its origin, once.
+    async fn copy_to_redrive(
+        &self,
+        msg: &jetstream::Message,
+        delivery: &Delivery,
+    ) -> Result<(), String> {
+        let origin = Origin::of(
+            msg.headers.as_ref(),
+            self.stream,
+            &delivery.subject,
+            delivery.stream_seq,
+        );
+        let mut h = async_nats::HeaderMap::new();
+        let id = format!("deferred:{}:{}", self.stream, delivery.stream_seq);
+        h.insert("Nats-Msg-Id", id.as_str());
+        origin.insert_into(&mut h);
+        self.js
+            .publish_with_headers(redrive_subject(self.stage.as_str()), h, msg.payload.clone())
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     async fn dead_letter(

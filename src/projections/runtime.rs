@@ -54,6 +54,14 @@ struct Waits<'a> {
     reconnects: &'a mut Option<watch::Receiver<u64>>,
 }
 
+/// Why following a consumer ended.
+enum Followed {
+    /// Open a new consumer from the position (reading the stream's end again first).
+    Reopen,
+    /// Shutdown, or caught up.
+    Stop,
+}
+
 /// How applying a batch ended, retries included.
 enum Applied {
     /// Applied: the new position.
@@ -153,51 +161,71 @@ impl ProjectionRunner {
                     continue;
                 }
             };
-            loop {
-                let idle = if catch_up.is_some() {
-                    Duration::from_secs(2)
-                } else {
-                    Duration::from_secs(3600)
-                };
-                let batch = tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(position),
-                    _ = reconnected(&mut reconnects) => {
-                        // A restarted server lost our ephemeral consumer: open a new one now
-                        // rather than after the client misses its heartbeats.
-                        tracing::info!(projection = name, "nats reconnected, reopening the consumer");
-                        continue 'consumer;
-                    }
-                    batch = next_batch(&mut messages, self.batch, idle) => batch,
-                };
-                let (batch, last_pending) = match batch {
-                    Ok(Some(b)) => b,
-                    // Idle: in catch-up mode, check again whether anything is left.
-                    Ok(None) => continue 'consumer,
-                    Err(message) => {
-                        tracing::warn!(projection = name, error = %message, "consumer failed, reopening");
-                        retry.wait(&shutdown, &mut reconnects).await;
-                        continue 'consumer;
-                    }
-                };
-                let mut waits = Waits {
-                    shutdown: &shutdown,
-                    retry: &mut retry,
-                    reconnects: &mut reconnects,
-                };
-                match self.apply_retrying(position, &batch, &mut waits).await {
-                    Applied::Done(p) => position = p,
-                    Applied::Moved(p) => {
-                        position = p;
-                        continue 'consumer;
-                    }
-                    Applied::Stopped => return Ok(position),
+            let mut waits = Waits {
+                shutdown: &shutdown,
+                retry: &mut retry,
+                reconnects: &mut reconnects,
+            };
+            match self
+                .follow(&mut messages, &mut position, catch_up, &mut waits)
+                .await
+            {
+                Followed::Reopen => continue 'consumer,
+                Followed::Stop => return Ok(position),
+            }
+        }
+    }
+
+    /// Applies batches from `messages`, advancing `position`, until the consumer must be
+    /// opened again (a reconnect, an error, a moved checkpoint, idle in catch-up mode) or the
+    /// runner stops (shutdown, or caught up).
+    async fn follow(
+        &self,
+        messages: &mut consumer::pull::Ordered,
+        position: &mut u64,
+        catch_up: Option<&(dyn Fn(u64, u64) + Send + Sync)>,
+        waits: &mut Waits<'_>,
+    ) -> Followed {
+        let name = self.projection.name();
+        let idle = if catch_up.is_some() {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(3600)
+        };
+        loop {
+            let batch = tokio::select! {
+                _ = waits.shutdown.cancelled() => return Followed::Stop,
+                _ = reconnected(waits.reconnects) => {
+                    // A restarted server lost our ephemeral consumer: open a new one now
+                    // rather than after the client misses its heartbeats.
+                    tracing::info!(projection = name, "nats reconnected, reopening the consumer");
+                    return Followed::Reopen;
                 }
-                if let Some(progress) = catch_up {
-                    let end = self.stream_end().await.unwrap_or(position);
-                    progress(position, end);
-                    if last_pending == 0 {
-                        return Ok(position);
-                    }
+                batch = next_batch(messages, self.batch, idle) => batch,
+            };
+            let (batch, last_pending) = match batch {
+                Ok(Some(b)) => b,
+                // Idle: in catch-up mode, check again whether anything is left.
+                Ok(None) => return Followed::Reopen,
+                Err(message) => {
+                    tracing::warn!(projection = name, error = %message, "consumer failed, reopening");
+                    waits.retry.wait(waits.shutdown, waits.reconnects).await;
+                    return Followed::Reopen;
+                }
+            };
+            match self.apply_retrying(*position, &batch, waits).await {
+                Applied::Done(p) => *position = p,
+                Applied::Moved(p) => {
+                    *position = p;
+                    return Followed::Reopen;
+                }
+                Applied::Stopped => return Followed::Stop,
+            }
+            if let Some(progress) = catch_up {
+                let end = self.stream_end().await.unwrap_or(*position);
+                progress(*position, end);
+                if last_pending == 0 {
+                    return Followed::Stop;
                 }
             }
         }

@@ -130,65 +130,13 @@ async fn ingestion(
     raw: f64,
 ) -> anyhow::Result<String> {
     let http = reqwest::Client::new();
-    let client = post(
-        &http,
-        format!("{base}/api/v1/clients"),
-        MASTER,
-        json!({"name": "Edge bench", "domain": "edge-bench.example"}),
-    )
-    .await?["id"]
-        .as_str()
-        .context("client id")?
-        .to_owned();
-    let key = post(
-        &http,
-        format!("{base}/api/v1/clients/{client}/keys"),
-        MASTER,
-        json!({"scopes": ["ingest"]}),
-    )
-    .await?["key"]
-        .as_str()
-        .context("key")?
-        .to_owned();
-    let now = chrono::Utc::now();
-    let batches: Vec<Value> = (0..visits)
-        .map(|i| {
-            json!({"url": format!("https://edge-bench.example/p/{}", i % 500),
-                   "user_agent": agents[i % agents.len()],
-                   "ip": format!("198.51.{}.{}", (i / 256) % 256, i % 256),
-                   "referrer": null,
-                   "timestamp": (now - chrono::Duration::milliseconds(i as i64)).to_rfc3339(),
-                   "format_served": "origin", "status": 200})
-        })
-        .collect::<Vec<_>>()
-        .chunks(1000)
-        .map(|c| json!({ "visits": c }))
-        .collect();
+    let (client, key) = ingesting_client(&http, base).await?;
+    let batches = visit_batches(agents, visits);
     let before: i64 = sqlx::query_scalar(sql::visits::COUNT_VISITS)
         .fetch_one(&backbone.db)
         .await?;
     let started = Instant::now();
-    let queue = Arc::new(tokio::sync::Mutex::new(batches));
-    let mut posters = tokio::task::JoinSet::new();
-    for _ in 0..4 {
-        let (queue, http, key, url) = (
-            Arc::clone(&queue),
-            http.clone(),
-            key.clone(),
-            format!("{base}/api/v1/visits/batch"),
-        );
-        posters.spawn(async move {
-            loop {
-                let Some(batch) = queue.lock().await.pop() else {
-                    return Ok::<_, anyhow::Error>(());
-                };
-                post(&http, url.clone(), &key, batch).await?;
-            }
-        });
-    }
-    while let Some(done) = posters.join_next().await {
-        done??;
-    }
+    post_all(&http, &format!("{base}/api/v1/visits/batch"), &key, batches).await?;
     let accepted = started.elapsed();
     let want = before + visits as i64;
     loop {
@@ -214,6 +162,80 @@ async fn ingestion(
         visits as f64 / accepted.as_secs_f64()
     );
     Ok(client)
+}
+
+/// A client of the ingestion benchmark and an `ingest` key of it.
+async fn ingesting_client(http: &reqwest::Client, base: &str) -> anyhow::Result<(String, String)> {
+    let client = post(
+        http,
+        format!("{base}/api/v1/clients"),
+        MASTER,
+        json!({"name": "Edge bench", "domain": "edge-bench.example"}),
+    )
+    .await?["id"]
+        .as_str()
+        .context("client id")?
+        .to_owned();
+    let key = post(
+        http,
+        format!("{base}/api/v1/clients/{client}/keys"),
+        MASTER,
+        json!({"scopes": ["ingest"]}),
+    )
+    .await?["key"]
+        .as_str()
+        .context("key")?
+        .to_owned();
+    Ok((client, key))
+}
+
+/// `visits` visits by `agents` in turn, as batch bodies of 1,000.
+fn visit_batches(agents: &[String], visits: usize) -> Vec<Value> {
+    let now = chrono::Utc::now();
+    (0..visits)
+        .map(|i| {
+            json!({"url": format!("https://edge-bench.example/p/{}", i % 500),
+                   "user_agent": agents[i % agents.len()],
+                   "ip": format!("198.51.{}.{}", (i / 256) % 256, i % 256),
+                   "referrer": null,
+                   "timestamp": (now - chrono::Duration::milliseconds(i as i64)).to_rfc3339(),
+                   "format_served": "origin", "status": 200})
+        })
+        .collect::<Vec<_>>()
+        .chunks(1000)
+        .map(|c| json!({ "visits": c }))
+        .collect()
+}
+
+/// POSTs every body to `url` with `key`, four at a time.
+async fn post_all(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    bodies: Vec<Value>,
+) -> anyhow::Result<()> {
+    let queue = Arc::new(tokio::sync::Mutex::new(bodies));
+    let mut posters = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (queue, http, key, url) = (
+            Arc::clone(&queue),
+            http.clone(),
+            key.to_owned(),
+            url.to_owned(),
+        );
+        posters.spawn(async move {
+            loop {
+                let Some(batch) = queue.lock().await.pop() else {
+                    return Ok::<_, anyhow::Error>(());
+                };
+                post(&http, url.clone(), &key, batch).await?;
+            }
+        });
+    }
+    while let Some(done) = posters.join_next().await {
+        done??;
+    }
+    Ok(())
 }
 
 /// Fires `total` GETs from `concurrency` tasks; returns (req/s, sorted latencies).

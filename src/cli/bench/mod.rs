@@ -289,13 +289,92 @@ struct Scraped {
     pages: usize,
 }
 
+/// Hosts the scrape benchmark spreads its pages over.
+const SCRAPE_HOSTS: usize = 100;
+
 async fn scrape(backbone: &Backbone, pages: usize) -> anyhow::Result<Scraped> {
-    use crate::commands::tenants::{NewClient, Tenants};
-    use crate::domain::client::SettingsPatch;
     use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
-    use crate::pipeline::scraper::{Scraper, ScraperConfig};
-    const HOSTS: usize = 100;
-    // The origin: every path answers an article; 100 host names all lead here.
+    let port = bench_origin().await?;
+    let client = scrape_client(backbone).await?;
+    let scraper = bench_scraper(backbone).await?;
+    let before = crate::infra::nats::last_sequence(&backbone.nats.js, "PAGES")
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let events: Vec<_> = (0..pages)
+        .map(|i| {
+            let url = NormalizedUrl::parse(&format!(
+                "http://h{}.bench.test:{port}/p/{i}",
+                i % SCRAPE_HOSTS
+            ))
+            .expect("url");
+            Outgoing::unique(Discovered::bare(url, DiscoverySource::Manual).into_event(client))
+        })
+        .collect();
+    let cpu = cpu_seconds();
+    let started = Instant::now();
+    Publisher::new(backbone.nats.js.clone())
+        .publish_all(&events)
+        .await?;
+    // A consumer of this client's discoveries only: the earlier sections published others.
+    backbone
+        .nats
+        .js
+        .get_stream("PAGES")
+        .await?
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("bench-scraper".into()),
+            filter_subject: format!("pages.discovered.{client}.>"),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: std::time::Duration::from_secs(60),
+            max_deliver: 5,
+            ..Default::default()
+        })
+        .await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let runtime = ConsumerRuntime::<PageEvent, _>::new(
+        backbone.nats.js.clone(),
+        "bench-scraper",
+        scraper,
+        RuntimeOptions {
+            concurrency: 64,
+            ..RuntimeOptions::default()
+        },
+    );
+    let run = {
+        let stop = stop.clone();
+        tokio::spawn(async move { runtime.run(stop).await })
+    };
+    drained(backbone, "bench-scraper").await?;
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu;
+    stop.cancel();
+    let _ = run.await;
+    let produced = crate::infra::nats::last_sequence(&backbone.nats.js, "PAGES")
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?
+        - before
+        - pages as u64;
+    // Each page must have given pages.scraped and pages.content_changed, or the figure means nothing.
+    anyhow::ensure!(
+        produced == 2 * pages as u64,
+        "the scrape benchmark produced {produced} events for {pages} pages: not a valid run"
+    );
+    println!(
+        "{:<58} {:>10.0} pages/s  ({:.2} ms CPU per page in this process, origin included; {} events)",
+        format!("scrape {pages} new 20 KB pages, {SCRAPE_HOSTS} hosts, 64 in flight"),
+        pages as f64 / secs,
+        cpu * 1000.0 / pages as f64,
+        produced
+    );
+    Ok(Scraped {
+        client,
+        port,
+        pages,
+    })
+}
+
+/// The origin: every path answers an article; its port.
+async fn bench_origin() -> anyhow::Result<u16> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
@@ -306,17 +385,13 @@ async fn scrape(backbone: &Backbone, pages: usize) -> anyhow::Result<Scraped> {
         )
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let http_config = crate::infra::http::HttpConfig {
-        resolve: (0..HOSTS)
-            .map(|h| {
-                (
-                    format!("h{h}.bench.test"),
-                    std::net::Ipv4Addr::LOCALHOST.into(),
-                )
-            })
-            .collect(),
-        ..Default::default()
-    };
+    Ok(port)
+}
+
+/// The scrape benchmark's client, crawling each host at 600 pages a minute.
+async fn scrape_client(backbone: &Backbone) -> anyhow::Result<ClientId> {
+    use crate::commands::tenants::{NewClient, Tenants};
+    use crate::domain::client::SettingsPatch;
     let secrets =
         crate::infra::secrets::Secrets::new(&[crate::infra::secrets::Secrets::generate_key()])?;
     let tenants = Tenants::new(
@@ -337,6 +412,25 @@ async fn scrape(backbone: &Backbone, pages: usize) -> anyhow::Result<Scraped> {
             ..NewClient::default()
         })
         .await?;
+    Ok(client)
+}
+
+/// A scraper whose `h<N>.bench.test` host names all lead to the local origin.
+async fn bench_scraper(
+    backbone: &Backbone,
+) -> anyhow::Result<std::sync::Arc<crate::pipeline::scraper::Scraper>> {
+    use crate::pipeline::scraper::{Scraper, ScraperConfig};
+    let http_config = crate::infra::http::HttpConfig {
+        resolve: (0..SCRAPE_HOSTS)
+            .map(|h| {
+                (
+                    format!("h{h}.bench.test"),
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                )
+            })
+            .collect(),
+        ..Default::default()
+    };
     let blobs = crate::infra::blobs::BlobStore::open(&backbone.nats.js, 16 << 20).await?;
     let config = ScraperConfig {
         max_body_bytes: 1 << 20,
@@ -345,91 +439,11 @@ async fn scrape(backbone: &Backbone, pages: usize) -> anyhow::Result<Scraped> {
         robots_ttl: std::time::Duration::from_secs(3600),
     };
     let http = crate::infra::http::HttpClient::new(&http_config)?;
-    let scraper = std::sync::Arc::new(
+    Ok(std::sync::Arc::new(
         Scraper::new(&backbone.nats.js, http, backbone.db.clone(), blobs, &config)
             .await
             .map_err(|e| anyhow::anyhow!(e))?,
-    );
-    let before = crate::infra::nats::last_sequence(&backbone.nats.js, "PAGES")
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let events: Vec<_> = (0..pages)
-        .map(|i| {
-            let url =
-                NormalizedUrl::parse(&format!("http://h{}.bench.test:{port}/p/{i}", i % HOSTS))
-                    .expect("url");
-            Outgoing::unique(Discovered::bare(url, DiscoverySource::Manual).into_event(client))
-        })
-        .collect();
-    let cpu = cpu_seconds();
-    let started = Instant::now();
-    Publisher::new(backbone.nats.js.clone())
-        .publish_all(&events)
-        .await?;
-    // A consumer of this client's discoveries only: the earlier sections published others.
-    let pages_stream = backbone.nats.js.get_stream("PAGES").await?;
-    pages_stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            durable_name: Some("bench-scraper".into()),
-            filter_subject: format!("pages.discovered.{client}.>"),
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: std::time::Duration::from_secs(60),
-            max_deliver: 5,
-            ..Default::default()
-        })
-        .await?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let runtime = ConsumerRuntime::<PageEvent, _>::new(
-        backbone.nats.js.clone(),
-        "bench-scraper",
-        std::sync::Arc::clone(&scraper),
-        RuntimeOptions {
-            concurrency: 64,
-            ..RuntimeOptions::default()
-        },
-    );
-    let run = {
-        let stop = stop.clone();
-        tokio::spawn(async move { runtime.run(stop).await })
-    };
-    let deadline = Instant::now() + std::time::Duration::from_secs(600);
-    loop {
-        let info = pages_stream.consumer_info("bench-scraper").await?;
-        if info.num_pending == 0 && info.num_ack_pending == 0 {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the scrape benchmark did not finish in 10 minutes"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu;
-    stop.cancel();
-    let _ = run.await;
-    let produced = crate::infra::nats::last_sequence(&backbone.nats.js, "PAGES")
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?
-        - before
-        - pages as u64;
-    // Each page must have given pages.scraped and pages.content_changed, or the figure means nothing.
-    anyhow::ensure!(
-        produced == 2 * pages as u64,
-        "the scrape benchmark produced {produced} events for {pages} pages: not a valid run"
-    );
-    println!(
-        "{:<58} {:>10.0} pages/s  ({:.2} ms CPU per page in this process, origin included; {} events)",
-        format!("scrape {pages} new 20 KB pages, {HOSTS} hosts, 64 in flight"),
-        pages as f64 / secs,
-        cpu * 1000.0 / pages as f64,
-        produced
-    );
-    Ok(Scraped {
-        client,
-        port,
-        pages,
-    })
+    ))
 }
 
 /// Waits until the named consumer has nothing pending or in flight (10 minutes at most).
@@ -548,39 +562,13 @@ async fn pipeline(
 ) -> anyhow::Result<()> {
     use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
     let before = updated_count(backbone).await?;
-    let http_config = crate::infra::http::HttpConfig {
-        resolve: (0..100)
-            .map(|h| {
-                (
-                    format!("h{h}.bench.test"),
-                    std::net::Ipv4Addr::LOCALHOST.into(),
-                )
-            })
-            .collect(),
-        ..Default::default()
-    };
-    let blobs = crate::infra::blobs::BlobStore::open(&backbone.nats.js, 16 << 20).await?;
-    let config = crate::pipeline::scraper::ScraperConfig {
-        max_body_bytes: 1 << 20,
-        per_host_concurrency: 2,
-        robots_agent: "ai-cache".into(),
-        robots_ttl: std::time::Duration::from_secs(3600),
-    };
-    let scraper = crate::pipeline::scraper::Scraper::new(
-        &backbone.nats.js,
-        crate::infra::http::HttpClient::new(&http_config)?,
-        backbone.db.clone(),
-        blobs,
-        &config,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(e))?;
+    let scraper = bench_scraper(backbone).await?;
     let events: Vec<_> = (0..pages)
         .map(|i| {
             let n = scraped.pages + i;
             let url = NormalizedUrl::parse(&format!(
                 "http://h{}.bench.test:{}/p/{n}",
-                n % 100,
+                n % SCRAPE_HOSTS,
                 scraped.port
             ))
             .expect("url");
