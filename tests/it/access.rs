@@ -368,6 +368,7 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
         "POST /api/v1/visits/batch",
         "GET /api/v1/clients/{id}/visits/stats",
         "GET /api/v1/pages/{id}/events",
+        "GET /api/v1/clients/{id}/events/stream",
         "POST /api/v1/clients/{id}/reprocess",
         "GET /api/v1/clients/{id}/reprocess",
         "GET /api/v1/reprocess/{run}",
