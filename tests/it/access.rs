@@ -174,9 +174,9 @@ async fn no_client_key_reaches_another_client_and_each_scope_allows_only_what_it
     }
     assert_eq!(checked, routes.len() * 2 * principals.len());
     // B is untouched and its key still works.
-    let (status, b_now) = send(app.master(Method::GET, &format!("/api/v1/clients/{b}"))).await;
+    let (status, b_now) = app.get_client(&b).await;
     assert_eq!((status, b_now["is_active"].as_bool()), (200, Some(true)));
-    let (_, b_keys) = send(app.master(Method::GET, &format!("/api/v1/clients/{b}/keys"))).await;
+    let (_, b_keys) = app.get_keys(&b).await;
     assert_eq!(b_keys["keys"][0]["revoked_at"], Value::Null);
     let _ = Who::Master;
 }
@@ -191,7 +191,7 @@ async fn a_key_is_shown_once_stored_only_as_its_hash_and_revoked_at_once() {
         "recognisable prefix: {key}"
     );
 
-    let (_, listed) = send(app.master(Method::GET, &format!("/api/v1/clients/{a}/keys"))).await;
+    let (_, listed) = app.get_keys(&a).await;
     assert_eq!(listed["count"], 1);
     assert!(
         !listed.to_string().contains(&key),
@@ -237,23 +237,15 @@ async fn a_key_is_shown_once_stored_only_as_its_hash_and_revoked_at_once() {
         (401, Some("unauthorized")),
         "revoked keys are refused at once"
     );
-    let (_, listed) = send(app.master(Method::GET, &format!("/api/v1/clients/{a}/keys"))).await;
+    let (_, listed) = app.get_keys(&a).await;
     assert!(listed["keys"][0]["revoked_at"].is_string());
     // Scopes are validated.
-    let (status, body) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{a}/keys"))
-            .json(&json!({"scopes": []})),
-    )
-    .await;
+    let (status, body) = app.post_key(&a, &json!({"scopes": []})).await;
     assert_eq!(
         (status, body["error"]["field"].as_str()),
         (422, Some("scopes"))
     );
-    let (status, _) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{a}/keys"))
-            .json(&json!({"scopes": ["admin"]})),
-    )
-    .await;
+    let (status, _) = app.post_key(&a, &json!({"scopes": ["admin"]})).await;
     assert_eq!(status, 422);
 }
 
@@ -434,7 +426,7 @@ async fn deleting_a_client_removes_its_rows_keys_and_events_and_nothing_of_other
     app.wait_for_checkpoint("pages", app.last_seq("PAGES").await)
         .await;
 
-    let (status, report) = send(app.master(Method::DELETE, &format!("/api/v1/clients/{a}"))).await;
+    let (status, report) = app.delete_client(&a).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["deleted"]["pages_deleted"], 3);
     assert_eq!(report["deleted"]["api_keys_deleted"], 1);
@@ -490,18 +482,8 @@ async fn deleting_a_client_removes_its_rows_keys_and_events_and_nothing_of_other
             .await
             .expect("rebuild");
     }
-    assert_eq!(
-        send(app.master(Method::GET, &format!("/api/v1/clients/{a}")))
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        send(app.master(Method::GET, &format!("/api/v1/clients/{b}")))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(app.get_client(&a).await.0, 404);
+    assert_eq!(app.get_client(&b).await.0, 200);
     assert_eq!(
         count("SELECT count(*) FROM pages WHERE client_id = $1", &a).await,
         0

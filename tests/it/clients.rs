@@ -27,22 +27,18 @@ pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
 
 /// Creates a client with the master key; returns its id.
 pub async fn create_client(app: &TestApp, name: &str, domain: &str) -> String {
-    let (status, body) = send(
-        app.master(Method::POST, "/api/v1/clients")
-            .json(&json!({"name": name, "domain": domain})),
-    )
-    .await;
+    let (status, body) = app
+        .post_client(&json!({"name": name, "domain": domain}))
+        .await;
     assert_eq!(status, 201, "{body}");
     body["id"].as_str().expect("id").to_owned()
 }
 
 /// Creates a key with `scopes` for `client` through the API; returns (key id, key).
 pub async fn create_key(app: &TestApp, client: &str, scopes: &[&str]) -> (String, String) {
-    let (status, body) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/keys"))
-            .json(&json!({"scopes": scopes, "name": "test"})),
-    )
-    .await;
+    let (status, body) = app
+        .post_key(&client, &json!({"scopes": scopes, "name": "test"}))
+        .await;
     assert_eq!(status, 201, "{body}");
     (
         body["id"].as_str().expect("id").to_owned(),
@@ -60,14 +56,15 @@ fn python_fixture() -> Value {
 async fn the_seed_examples_work_as_documented() {
     let app = spawn_api().await;
     // "Option B: Using the API", body verbatim.
-    let (status, created) = send(app.master(Method::POST, "/api/v1/clients").json(&json!({
-        "name": "Example Corp",
-        "domain": "example.com",
-        "cloudflare_account_id": "your-cf-account-id",
-        "cloudflare_api_token": "your-cf-api-token",
-        "cloudflare_kv_namespace_id": "your-kv-namespace-id"
-    })))
-    .await;
+    let (status, created) = app
+        .post_client(&json!({
+            "name": "Example Corp",
+            "domain": "example.com",
+            "cloudflare_account_id": "your-cf-account-id",
+            "cloudflare_api_token": "your-cf-api-token",
+            "cloudflare_kv_namespace_id": "your-kv-namespace-id"
+        }))
+        .await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().expect("id").to_owned();
     assert_eq!(created["name"], "Example Corp");
@@ -80,13 +77,13 @@ async fn the_seed_examples_work_as_documented() {
     );
 
     // List: immediately readable (read-your-writes), with `count`.
-    let (status, list) = send(app.master(Method::GET, "/api/v1/clients")).await;
+    let (status, list) = app.list_clients().await;
     assert_eq!(status, 200);
     assert_eq!(list["count"], 1);
     assert_eq!(list["clients"][0]["id"], id.as_str());
     assert_eq!(list["clients"][0]["has_cloudflare_token"], true);
 
-    let (status, one) = send(app.master(Method::GET, &format!("/api/v1/clients/{id}"))).await;
+    let (status, one) = app.get_client(&id).await;
     assert_eq!(status, 200);
     assert_eq!(one["cloudflare_kv_namespace_id"], "your-kv-namespace-id");
     let (_, with_secrets) = send(app.master(
@@ -101,14 +98,15 @@ async fn the_seed_examples_work_as_documented() {
     assert_eq!(by_domain["id"], id.as_str());
 
     // "Update Client", body verbatim.
-    let (status, updated) = send(
-        app.master(Method::PUT, &format!("/api/v1/clients/{id}"))
-            .json(&json!({
+    let (status, updated) = app
+        .put_client(
+            &id,
+            &json!({
                 "cloudflare_api_token": "new-token",
                 "is_active": false
-            })),
-    )
-    .await;
+            }),
+        )
+        .await;
     assert_eq!(status, 200, "{updated}");
     assert_eq!(updated["is_active"], false);
     let (_, with_secrets) = send(app.master(
@@ -119,45 +117,33 @@ async fn the_seed_examples_work_as_documented() {
     assert_eq!(with_secrets["cloudflare_api_token"], "new-token");
 
     // "Create Client" second example, with every field.
-    let (status, second) = send(app.master(Method::POST, "/api/v1/clients").json(&json!({
-        "name": "Second Corp", "domain": "second.example", "cloudflare_account_id": "abc123",
-        "cloudflare_api_token": "secret-token", "cloudflare_kv_namespace_id": "kv123",
-        "gemini_api_key": "optional-key", "is_active": true
-    })))
-    .await;
+    let (status, second) = app
+        .post_client(&json!({
+            "name": "Second Corp", "domain": "second.example", "cloudflare_account_id": "abc123",
+            "cloudflare_api_token": "secret-token", "cloudflare_kv_namespace_id": "kv123",
+            "gemini_api_key": "optional-key", "is_active": true
+        }))
+        .await;
     assert_eq!(status, 201, "{second}");
     assert_eq!(second["has_gemini_key"], true);
 
-    let (status, deleted) =
-        send(app.master(Method::DELETE, &format!("/api/v1/clients/{id}"))).await;
+    let (status, deleted) = app.delete_client(&id).await;
     assert_eq!(status, 200, "{deleted}");
-    assert_eq!(
-        send(app.master(Method::GET, &format!("/api/v1/clients/{id}")))
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        send(app.master(Method::GET, "/api/v1/clients")).await.1["count"],
-        1
-    );
+    assert_eq!(app.get_client(&id).await.0, 404);
+    assert_eq!(app.list_clients().await.1["count"], 1);
 }
 
 #[tokio::test]
 async fn names_and_domains_are_unique_and_domains_are_normalized() {
     let app = spawn_api().await;
-    let (status, body) = send(
-        app.master(Method::POST, "/api/v1/clients")
-            .json(&json!({"name": "Bücher", "domain": "https://Bücher.Example/"})),
-    )
-    .await;
+    let (status, body) = app
+        .post_client(&json!({"name": "Bücher", "domain": "https://Bücher.Example/"}))
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["domain"], "xn--bcher-kva.example");
-    let (status, body) = send(
-        app.master(Method::POST, "/api/v1/clients")
-            .json(&json!({"name": "Other", "domain": "XN--BCHER-KVA.example"})),
-    )
-    .await;
+    let (status, body) = app
+        .post_client(&json!({"name": "Other", "domain": "XN--BCHER-KVA.example"}))
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (409, Some("conflict")),
@@ -168,11 +154,9 @@ async fn names_and_domains_are_unique_and_domains_are_normalized() {
             .as_str()
             .is_some_and(|m| m.contains("domain"))
     );
-    let (status, body) = send(
-        app.master(Method::POST, "/api/v1/clients")
-            .json(&json!({"name": "Bücher", "domain": "else.example"})),
-    )
-    .await;
+    let (status, body) = app
+        .post_client(&json!({"name": "Bücher", "domain": "else.example"}))
+        .await;
     assert_eq!(status, 409, "{body}");
     assert!(
         body["error"]["message"]
@@ -188,11 +172,9 @@ async fn names_and_domains_are_unique_and_domains_are_normalized() {
     );
     // An update cannot take another client's domain either.
     let other = create_client(&app, "Other", "other.example").await;
-    let (status, _) = send(
-        app.master(Method::PUT, &format!("/api/v1/clients/{other}"))
-            .json(&json!({"domain": "xn--bcher-kva.example"})),
-    )
-    .await;
+    let (status, _) = app
+        .put_client(&other, &json!({"domain": "xn--bcher-kva.example"}))
+        .await;
     assert_eq!(status, 409);
 }
 
@@ -228,13 +210,13 @@ async fn invalid_fields_are_422_naming_the_field() {
         ),
     ];
     for (body, field) in cases {
-        let (status, answer) = send(app.master(Method::POST, "/api/v1/clients").json(&body)).await;
+        let (status, answer) = app.post_client(&body).await;
         assert_eq!(status, 422, "{body} → {answer}");
         assert_eq!(answer["error"]["code"], "validation_failed");
         assert_eq!(answer["error"]["field"], field, "{body} → {answer}");
     }
     assert_eq!(
-        send(app.master(Method::GET, "/api/v1/clients")).await.1["count"],
+        app.list_clients().await.1["count"],
         0,
         "nothing was created"
     );
@@ -414,10 +396,11 @@ async fn tokens_made_by_python_decrypt_and_stored_tokens_decrypt_in_python() {
 
     // What ai-cache stores decrypts with Python's Fernet.
     let id = {
-        let (status, b) = send(app.master(Method::POST, "/api/v1/clients").json(
-            &json!({"name": "New", "domain": "new.example", "gemini_api_key": "gem-ïni-key"}),
-        ))
-        .await;
+        let (status, b) = app
+            .post_client(
+                &json!({"name": "New", "domain": "new.example", "gemini_api_key": "gem-ïni-key"}),
+            )
+            .await;
         assert_eq!(status, 201);
         b["id"]
             .as_str()
@@ -456,7 +439,7 @@ async fn tokens_made_by_python_decrypt_and_stored_tokens_decrypt_in_python() {
 #[tokio::test]
 async fn secrets_never_travel_in_clear_in_events() {
     let app = spawn_api().await;
-    let (status, _) = send(app.master(Method::POST, "/api/v1/clients").json(&json!({"name": "A", "domain": "a.example", "cloudflare_api_token": "PLAINTEXT-CF-TOKEN", "gemini_api_key": "PLAINTEXT-GEMINI"}))).await;
+    let (status, _) = app.post_client(&json!({"name": "A", "domain": "a.example", "cloudflare_api_token": "PLAINTEXT-CF-TOKEN", "gemini_api_key": "PLAINTEXT-GEMINI"})).await;
     assert_eq!(status, 201);
     let stream = app.js().get_stream("CLIENTS").await.expect("stream");
     let raw = stream.get_raw_message(1).await.expect("event");
@@ -476,18 +459,16 @@ async fn rotation_reencrypts_every_secret_with_the_first_key_through_events() {
         },
     )
     .await;
-    let (status, body) = send(
-        app.master(Method::POST, "/api/v1/clients")
-            .json(&json!({"name": "A", "domain": "a.example", "cloudflare_api_token": "cf-token"})),
-    )
-    .await;
+    let (status, body) = app
+        .post_client(
+            &json!({"name": "A", "domain": "a.example", "cloudflare_api_token": "cf-token"}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     let b = create_client(&app, "B", "b.example").await; // no client secrets
-    let (status, hook) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{b}/webhooks"))
-            .json(&json!({"url": "https://hooks.b.example/in"})),
-    )
-    .await;
+    let (status, hook) = app
+        .post_webhook(&b, &json!({"url": "https://hooks.b.example/in"}))
+        .await;
     assert_eq!(status, 201, "{hook}");
 
     let new = Secrets::generate_key();

@@ -128,12 +128,13 @@ async fn a_cloudflare_clients_pages_reach_its_namespace_through_retries_and_leav
     )
     .await;
     let origin = PageOrigin::start().await;
-    let (status, client) = send(app.master(Method::POST, "/api/v1/clients").json(&json!({
-        "name": "CF Site", "domain": "site.test", "cloudflare_account_id": "acct",
-        "cloudflare_api_token": "cf-token-123", "cloudflare_kv_namespace_id": "ns1",
-        "settings": {"crawl_rate_per_minute": 600}
-    })))
-    .await;
+    let (status, client) = app
+        .post_client(&json!({
+            "name": "CF Site", "domain": "site.test", "cloudflare_account_id": "acct",
+            "cloudflare_api_token": "cf-token-123", "cloudflare_kv_namespace_id": "ns1",
+            "settings": {"crawl_rate_per_minute": 600}
+        }))
+        .await;
     assert_eq!(status, 201, "{client}");
     let client = client["id"].as_str().expect("id").to_owned();
     // Cloudflare pushes back once, and drops one key once: both are retried.

@@ -84,12 +84,13 @@ async fn a_dead_letter_re_driven_after_the_fix_completes_the_page() {
     .await;
     let origin = PageOrigin::start().await;
     // A mistyped token: Cloudflare answers 403, which retrying cannot fix.
-    let (status, client) = send(app.master(Method::POST, "/api/v1/clients").json(&json!({
-        "name": "CF Site", "domain": "site.test", "cloudflare_account_id": "acct",
-        "cloudflare_api_token": "a-mistyped-token", "cloudflare_kv_namespace_id": "ns1",
-        "settings": {"crawl_rate_per_minute": 600}
-    })))
-    .await;
+    let (status, client) = app
+        .post_client(&json!({
+            "name": "CF Site", "domain": "site.test", "cloudflare_account_id": "acct",
+            "cloudflare_api_token": "a-mistyped-token", "cloudflare_kv_namespace_id": "ns1",
+            "settings": {"crawl_rate_per_minute": 600}
+        }))
+        .await;
     assert_eq!(status, 201, "{client}");
     let client = client["id"].as_str().expect("id").to_owned();
     let urls = origin.articles(&["/doc".to_owned()]);
@@ -140,7 +141,7 @@ async fn a_dead_letter_re_driven_after_the_fix_completes_the_page() {
     assert_eq!(none["items"], json!([]), "{none}");
 
     // The count is in /health (degraded past the threshold) and /metrics.
-    let (status, health) = send(app.request(Method::GET, "/health")).await;
+    let (status, health) = app.health().await;
     assert_eq!(status, 503, "{health}");
     assert_eq!(health["checks"]["dead_letters"]["count"], 1, "{health}");
     assert!(
@@ -215,11 +216,9 @@ async fn a_dead_letter_re_driven_after_the_fix_completes_the_page() {
     let tail = tokio::task::block_in_place(|| tail_updates(&app, &client));
 
     // The operator fixes the token and re-drives everything.
-    let (status, body) = send(
-        app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
-            .json(&json!({"cloudflare_api_token": "the-right-token"})),
-    )
-    .await;
+    let (status, body) = app
+        .put_client(&client, &json!({"cloudflare_api_token": "the-right-token"}))
+        .await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = send(app.master(Method::POST, "/api/v1/dead-letters/redrive")).await;
     assert_eq!(status, 200, "{body}");
@@ -244,7 +243,7 @@ async fn a_dead_letter_re_driven_after_the_fix_completes_the_page() {
             .any(|l| l.contains("pages.updated") && l.contains(&client)),
         "events tail showed the update: {followed}"
     );
-    let (status, health) = send(app.request(Method::GET, "/health")).await;
+    let (status, health) = app.health().await;
     assert_eq!(health["checks"]["dead_letters"]["count"], 0, "{health}");
     assert_eq!(status, 200, "{health}");
 
@@ -273,7 +272,7 @@ async fn health_turns_degraded_when_a_backlog_passes_its_threshold() {
         },
     )
     .await;
-    let (status, health) = send(app.request(Method::GET, "/health")).await;
+    let (status, health) = app.health().await;
     assert_eq!(status, 200, "nothing waits yet: {health}");
     assert_eq!(health["reasons"], json!([]));
     // One page discovered, and neither projectors nor the scraper running.
@@ -284,7 +283,7 @@ async fn health_turns_degraded_when_a_backlog_passes_its_threshold() {
         .publish(&ai_cache::infra::publish::Outgoing::unique(event))
         .await
         .expect("publish");
-    let (status, health) = send(app.request(Method::GET, "/health")).await;
+    let (status, health) = app.health().await;
     assert_eq!(status, 503, "{health}");
     let reasons = health["reasons"].to_string();
     assert!(

@@ -23,11 +23,7 @@ async fn import(app: &TestApp, client: &str, url: &str, extra: Value) -> (u16, V
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
-    send(
-        app.master(Method::POST, "/api/v1/sitemap/import")
-            .json(&body),
-    )
-    .await
+    app.import_sitemap(&body).await
 }
 
 fn summary(body: &Value) -> (u64, u64, u64, u64, u64) {
@@ -159,11 +155,9 @@ async fn off_domain_private_and_invalid_urls_are_errors_with_reasons_and_the_res
         assert!(details.contains(reason), "{reason} in {details}");
     }
     // With subdomains allowed, www.site.test is accepted.
-    let (status, _) = send(
-        app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
-            .json(&json!({"settings": {"allow_subdomains": true}})),
-    )
-    .await;
+    let (status, _) = app
+        .put_client(&client, &json!({"settings": {"allow_subdomains": true}}))
+        .await;
     assert_eq!(status, 200);
     let (_, body) = import(&app, &client, &origin.url("/mixed.xml"), json!({})).await;
     assert_eq!(
@@ -385,11 +379,11 @@ async fn a_50000_url_index_stops_at_the_safety_limit_with_a_correct_summary() {
 #[tokio::test]
 async fn the_preview_shows_the_first_100_urls_and_creates_nothing() {
     let (app, origin, _) = setup(Robots::Variant("robots-with-sitemapindex")).await;
-    let (status, body) = send(
-        app.master(Method::POST, "/api/v1/sitemap/parse")
-            .json(&json!({"sitemap_url": origin.url("/sitemapindex-1.xml"), "recursive": true})),
-    )
-    .await;
+    let (status, body) = app
+        .parse_sitemap(
+            &json!({"sitemap_url": origin.url("/sitemapindex-1.xml"), "recursive": true}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (body["total_urls"].as_u64(), body["truncated"].as_bool()),
@@ -399,11 +393,9 @@ async fn the_preview_shows_the_first_100_urls_and_creates_nothing() {
         body["urls"][0],
         json!({"loc": origin.url("/page-01"), "lastmod": "2024-02-12T12:34:56+01:00", "priority": "0.5", "changefreq": "always"})
     );
-    let (_, big) = send(
-        app.master(Method::POST, "/api/v1/sitemap/parse")
-            .json(&json!({"sitemap_url": origin.url("/big-60k.xml")})),
-    )
-    .await;
+    let (_, big) = app
+        .parse_sitemap(&json!({"sitemap_url": origin.url("/big-60k.xml")}))
+        .await;
     assert_eq!(
         (
             big["urls"].as_array().map(Vec::len),
@@ -418,11 +410,7 @@ async fn the_preview_shows_the_first_100_urls_and_creates_nothing() {
 async fn urls_are_added_by_hand_and_pages_are_found_by_id_and_by_url() {
     let (app, origin, client) = setup(Robots::None).await;
     let urls = json!({"urls": [origin.url("/a"), origin.url("/b?x=1#frag"), origin.url("/a"), "https://elsewhere.example/", "nonsense"]});
-    let (status, body) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/pages"))
-            .json(&urls),
-    )
-    .await;
+    let (status, body) = app.post_pages(&client, &urls).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(summary(&body), (5, 2, 1, 0, 2), "{body}");
     let (status, page) = send(app.master(
@@ -450,11 +438,7 @@ async fn urls_are_added_by_hand_and_pages_are_found_by_id_and_by_url() {
     ))
     .await;
     assert_eq!(status, 404);
-    let (status, body) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/pages"))
-            .json(&json!({"urls": []})),
-    )
-    .await;
+    let (status, body) = app.post_pages(&client, &json!({"urls": []})).await;
     assert_eq!(
         (status, body["error"]["field"].as_str()),
         (422, Some("urls"))
@@ -470,17 +454,11 @@ async fn client_keys_reach_only_their_own_pages_and_imports() {
     let (app, origin, a) = setup(Robots::None).await;
     let b = create_client(&app, "Other", "other.test").await;
     let b_url = origin.url("/page-01").replace("site.test", "other.test");
-    let (status, _) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{b}/pages"))
-            .json(&json!({"urls": [b_url]})),
-    )
-    .await;
+    let (status, _) = app.post_pages(&b, &json!({"urls": [b_url]})).await;
     assert_eq!(status, 200);
-    let (_, key) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{a}/keys"))
-            .json(&json!({"scopes": ["read", "write"]})),
-    )
-    .await;
+    let (_, key) = app
+        .post_key(&a, &json!({"scopes": ["read", "write"]}))
+        .await;
     let key = key["key"].as_str().expect("key").to_owned();
     let (_, b_pages) =
         send(app.master(Method::GET, &format!("/api/v1/sitemap/client/{b}/pages"))).await;

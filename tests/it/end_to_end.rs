@@ -113,11 +113,9 @@ async fn every_page_is_served_and_announced_once_per_change() {
         .subscribe("pages.updated.>")
         .await
         .expect("subscribe");
-    let (status, body) = send(
-        app.master(Method::POST, "/api/v1/sitemap/import")
-            .json(&json!({"client_id": client, "sitemap_url": origin.url("/sitemap.xml")})),
-    )
-    .await;
+    let (status, body) = app
+        .import_sitemap(&json!({"client_id": client, "sitemap_url": origin.url("/sitemap.xml")}))
+        .await;
     assert_eq!(
         (status, body["summary"]["created"].as_u64()),
         (200, Some(5)),
@@ -197,7 +195,7 @@ async fn every_page_is_served_and_announced_once_per_change() {
             .collect()
     };
     for id in &ids[..2] {
-        send(app.master(Method::POST, &format!("/api/v1/pages/{id}/refresh"))).await;
+        app.refresh_page(&id).await;
     }
     let msg = tokio::time::timeout(Duration::from_secs(30), updates.next())
         .await

@@ -27,7 +27,7 @@ async fn setup(options: Options, client_key: Option<&str>) -> Setup {
     if let Some(k) = client_key {
         body["gemini_api_key"] = k.into();
     }
-    let (status, created) = send(app.master(Method::POST, "/api/v1/clients").json(&body)).await;
+    let (status, created) = app.post_client(&body).await;
     assert_eq!(status, 201, "{created}");
     Setup {
         client: created["id"].as_str().expect("id").to_owned(),

@@ -76,11 +76,9 @@ async fn bad_text_gets_a_clear_error_never_a_dropped_connection_or_a_5xx() {
             answer(app.master(Method::GET, &format!("/api/v1/clients/by-domain/{domain}"))).await;
         assert!(matches!(status, 400 | 404), "{domain}: {status}");
     }
-    let (status, body) = send(
-        app.master(Method::POST, "/api/v1/clients")
-            .json(&json!({"name": "IDN", "domain": "例え.テスト"})),
-    )
-    .await;
+    let (status, body) = app
+        .post_client(&json!({"name": "IDN", "domain": "例え.テスト"}))
+        .await;
     assert_eq!(
         (status, body["domain"].as_str()),
         (201, Some("xn--r8jz45g.xn--zckzah")),
@@ -132,12 +130,13 @@ async fn a_visit_with_nul_in_its_headers_is_stored_not_lost() {
     let app =
         TestApp::with_roles(&[ai_cache::app::Role::Api, ai_cache::app::Role::Projections]).await;
     let client = create_client(&app, "Site", "site.test").await;
-    let (status, body) = send(app.master(Method::POST, "/api/v1/visits").json(&json!({
-        "client_id": client, "url": "https://site.test/p",
-        "user_agent": "GPTBot\u{0}/1.2", "referrer": "https://r.test/\u{0}",
-        "cf_worker": "w\u{0}", "timestamp": "2026-11-30T10:00:00Z"
-    })))
-    .await;
+    let (status, body) = app
+        .post_visit(&json!({
+            "client_id": client, "url": "https://site.test/p",
+            "user_agent": "GPTBot\u{0}/1.2", "referrer": "https://r.test/\u{0}",
+            "cf_worker": "w\u{0}", "timestamp": "2026-11-30T10:00:00Z"
+        }))
+        .await;
     assert_eq!(
         (status, body["accepted"].as_u64()),
         (202, Some(1)),
@@ -198,7 +197,7 @@ async fn half_open_connections_are_closed_on_time_while_health_answers() {
         }
         sockets.push(socket);
     }
-    let (status, body) = send(app.request(Method::GET, "/health")).await;
+    let (status, body) = app.health().await;
     assert_eq!(status, 200, "{body}");
     for (i, mut socket) in sockets.into_iter().enumerate() {
         let mut answer = Vec::new();
@@ -247,11 +246,7 @@ fn index(children: &[String]) -> Page {
 }
 
 async fn preview(app: &TestApp, url: &str) -> serde_json::Value {
-    let (status, body) = send(
-        app.master(Method::POST, "/api/v1/sitemap/parse")
-            .json(&json!({"sitemap_url": url})),
-    )
-    .await;
+    let (status, body) = app.parse_sitemap(&json!({"sitemap_url": url})).await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -280,11 +275,9 @@ async fn failed_child_sitemaps_count_toward_the_cap_and_errors_are_capped() {
 
     // The same rules and report for an import.
     let client = create_client(&app, "S", "site.test").await;
-    let (status, body) = send(
-        app.master(Method::POST, "/api/v1/sitemap/import")
-            .json(&json!({"client_id": client, "sitemap_url": origin.url("/index.xml")})),
-    )
-    .await;
+    let (status, body) = app
+        .import_sitemap(&json!({"client_id": client, "sitemap_url": origin.url("/index.xml")}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["summary"]["truncated"], true, "{body}");
     assert_eq!(body["summary"]["error_details_left_out"], 900, "{body}");
@@ -445,20 +438,14 @@ async fn an_inactive_client_is_paused_and_its_keys_read_but_do_not_write() {
     let app =
         TestApp::with_roles(&[ai_cache::app::Role::Api, ai_cache::app::Role::Projections]).await;
     let client = create_client(&app, "Paused", "site.test").await;
-    let (status, key) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/keys"))
-            .json(&json!({"scopes": ["read", "write"], "name": "k"})),
-    )
-    .await;
+    let (status, key) = app
+        .post_key(&client, &json!({"scopes": ["read", "write"], "name": "k"}))
+        .await;
     assert_eq!(status, 201, "{key}");
     let key = key["key"].as_str().expect("key").to_owned();
     let with_key =
         |method: Method, path: String| app.request(method, &path).header("X-API-Key", key.as_str());
-    let (status, body) = send(
-        app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
-            .json(&json!({"is_active": false})),
-    )
-    .await;
+    let (status, body) = app.put_client(&client, &json!({"is_active": false})).await;
     assert_eq!(status, 200, "{body}");
     let add = json!({"urls": ["http://site.test/a"]});
     // Reading still works; writing does not, and nothing starts the paused pipeline.
@@ -480,11 +467,7 @@ async fn an_inactive_client_is_paused_and_its_keys_read_but_do_not_write() {
         );
     }
     // The operator activates it again: the key writes again.
-    let (status, _) = send(
-        app.master(Method::PUT, &format!("/api/v1/clients/{client}"))
-            .json(&json!({"is_active": true})),
-    )
-    .await;
+    let (status, _) = app.put_client(&client, &json!({"is_active": true})).await;
     assert_eq!(status, 200);
     let (status, body) =
         send(with_key(Method::POST, format!("/api/v1/clients/{client}/pages")).json(&add)).await;

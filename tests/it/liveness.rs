@@ -15,10 +15,9 @@ use ai_cache::events::{Event, PageEvent};
 use ai_cache::infra::blobs::BlobStore;
 use ai_cache::pipeline::markdown::MarkdownStage;
 use ai_cache::pipeline::runtime::{ConsumerRuntime, Delivery, RuntimeOptions, Step, StepError};
-use reqwest::Method;
 use tokio::sync::Notify;
 
-use crate::clients::{create_client, send};
+use crate::clients::create_client;
 use crate::harness::{Options, TestApp, eventually, stream_count};
 use crate::page_origin::PageOrigin;
 
@@ -280,7 +279,7 @@ async fn impatient(roles: &[Role]) -> TestApp {
 }
 
 async fn health_reasons(app: &TestApp) -> (u16, Vec<String>) {
-    let (status, body) = send(app.request(Method::GET, "/health")).await;
+    let (status, body) = app.health().await;
     let reasons = body["reasons"]
         .as_array()
         .map(|r| {

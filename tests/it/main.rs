@@ -26,6 +26,7 @@ mod page_origin;
 mod parsers;
 mod projections;
 mod reprocess;
+mod routes;
 mod runtime;
 mod scraper;
 mod shared_limits;

@@ -76,11 +76,7 @@ async fn count(app: &TestApp, event_type: &str) -> u64 {
 
 /// Requests a run and waits until it is done; returns its final view.
 async fn reprocess(app: &TestApp, client: &str, body: Value) -> Value {
-    let (status, run) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/reprocess"))
-            .json(&body),
-    )
-    .await;
+    let (status, run) = app.post_reprocess(&client, &body).await;
     assert_eq!(status, 202, "{run}");
     let id = run["id"].as_str().expect("id").to_owned();
     eventually_ok(Duration::from_secs(30), || {
@@ -131,8 +127,7 @@ async fn a_generator_version_bump_regenerates_exactly_the_affected_pages() {
 
     // The history of a page: every step, in order, from the stream.
     let same_b = page_id(&urls[1]);
-    let (status, history) =
-        send(app.master(Method::GET, &format!("/api/v1/pages/{same_b}/events"))).await;
+    let (status, history) = app.get_page_events(&same_b).await;
     assert_eq!(status, 200, "{history}");
     let types: Vec<&str> = history["items"]
         .as_array()
@@ -179,7 +174,7 @@ async fn a_generator_version_bump_regenerates_exactly_the_affected_pages() {
     assert_eq!(rest["items"].as_array().map(Vec::len), Some(5), "{rest}");
     assert_eq!(rest["items"][0]["type"], "pages.content_changed");
 
-    let (_, before) = send(app.master(Method::GET, &format!("/api/v1/pages/{same_b}"))).await;
+    let (_, before) = app.get_page(&same_b).await;
     // The new generator version is deployed, then the client reprocessed from `markdown`.
     stop_first.cancel();
     first.await.expect("stopped");
@@ -201,7 +196,7 @@ async fn a_generator_version_bump_regenerates_exactly_the_affected_pages() {
     })
     .await;
     let changed = page_id(&urls[0]);
-    let (_, row) = send(app.master(Method::GET, &format!("/api/v1/pages/{same_b}"))).await;
+    let (_, row) = app.get_page(&same_b).await;
     assert_eq!(
         row["last_changed_at"], before["last_changed_at"],
         "a re-sent change is not a new change: {row}"
@@ -222,8 +217,7 @@ async fn a_generator_version_bump_regenerates_exactly_the_affected_pages() {
         4,
         "nothing is uploaded for the pages whose output did not change"
     );
-    let (_, history) =
-        send(app.master(Method::GET, &format!("/api/v1/pages/{changed}/events"))).await;
+    let (_, history) = app.get_page_events(&changed).await;
     let made: Vec<&Value> = history["items"]
         .as_array()
         .expect("items")
@@ -241,8 +235,7 @@ async fn a_generator_version_bump_regenerates_exactly_the_affected_pages() {
     );
 
     // The history shows the reprocessing.
-    let (_, history) =
-        send(app.master(Method::GET, &format!("/api/v1/pages/{same_b}/events"))).await;
+    let (_, history) = app.get_page_events(&same_b).await;
     let tail: Vec<&str> = history["items"]
         .as_array()
         .expect("items")
@@ -293,18 +286,11 @@ async fn a_generator_version_bump_regenerates_exactly_the_affected_pages() {
     );
 
     // Bad requests are clear.
-    let (status, body) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/reprocess"))
-            .json(&json!({"from_stage": "everything"})),
-    )
-    .await;
+    let (status, body) = app
+        .post_reprocess(&client, &json!({"from_stage": "everything"}))
+        .await;
     assert!(status == 400 || status == 422, "{status} {body}");
-    let (status, body) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/reprocess")).json(
-            &json!({"from_stage": "render", "since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}),
-        ),
-    )
-    .await;
+    let (status, body) = app.post_reprocess(&client, &json!({"from_stage": "render", "since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"})).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["field"], "until");
     let (status, _) = send(app.master(

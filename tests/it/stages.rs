@@ -40,11 +40,7 @@ async fn a_fetched_page_becomes_markdown_and_minimal_html() {
     let client = create_client(&app, "Site", "site.test").await;
     origin.set("/article", Page::html(ARTICLE));
     let url = origin.url("/article");
-    let (status, _) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/pages"))
-            .json(&json!({"urls": [url]})),
-    )
-    .await;
+    let (status, _) = app.post_pages(&client, &json!({"urls": [url]})).await;
     assert_eq!(status, 200);
     let by_url = format!(
         "/api/v1/clients/{client}/pages/by-url?url={}",

@@ -193,20 +193,15 @@ async fn a_batch_is_classified_verified_hashed_and_counted_once_however_often_it
     );
 
     // The master key names the client; a key of this client cannot report for another.
-    let (status, body) = send(
-        app.master(Method::POST, "/api/v1/visits")
-            .json(&json!({"url": "https://site.test/m", "user_agent": GPTBOT, "timestamp": at})),
-    )
-    .await;
+    let (status, body) = app
+        .post_visit(&json!({"url": "https://site.test/m", "user_agent": GPTBOT, "timestamp": at}))
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (422, Some("client_id_required")),
         "{body}"
     );
-    let (status, body) = send(app.master(Method::POST, "/api/v1/visits").json(
-        &json!({"client_id": client, "url": "https://site.test/m", "user_agent": GPTBOT, "timestamp": at}),
-    ))
-    .await;
+    let (status, body) = app.post_visit(&json!({"client_id": client, "url": "https://site.test/m", "user_agent": GPTBOT, "timestamp": at})).await;
     assert_eq!(
         (status, body["accepted"].as_u64()),
         (202, Some(1)),
@@ -295,22 +290,16 @@ async fn catch_up(app: &TestApp, name: &str) {
 async fn visits_wait_in_the_stream_while_the_projection_is_away_and_none_is_lost() {
     // No projection role runs: the API takes visits all the same.
     let app = TestApp::with_roles(&[Role::Api]).await;
-    let (status, body) = send(
-        app.master(Method::POST, "/api/v1/clients")
-            .json(&json!({"name": "Site", "domain": "site.test"})),
-    )
-    .await;
+    let (status, body) = app
+        .post_client(&json!({"name": "Site", "domain": "site.test"}))
+        .await;
     assert_eq!(
         status, 202,
         "without projections the write is accepted, not yet visible: {body}"
     );
     let client = body["id"].as_str().expect("id").to_owned();
     catch_up(&app, "clients").await;
-    let (status, body) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/keys"))
-            .json(&json!({"scopes": ["ingest"]})),
-    )
-    .await;
+    let (status, body) = app.post_key(&client, &json!({"scopes": ["ingest"]})).await;
     assert!(matches!(status, 201 | 202), "{body}");
     let key = body["key"].as_str().expect("key").to_owned();
     catch_up(&app, "clients").await;

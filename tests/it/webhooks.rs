@@ -123,11 +123,7 @@ async fn a_receiver_failing_twice_gets_the_signed_event_on_the_third_try() {
 
     let (hook_url, receiver) = start_receiver(2).await;
     let client = create_client(&app, "Site", "site.test").await;
-    let (status, created) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/webhooks"))
-            .json(&json!({"url": hook_url})),
-    )
-    .await;
+    let (status, created) = app.post_webhook(&client, &json!({"url": hook_url})).await;
     assert_eq!(status, 201, "{created}");
     let secret = created["secret"].as_str().expect("secret").to_owned();
     assert!(secret.starts_with("whsec_"));
@@ -135,8 +131,7 @@ async fn a_receiver_failing_twice_gets_the_signed_event_on_the_third_try() {
     let webhook = created["id"].as_str().expect("id").to_owned();
 
     // Listed without its secret; stored only as a Fernet token.
-    let (_, listed) =
-        send(app.master(Method::GET, &format!("/api/v1/clients/{client}/webhooks"))).await;
+    let (_, listed) = app.get_webhooks(&client).await;
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
     assert!(!listed.to_string().contains(&secret), "{listed}");
     let stored: Vec<u8> = sqlx::query_scalar("SELECT secret_encrypted FROM webhooks")
@@ -209,21 +204,20 @@ async fn a_receiver_failing_twice_gets_the_signed_event_on_the_third_try() {
     assert_eq!(attempts, [(3, true, 204), (2, false, 500), (1, false, 500)]);
 
     // Bad targets are refused with a clear error; removal stops deliveries.
-    let (status, body) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/webhooks"))
-            .json(&json!({"url": "ftp://example.com/hook"})),
-    )
-    .await;
+    let (status, body) = app
+        .post_webhook(&client, &json!({"url": "ftp://example.com/hook"}))
+        .await;
     assert_eq!(
         (status, body["error"]["field"].as_str()),
         (422, Some("url")),
         "{body}"
     );
-    let (status, body) = send(
-        app.master(Method::POST, &format!("/api/v1/clients/{client}/webhooks"))
-            .json(&json!({"url": hook_url, "events": ["clients.registered"]})),
-    )
-    .await;
+    let (status, body) = app
+        .post_webhook(
+            &client,
+            &json!({"url": hook_url, "events": ["clients.registered"]}),
+        )
+        .await;
     assert_eq!(
         (status, body["error"]["field"].as_str()),
         (422, Some("events")),
@@ -235,8 +229,7 @@ async fn a_receiver_failing_twice_gets_the_signed_event_on_the_third_try() {
     ))
     .await;
     assert_eq!(status, 200);
-    let (_, listed) =
-        send(app.master(Method::GET, &format!("/api/v1/clients/{client}/webhooks"))).await;
+    let (_, listed) = app.get_webhooks(&client).await;
     assert_eq!(listed, json!([]));
     stop.cancel();
 }
