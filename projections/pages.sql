@@ -41,6 +41,12 @@ SELECT id, sitemap_url, lastmod, changefreq, priority FROM pages WHERE id = ANY(
 -- How many of a client's pages there are (with content or not).
 SELECT count(*) FROM pages p WHERE p.client_id = $1 AND ($2::bool IS NULL OR (p.content_hash IS NOT NULL) = $2);
 
+-- name: counts_by_status_and_stage
+-- How many pages each client has in each status and stage (`$1` one client, or NULL for all).
+SELECT client_id, status, stage, count(*) AS pages FROM pages
+    WHERE ($1::uuid IS NULL OR client_id = $1)
+    GROUP BY client_id, status, stage ORDER BY client_id, status, stage;
+
 -- name: refreshable
 -- A client's pages a refresh asks for (all but removed ones).
 SELECT id FROM pages WHERE client_id = $1 AND status <> 'removed' ORDER BY created_at, id;

@@ -1,11 +1,10 @@
 //! The `ai-cache` binary: parse the command line, start logging, hand over.
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = ai_cache::cli::Cli::parse();
-    ai_cache::telemetry::init_logging(cli.config.log_format);
+    // The command line, then the environment, then the dev stack's settings (`.data/dev.env`).
+    let cli = ai_cache::cli::parse();
+    ai_cache::telemetry::init_logging(cli.config.log_format, cli.command.log_level());
     match cli.run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

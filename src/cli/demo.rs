@@ -25,11 +25,7 @@ pub const HOST: &str = "demo.ai-cache.test";
 pub async fn serve(data_dir: &Path) -> anyhow::Result<u16> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let port_file = data_dir.join("demo_port");
-    let previous: Option<u16> = std::fs::read_to_string(&port_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    let listener = match previous {
+    let listener = match super::dev_env::remembered_port(data_dir, "demo") {
         Some(port) => match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
             Ok(l) => l,
             Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
@@ -37,8 +33,7 @@ pub async fn serve(data_dir: &Path) -> anyhow::Result<u16> {
         None => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
     };
     let port = listener.local_addr()?.port();
-    std::fs::write(&port_file, port.to_string())
-        .with_context(|| format!("writing {}", port_file.display()))?;
+    super::dev_env::remember_port(data_dir, "demo", port)?;
     let base = format!("http://{HOST}:{port}");
     let app = axum::Router::new().fallback(move |uri: Uri| {
         let base = base.clone();

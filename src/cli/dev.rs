@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use super::dev_env;
 use crate::app::{self, Backbone, Role};
 use crate::config::Config;
 use crate::infra::localstack::{self, Durability, LocalNats, LocalPostgres};
@@ -43,6 +44,7 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<()> {
     };
     let api_server = super::api_if_wanted(&config, &backbone, &Role::ALL).await?;
     let api = api_server.as_ref().and_then(|(l, _)| l.local_addr().ok());
+    dev_env::write(&data_dir, &settings(&config, &servers))?;
     print_banner(api, &servers, &data_dir);
     let setup = super::setup(&config, api_server);
     let roles = {
@@ -74,10 +76,12 @@ impl LocalServers {
             None => {
                 let dir = data_dir.join("nats");
                 let conf = Some(PathBuf::from("nats.conf")).filter(|p| p.exists());
+                let port = localstack::port_or_free(dev_env::remembered_port(data_dir, "nats"))?;
                 let nats = tokio::task::spawn_blocking(move || {
-                    LocalNats::start(&dir, conf.as_deref(), false)
+                    LocalNats::start_on(&dir, conf.as_deref(), false, port)
                 })
                 .await??;
+                dev_env::remember_port(data_dir, "nats", port)?;
                 (nats.url(), Some(nats))
             }
         };
@@ -86,10 +90,13 @@ impl LocalServers {
             None => {
                 let dir = localstack::postgres_dir(&data_dir.join("postgres"));
                 println!("PostgreSQL data: {}", dir.display());
+                let port =
+                    localstack::port_or_free(dev_env::remembered_port(data_dir, "postgres"))?;
                 let pg = tokio::task::spawn_blocking(move || {
-                    LocalPostgres::start(&dir, Durability::Durable, false)
+                    LocalPostgres::start_on(&dir, Durability::Durable, false, port)
                 })
                 .await??;
+                dev_env::remember_port(data_dir, "postgres", port)?;
                 localstack::ensure_database(&pg.url("postgres"), "aicache").await?;
                 (pg.url("aicache"), Some(pg))
             }
@@ -122,6 +129,35 @@ fn with_dev_keys(config: &Config, data_dir: &Path) -> anyhow::Result<Config> {
         )?);
     }
     Ok(config)
+}
+
+/// What the commands run beside the dev stack need: its servers, its keys, its fetch settings.
+fn settings(config: &Config, servers: &LocalServers) -> Vec<(&'static str, String)> {
+    let mut settings = vec![
+        ("DATABASE_URL", servers.db_url.clone()),
+        ("NATS_URL", servers.nats_url.clone()),
+    ];
+    if let Some(key) = &config.api.master_api_key {
+        settings.push(("MASTER_API_KEY", key.clone()));
+    }
+    match (&config.api.fernet_keys, &config.api.fernet_key) {
+        (Some(keys), _) => settings.push(("FERNET_KEYS", keys.clone())),
+        (None, Some(key)) => settings.push(("FERNET_KEY", key.clone())),
+        (None, None) => {}
+    }
+    if !config.fetch.fetch_resolve.is_empty() {
+        let resolve: Vec<String> = config
+            .fetch
+            .fetch_resolve
+            .iter()
+            .map(|(host, ip)| format!("{host}={ip}"))
+            .collect();
+        settings.push(("FETCH_RESOLVE", resolve.join(",")));
+    }
+    if config.fetch.allow_private_networks {
+        settings.push(("ALLOW_PRIVATE_NETWORKS", "true".into()));
+    }
+    settings
 }
 
 /// Where everything is, once it runs.

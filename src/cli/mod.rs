@@ -5,9 +5,11 @@ pub mod bots;
 mod deadletters;
 mod demo;
 mod dev;
+mod dev_env;
 mod extract;
 mod ops;
 mod sitemap;
+mod status;
 mod subscribers;
 mod tenants;
 
@@ -15,6 +17,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+pub use dev_env::parse;
 
 use crate::app::{self, Backbone, Role};
 use crate::config::Config;
@@ -58,6 +62,18 @@ pub enum Command {
     Replay {
         #[command(subcommand)]
         command: ReplayCommand,
+    },
+    /// Every client's pages by status and stage, what each stage holds, dead letters.
+    Status {
+        /// Only this client (id or domain).
+        #[arg(long)]
+        client: Option<String>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Redraw every this many seconds until Ctrl-C.
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
     },
     /// Event history: a page's whole history, or live events.
     Events {
@@ -149,6 +165,17 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The default log level: what the services do is worth a line; a tool's output is its
+    /// answer, so only its warnings go to the terminal.
+    pub fn log_level(&self) -> &'static str {
+        match self {
+            Self::Dev | Self::Run { .. } | Self::Bench { .. } => "info",
+            _ => "warn",
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum StreamsCommand {
     /// Create or update every stream and durable consumer; reports what changed.
@@ -194,6 +221,11 @@ impl Cli {
             Command::Sitemap { command } => sitemap::run(&config, command).await,
             Command::DeadLetters { command } => deadletters::run(&config, command).await,
             Command::Events { command } => ops::events(&config, command).await,
+            Command::Status {
+                client,
+                json,
+                watch,
+            } => status::run(&config, client, json, watch).await,
             Command::Reprocess { command } => ops::reprocess(&config, command).await,
             Command::Client { command } => tenants::client(&config, command).await,
             Command::Key { command } => tenants::key(&config, command).await,

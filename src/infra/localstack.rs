@@ -94,6 +94,15 @@ pub fn free_port() -> Result<u16, LocalStackError> {
         .port())
 }
 
+/// `preferred` when it is free (a port kept from an earlier run, so addresses stay the same),
+/// else any free port.
+pub fn port_or_free(preferred: Option<u16>) -> Result<u16, LocalStackError> {
+    match preferred {
+        Some(port) if TcpListener::bind(("127.0.0.1", port)).is_ok() => Ok(port),
+        _ => free_port(),
+    }
+}
+
 /// Starts a watchdog that, once `parent` has exited, sends SIGINT to `child` and, when
 /// `remove` is given, deletes that directory after the child has exited.
 fn spawn_watchdog(child: u32, remove: Option<&Path>) -> Result<(), LocalStackError> {
@@ -150,12 +159,22 @@ impl LocalNats {
         config: Option<&Path>,
         remove_on_exit: bool,
     ) -> Result<Self, LocalStackError> {
+        Self::start_on(dir, config, remove_on_exit, free_port()?)
+    }
+
+    /// [`LocalNats::start`] on `port`.
+    pub fn start_on(
+        dir: &Path,
+        config: Option<&Path>,
+        remove_on_exit: bool,
+        port: u16,
+    ) -> Result<Self, LocalStackError> {
         let mut nats = Self {
             child: None,
             bin: find_nats_server()?,
             dir: dir.to_path_buf(),
             config: config.map(Path::to_path_buf),
-            port: free_port()?,
+            port,
             remove_on_exit,
         };
         nats.spawn()?;
@@ -294,6 +313,16 @@ impl LocalPostgres {
         durability: Durability,
         remove_on_exit: bool,
     ) -> Result<Self, LocalStackError> {
+        Self::start_on(dir, durability, remove_on_exit, free_port()?)
+    }
+
+    /// [`LocalPostgres::start`] on `port`.
+    pub fn start_on(
+        dir: &Path,
+        durability: Durability,
+        remove_on_exit: bool,
+        port: u16,
+    ) -> Result<Self, LocalStackError> {
         let owner = if nix::unistd::geteuid().is_root() {
             let user = User::from_name("postgres")
                 .map_err(|e| LocalStackError::Failed(format!("looking up user postgres: {e}")))?
@@ -306,7 +335,7 @@ impl LocalPostgres {
             child: None,
             bin_dir: find_postgres_bin_dir()?,
             dir: dir.to_path_buf(),
-            port: free_port()?,
+            port,
             durability,
             owner,
             remove_on_exit,

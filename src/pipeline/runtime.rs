@@ -6,9 +6,9 @@
 //! - Permanent failure, undecodable event or a panicking step: copy to DEADLETTER, then term.
 //! - Transient failure on the last allowed delivery (`max_deliver` of the consumer): copy to
 //!   DEADLETTER, then term.
-//! - Deferred (not a failure: the step may not run yet): nak with the delay; on the last
-//!   allowed delivery the message is handed to the stage's re-drive consumer instead, with a
-//!   fresh budget, so waiting for a host's turn never dead-letters a page.
+//! - Deferred (not a failure: the step may not run yet): nak with the delay the first time;
+//!   deferred again, the message is handed to the stage's re-drive consumer as a fresh copy,
+//!   so deferrals never use up the deliveries failures are allowed and never dead-letter.
 //! - A message that used up `max_deliver` without any decision (the process died on every
 //!   delivery) is dead-lettered from the server's max-deliveries advisory.
 //! - Long steps send in-progress acks so the server does not redeliver them meanwhile.
@@ -61,8 +61,8 @@ pub enum StepError {
     #[error("{message}")]
     Permanent { message: String },
     /// Not a failure: the step may not run yet (its host's turn is further away). The
-    /// message comes back after `until`, and waiting never dead-letters it: on its last
-    /// allowed delivery it is handed to the stage's re-drive consumer with a fresh budget.
+    /// message comes back after `until`, and waiting never dead-letters it: deferred again,
+    /// it is handed to the stage's re-drive consumer as a fresh copy.
     #[error("{message}")]
     Deferred { message: String, until: Duration },
 }
@@ -574,15 +574,9 @@ impl<S> Inner<S> {
                 self.dead_letter(msg, delivery, DeadLetterKind::RetriesExhausted, &message)
                     .await
             }
-            Err(StepError::Deferred { message, until })
-                if delivery.delivered < limits.max_deliver =>
-            {
-                tracing::debug!(stage, nats.seq = seq, delivered = delivery.delivered, retry_in_ms = until.as_millis() as u64, reason = %message, "step deferred");
-                let _ = msg.ack_with(AckKind::Nak(Some(until))).await;
-                "deferred"
-            }
-            Err(StepError::Deferred { message, .. }) => {
-                self.hand_off(msg, delivery, &message).await
+            Err(StepError::Deferred { message, until }) => {
+                self.defer(msg, delivery, limits.max_deliver, &message, until)
+                    .await
             }
             Err(StepError::Permanent { message }) => {
                 self.dead_letter(msg, delivery, DeadLetterKind::Permanent, &message)
@@ -591,10 +585,54 @@ impl<S> Inner<S> {
         }
     }
 
-    /// A message deferred on its last allowed delivery starts again on the stage's re-drive
-    /// consumer (same step, a fresh delivery budget), so waiting never dead-letters it. It
-    /// keeps its origin; the copy's id makes a second copy impossible if this process dies
-    /// before the ack. A stage without a re-drive consumer dead-letters it instead.
+    /// A deferred step is not a failure. Its first deferral waits with a nak; a message
+    /// deferred again is handed to the stage's re-drive consumer as a fresh copy (its
+    /// deliveries count from 1 again), so waiting never uses up the deliveries its failures are
+    /// allowed and never dead-letters it. A stage without a re-drive consumer naks instead,
+    /// and dead-letters on the last delivery.
+    async fn defer(
+        &self,
+        msg: &jetstream::Message,
+        delivery: &Delivery,
+        max_deliver: u64,
+        reason: &str,
+        until: Duration,
+    ) -> &'static str {
+        let stage = self.stage.as_str();
+        let wait = |until: Duration| async move {
+            tracing::debug!(
+                stage,
+                nats.seq = delivery.stream_seq,
+                delivered = delivery.delivered,
+                retry_in_ms = until.as_millis() as u64,
+                reason,
+                "step deferred"
+            );
+            let _ = msg.ack_with(AckKind::Nak(Some(until))).await;
+            "deferred"
+        };
+        if delivery.delivered <= 1 {
+            return wait(until).await;
+        }
+        match self.has_redrive_consumer().await {
+            Ok(true) => self.hand_off(msg, delivery, reason).await,
+            Ok(false) if delivery.delivered < max_deliver => wait(until).await,
+            Ok(false) => {
+                let why = format!("{reason} (deferred on every delivery, no re-drive consumer)");
+                self.dead_letter(msg, delivery, DeadLetterKind::RetriesExhausted, &why)
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(stage, nats.seq = delivery.stream_seq, error = %e, "cannot hand a deferred message on, will retry");
+                let _ = msg.ack_with(AckKind::Nak(Some(self.backoff_for(1)))).await;
+                "retry"
+            }
+        }
+    }
+
+    /// Hands a deferred message to the stage's re-drive consumer: a copy with its origin
+    /// (whose id makes a second copy impossible if this process dies before the ack), then
+    /// the ack.
     async fn hand_off(
         &self,
         msg: &jetstream::Message,
@@ -602,23 +640,14 @@ impl<S> Inner<S> {
         reason: &str,
     ) -> &'static str {
         let stage = self.stage.as_str();
-        let handed = match self.has_redrive_consumer().await {
-            Ok(true) => self.copy_to_redrive(msg, delivery).await,
-            Ok(false) => {
-                let why = format!("{reason} (deferred on every delivery, no re-drive consumer)");
-                return self
-                    .dead_letter(msg, delivery, DeadLetterKind::RetriesExhausted, &why)
-                    .await;
-            }
-            Err(e) => Err(e),
-        };
-        match handed {
+        match self.copy_to_redrive(msg, delivery).await {
             Ok(()) => {
                 tracing::info!(
                     stage,
                     nats.seq = delivery.stream_seq,
+                    delivered = delivery.delivered,
                     reason,
-                    "deferred on its last delivery: handed to the re-drive consumer"
+                    "deferred again: handed to the re-drive consumer"
                 );
                 let _ = msg.ack().await;
                 "handed_off"

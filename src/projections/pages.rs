@@ -271,6 +271,26 @@ pub async fn find(
 
 /// A page of a client's pages, oldest first, with the total; `has_content` filters on whether
 /// raw HTML was fetched.
+/// How many pages are in one status and stage, for one client.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct StatusCount {
+    pub client_id: Uuid,
+    pub status: String,
+    pub stage: String,
+    pub pages: i64,
+}
+
+/// Pages by client, status and stage (one client, or all).
+pub async fn counts_by_status_and_stage(
+    db: &sqlx::PgPool,
+    client: Option<Uuid>,
+) -> Result<Vec<StatusCount>, sqlx::Error> {
+    sqlx::query_as(sql::pages::COUNTS_BY_STATUS_AND_STAGE)
+        .bind(client)
+        .fetch_all(db)
+        .await
+}
+
 pub async fn list_for_client(
     db: &sqlx::PgPool,
     client: Uuid,

@@ -6,6 +6,7 @@
 //! dead-lettered, and the verified rebuild finds the projections equal. The pause the leader
 //! change caused is printed (BENCHMARKS.md).
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -83,11 +84,17 @@ impl Cluster {
     }
 }
 
-/// `ai-cache run` with `roles` against the cluster; killed when dropped.
-struct Process(Child);
+/// `ai-cache run` with `roles` against the cluster; killed when dropped. Its warnings (and the
+/// runtime's hand-offs) go to a log file, printed when the test fails.
+struct Process(Child, PathBuf);
 
 impl Process {
     fn run(db_url: &str, nats_url: &str, roles: &str, bind: &str) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "aicache-cluster-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let stderr = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_ai-cache"))
             .args(["run", "--roles", roles])
             .env("DATABASE_URL", db_url)
@@ -102,13 +109,13 @@ impl Process {
             .env("ALLOW_PRIVATE_NETWORKS", "true")
             .env("FETCH_RESOLVE", "site.test=127.0.0.1")
             .env("BIND_ADDR", bind)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,ai_cache::pipeline::runtime=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("ai-cache runs");
-        Self(child)
+        Self(child, log)
     }
 }
 
@@ -116,6 +123,13 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.1).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+            eprintln!("--- the last lines of {} ---\n{tail}", self.1.display());
+        }
+        let _ = std::fs::remove_file(&self.1);
     }
 }
 

@@ -56,3 +56,90 @@ async fn dev_starts_the_whole_stack_answers_health_and_stops_cleanly() {
     );
     assert!(reqwest::get(&health).await.is_err(), "the API is gone");
 }
+
+/// Runs the binary in `dir` with nothing in its environment but PATH.
+fn ai_cache_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ai-cache"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .expect("ai-cache runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_works_beside_a_running_dev_stack_with_nothing_exported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = ai_cache::infra::localstack::free_port().expect("port");
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_ai-cache"))
+        .args(["--bind-addr", &format!("127.0.0.1:{port}"), "dev"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ai-cache dev starts");
+    let demo = "demo.ai-cache.test";
+    let data = dir.path().to_owned();
+    eventually(
+        Duration::from_secs(120),
+        "the demo's pages are live",
+        || {
+            let data = data.clone();
+            async move {
+                let (ok, out, _) =
+                    tokio::task::spawn_blocking(move || ai_cache_in(&data, &["status", "--json"]))
+                        .await
+                        .expect("join");
+                let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+                ok && status["clients"][0]["by_stage"]["live"].as_i64() > Some(0)
+            }
+        },
+    )
+    .await;
+
+    let run = |args: &[&str]| tokio::task::block_in_place(|| ai_cache_in(dir.path(), args));
+    let (ok, out, err) = run(&["client", "list"]);
+    assert!(ok, "client list: {err}");
+    assert!(out.contains(demo), "{out}");
+    assert!(
+        !err.contains("nats connected"),
+        "a tool's connection log lines stay off the terminal: {err}"
+    );
+
+    let demo_port = std::fs::read_to_string(dir.path().join(".data/demo_port")).expect("port");
+    let page = format!("http://{demo}:{}/", demo_port.trim());
+    let (ok, out, err) = run(&["events", "page", &page]);
+    assert!(ok, "events page: {err}");
+    assert!(out.contains("pages.discovered"), "{out}");
+    assert!(out.contains("pages.updated"), "{out}");
+
+    let sitemap = format!("http://{demo}:{}/sitemap.xml", demo_port.trim());
+    let (ok, out, err) = run(&["sitemap", "import", "--client", demo, &sitemap]);
+    assert!(
+        ok,
+        "sitemap import, through the dev stack's FETCH_RESOLVE: {err}"
+    );
+    assert!(out.contains("created"), "{out}");
+
+    let (ok, out, err) = run(&["status"]);
+    assert!(ok, "status: {err}");
+    assert!(out.contains(&format!("{demo} (")), "{out}");
+    assert!(out.contains("stages (waiting · in flight)"), "{out}");
+    assert!(out.contains("dead letters: none"), "{out}");
+    assert!(!out.contains('\x1b'), "no colour codes in a pipe");
+
+    kill(
+        Pid::from_raw(i32::try_from(dev.id()).expect("pid")),
+        Signal::SIGINT,
+    )
+    .expect("ctrl-c");
+    let _ = tokio::task::spawn_blocking(move || dev.wait()).await;
+}

@@ -36,6 +36,8 @@ enum Behaviour {
     Slow(Arc<Notify>, Duration),
     /// Deferred (a host's turn is not there yet) this many times in all, then forward.
     Deferred(Arc<AtomicU64>),
+    /// Deferred this many times in all, then fail transiently every time.
+    DeferredThenTransient(Arc<AtomicU64>),
 }
 
 struct TestStep {
@@ -68,13 +70,16 @@ impl Step<PageEvent> for TestStep {
         match &self.behaviour {
             Behaviour::AlwaysTransient => return Err(StepError::transient("origin is down")),
             Behaviour::Panic => panic!("a bug in the step"),
-            Behaviour::Deferred(left)
+            Behaviour::Deferred(left) | Behaviour::DeferredThenTransient(left)
                 if left
                     .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
                     .is_ok() =>
             {
                 let wait = Duration::from_millis(50);
                 return Err(StepError::deferred("waiting for a turn", wait));
+            }
+            Behaviour::DeferredThenTransient(_) => {
+                return Err(StepError::transient("origin is down"));
             }
             Behaviour::Slow(started, delay) => {
                 started.notify_one();
@@ -274,24 +279,10 @@ async fn a_message_failing_on_every_delivery_ends_in_the_dead_letter_stream() {
 }
 
 #[tokio::test]
-async fn a_message_deferred_past_its_deliveries_starts_again_on_the_redrive_consumer_and_is_never_dead_lettered()
- {
+async fn a_message_deferred_again_starts_over_on_the_redrive_consumer_and_is_never_dead_lettered() {
     let app = TestApp::with_roles(&[]).await;
     create_test_consumer(&app, 3).await;
-    app.js()
-        .get_stream("REDRIVE")
-        .await
-        .expect("stream")
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some(format!("{STAGE}-redrive")),
-            filter_subject: format!("redrive.{STAGE}"),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(1),
-            max_deliver: 3,
-            ..Default::default()
-        })
-        .await
-        .expect("redrive consumer");
+    create_redrive_consumer(&app, 3).await;
     publish_discovered(&app, 1).await;
     let seen = recorder();
     let left = Arc::new(AtomicU64::new(5));
@@ -305,10 +296,52 @@ async fn a_message_deferred_past_its_deliveries_starts_again_on_the_redrive_cons
     let deliveries: Vec<u64> = seen.lock().expect("lock").iter().map(|(_, d)| *d).collect();
     assert_eq!(
         deliveries,
-        vec![1, 2, 3, 1, 2, 3],
-        "three on PAGES, the last one handed on; three on REDRIVE, the last one forwarded"
+        vec![1, 2, 1, 2, 1, 2],
+        "deferred, then deferred again and handed on, twice; the third copy is forwarded"
     );
     assert_eq!(stream_count(app.js(), "DEADLETTER", None).await, 0);
+}
+
+#[tokio::test]
+async fn deferrals_never_use_up_the_deliveries_a_messages_failures_are_allowed() {
+    let app = TestApp::with_roles(&[]).await;
+    create_test_consumer(&app, 3).await;
+    create_redrive_consumer(&app, 3).await;
+    publish_discovered(&app, 1).await;
+    let seen = recorder();
+    let left = Arc::new(AtomicU64::new(2));
+    let (_rt, stop) = spawn(runtime(&app, &seen, Behaviour::DeferredThenTransient(left)));
+    wait_dead_lettered(&app, 1).await;
+    stop.cancel();
+    let deliveries: Vec<u64> = seen.lock().expect("lock").iter().map(|(_, d)| *d).collect();
+    assert_eq!(
+        deliveries,
+        vec![1, 2, 1, 2, 3],
+        "two deferrals (the second hands it on), then three failures: max_deliver of them"
+    );
+    let (header, _) = last_dead_letter(&app).await;
+    assert_eq!(
+        header(headers::ERROR_KIND).as_deref(),
+        Some("retries_exhausted")
+    );
+    assert_eq!(header(headers::ORIGINAL_STREAM).as_deref(), Some("PAGES"));
+}
+
+async fn create_redrive_consumer(app: &TestApp, max_deliver: i64) {
+    app.js()
+        .get_stream("REDRIVE")
+        .await
+        .expect("stream")
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(format!("{STAGE}-redrive")),
+            filter_subject: format!("redrive.{STAGE}"),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(1),
+            max_deliver,
+            ..Default::default()
+        })
+        .await
+        .expect("redrive consumer");
 }
 
 #[tokio::test]
