@@ -16,15 +16,19 @@ pub enum CatalogueCommand {
     /// Regenerate catalogue/bots.json and the Worker's copy from the public lists (put newer
     /// copies of robots.json and crawler-user-agents.json in catalogue/sources, or point at them).
     Build {
+        /// ai-robots-txt's robots.json (AI crawlers and their operators).
         #[arg(long, default_value = "catalogue/sources/ai-robots-txt/robots.json")]
         robots_json: PathBuf,
+        /// crawler-user-agents.json (patterns of every known crawler).
         #[arg(
             long,
             default_value = "catalogue/sources/crawler-user-agents/crawler-user-agents.json"
         )]
         crawler_user_agents: PathBuf,
+        /// Our own corrections and additions, applied last.
         #[arg(long, default_value = "catalogue/overrides.json")]
         overrides: PathBuf,
+        /// Where the catalogue is written.
         #[arg(long, default_value = "catalogue/bots.json")]
         out: PathBuf,
         /// The Worker's module (same entries, as JavaScript).

@@ -24,7 +24,10 @@ pub enum DeadLetterCommand {
         json: bool,
     },
     /// Show one dead letter with its original event.
-    Show { seq: u64 },
+    Show {
+        /// The dead letter's id (its sequence on DEADLETTER).
+        seq: u64,
+    },
     /// Hand dead letters back to the stage that gave up on them (after fixing the cause).
     Redrive {
         /// The dead letter's id; or --all.
@@ -33,13 +36,18 @@ pub enum DeadLetterCommand {
         /// Every dead letter (of --consumer / --client when given).
         #[arg(long)]
         all: bool,
+        /// Only those of this consumer (stage), e.g. `uploader`.
         #[arg(long, requires = "all")]
         consumer: Option<String>,
+        /// Only those of this client.
         #[arg(long, requires = "all")]
         client: Option<Uuid>,
     },
     /// Remove a dead letter without handling it again.
-    Discard { seq: u64 },
+    Discard {
+        /// The dead letter's id.
+        seq: u64,
+    },
 }
 
 pub async fn run(config: &Config, command: DeadLetterCommand) -> anyhow::Result<()> {

@@ -128,16 +128,19 @@ pub enum Command {
         /// `markdown` (default) or `json` (Markdown plus metadata).
         #[arg(long, default_value = "markdown")]
         format: String,
+        /// The HTML file.
         file: PathBuf,
     },
     /// Score the local generator over a corpus of pages with expected extractions and write the
     /// report (docs/EXTRACTION_QUALITY.md).
     ExtractReport {
+        /// A directory of test pages, each with `source.html` and `expected.html`.
         #[arg(
             long,
             default_value = "../shared/data/readability-test-pages/test-pages"
         )]
         corpus: PathBuf,
+        /// Where the report is written.
         #[arg(long, default_value = "docs/EXTRACTION_QUALITY.md")]
         out: PathBuf,
     },
@@ -150,6 +153,7 @@ pub enum Command {
     /// --ranges-dir, a line may be `<ip><TAB><user agent>` and the answer says how far the
     /// bot's identity was verified.
     ClassifyUa {
+        /// Bot operators' published IP ranges (`gptbot.json`, `openai.txt`, ...).
         #[arg(long, env = "BOT_RANGES_DIR")]
         ranges_dir: Option<PathBuf>,
     },
@@ -422,4 +426,34 @@ async fn replay_projections(
         "a rebuilt projection differs from the live one"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory;
+
+    fn missing(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" || arg.is_hide_set() {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sub in command.get_subcommands() {
+            if sub.get_about().is_none() {
+                out.push(format!("{path} {} (no about)", sub.get_name()));
+            }
+            missing(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_command_and_option_says_what_it_is_for() {
+        let mut out = Vec::new();
+        missing(&super::Cli::command(), "ai-cache", &mut out);
+        assert!(out.is_empty(), "without help text: {out:#?}");
+    }
 }

@@ -68,7 +68,9 @@ pub enum ReprocessCommand {
     },
     /// Show a run (and follow it with --wait).
     Status {
+        /// The run's id.
         run: Uuid,
+        /// Follow it with a progress bar until it ends.
         #[arg(long)]
         wait: bool,
     },

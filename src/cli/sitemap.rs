@@ -21,6 +21,7 @@ pub enum SitemapCommand {
         /// Do not follow sitemap indexes (URLs only).
         #[arg(long)]
         no_recursive: bool,
+        /// How many levels of sitemap indexes to follow.
         #[arg(long, default_value_t = 3)]
         max_depth: u32,
     },
@@ -31,8 +32,10 @@ pub enum SitemapCommand {
         client: String,
         /// A sitemap, sitemap index or site URL.
         url: String,
+        /// Do not follow sitemap indexes.
         #[arg(long)]
         no_recursive: bool,
+        /// How many levels of sitemap indexes to follow.
         #[arg(long, default_value_t = 3)]
         max_depth: u32,
         /// Update the sitemap metadata of known pages.

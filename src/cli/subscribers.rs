@@ -26,7 +26,10 @@ pub enum SubscriberCommand {
     /// List subscribers (no passwords: only their hashes are kept).
     List,
     /// Remove a subscriber (by id or user name); reload nats-server to apply.
-    Revoke { subscriber: String },
+    Revoke {
+        /// The subscriber's id or user name (from `subscriber list`).
+        subscriber: String,
+    },
 }
 
 /// Where the users live: `NATS_AUTH_DIR`, else `<DATA_DIR>/nats-auth`.

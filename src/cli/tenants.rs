@@ -19,8 +19,10 @@ use crate::projections::clients as read;
 pub enum ClientCommand {
     /// Create a client.
     Add {
+        /// A name for people (the site's owner, the site).
         #[arg(long)]
         name: String,
+        /// The site's domain (`example.com`); its pages must be on it.
         #[arg(long)]
         domain: String,
         #[command(flatten)]
@@ -30,6 +32,7 @@ pub enum ClientCommand {
     List,
     /// Show one client (by id or domain).
     Show {
+        /// The client, by id or domain.
         client: String,
         /// Print the decrypted secrets too.
         #[arg(long)]
@@ -37,11 +40,15 @@ pub enum ClientCommand {
     },
     /// Change a client (by id or domain); only the options given change.
     Update {
+        /// The client, by id or domain.
         client: String,
+        /// A new name.
         #[arg(long)]
         name: Option<String>,
+        /// A new domain.
         #[arg(long)]
         domain: Option<String>,
+        /// `false` pauses the client (keys still read, nothing is fetched or written).
         #[arg(long)]
         active: Option<bool>,
         #[command(flatten)]
@@ -49,6 +56,7 @@ pub enum ClientCommand {
     },
     /// Delete a client and everything of it. Cannot be undone.
     Delete {
+        /// The client, by id or domain.
         client: String,
         /// Confirm.
         #[arg(long)]
@@ -60,23 +68,31 @@ pub enum ClientCommand {
 /// in shell history: prefer the environment variables.
 #[derive(Args, Debug, Default)]
 pub struct ClientFields {
+    /// The Cloudflare account whose Workers KV gets the pages.
     #[arg(long)]
     cloudflare_account_id: Option<String>,
+    /// A Cloudflare API token with Workers KV write access (stored encrypted).
     #[arg(long, env = "CLIENT_CLOUDFLARE_API_TOKEN", hide_env_values = true)]
     cloudflare_api_token: Option<String>,
+    /// The Workers KV namespace the Worker reads.
     #[arg(long)]
     cloudflare_kv_namespace_id: Option<String>,
+    /// The client's own Gemini API key (stored encrypted); the operator's is used otherwise.
     #[arg(long, env = "CLIENT_GEMINI_API_KEY", hide_env_values = true)]
     gemini_api_key: Option<String>,
+    /// Seconds between refreshes of a page when its sitemap says nothing.
     #[arg(long)]
     refresh_interval_secs: Option<u64>,
+    /// Most fetches a minute at one host of the site.
     #[arg(long)]
     crawl_rate_per_minute: Option<u32>,
+    /// Make Markdown with Gemini instead of the local generator.
     #[arg(long)]
     use_gemini: Option<bool>,
     /// auto, cloudflare or builtin.
     #[arg(long)]
     edge_target: Option<String>,
+    /// Pages on subdomains of the domain belong to the client too.
     #[arg(long)]
     allow_subdomains: Option<bool>,
 }
@@ -138,17 +154,27 @@ impl ClientFields {
 pub enum KeyCommand {
     /// Create a key for a client; prints it once.
     Create {
+        /// The client, by id or domain.
         client: String,
         /// read, write or ingest (repeat for several).
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
+        /// A name for people (who or what uses the key).
         #[arg(long)]
         name: Option<String>,
     },
     /// List a client's keys.
-    List { client: String },
+    List {
+        /// The client, by id or domain.
+        client: String,
+    },
     /// Revoke a key.
-    Revoke { client: String, key_id: Uuid },
+    Revoke {
+        /// The client, by id or domain.
+        client: String,
+        /// The key's id (from `key list`).
+        key_id: Uuid,
+    },
 }
 
 #[derive(Subcommand, Debug)]
