@@ -97,14 +97,38 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Self(v)),
             Err(PathRejection::FailedToDeserializePathParams(e)) => {
-                Err(ApiError::BadRequest(format!(
-                    "invalid id in path: {}",
-                    e.body_text().rsplit(": ").next().unwrap_or("malformed")
-                )))
+                let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
+                    .await
+                    .map(|raw| {
+                        raw.iter()
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                Err(ApiError::BadRequest(
+                    bad_parameter(&raw).unwrap_or_else(|| format!("invalid path: {}", e.kind())),
+                ))
             }
             Err(other) => Err(ApiError::BadRequest(other.body_text())),
         }
     }
+}
+
+/// Which path parameter is wrong and what it should look like: `seq` is a number, `domain`
+/// a domain, every other parameter of our routes an id (a UUID).
+fn bad_parameter(raw: &[(String, String)]) -> Option<String> {
+    raw.iter().find_map(|(key, value)| match key.as_str() {
+        "domain" => None,
+        "seq" => value.parse::<u64>().is_err().then(|| {
+            format!("path parameter `{key}`: {value:?} is not a number (a dead letter's id)")
+        }),
+        _ => value.parse::<uuid::Uuid>().is_err().then(|| {
+            format!(
+                "path parameter `{key}`: {value:?} is not an id; ids are UUIDs such as \
+                 3f2b8c1e-8d4a-4c5e-9b7a-1c2d3e4f5a6b"
+            )
+        }),
+    })
 }
 
 /// `axum::extract::Query` with JSON errors.
@@ -134,7 +158,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::field_of;
+    use super::{bad_parameter, field_of};
+
+    #[test]
+    fn a_bad_path_parameter_is_named_with_what_it_should_look_like() {
+        let raw = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let id = "3f2b8c1e-8d4a-4c5e-9b7a-1c2d3e4f5a6b";
+        let message = bad_parameter(&raw(&[("id", id), ("key_id", "abc")])).expect("bad");
+        assert!(
+            message.starts_with("path parameter `key_id`: \"abc\" is not an id; ids are UUIDs"),
+            "{message}"
+        );
+        assert!(bad_parameter(&raw(&[("seq", "x1")])).is_some_and(|m| m.contains("not a number")));
+        assert_eq!(
+            bad_parameter(&raw(&[("domain", "anything"), ("seq", "7")])),
+            None
+        );
+    }
 
     #[test]
     fn serde_messages_name_the_field() {

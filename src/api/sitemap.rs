@@ -199,12 +199,7 @@ pub async fn import(
         &|_| {},
     )
     .await?;
-    let limit = state.discovery.limits().max_urls;
-    let message = if summary.truncated {
-        format!("Sitemap imported up to the safety limit of {limit} URLs")
-    } else {
-        "Sitemap imported successfully".to_owned()
-    };
+    let message = import_message(&summary);
     Ok(Json(ImportResponse {
         message,
         summary,
@@ -278,4 +273,30 @@ pub async fn client_pages(
         limit,
         offset,
     }))
+}
+
+/// What an import did, in one line: "Sitemap imported successfully" when every URL was taken
+/// (the original contract's words), else how many were and why the others were not.
+fn import_message(summary: &crate::commands::discovery::ImportSummary) -> String {
+    let taken = summary.total_urls - summary.errors;
+    let mut message = if summary.errors == 0 {
+        "Sitemap imported successfully".to_owned()
+    } else {
+        let why = summary
+            .error_details
+            .first()
+            .map(|issue| format!(" (the first: {})", issue.reason))
+            .unwrap_or_default();
+        format!(
+            "{taken} of {} URLs imported, {} refused{why}",
+            summary.total_urls, summary.errors
+        )
+    };
+    if summary.truncated {
+        message.push_str(&format!(
+            "; stopped at the safety limit of {} URLs",
+            summary.limit
+        ));
+    }
+    message
 }

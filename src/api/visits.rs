@@ -139,9 +139,13 @@ pub async fn record_batch(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatsParams {
-    /// Start (RFC 3339, inclusive); default 30 days before `to`.
+    /// Start, inclusive: an RFC 3339 time, or a date (`2026-11-01`: from the start of that
+    /// day, UTC); default 30 days before `to`.
+    #[serde(default, deserialize_with = "start_of")]
     pub from: Option<DateTime<Utc>>,
-    /// End (RFC 3339, exclusive); default now.
+    /// End, exclusive: an RFC 3339 time, or a date (`2026-11-30`: through the end of that
+    /// day, UTC); default now.
+    #[serde(default, deserialize_with = "end_of")]
     pub to: Option<DateTime<Utc>>,
     /// `bot` (default), `operator`, `category`, `day`, `page` or `visitor_type`.
     pub group_by: Option<GroupBy>,
@@ -149,6 +153,36 @@ pub struct StatsParams {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub offset: Option<i64>,
+}
+
+/// A time, or a date standing for its first moment (`next_day`: the first moment after it).
+fn moment(text: &str, next_day: bool) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        format!(
+            "{text:?} is neither a date (2026-11-30) nor an RFC 3339 time (2026-11-30T12:00:00Z)"
+        )
+    })?;
+    let date = if next_day {
+        date.succ_opt().ok_or("the date is out of range")?
+    } else {
+        date
+    };
+    Ok(date.and_time(chrono::NaiveTime::MIN).and_utc())
+}
+
+fn start_of<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| moment(&t, false).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+fn end_of<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| moment(&t, true).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// Longest range one stats query covers.

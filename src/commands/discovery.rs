@@ -99,7 +99,7 @@ pub enum DiscoveryError {
     Fetch { url: String, error: FetchError },
     #[error("{url}: answered HTTP {status}")]
     Status { url: String, status: u16 },
-    #[error("{url}: {error}")]
+    #[error("{url}: {error}{}", parse_hint(url, error))]
     Parse {
         url: String,
         error: sitemap::SitemapError,
@@ -108,6 +108,20 @@ pub enum DiscoveryError {
         "no sitemap found for {0}: robots.txt names none, and neither /sitemap.xml nor /sitemap_index.xml exists"
     )]
     NoSitemap(String),
+}
+
+/// What to do instead, when a web page was given for a sitemap: the site's address finds its
+/// sitemaps.
+fn parse_hint(url: &str, error: &sitemap::SitemapError) -> String {
+    if *error != sitemap::SitemapError::HtmlPage {
+        return String::new();
+    }
+    let site = url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "https://example.com".into());
+    format!(
+        ": give the site's address ({site}/) to find its sitemaps through robots.txt and /sitemap.xml, or the sitemap's own URL"
+    )
 }
 
 /// Reads sitemaps.

@@ -122,6 +122,14 @@ pub fn normalize_domain(input: &str) -> Result<String, FieldError> {
             && !l.ends_with('-')
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
+    if labels.len() < 2 && labels.iter().all(valid_label) {
+        // `localhost`, `intranet`: a site here needs a name with a dot.
+        return Err(err(
+            "must be a public domain name with a dot, such as example.com; for a site on this machine, \
+             use a test name such as mysite.test and point it at the machine with \
+             FETCH_RESOLVE=mysite.test=127.0.0.1",
+        ));
+    }
     if labels.len() < 2 || !labels.iter().all(valid_label) || host.len() > 253 {
         return Err(err("is not a valid domain name"));
     }

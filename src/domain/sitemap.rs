@@ -93,6 +93,9 @@ pub enum SitemapError {
         "the document has a DTD: refused (entity expansion and external entities are not allowed)"
     )]
     Dtd,
+    /// A web page was given where a sitemap was expected.
+    #[error("this is an HTML page, not a sitemap")]
+    HtmlPage,
     #[error("not a sitemap: the root element is <{0}>, expected <urlset> or <sitemapindex>")]
     NotASitemap(String),
     #[error("malformed XML at byte {position}: {message}")]
@@ -234,6 +237,10 @@ fn parse_xml(text: &str, limits: &Limits) -> Result<Parsed, SitemapError> {
             }
         };
         let flow = match event {
+            // `<!DOCTYPE html>`: a web page, not an attack; say so.
+            Event::DocType(d) if is_html_doctype(d.as_ref().as_bytes()) => {
+                return Err(SitemapError::HtmlPage);
+            }
             Event::DocType(_) => return Err(SitemapError::Dtd),
             Event::Start(e) => doc.start(&e)?,
             Event::End(_) => doc.end(limits),
@@ -323,6 +330,7 @@ impl XmlDoc {
             self.parsed.kind = match local.as_str() {
                 "urlset" => Kind::UrlSet,
                 "sitemapindex" => Kind::Index,
+                "html" => return Err(SitemapError::HtmlPage),
                 other => return Err(SitemapError::NotASitemap(other.to_owned())),
             };
         }
@@ -484,6 +492,14 @@ pub fn lastmod_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         _ => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok(),
     }?;
     Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?))
+}
+
+/// Whether a doctype declares an HTML document (`<!DOCTYPE html ...>`).
+fn is_html_doctype(doctype: &[u8]) -> bool {
+    doctype
+        .trim_ascii_start()
+        .get(..4)
+        .is_some_and(|name| name.eq_ignore_ascii_case(b"html"))
 }
 
 #[cfg(test)]
@@ -663,7 +679,19 @@ mod tests {
         );
         assert_eq!(
             parse(b"<html><body/></html>", &Limits::default()),
-            Err(SitemapError::NotASitemap("html".into()))
+            Err(SitemapError::HtmlPage)
+        );
+        assert_eq!(
+            parse(
+                b"<!DOCTYPE html>\n<html><head><title>Blog</title></head></html>",
+                &Limits::default()
+            ),
+            Err(SitemapError::HtmlPage),
+            "a web page's doctype is not taken for an entity attack"
+        );
+        assert_eq!(
+            parse(b"<feed><entry/></feed>", &Limits::default()),
+            Err(SitemapError::NotASitemap("feed".into()))
         );
     }
 

@@ -58,8 +58,13 @@ pub enum FetchError {
     InvalidUrl(String),
     #[error("only http and https urls are fetched, not {0}")]
     Scheme(String),
-    #[error("{0} is a private or internal address: refused")]
+    #[error(
+        "{0} is a private or internal address: refused (for a site on this machine or your network while testing, set ALLOW_PRIVATE_NETWORKS=true, or FETCH_RESOLVE=<test host>=<its address>)"
+    )]
     BlockedAddress(String),
+    /// The host name has no address: a typo, or a name that does not exist (yet).
+    #[error("{host} does not resolve (DNS: {cause}): check the host name")]
+    Dns { host: String, cause: String },
     #[error("more than {0} redirects")]
     TooManyRedirects(usize),
     #[error("timed out")]
@@ -75,7 +80,10 @@ pub enum FetchError {
 impl FetchError {
     /// Whether trying again later may help (network trouble, not our rules).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Timeout | Self::Connect(_) | Self::Other(_))
+        matches!(
+            self,
+            Self::Timeout | Self::Connect(_) | Self::Dns { .. } | Self::Other(_)
+        )
     }
 }
 
@@ -143,8 +151,8 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             match resolve_guarded(&host, 0, allow_private).await {
                 Ok(addrs) => Ok(Box::new(addrs.into_iter()) as Addrs),
-                Err(ResolveError::Lookup(io)) => Err(io.into()),
-                Err(refused) => Err(refused.into()),
+                // Kept as ours so the fetch can say the name does not resolve.
+                Err(e) => Err(e.into()),
             }
         })
     }
@@ -298,6 +306,13 @@ fn classify(e: reqwest::Error) -> FetchError {
         if let Some(ResolveError::Blocked(host)) = err.downcast_ref::<ResolveError>() {
             return FetchError::BlockedAddress(host.clone());
         }
+        if let Some(ResolveError::Lookup(io)) = err.downcast_ref::<ResolveError>() {
+            let host = e.url().and_then(Url::host_str).unwrap_or("the host");
+            return FetchError::Dns {
+                host: host.to_owned(),
+                cause: io.to_string(),
+            };
+        }
         if let Some(ours) = err.downcast_ref::<FetchError>() {
             return ours.clone();
         }
@@ -306,12 +321,23 @@ fn classify(e: reqwest::Error) -> FetchError {
     if e.is_timeout() {
         FetchError::Timeout
     } else if e.is_connect() {
-        FetchError::Connect(e.to_string())
+        // reqwest's own text ("error sending request for url ...") says nothing of why.
+        FetchError::Connect(root_cause(&e))
     } else if e.is_redirect() {
         FetchError::Other(format!("redirect failed: {e}"))
     } else {
         FetchError::Other(e.to_string())
     }
+}
+
+/// The innermost cause of `e`: "Connection refused (os error 111)" rather than reqwest's
+/// "error sending request".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
 }
 
 #[cfg(test)]

@@ -250,7 +250,7 @@ impl MarkdownStage {
             .await
             .map_err(StepError::transient)?
             .ok_or_else(|| {
-                StepError::permanent(format!(
+                StepError::missing(format!(
                     "raw HTML {} is not in the blob store",
                     changed.raw.hash
                 ))

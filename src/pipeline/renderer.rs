@@ -73,7 +73,7 @@ impl Step<PageEvent> for RendererStage {
             .await
             .map_err(StepError::transient)?
             .ok_or_else(|| {
-                StepError::permanent(format!(
+                StepError::missing(format!(
                     "markdown {} is not in the blob store",
                     generated.markdown.hash
                 ))
@@ -82,7 +82,7 @@ impl Step<PageEvent> for RendererStage {
             .history
             .url(event.meta.client_id, page)
             .await?
-            .ok_or_else(|| StepError::permanent("the page has no URL in its history"))?;
+            .ok_or_else(|| StepError::missing("the page has no URL in its history"))?;
         // The Markdown variant is the same URL, asked for with `Accept: text/markdown`.
         let html = render::render(
             &String::from_utf8_lossy(&markdown),

@@ -87,6 +87,17 @@ impl StepError {
         }
     }
 
+    /// Something that must exist, since the input was made after it (an earlier event of the
+    /// page, a stored blob), was not found. On a replicated stream a read can be answered by a
+    /// replica that is behind its leader (during a leader change above all), so this is
+    /// retried, never refused at once: if it really is gone, the retries run out and the
+    /// message is dead-lettered all the same.
+    pub fn missing(what: impl std::fmt::Display) -> Self {
+        Self::transient(format!(
+            "{what} (not found: a replica may be behind its leader; retried)"
+        ))
+    }
+
     /// The step may not run before `until`; see [`StepError::Deferred`].
     pub fn deferred(reason: impl std::fmt::Display, until: Duration) -> Self {
         Self::Deferred {

@@ -161,7 +161,7 @@ impl Uploader {
                     .await
                     .map_err(StepError::transient)?
                     .ok_or_else(|| {
-                        StepError::permanent(format!("{} is not in the blob store", blob.hash))
+                        StepError::missing(format!("{} is not in the blob store", blob.hash))
                     })
             }
         };
@@ -374,7 +374,7 @@ impl Uploader {
                 fingerprint: c.fingerprint,
                 scraped_at: s.fetched_at,
             }),
-            _ => Err(StepError::permanent(
+            _ => Err(StepError::missing(
                 "the page has no scraped content in its history",
             )),
         }
@@ -457,7 +457,7 @@ impl Uploader {
             .map_err(StepError::transient)?
             .map(Some)
             .ok_or_else(|| {
-                StepError::permanent(format!(
+                StepError::missing(format!(
                     "markdown {} is not in the blob store",
                     rendered.markdown_hash
                 ))
@@ -480,7 +480,7 @@ impl Uploader {
             .history
             .url(client, page)
             .await?
-            .ok_or_else(|| StepError::permanent("the page has no URL in its history"))?;
+            .ok_or_else(|| StepError::missing("the page has no URL in its history"))?;
         let blob = |hash: &crate::domain::content::ContentHash| {
             let hash = hash.clone();
             async move {
@@ -488,7 +488,7 @@ impl Uploader {
                     .stored(&hash)
                     .await
                     .map_err(StepError::transient)?
-                    .ok_or_else(|| StepError::permanent(format!("{hash} is not in the blob store")))
+                    .ok_or_else(|| StepError::missing(format!("{hash} is not in the blob store")))
             }
         };
         let manifest = Manifest {

@@ -20,6 +20,7 @@ mod gemini_fake;
 mod harness;
 mod hostile;
 mod liveness;
+mod messages;
 mod order;
 mod origin;
 mod page_origin;
