@@ -32,7 +32,6 @@ use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
-use tracing::Span;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -173,6 +172,8 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
 pub fn router(state: AppState) -> axum::Router {
     routes(state)
         .0
+        .layer(axum::middleware::from_fn(json_newline))
+        .layer(axum::middleware::from_fn(log_request))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<Body>| {
@@ -182,16 +183,56 @@ pub fn router(state: AppState) -> axum::Router {
                         .and_then(|id| id.header_value().to_str().ok())
                         .unwrap_or("-")
                         .to_owned();
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    tracing::info_span!("request", id = %id)
                 })
                 .on_request(())
-                .on_response(|res: &Response<Body>, latency: Duration, _span: &Span| {
-                    tracing::info!(status = res.status().as_u16(), duration_ms = latency.as_millis() as u64, "request");
-                }),
+                .on_response(()),
         )
         .layer(axum::middleware::from_fn(server::limit_sizes))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// One line per request (method, path, status, time), in the request's span (its id):
+/// health checks and metric scrapes, which come every few seconds, at DEBUG.
+async fn log_request(request: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if path == "/health" || path == "/metrics" {
+        tracing::debug!(status, duration_ms, "{method} {path}");
+    } else {
+        tracing::info!(status, duration_ms, "{method} {path}");
+    }
+    response
+}
+
+/// JSON answers end with a newline, so `curl` leaves the prompt on a line of its own.
+async fn json_newline(request: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    use axum::response::IntoResponse;
+    let response = next.run(request).await;
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Our JSON bodies are in memory already (bounded lists); this only appends to them.
+    match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => {
+            let mut text = Vec::with_capacity(bytes.len() + 1);
+            text.extend_from_slice(&bytes);
+            text.push(b'\n');
+            parts.headers.remove(CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(text))
+        }
+        Err(e) => ApiError::Internal(anyhow::anyhow!("reading a JSON answer: {e}")).into_response(),
+    }
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",

@@ -91,6 +91,17 @@ async fn sitemap_and_request_mistakes_say_what_happened_and_what_to_do() {
         "{message}"
     );
 
+    // JSON answers end with a newline (curl leaves the prompt on its own line).
+    let text = app
+        .master(Method::GET, "/api/v1/clients")
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    assert!(text.ends_with("}\n") && !text.ends_with("\n\n"), "{text:?}");
+
     // `localhost` as a domain: why not, and how to serve a local site.
     let (status, body) = app
         .post_client(&json!({"name": "Local", "domain": "localhost"}))
