@@ -49,6 +49,7 @@ fn page(uri: &Uri, base: &str) -> Response {
         "" => ("index.html".to_owned(), "text/html; charset=utf-8"),
         "robots.txt" => ("robots.txt".to_owned(), "text/plain"),
         "sitemap.xml" => ("sitemap.xml".to_owned(), "application/xml"),
+        other if other.ends_with(".svg") => (other.to_owned(), "image/svg+xml"),
         other => (format!("{other}.html"), "text/html; charset=utf-8"),
     };
     match SITE.get_file(&file).and_then(|f| f.contents_utf8()) {
@@ -108,6 +109,68 @@ pub async fn import(backbone: &Backbone, config: &Config, port: u16) -> anyhow::
     );
     println!(
         "             pages: GET /api/v1/sitemap/client/{}/pages",
+        client.id
+    );
+    Ok(())
+}
+
+/// What the demo's first visitors send: three AI agents and a person's browser.
+const FIRST_VISITORS: [&str; 4] = [
+    "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; GPTBot/1.2; +https://openai.com/gptbot",
+    "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)",
+    "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; PerplexityBot/1.0; +https://perplexity.ai/perplexitybot)",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+];
+
+/// On the first run, once the demo's pages are live, a few AI agents and a browser read them
+/// through the built-in edge route, so the visit analytics have something to show at first
+/// look. Done once per data directory.
+pub async fn first_visits(
+    db: &sqlx::PgPool,
+    data_dir: &Path,
+    api: std::net::SocketAddr,
+    port: u16,
+) -> anyhow::Result<()> {
+    let marker = data_dir.join("demo_visits_sent");
+    if marker.exists() {
+        return Ok(());
+    }
+    let client = clients_read::find_by_domain(db, HOST)
+        .await?
+        .context("the demo client is not registered")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let counts =
+            crate::projections::pages::counts_by_status_and_stage(db, Some(client.id)).await?;
+        if counts.iter().any(|c| c.stage == "live") {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the demo's pages did not go live in 2 minutes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // The edge sends people on to the origin (302): the visit is recorded all the same.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let mut sent = 0;
+    for agent in FIRST_VISITORS {
+        for path in ["/", "/blog/first-post", "/guides/getting-started"] {
+            let url = format!("http://{api}/edge/{HOST}:{port}{path}");
+            http.get(&url)
+                .header(header::USER_AGENT, agent)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            sent += 1;
+        }
+    }
+    std::fs::write(&marker, sent.to_string())
+        .with_context(|| format!("writing {}", marker.display()))?;
+    println!(
+        "  demo       {sent} first visits (GPTBot, ClaudeBot, PerplexityBot, a browser): GET /api/v1/clients/{}/visits/stats",
         client.id
     );
     Ok(())

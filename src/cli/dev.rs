@@ -51,10 +51,20 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<()> {
         let (backbone, shutdown) = (backbone.clone(), shutdown.clone());
         tokio::spawn(async move { app::run_roles(&backbone, &Role::ALL, setup, shutdown).await })
     };
-    if let Some(port) = demo_port
-        && let Err(e) = super::demo::import(&backbone, &config, port).await
-    {
-        eprintln!("the demo site could not be imported: {e:#}");
+    if let Some(port) = demo_port {
+        match super::demo::import(&backbone, &config, port).await {
+            Ok(()) => {
+                if let Some(api) = api {
+                    let (db, data_dir) = (backbone.db.clone(), data_dir.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = super::demo::first_visits(&db, &data_dir, api, port).await {
+                            eprintln!("the demo's first visits could not be sent: {e:#}");
+                        }
+                    });
+                }
+            }
+            Err(e) => eprintln!("the demo site could not be imported: {e:#}"),
+        }
     }
     roles.await?
 }

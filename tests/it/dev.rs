@@ -136,6 +136,36 @@ async fn the_cli_works_beside_a_running_dev_stack_with_nothing_exported() {
     assert!(out.contains("dead letters: none"), "{out}");
     assert!(!out.contains('\x1b'), "no colour codes in a pipe");
 
+    // The demo's first visitors: three AI agents and a browser, so the analytics show something.
+    let key = std::fs::read_to_string(dir.path().join(".data/master_api_key")).expect("key");
+    let client: serde_json::Value =
+        serde_json::from_str(&run(&["client", "list"]).1).expect("json");
+    let id = client[0]["id"].as_str().expect("id").to_owned();
+    let stats = format!("http://127.0.0.1:{port}/api/v1/clients/{id}/visits/stats");
+    eventually(
+        Duration::from_secs(60),
+        "the demo's first visits are counted",
+        || {
+            let (stats, key) = (stats.clone(), key.clone());
+            async move {
+                let Ok(response) = reqwest::Client::new()
+                    .get(&stats)
+                    .header("x-api-key", key.trim())
+                    .send()
+                    .await
+                else {
+                    return false;
+                };
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                // Nine AI reads and a person's three.
+                body["totals"]["visits"] == 12
+                    && body["totals"]["ai_visits"] == 9
+                    && body["totals"]["human_visits"] == 3
+            }
+        },
+    )
+    .await;
+
     kill(
         Pid::from_raw(i32::try_from(dev.id()).expect("pid")),
         Signal::SIGINT,
