@@ -254,6 +254,10 @@ pub async fn by_host(
         && matches!(method, Method::GET | Method::HEAD)
         && state.edge.client_of(&state.db, &host).await?.is_some();
     if !is_edge {
+        // The service's own front page, for people who open the API in a browser.
+        if uri.path() == "/" && matches!(method, Method::GET | Method::HEAD) {
+            return Ok(super::docs::index());
+        }
         return Err(ApiError::NotFound("no such route".into()));
     }
     serve(

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod clients;
 pub mod deadletters;
+pub mod docs;
 pub mod edge;
 pub mod error;
 pub mod event_stream;
@@ -158,6 +159,8 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
             "/api/v1/openapi.json",
             get(move || async move { Json(document) }),
         )
+        .route("/docs", get(docs::page))
+        .route("/docs/rapidoc-min.js", get(docs::script))
         .route("/edge/{domain}", get(edge::by_path))
         .route("/edge/{domain}/", get(edge::by_path))
         .route("/edge/{domain}/{*path}", get(edge::by_path))

@@ -165,3 +165,43 @@ async fn fetch_failures_name_their_cause_and_the_way_out() {
         "{down}"
     );
 }
+
+#[tokio::test]
+async fn a_browser_finds_a_front_page_and_the_api_documentation() {
+    let app = TestApp::with_roles(&[Role::Api]).await;
+    let page = |path: &str| app.request(Method::GET, path).send();
+    let front = page("/").await.expect("front page");
+    assert_eq!(front.status(), 200);
+    let front = front.text().await.expect("html");
+    assert!(
+        front.contains("<a href=\"/docs\">API documentation</a>"),
+        "{front}"
+    );
+
+    let docs = page("/docs")
+        .await
+        .expect("docs")
+        .text()
+        .await
+        .expect("html");
+    assert!(docs.contains("spec-url=\"/api/v1/openapi.json\""), "{docs}");
+    assert!(
+        docs.contains("<script src=\"/docs/rapidoc-min.js\">"),
+        "{docs}"
+    );
+    // The viewer comes from us, not from a CDN; reqwest here does not ask for gzip.
+    let script = page("/docs/rapidoc-min.js").await.expect("script");
+    assert_eq!(script.status(), 200);
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let js = script.text().await.expect("js");
+    assert!(js.starts_with("/*! RapiDoc "), "{}", &js[..60]);
+    assert!(!docs.contains("://"), "no outside address in the page");
+
+    // A site's own `/` stays the edge's: an unknown path still answers 404 as JSON.
+    let (status, body) = send(app.request(Method::GET, "/no-such-page")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+}
