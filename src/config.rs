@@ -8,6 +8,7 @@ use clap::Args;
 
 /// Where the backing services are and how the process behaves.
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Services and process")]
 pub struct Config {
     /// PostgreSQL URL. `ai-cache dev` starts its own cluster under DATA_DIR when unset.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -55,7 +56,12 @@ pub struct Config {
     pub pipeline: PipelineConfig,
 
     /// Log format: `pretty` for people, `json` for log pipelines.
-    #[arg(long, env = "LOG_FORMAT", default_value = "pretty")]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        default_value = "pretty",
+        help_heading = "Services and process"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -68,6 +74,7 @@ pub enum LogFormat {
 
 /// Access and limits of the HTTP API.
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "API")]
 pub struct ApiConfig {
     /// The master API key (all tenants, admin operations). `ai-cache dev` makes one when unset.
     #[arg(long, env = "MASTER_API_KEY", hide_env_values = true)]
@@ -130,6 +137,7 @@ pub struct ApiConfig {
 
 /// When `/health` turns degraded (503) although every service answers.
 #[derive(Args, Clone, Copy, Debug)]
+#[command(next_help_heading = "Health thresholds")]
 pub struct HealthThresholds {
     /// Dead letters waiting above which the service is degraded (0: any).
     #[arg(long, env = "HEALTH_MAX_DEAD_LETTERS", default_value_t = 100)]
@@ -163,6 +171,7 @@ impl Default for HealthThresholds {
 
 /// Outbound fetching (sitemaps, pages) and discovery limits.
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Fetching and sitemaps")]
 pub struct FetchConfig {
     /// Allow fetching from private, loopback and link-local addresses (tests and local demos
     /// only: it lets API callers make ai-cache reach internal services).
@@ -244,6 +253,7 @@ fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
 
 /// The scraper and the scheduler.
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Pipeline")]
 pub struct PipelineConfig {
     /// Messages each stage handles at once (per process).
     #[arg(long, env = "STAGE_CONCURRENCY", default_value_t = 16)]

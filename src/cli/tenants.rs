@@ -355,8 +355,20 @@ pub async fn secrets(config: &Config, command: SecretsCommand) -> anyhow::Result
             Ok(())
         }
         SecretsCommand::Rotate => {
-            let changed = open(config).await?.0.rotate_secrets().await?;
-            println!("re-encrypted the secrets of {changed} client(s) with the first key");
+            let bar = indicatif::ProgressBar::new(0).with_message("clients and webhooks");
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let progress = |done: usize, total: usize| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            };
+            let changed = open(config).await?.0.rotate_secrets_with(&progress).await?;
+            bar.finish_and_clear();
+            println!(
+                "re-encrypted {changed} secret holder(s) (clients and webhooks) with the first key"
+            );
             Ok(())
         }
     }

@@ -440,11 +440,25 @@ impl Tenants {
     /// Re-encrypts every stored secret with the first Fernet key, through `clients.updated`
     /// events. Returns how many clients changed.
     pub async fn rotate_secrets(&self) -> Result<usize, TenantError> {
+        self.rotate_secrets_with(&|_, _| {}).await
+    }
+
+    /// [`Tenants::rotate_secrets`], telling `progress` (done, total) after each client and
+    /// webhook.
+    pub async fn rotate_secrets_with(
+        &self,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<usize, TenantError> {
         let mut tx = self.db.begin().await?;
         lock(&mut tx).await?;
         let (rows, _) = read::list(&self.db, i64::MAX, 0).await?;
+        let hooks = read::all_webhooks(&self.db).await?;
+        let total = rows.len() + hooks.len();
+        let mut done = 0;
         let mut changed = 0;
         for row in rows {
+            done += 1;
+            progress(done, total);
             let old = row.state();
             let mut new = old.clone();
             let mut fields = Vec::new();
@@ -471,7 +485,9 @@ impl Tenants {
             .await?;
             changed += 1;
         }
-        for hook in read::all_webhooks(&self.db).await? {
+        for hook in hooks {
+            done += 1;
+            progress(done, total);
             let token = String::from_utf8_lossy(&hook.secret_encrypted).into_owned();
             let Some(sealed) = self.rekey(Some(&token))? else {
                 continue;
