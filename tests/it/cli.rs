@@ -8,15 +8,20 @@ use serde_json::Value;
 use crate::harness::TestApp;
 
 pub(crate) fn ai_cache(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ai-cache"))
-        .args(args)
-        .env("DATABASE_URL", &app.db_url)
-        .env("NATS_URL", app.nats.url())
-        .env("FERNET_KEYS", app.options.fernet_keys.join(","))
-        .env_remove("FERNET_KEY")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("ai-cache runs");
+    outcome(
+        Command::new(env!("CARGO_BIN_EXE_ai-cache"))
+            .args(args)
+            .env("DATABASE_URL", &app.db_url)
+            .env("NATS_URL", app.nats.url())
+            .env("FERNET_KEYS", app.options.fernet_keys.join(","))
+            .env_remove("FERNET_KEY")
+            .env("RUST_LOG", "warn"),
+    )
+}
+
+/// Runs `command` to its end: (succeeded, stdout, stderr).
+pub(crate) fn outcome(command: &mut Command) -> (bool, String, String) {
+    let out = command.output().expect("ai-cache runs");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

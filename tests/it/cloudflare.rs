@@ -3,7 +3,6 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ai_cache::app::Role;
 use ai_cache::domain::kv_key::{html_key, kv_key, markdown_key};
 use ai_cache::domain::url::NormalizedUrl;
 use ai_cache::infra::cloudflare::{KvClient, KvError, KvTarget, Pair};
@@ -111,14 +110,7 @@ async fn rate_limits_and_unsuccessful_keys_are_reported_for_retrying() {
 async fn a_cloudflare_clients_pages_reach_its_namespace_through_retries_and_leave_it_when_removed()
 {
     let cf = FakeCloudflare::start("cf-token-123").await;
-    let roles = [
-        Role::Api,
-        Role::Projections,
-        Role::Scraper,
-        Role::Markdown,
-        Role::Renderer,
-        Role::Uploader,
-    ];
+    let roles = crate::harness::PIPELINE_ROLES;
     let app = TestApp::with_options(
         &roles,
         Options {

@@ -64,14 +64,7 @@ async fn dead_letters(app: &TestApp) -> serde_json::Value {
 async fn a_dead_letter_re_driven_after_the_fix_completes_the_page() {
     let cf = FakeCloudflare::start("the-right-token").await;
     let app = TestApp::with_options(
-        &[
-            Role::Api,
-            Role::Projections,
-            Role::Scraper,
-            Role::Markdown,
-            Role::Renderer,
-            Role::Uploader,
-        ],
+        &crate::harness::PIPELINE_ROLES,
         Options {
             cloudflare_api_base: cf.base.clone(),
             health: ai_cache::config::HealthThresholds {

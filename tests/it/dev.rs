@@ -59,17 +59,12 @@ async fn dev_starts_the_whole_stack_answers_health_and_stops_cleanly() {
 
 /// Runs the binary in `dir` with nothing in its environment but PATH.
 fn ai_cache_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ai-cache"))
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .output()
-        .expect("ai-cache runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    crate::cli::outcome(
+        Command::new(env!("CARGO_BIN_EXE_ai-cache"))
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default()),
     )
 }
 

@@ -99,6 +99,16 @@ pub fn start_nats() -> LocalNats {
     LocalNats::start(&temp_dir("aicache-test-nats-"), None, true).expect("nats-server starts")
 }
 
+/// The API, the projections and every stage a page goes through to be live.
+pub const PIPELINE_ROLES: [Role; 6] = [
+    Role::Api,
+    Role::Projections,
+    Role::Scraper,
+    Role::Markdown,
+    Role::Renderer,
+    Role::Uploader,
+];
+
 /// The master key of every test app.
 pub const MASTER_KEY: &str = "test-master-key-0123456789abcdef";
 

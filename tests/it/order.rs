@@ -96,17 +96,10 @@ struct Scene {
 
 impl Scene {
     async fn new(without: Option<Role>) -> Self {
-        let roles: Vec<Role> = [
-            Role::Api,
-            Role::Projections,
-            Role::Scraper,
-            Role::Markdown,
-            Role::Renderer,
-            Role::Uploader,
-        ]
-        .into_iter()
-        .filter(|r| Some(*r) != without)
-        .collect();
+        let roles: Vec<Role> = crate::harness::PIPELINE_ROLES
+            .into_iter()
+            .filter(|r| Some(*r) != without)
+            .collect();
         let app = TestApp::with_roles(&roles).await;
         let origin = PageOrigin::start().await;
         let client = create_client(&app, "Site", "site.test").await;

@@ -108,15 +108,7 @@ fn url_of(data: &Value) -> String {
 }
 
 async fn pipeline_app() -> TestApp {
-    TestApp::with_roles(&[
-        Role::Api,
-        Role::Projections,
-        Role::Scraper,
-        Role::Markdown,
-        Role::Renderer,
-        Role::Uploader,
-    ])
-    .await
+    TestApp::with_roles(&crate::harness::PIPELINE_ROLES).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

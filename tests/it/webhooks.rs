@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ai_cache::app::Role;
 use ai_cache::infra::http::{HttpClient, HttpConfig};
 use ai_cache::infra::secrets::Secrets;
 use ai_cache::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
@@ -92,15 +91,7 @@ fn signature_is_valid(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_failing_twice_gets_the_signed_event_on_the_third_try() {
-    let app = TestApp::with_roles(&[
-        Role::Api,
-        Role::Projections,
-        Role::Scraper,
-        Role::Markdown,
-        Role::Renderer,
-        Role::Uploader,
-    ])
-    .await;
+    let app = TestApp::with_roles(&crate::harness::PIPELINE_ROLES).await;
     // The deliverer with a short backoff, so the retries come quickly.
     let secrets = Arc::new(Secrets::new(&app.options.fernet_keys).expect("keys"));
     let http = HttpClient::new(&HttpConfig {
