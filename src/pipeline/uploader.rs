@@ -596,7 +596,11 @@ fn store_label(store: EdgeKind) -> &'static str {
 
 fn kv_step_error(e: KvError) -> StepError {
     match e {
-        KvError::RateLimited(wait) => StepError::retry_after("cloudflare rate limit", wait),
+        // Waiting for the account's request budget (ours or Cloudflare's 429) is not a
+        // failure: deferred, never dead-lettered for waiting.
+        KvError::RateLimited(wait) => {
+            StepError::deferred("waiting for the Cloudflare account's request budget", wait)
+        }
         e if e.is_transient() => StepError::transient(e),
         e => StepError::permanent(e),
     }

@@ -282,3 +282,41 @@ async fn uploader_processes_share_one_accounts_request_budget() {
     };
     assert!(uploaders[0].bulk_write(&other, &pairs(9)).await.is_ok());
 }
+
+#[tokio::test]
+async fn waiting_for_cloudflares_budget_is_never_a_failure() {
+    let cf = FakeCloudflare::start("cf-token-123").await;
+    let app = TestApp::with_options(
+        &crate::harness::PIPELINE_ROLES,
+        Options {
+            cloudflare_api_base: cf.base.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let origin = PageOrigin::start().await;
+    let (status, client) = app
+        .post_client(&json!({
+            "name": "CF Site", "domain": "site.test", "cloudflare_account_id": "acct",
+            "cloudflare_api_token": "cf-token-123", "cloudflare_kv_namespace_id": "ns1"
+        }))
+        .await;
+    assert_eq!(status, 201, "{client}");
+    let client = client["id"].as_str().expect("id").to_owned();
+    // More 429s (each with Retry-After: 1) than the uploader's 6 deliveries.
+    cf.inner.rate_limit_next.store(8, Ordering::SeqCst);
+    app.add_urls(&client, &origin.articles(&["/p/0".to_owned()]))
+        .await;
+    eventually(
+        Duration::from_secs(60),
+        "the page is live after Cloudflare let it through",
+        || async { stream_count(app.js(), "PAGES", Some("pages.updated.>")).await == 1 },
+    )
+    .await;
+    assert_eq!(cf.inner.rate_limit_next.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        stream_count(app.js(), "DEADLETTER", None).await,
+        0,
+        "waiting is deferred, not a failed try"
+    );
+}
