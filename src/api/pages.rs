@@ -97,7 +97,7 @@ pub struct AddPagesResponse {
 }
 
 #[utoipa::path(post, path = "/api/v1/clients/{id}/pages", tag = "pages", params(("id" = Uuid, Path)), request_body = AddPages,
-    responses((status = 200, body = AddPagesResponse), (status = 403), (status = 404), (status = 422), (status = 409, description = "client_inactive: the client is inactive")),
+    responses((status = 200, body = AddPagesResponse), (status = 202, body = AddPagesResponse, description = "added, the pages still being applied: they are readable within seconds"), (status = 403), (status = 404), (status = 422), (status = 409, description = "client_inactive: the client is inactive")),
     security(("api_key" = [])))]
 /// Add pages by URL (master key, or the client's `write` key). Known URLs are skipped.
 pub async fn add(
@@ -105,7 +105,7 @@ pub async fn add(
     principal: Principal,
     ApiPath(client_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<AddPages>,
-) -> Result<Json<AddPagesResponse>, ApiError> {
+) -> Result<(axum::http::StatusCode, Json<AddPagesResponse>), ApiError> {
     principal.require(client_id, Scope::Write)?;
     auth::require_active(&state.db, client_id).await?;
     let limit = state.discovery.limits().max_urls;
@@ -144,10 +144,13 @@ pub async fn add(
             },
         )
         .await?;
-    Ok(Json(AddPagesResponse {
-        message: format!("{} page(s) added", summary.created),
-        summary,
-    }))
+    Ok((
+        super::sitemap::applied_status(summary.applied),
+        Json(AddPagesResponse {
+            message: format!("{} page(s) added", summary.created),
+            summary,
+        }),
+    ))
 }
 
 /// The page, if it exists and the caller may use it with `scope`; one answer (404) for both

@@ -170,14 +170,14 @@ pub struct ImportResponse {
 }
 
 #[utoipa::path(post, path = "/api/v1/sitemap/import", tag = "sitemaps", request_body = ImportRequest,
-    responses((status = 200, body = ImportResponse), (status = 403), (status = 404), (status = 422), (status = 409, description = "client_inactive: the client is inactive")),
+    responses((status = 200, body = ImportResponse), (status = 202, body = ImportResponse, description = "imported, the pages still being applied: they are readable within seconds"), (status = 403), (status = 404), (status = 422), (status = 409, description = "client_inactive: the client is inactive")),
     security(("api_key" = [])))]
 /// Import a sitemap's URLs as pages of a client (master key, or the client's `write` key).
 pub async fn import(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(body): ApiJson<ImportRequest>,
-) -> Result<Json<ImportResponse>, ApiError> {
+) -> Result<(axum::http::StatusCode, Json<ImportResponse>), ApiError> {
     principal.require(body.client_id, Scope::Write)?;
     let max_depth = depth(body.max_depth)?;
     let client = clients_read::find(&state.db, body.client_id)
@@ -200,16 +200,20 @@ pub async fn import(
     )
     .await?;
     let message = import_message(&summary);
-    Ok(Json(ImportResponse {
-        message,
-        summary,
-        client: ClientRef {
-            id: client.id,
-            name: client.name,
-            domain: client.domain,
-        },
-        sitemaps,
-    }))
+    let status = applied_status(summary.applied);
+    Ok((
+        status,
+        Json(ImportResponse {
+            message,
+            summary,
+            client: ClientRef {
+                id: client.id,
+                name: client.name,
+                domain: client.domain,
+            },
+            sitemaps,
+        }),
+    ))
 }
 
 /// Filters of the page list.
@@ -298,5 +302,17 @@ fn import_message(summary: &crate::commands::discovery::ImportSummary) -> String
             summary.limit
         ));
     }
+    if !summary.applied {
+        message.push_str("; the pages are still being applied (readable within seconds)");
+    }
     message
+}
+
+/// 200 when the pages are readable, 202 while the projection is still applying them.
+pub(super) fn applied_status(applied: bool) -> axum::http::StatusCode {
+    if applied {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::ACCEPTED
+    }
 }

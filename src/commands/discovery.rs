@@ -448,6 +448,10 @@ pub struct ImportSummary {
     pub error_details: Vec<Issue>,
     /// Details beyond the first 100, counted only.
     pub error_details_left_out: usize,
+    /// Whether the pages projection showed every page before the answer (read-your-writes);
+    /// false when it was still applying them at WRITE_TIMEOUT_SECS (the API then answers 202).
+    #[serde(skip)]
+    pub applied: bool,
 }
 
 /// Failures of an import after discovery.
@@ -529,9 +533,10 @@ impl Importer {
             let published = self.publisher.publish_all(batch).await?;
             last = published.iter().map(|p| p.sequence).max().or(last);
         }
-        if let Some(seq) = last {
-            wait_for(&self.db, "pages", seq, self.timeout).await?;
-        }
+        summary.applied = match last {
+            Some(seq) => wait_for(&self.db, "pages", seq, self.timeout).await?,
+            None => true,
+        };
         Ok(summary)
     }
 }

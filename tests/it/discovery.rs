@@ -339,7 +339,18 @@ async fn cycles_and_deep_chains_stop_and_say_why() {
 async fn a_50000_url_index_stops_at_the_safety_limit_with_a_correct_summary() {
     let (app, origin, client) = setup(Robots::None).await;
     let (status, body) = import(&app, &client, &origin.url("/index-50k.xml"), json!({})).await;
-    assert_eq!(status, 200, "{body}");
+    // 202 when the projection was still applying the 10,000 pages at WRITE_TIMEOUT_SECS.
+    assert!(matches!(status, 200 | 202), "{body}");
+    if status == 202 {
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m
+                    .ends_with("; the pages are still being applied (readable within seconds)")),
+            "{body}"
+        );
+        app.caught_up("pages", "PAGES").await;
+    }
     assert_eq!(
         summary(&body),
         (10_000, 10_000, 0, 0, 0),
@@ -360,7 +371,7 @@ async fn a_50000_url_index_stops_at_the_safety_limit_with_a_correct_summary() {
     .await;
     assert_eq!(
         pages["total_pages"], 10_000,
-        "every created page is readable at once"
+        "every created page is readable once the answer is 200 (or caught up after a 202)"
     );
     // One 60,000-URL document: read up to the limit, not beyond.
     let (_, body) = import(
