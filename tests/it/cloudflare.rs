@@ -36,6 +36,36 @@ fn pairs(page: usize) -> Vec<Pair> {
         .collect()
 }
 
+/// The pipeline (with `options`) against a fake Cloudflare accepting `accepted`, a local origin,
+/// and a client of site.test (600 fetches a minute) whose uploads go to namespace `ns1` with
+/// `token`: (the fake, the app, the origin, the client's id).
+pub(crate) async fn cloudflare_site(
+    accepted: &str,
+    token: &str,
+    options: Options,
+) -> (FakeCloudflare, TestApp, PageOrigin, String) {
+    let cf = FakeCloudflare::start(accepted).await;
+    let app = TestApp::with_options(
+        &crate::harness::PIPELINE_ROLES,
+        Options {
+            cloudflare_api_base: cf.base.clone(),
+            ..options
+        },
+    )
+    .await;
+    let origin = PageOrigin::start().await;
+    let (status, client) = app
+        .post_client(&json!({
+            "name": "CF Site", "domain": "site.test", "cloudflare_account_id": "acct",
+            "cloudflare_api_token": token, "cloudflare_kv_namespace_id": "ns1",
+            "settings": {"crawl_rate_per_minute": 600}
+        }))
+        .await;
+    assert_eq!(status, 201, "{client}");
+    let client = client["id"].as_str().expect("id").to_owned();
+    (cf, app, origin, client)
+}
+
 #[tokio::test]
 async fn writes_of_one_client_share_a_request_and_clients_do_not_affect_each_other() {
     let cf = FakeCloudflare::start("good-token").await;
@@ -109,26 +139,8 @@ async fn rate_limits_and_unsuccessful_keys_are_reported_for_retrying() {
 #[tokio::test]
 async fn a_cloudflare_clients_pages_reach_its_namespace_through_retries_and_leave_it_when_removed()
 {
-    let cf = FakeCloudflare::start("cf-token-123").await;
-    let roles = crate::harness::PIPELINE_ROLES;
-    let app = TestApp::with_options(
-        &roles,
-        Options {
-            cloudflare_api_base: cf.base.clone(),
-            ..Options::default()
-        },
-    )
-    .await;
-    let origin = PageOrigin::start().await;
-    let (status, client) = app
-        .post_client(&json!({
-            "name": "CF Site", "domain": "site.test", "cloudflare_account_id": "acct",
-            "cloudflare_api_token": "cf-token-123", "cloudflare_kv_namespace_id": "ns1",
-            "settings": {"crawl_rate_per_minute": 600}
-        }))
-        .await;
-    assert_eq!(status, 201, "{client}");
-    let client = client["id"].as_str().expect("id").to_owned();
+    let (cf, app, origin, client) =
+        cloudflare_site("cf-token-123", "cf-token-123", Options::default()).await;
     // Cloudflare pushes back once, and drops one key once: both are retried.
     cf.inner.rate_limit_next.store(1, Ordering::SeqCst);
     let first_key = kv_key(&NormalizedUrl::parse(&origin.url("/p/0")).expect("url"));
@@ -285,24 +297,8 @@ async fn uploader_processes_share_one_accounts_request_budget() {
 
 #[tokio::test]
 async fn waiting_for_cloudflares_budget_is_never_a_failure() {
-    let cf = FakeCloudflare::start("cf-token-123").await;
-    let app = TestApp::with_options(
-        &crate::harness::PIPELINE_ROLES,
-        Options {
-            cloudflare_api_base: cf.base.clone(),
-            ..Options::default()
-        },
-    )
-    .await;
-    let origin = PageOrigin::start().await;
-    let (status, client) = app
-        .post_client(&json!({
-            "name": "CF Site", "domain": "site.test", "cloudflare_account_id": "acct",
-            "cloudflare_api_token": "cf-token-123", "cloudflare_kv_namespace_id": "ns1"
-        }))
-        .await;
-    assert_eq!(status, 201, "{client}");
-    let client = client["id"].as_str().expect("id").to_owned();
+    let (cf, app, origin, client) =
+        cloudflare_site("cf-token-123", "cf-token-123", Options::default()).await;
     // More 429s (each with Retry-After: 1) than the uploader's 6 deliveries.
     cf.inner.rate_limit_next.store(8, Ordering::SeqCst);
     app.add_urls(&client, &origin.articles(&["/p/0".to_owned()]))

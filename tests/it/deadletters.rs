@@ -10,9 +10,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::clients::send;
-use crate::cloudflare_fake::FakeCloudflare;
 use crate::harness::{Options, TestApp, eventually, stream_count};
-use crate::page_origin::PageOrigin;
 
 /// `ai-cache events tail` running as the real binary.
 struct Tail(std::process::Child);
@@ -62,11 +60,11 @@ async fn dead_letters(app: &TestApp) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_re_driven_after_the_fix_completes_the_page() {
-    let cf = FakeCloudflare::start("the-right-token").await;
-    let app = TestApp::with_options(
-        &crate::harness::PIPELINE_ROLES,
+    // A mistyped token: Cloudflare answers 403, which retrying cannot fix.
+    let (cf, app, origin, client) = crate::cloudflare::cloudflare_site(
+        "the-right-token",
+        "a-mistyped-token",
         Options {
-            cloudflare_api_base: cf.base.clone(),
             health: ai_cache::config::HealthThresholds {
                 max_dead_letters: 0,
                 ..Default::default()
@@ -75,17 +73,6 @@ async fn a_dead_letter_re_driven_after_the_fix_completes_the_page() {
         },
     )
     .await;
-    let origin = PageOrigin::start().await;
-    // A mistyped token: Cloudflare answers 403, which retrying cannot fix.
-    let (status, client) = app
-        .post_client(&json!({
-            "name": "CF Site", "domain": "site.test", "cloudflare_account_id": "acct",
-            "cloudflare_api_token": "a-mistyped-token", "cloudflare_kv_namespace_id": "ns1",
-            "settings": {"crawl_rate_per_minute": 600}
-        }))
-        .await;
-    assert_eq!(status, 201, "{client}");
-    let client = client["id"].as_str().expect("id").to_owned();
     let urls = origin.articles(&["/doc".to_owned()]);
     app.add_urls(&client, &urls).await;
 
