@@ -177,8 +177,10 @@ impl AuthDir {
     fn save(&self, registry: &Registry) -> Result<(), AuthError> {
         let json = serde_json::to_vec_pretty(registry)
             .map_err(|e| AuthError::Io(format!("encoding the users: {e}")))?;
-        write_private(&self.dir.join(REGISTRY), &json)?;
-        write_private(&self.config_path(), render(registry).as_bytes())
+        write_file(&self.dir.join(REGISTRY), &json, 0o600)?;
+        // nats-server (often its own user) must read it; it holds no password, only hashes of
+        // 32 random characters.
+        write_file(&self.config_path(), render(registry).as_bytes(), 0o644)
     }
 }
 
@@ -223,7 +225,7 @@ fn hash(password: &str) -> Result<String, AuthError> {
         .map_err(|e| AuthError::Io(format!("hashing a password: {e}")))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AuthError> {
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AuthError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let temporary = path.with_extension("tmp");
@@ -231,7 +233,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AuthError> {
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&temporary)
         .map_err(io(&temporary))?;
     file.write_all(bytes).map_err(io(&temporary))?;
