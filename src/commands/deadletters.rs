@@ -8,8 +8,7 @@
 //! deduplicated on the dead letter's id, so a re-drive interrupted between publish and delete
 //! can be repeated without a second copy.
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::{self, context::ConsumerInfoErrorKind, stream::DirectGetErrorKind};
+use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -17,8 +16,9 @@ use uuid::Uuid;
 
 use crate::events::StreamName;
 use crate::infra::nats::page_by_subject;
+use crate::pipeline::deadletter::Origin;
 use crate::pipeline::deadletter::headers;
-use crate::pipeline::runtime::{REDRIVE_STREAM, redrive_consumer, redrive_subject};
+use crate::pipeline::runtime::{copy_to_redrive, has_redrive_consumer, redrive_consumer};
 
 /// Why a dead-letter operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -155,31 +155,29 @@ impl DeadLetters {
     pub async fn redrive(&self, seq: u64) -> Result<DeadLetterView, DeadLetterError> {
         let msg = self.raw(seq).await?;
         let dl = view(&msg, false);
-        let redrive_stream = self
-            .js
-            .get_stream(REDRIVE_STREAM)
+        if !has_redrive_consumer(&self.js, &dl.consumer)
             .await
-            .map_err(|e| DeadLetterError::Nats(e.to_string()))?;
-        let durable = redrive_consumer(&dl.consumer);
-        match redrive_stream.consumer_info(&durable).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
-                return Err(DeadLetterError::NoRedriveConsumer(dl.consumer, durable));
-            }
-            Err(e) => return Err(DeadLetterError::Nats(e.to_string())),
+            .map_err(DeadLetterError::Nats)?
+        {
+            let durable = redrive_consumer(&dl.consumer);
+            return Err(DeadLetterError::NoRedriveConsumer(dl.consumer, durable));
         }
-        let mut h = HeaderMap::new();
-        h.insert("Nats-Msg-Id", format!("redrive:{seq}").as_str());
-        h.insert(headers::ORIGINAL_STREAM, dl.original_stream.as_str());
-        h.insert(headers::ORIGINAL_SUBJECT, dl.original_subject.as_str());
-        h.insert(headers::ORIGINAL_SEQ, dl.original_seq.to_string().as_str());
-        h.insert(headers::REDRIVEN_FROM, seq.to_string().as_str());
-        self.js
-            .publish_with_headers(redrive_subject(&dl.consumer), h, msg.payload.clone())
-            .await
-            .map_err(|e| DeadLetterError::Nats(e.to_string()))?
-            .await
-            .map_err(|e| DeadLetterError::Nats(e.to_string()))?;
+        let origin = Origin::of(
+            None,
+            &dl.original_stream,
+            &dl.original_subject,
+            dl.original_seq,
+        );
+        copy_to_redrive(
+            &self.js,
+            &dl.consumer,
+            &format!("redrive:{seq}"),
+            &origin,
+            &[(headers::REDRIVEN_FROM, &seq.to_string())],
+            msg.payload.clone(),
+        )
+        .await
+        .map_err(DeadLetterError::Nats)?;
         self.delete(seq).await?;
         tracing::info!(
             deadletter.seq = seq,

@@ -195,6 +195,43 @@ pub fn redrive_subject(consumer: &str) -> String {
     format!("redrive.{}", consumer.to_lowercase())
 }
 
+/// Whether `consumer` has its re-drive consumer on REDRIVE.
+pub async fn has_redrive_consumer(js: &jetstream::Context, consumer: &str) -> Result<bool, String> {
+    let stream = js
+        .get_stream(REDRIVE_STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    match stream.consumer_info(redrive_consumer(consumer)).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Copies `payload` to `consumer`'s re-drive subject, `origin` in its headers beside `extra`,
+/// under message id `id` (a second copy within the duplicate window is not stored).
+pub async fn copy_to_redrive(
+    js: &jetstream::Context,
+    consumer: &str,
+    id: &str,
+    origin: &Origin,
+    extra: &[(&str, &str)],
+    payload: bytes::Bytes,
+) -> Result<(), String> {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", id);
+    origin.insert_into(&mut h);
+    for (name, value) in extra {
+        h.insert(*name, *value);
+    }
+    js.publish_with_headers(redrive_subject(consumer), h, payload)
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 struct Inner<S> {
     js: jetstream::Context,
     stream: &'static str,
@@ -610,7 +647,7 @@ impl<S> Inner<S> {
         until: Duration,
     ) -> &'static str {
         let stage = self.stage.as_str();
-        let wait = |until: Duration| async move {
+        let wait = || async move {
             tracing::debug!(
                 stage,
                 nats.seq = delivery.stream_seq,
@@ -623,35 +660,20 @@ impl<S> Inner<S> {
             "deferred"
         };
         if delivery.delivered <= 1 {
-            return wait(until).await;
+            return wait().await;
         }
-        match self.has_redrive_consumer().await {
-            Ok(true) => self.hand_off(msg, delivery, reason).await,
-            Ok(false) if delivery.delivered < max_deliver => wait(until).await,
+        let handed = match has_redrive_consumer(&self.js, stage).await {
+            Ok(true) => self.hand_off(msg, delivery).await,
+            Ok(false) if delivery.delivered < max_deliver => return wait().await,
             Ok(false) => {
                 let why = format!("{reason} (deferred on every delivery, no re-drive consumer)");
-                self.dead_letter(msg, delivery, DeadLetterKind::RetriesExhausted, &why)
-                    .await
+                return self
+                    .dead_letter(msg, delivery, DeadLetterKind::RetriesExhausted, &why)
+                    .await;
             }
-            Err(e) => {
-                tracing::warn!(stage, nats.seq = delivery.stream_seq, error = %e, "cannot hand a deferred message on, will retry");
-                let _ = msg.ack_with(AckKind::Nak(Some(self.backoff_for(1)))).await;
-                "retry"
-            }
-        }
-    }
-
-    /// Hands a deferred message to the stage's re-drive consumer: a copy with its origin
-    /// (whose id makes a second copy impossible if this process dies before the ack), then
-    /// the ack.
-    async fn hand_off(
-        &self,
-        msg: &jetstream::Message,
-        delivery: &Delivery,
-        reason: &str,
-    ) -> &'static str {
-        let stage = self.stage.as_str();
-        match self.copy_to_redrive(msg, delivery).await {
+            Err(e) => Err(e),
+        };
+        match handed {
             Ok(()) => {
                 tracing::info!(
                     stage,
@@ -671,46 +693,18 @@ impl<S> Inner<S> {
         }
     }
 
-    /// Whether the stage has a `<stage>-redrive` consumer to hand deferred messages to.
-    async fn has_redrive_consumer(&self) -> Result<bool, String> {
-        let stream = self
-            .js
-            .get_stream(REDRIVE_STREAM)
-            .await
-            .map_err(|e| e.to_string())?;
-        match stream
-            .consumer_info(redrive_consumer(self.stage.as_str()))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// Copies the message to the stage's re-drive subject with its origin, once.
-    async fn copy_to_redrive(
-        &self,
-        msg: &jetstream::Message,
-        delivery: &Delivery,
-    ) -> Result<(), String> {
+    /// Hands a deferred message to the stage's re-drive consumer: a copy with its origin,
+    /// whose id makes a second copy impossible if this process dies before the ack.
+    async fn hand_off(&self, msg: &jetstream::Message, delivery: &Delivery) -> Result<(), String> {
         let origin = Origin::of(
             msg.headers.as_ref(),
             self.stream,
             &delivery.subject,
             delivery.stream_seq,
         );
-        let mut h = async_nats::HeaderMap::new();
         let id = format!("deferred:{}:{}", self.stream, delivery.stream_seq);
-        h.insert("Nats-Msg-Id", id.as_str());
-        origin.insert_into(&mut h);
-        self.js
-            .publish_with_headers(redrive_subject(self.stage.as_str()), h, msg.payload.clone())
-            .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+        let payload = msg.payload.clone();
+        copy_to_redrive(&self.js, self.stage.as_str(), &id, &origin, &[], payload).await
     }
 
     async fn dead_letter(
