@@ -20,11 +20,16 @@ p.id, p.client_id, p.url, p.url_hash, p.status, p.stage, p.source,
 CASE WHEN p.status = 'removed' OR NOT COALESCE(c.is_active, false) THEN NULL ELSE
     page_next_due(p.last_scraped_at, p.last_attempt_at, p.lastmod_at, p.changefreq, c.refresh_interval_secs, $1) END
 
--- name: upsert_discovered
--- `pages.discovered`: a new page, or a known one seen again.
+-- name: upsert_discovered_many
+-- `pages.discovered`: new pages, or known ones seen again (distinct ids: one row each).
 INSERT INTO pages (id, client_id, url, url_hash, status, stage, source,
         sitemap_url, lastmod, changefreq, priority, created_at, updated_at, lastmod_at)
-    VALUES ($1,$2,$3,$4,'discovered','discovered',$5,$6,$7,$8,$9,$10,$10,$11)
+    SELECT id, client_id, url, url_hash, 'discovered', 'discovered', source,
+            sitemap_url, lastmod, changefreq, priority, at, at, lastmod_at
+        FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])
+            AS d(id, client_id, url, url_hash, source, sitemap_url, lastmod, changefreq,
+                priority, at, lastmod_at)
     ON CONFLICT (id) DO UPDATE SET
         sitemap_url = COALESCE(EXCLUDED.sitemap_url, pages.sitemap_url),
         lastmod = COALESCE(EXCLUDED.lastmod, pages.lastmod),

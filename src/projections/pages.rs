@@ -43,38 +43,142 @@ impl Projection for PagesProjection {
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
         async move {
             let event: Event<PageEvent> = decode(msg)?;
-            let Some(page_id) = event.meta.page_id else {
-                return Err(ApplyError::Skip("page event without page_id".into()));
-            };
-            let at = event.meta.occurred_at;
-            if let PageEvent::Discovered(d) = &event.payload {
-                sqlx::query(sql::pages::UPSERT_DISCOVERED)
-                    .bind(page_id.as_uuid())
-                    .bind(event.meta.client_id.as_uuid())
-                    .bind(d.url.as_str())
-                    .bind(ContentHash::of(d.url.as_str().as_bytes()).as_str())
-                    .bind(enum_name(&d.source)?)
-                    .bind(&d.sitemap_url)
-                    .bind(&d.lastmod)
-                    .bind(&d.changefreq)
-                    .bind(&d.priority)
-                    .bind(at)
-                    .bind(
-                        d.lastmod
-                            .as_deref()
-                            .and_then(crate::domain::sitemap::lastmod_time),
-                    )
-                    .execute(conn)
-                    .await?;
-                return Ok(());
-            }
-            if let Some(update) = update_for(&event.payload, page_id.as_uuid(), at)? {
-                update.execute(conn).await?;
+            match change(&event)? {
+                Change::Discovered(row) => upsert_discovered(conn, &[row]).await?,
+                Change::Update(Some(update)) => {
+                    update.execute(conn).await?;
+                }
+                Change::Update(None) => {}
             }
             Ok(())
         }
         .boxed()
     }
+
+    /// Discoveries come by the thousand (imports): each run of them with distinct pages is one
+    /// multi-row upsert. Any other event ends the run first, so every page sees its events in
+    /// stream order.
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        batch: &'a [&'a StoredMessage],
+    ) -> BoxFuture<'a, Result<Vec<(usize, String)>, sqlx::Error>> {
+        async move {
+            let mut skipped = Vec::new();
+            let mut run: Vec<DiscoveredRow> = Vec::new();
+            let mut in_run = std::collections::HashSet::new();
+            for (i, msg) in batch.iter().enumerate() {
+                let event: Event<PageEvent> = match decode(msg) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        skipped.push((i, e.to_string()));
+                        continue;
+                    }
+                };
+                match change(&event) {
+                    Err(ApplyError::Skip(reason)) => skipped.push((i, reason)),
+                    Err(ApplyError::Db(e)) => return Err(e),
+                    Ok(Change::Discovered(row)) => {
+                        if !in_run.insert(row.id) {
+                            upsert_discovered(conn, &run).await?;
+                            run.clear();
+                            in_run = std::iter::once(row.id).collect();
+                        }
+                        run.push(row);
+                    }
+                    Ok(Change::Update(update)) => {
+                        upsert_discovered(conn, &run).await?;
+                        run.clear();
+                        in_run.clear();
+                        if let Some(update) = update {
+                            update.execute(&mut *conn).await?;
+                        }
+                    }
+                }
+            }
+            upsert_discovered(conn, &run).await?;
+            Ok(skipped)
+        }
+        .boxed()
+    }
+}
+
+/// What one event does to its page's row.
+enum Change<'e> {
+    Discovered(DiscoveredRow),
+    /// The UPDATE it makes, if any.
+    Update(Option<PgQuery<'e>>),
+}
+
+fn change(event: &Event<PageEvent>) -> Result<Change<'_>, ApplyError> {
+    let Some(page_id) = event.meta.page_id else {
+        return Err(ApplyError::Skip("page event without page_id".into()));
+    };
+    let at = event.meta.occurred_at;
+    if let PageEvent::Discovered(d) = &event.payload {
+        return Ok(Change::Discovered(DiscoveredRow {
+            id: page_id.as_uuid(),
+            client_id: event.meta.client_id.as_uuid(),
+            url: d.url.to_string(),
+            url_hash: ContentHash::of(d.url.as_str().as_bytes()).to_string(),
+            source: enum_name(&d.source)?,
+            sitemap_url: d.sitemap_url.clone(),
+            lastmod: d.lastmod.clone(),
+            changefreq: d.changefreq.clone(),
+            priority: d.priority.clone(),
+            at,
+            lastmod_at: d
+                .lastmod
+                .as_deref()
+                .and_then(crate::domain::sitemap::lastmod_time),
+        }));
+    }
+    Ok(Change::Update(update_for(
+        &event.payload,
+        page_id.as_uuid(),
+        at,
+    )?))
+}
+
+/// A `pages.discovered` as the row it upserts.
+struct DiscoveredRow {
+    id: Uuid,
+    client_id: Uuid,
+    url: String,
+    url_hash: String,
+    source: String,
+    sitemap_url: Option<String>,
+    lastmod: Option<String>,
+    changefreq: Option<String>,
+    priority: Option<String>,
+    at: DateTime<Utc>,
+    lastmod_at: Option<DateTime<Utc>>,
+}
+
+/// Upserts discovered pages (distinct ids) in one statement.
+async fn upsert_discovered(
+    conn: &mut PgConnection,
+    rows: &[DiscoveredRow],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&DiscoveredRow) -> Option<&str>| rows.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(sql::pages::UPSERT_DISCOVERED_MANY)
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.client_id).collect::<Vec<_>>())
+        .bind(col(|r| Some(r.url.as_str())))
+        .bind(col(|r| Some(r.url_hash.as_str())))
+        .bind(col(|r| Some(r.source.as_str())))
+        .bind(col(|r| r.sitemap_url.as_deref()))
+        .bind(col(|r| r.lastmod.as_deref()))
+        .bind(col(|r| r.changefreq.as_deref()))
+        .bind(col(|r| r.priority.as_deref()))
+        .bind(rows.iter().map(|r| r.at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.lastmod_at).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The UPDATE an event makes, parameters bound: `$1` the page id, `$2` the event time, then

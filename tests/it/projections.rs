@@ -178,6 +178,7 @@ async fn publish_history(app: &TestApp) {
                 previous_fingerprint: None,
                 page_version: 1,
                 reprocess: None,
+                extracted: None,
             }),
             PageEvent::MarkdownGenerated(MarkdownGenerated {
                 markdown: md.clone(),
@@ -403,4 +404,71 @@ async fn a_verified_rebuild_compares_with_the_live_rows_without_touching_them() 
         .await
         .expect("verify");
     assert!(report.equal(), "{report:?}");
+}
+
+#[tokio::test]
+async fn discoveries_applied_as_one_batch_give_the_rows_of_one_event_at_a_time() {
+    let app = TestApp::with_roles(&[]).await;
+    let client = ClientId::new_random();
+    let seen_again = |url: &str, lastmod: &str| {
+        let url = NormalizedUrl::parse(url).expect("url");
+        Discovered {
+            lastmod: Some(lastmod.into()),
+            changefreq: Some("daily".into()),
+            ..Discovered::bare(url, DiscoverySource::Sitemap)
+        }
+        .into_event(client)
+    };
+    // Runs of discoveries, a page discovered twice within a run (the second one adds
+    // metadata), and another event of a page between its discoveries.
+    let mut events: Vec<Event<PageEvent>> = (0..30)
+        .map(|i| discovered(client, &format!("https://batch.example/p/{i}")))
+        .collect();
+    events.push(seen_again("https://batch.example/p/3", "2026-11-01"));
+    events.push(seen_again("https://batch.example/p/3", "2026-11-02"));
+    let scraped_page = events[7].clone();
+    events.push(Event::caused_by(
+        &scraped_page,
+        PageEvent::RefreshRequested(RefreshRequested {
+            reason: RefreshReason::Manual,
+            reprocess: None,
+        }),
+    ));
+    events.push(seen_again("https://batch.example/p/7", "2026-11-03"));
+    events.extend((30..40).map(|i| discovered(client, &format!("https://batch.example/p/{i}"))));
+    Publisher::new(app.js().clone())
+        .publish_all(&events.into_iter().map(Outgoing::unique).collect::<Vec<_>>())
+        .await
+        .expect("publish");
+
+    let pages: Arc<dyn projections::Projection> = Arc::new(projections::pages::PagesProjection);
+    runtime::rebuild(app.db(), app.js(), Arc::clone(&pages), &|_, _| {})
+        .await
+        .expect("rebuild in batches");
+    let batched = dump(&app, "pages").await;
+    runtime::reset(app.db(), pages.as_ref())
+        .await
+        .expect("reset");
+    runtime::ProjectionRunner::new(pages, app.db().clone(), app.js().clone())
+        .with_batch(1)
+        .catch_up(&|_, _| {})
+        .await
+        .expect("one at a time");
+    let one_by_one = dump(&app, "pages").await;
+    assert_eq!(batched, one_by_one);
+    let rows = batched.as_array().expect("rows");
+    assert_eq!(rows.len(), 40);
+    let page = |n: &str| {
+        rows.iter()
+            .find(|r| r["url"] == format!("https://batch.example/p/{n}"))
+            .expect("page")
+    };
+    assert_eq!(
+        page("3")["lastmod"],
+        "2026-11-02",
+        "the later discovery wins"
+    );
+    assert_eq!(page("7")["lastmod"], "2026-11-03");
+    assert!(page("7")["last_refresh_requested_at"].is_string());
+    assert_eq!(count(&app, "projection_failures").await, 0);
 }
