@@ -11,8 +11,6 @@
 use ego_tree::NodeRef;
 use scraper::{ElementRef, Html, Node, Selector};
 
-use super::content::ContentHash;
-
 /// Decodes an HTML body: the charset from `Content-Type`, else a BOM, else a `<meta>`
 /// declaration in the first 1024 bytes, else UTF-8. Returns the text and the encoding's name;
 /// undecodable bytes become U+FFFD.
@@ -145,11 +143,6 @@ pub fn main_text(html: &str) -> String {
     words.join(" ")
 }
 
-/// The fingerprint change detection compares.
-pub fn fingerprint(html: &str) -> ContentHash {
-    ContentHash::of(main_text(html).as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,21 +154,6 @@ mod tests {
             <div class="ad-slot">Buy {script}</div><div id="cookie-banner">We use cookies</div></main>
             <footer>Generated at {footer}</footer></body></html>"#
         )
-    }
-
-    #[test]
-    fn boilerplate_changes_do_not_change_the_fingerprint() {
-        let a = fingerprint(&page("The article text.", "10:00:01", "abc"));
-        let b = fingerprint(&page("The article text.", "23:59:59", "xyz"));
-        assert_eq!(a, b);
-    }
-
-    #[test]
-    fn a_change_to_the_main_text_changes_the_fingerprint() {
-        assert_ne!(
-            fingerprint(&page("The article text.", "1", "a")),
-            fingerprint(&page("The article text, edited.", "1", "a"))
-        );
     }
 
     #[test]

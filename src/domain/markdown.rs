@@ -2,6 +2,11 @@
 //! Rust extractor on public benchmarks) and HTML→Markdown (htmd), with links made absolute,
 //! plus the page's metadata. Pure; CPU-bound (run it off the async threads).
 //!
+//! It is the one definition of a page's main content: the scraper runs it once per fetch and
+//! its [`Generated::fingerprint`] is what change detection compares, so a page is `changed`
+//! exactly when what would be served changed; the result travels to the Markdown stage
+//! (`pages.content_changed`'s `extracted`), which does not extract again.
+//!
 //! When the extractor finds text but no structured content it falls back to that text, and
 //! when it finds nothing, to the same main-content rule change detection uses
 //! ([`super::html::main_text`]), so a page never yields empty Markdown without reason.
@@ -10,6 +15,7 @@ use scraper::{Html, Selector};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::content::ContentHash;
 use super::html_bounds::TooComplex;
 
 /// Metadata extracted alongside the Markdown.
@@ -40,6 +46,19 @@ pub const MAX_INPUT_BYTES: usize = 8 * 1024 * 1024;
 pub struct Generated {
     pub markdown: String,
     pub metadata: PageMetadata,
+}
+
+impl Generated {
+    /// The fingerprint change detection compares: the Markdown and the metadata, what the
+    /// page's served copy is made of.
+    pub fn fingerprint(&self) -> ContentHash {
+        let metadata = serde_json::to_vec(&self.metadata).unwrap_or_default();
+        let mut bytes = Vec::with_capacity(self.markdown.len() + 1 + metadata.len());
+        bytes.extend_from_slice(self.markdown.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&metadata);
+        ContentHash::of(&bytes)
+    }
 }
 
 /// Tags whose content never belongs in the Markdown.
@@ -246,6 +265,39 @@ fn metadata(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn page(main: &str, footer: &str, script: &str) -> String {
+        format!(
+            r#"<html><head><title>T</title><script>var nonce="{script}";</script></head><body>
+            <nav><a href="/">Home</a> <a href="/about">About us</a></nav><main><h1>Title</h1>
+            <p>{main} It goes on for a while, as articles do, so that the extractor sees a
+            real paragraph of prose rather than a fragment.</p>
+            <p>A second paragraph of the same article, with more words in it than a menu has.</p></main>
+            <footer>Generated at {footer}</footer></body></html>"#
+        )
+    }
+
+    fn fingerprint(html: &str) -> ContentHash {
+        generate(html, "https://example.com/a")
+            .expect("generated")
+            .fingerprint()
+    }
+
+    #[test]
+    fn boilerplate_changes_do_not_change_the_fingerprint() {
+        let a = fingerprint(&page("The article text.", "10:00:01", "abc"));
+        let b = fingerprint(&page("The article text.", "23:59:59", "xyz"));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_change_to_the_main_text_or_the_title_changes_the_fingerprint() {
+        let a = fingerprint(&page("The article text.", "1", "a"));
+        assert_ne!(a, fingerprint(&page("The article text, edited.", "1", "a")));
+        let retitled =
+            page("The article text.", "1", "a").replace("<title>T</title>", "<title>U</title>");
+        assert_ne!(a, fingerprint(&retitled));
+    }
 
     const PAGE: &str = r#"<!doctype html><html lang="en-GB"><head><title>Fallback title</title>
         <meta name="description" content="What it says">

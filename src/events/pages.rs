@@ -2,8 +2,10 @@
 //!
 //! Subjects: `pages.<event>.<client_id>.<page_id>`. Version 2 of `pages.refresh_requested`,
 //! `pages.content_changed`, `pages.markdown_generated` and `pages.html_rendered` added the
-//! optional `reprocess` marker (a v1 event upcasts unchanged: it was not reprocessing); every
-//! other type is at version 1.
+//! optional `reprocess` marker (a v1 event upcasts unchanged: it was not reprocessing);
+//! version 3 of `pages.content_changed` added the optional `extracted` main content (a v2
+//! event upcasts unchanged: the Markdown stage extracts from the raw HTML); every other type
+//! is at version 1.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -76,7 +78,7 @@ impl EventFamily for PageEvent {
         ("pages.unchanged", 1),
         ("pages.scrape_failed", 1),
         ("pages.removed", 1),
-        ("pages.content_changed", 2),
+        ("pages.content_changed", 3),
         ("pages.markdown_generated", 2),
         ("pages.html_rendered", 2),
         ("pages.kv_uploaded", 1),
@@ -104,14 +106,16 @@ impl EventFamily for PageEvent {
 
     fn upcast(event_type: &str, version: u32, data: Value) -> Result<Value, DecodeError> {
         match (event_type, version) {
-            // v2 only added the optional `reprocess` marker.
+            // v2 only added the optional `reprocess` marker; v3 of `pages.content_changed` only
+            // the optional `extracted`.
             (
                 "pages.refresh_requested"
                 | "pages.content_changed"
                 | "pages.markdown_generated"
                 | "pages.html_rendered",
                 1,
-            ) => Ok(data),
+            )
+            | ("pages.content_changed", 2) => Ok(data),
             _ => Err(DecodeError::UnknownVersion {
                 event_type: event_type.to_owned(),
                 version,
@@ -303,11 +307,13 @@ pub struct Removed {
     pub reason: String,
 }
 
-/// `pages.content_changed` v2.
+/// `pages.content_changed` v3.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContentChanged {
     pub url: NormalizedUrl,
     pub raw: BlobRef,
+    /// The fingerprint of the main content (since v3: of the local generator's Markdown and
+    /// metadata, [`crate::domain::markdown::Generated::fingerprint`]).
     pub fingerprint: ContentHash,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_fingerprint: Option<ContentHash>,
@@ -316,6 +322,19 @@ pub struct ContentChanged {
     /// Set when a reprocessing run re-sent the page's last content change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reprocess: Option<Reprocess>,
+    /// The main content the scraper extracted from `raw` (v3): the Markdown stage uses it
+    /// instead of extracting again when its generator version is the stage's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extracted: Option<Extracted>,
+}
+
+/// Main content the local generator extracted from a page's raw HTML.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Extracted {
+    /// The Markdown, in the blob store.
+    pub markdown: BlobRef,
+    pub metadata: PageMetadata,
+    pub generator_version: String,
 }
 
 /// Which generator made the Markdown.

@@ -1,7 +1,9 @@
 //! The Markdown stage: `pages.content_changed` in, `pages.markdown_generated` out.
 //!
-//! The raw HTML comes from the blob store, the local generator
-//! ([`crate::domain::markdown`]) makes the Markdown (off the async threads); for clients with
+//! The local generator's Markdown ([`crate::domain::markdown`]) is the one the scraper made
+//! when it fetched the page (`extracted`, in the blob store), or, for an event without it or
+//! made by another generator version, is made here from the raw HTML (off the async threads);
+//! for clients with
 //! `use_gemini` and a key (their own, else the operator's `GEMINI_API_KEY`), Gemini rewrites
 //! it. A per-minute rate limit or an overload retries the message (after RetryInfo's delay);
 //! a daily quota, a safety block, a cut-off answer, an unknown model or a third failed attempt
@@ -32,8 +34,8 @@ use crate::domain::markdown::{self, GENERATOR_VERSION};
 use crate::domain::reprocess::output_key;
 use crate::events::Event;
 use crate::events::pages::{
-    ContentChanged, GeneratorKind, MarkdownGenerated, PageEvent, ReprocessOutcome, Stage,
-    TokenUsage,
+    ContentChanged, Extracted, GeneratorKind, MarkdownGenerated, PageEvent, ReprocessOutcome,
+    Stage, TokenUsage,
 };
 use crate::infra::blobs::BlobStore;
 use crate::infra::gemini::{GeminiClient, GeminiError, PROMPT_VERSION};
@@ -237,9 +239,48 @@ impl MarkdownStage {
             if m.input_hash == changed.raw.hash && m.generator_version == wanted))
     }
 
-    /// The local generator's Markdown and metadata of the page's raw HTML (CPU work, off
+    /// The local generator's Markdown and metadata of the page: what the scraper extracted
+    /// when it was made by this stage's generator, else made from the raw HTML (CPU work, off
     /// the async threads); a page without main content fails for good.
     async fn generate_locally(
+        &self,
+        changed: &ContentChanged,
+        url: &str,
+    ) -> Result<markdown::Generated, StepError> {
+        let generated = match &changed.extracted {
+            Some(extracted) if extracted.generator_version == self.generator.version() => {
+                self.extracted(extracted).await?
+            }
+            _ => self.extract(changed, url).await?,
+        };
+        if generated.markdown.trim().is_empty() {
+            return Err(StepError::permanent("no main content found in the page"));
+        }
+        Ok(generated)
+    }
+
+    /// What the scraper extracted, from the blob store.
+    async fn extracted(&self, extracted: &Extracted) -> Result<markdown::Generated, StepError> {
+        let bytes = self
+            .blobs
+            .get(&extracted.markdown.hash)
+            .await
+            .map_err(StepError::transient)?
+            .ok_or_else(|| {
+                StepError::missing(format!(
+                    "extracted Markdown {} is not in the blob store",
+                    extracted.markdown.hash
+                ))
+            })?;
+        let markdown = String::from_utf8(bytes).map_err(StepError::permanent)?;
+        Ok(markdown::Generated {
+            markdown,
+            metadata: extracted.metadata.clone(),
+        })
+    }
+
+    /// The local generator run on the page's raw HTML.
+    async fn extract(
         &self,
         changed: &ContentChanged,
         url: &str,
@@ -263,9 +304,6 @@ impl MarkdownStage {
         .await
         .map_err(StepError::transient)?
         .map_err(StepError::permanent)?;
-        if generated.markdown.trim().is_empty() {
-            return Err(StepError::permanent("no main content found in the page"));
-        }
         Ok(generated)
     }
 }

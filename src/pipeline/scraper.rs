@@ -9,6 +9,11 @@
 //! each subject). Output events carry deduplication keys derived from the page and its input,
 //! so a redelivered request publishes nothing twice.
 //!
+//! Main content: each fetched page goes through the local Markdown generator once; the hash of
+//! its Markdown and metadata is the fingerprint, and the Markdown travels on in
+//! `pages.content_changed` (`extracted`), so the Markdown stage does not extract again and
+//! change detection compares exactly what would be served.
+//!
 //! Order: `pages.scraped` and then `pages.content_changed` are published only if the page's
 //! last fetch and change on the stream are still the ones this fetch read (conditional
 //! publishes); when another fetch of the page got there first, this one is retried and
@@ -29,6 +34,7 @@ use super::robots::{RobotsCache, Verdict};
 use super::runtime::{Delivery, Step, StepError, page_of};
 use crate::domain::content::{BlobRef, ContentHash};
 use crate::domain::ids::{ClientId, PageId};
+use crate::domain::markdown::{self, GENERATOR_VERSION};
 use crate::domain::reprocess::output_key;
 use crate::domain::url::NormalizedUrl;
 use crate::domain::{html, html_bounds};
@@ -352,7 +358,8 @@ impl Scraper {
             header(reqwest::header::ETAG),
             header(reqwest::header::LAST_MODIFIED),
         );
-        let (text, fingerprint) = match parse(fetched.body, content_type).await? {
+        let parsed = parse(fetched.body, content_type, at.url.to_string()).await?;
+        let (text, extracted) = match parsed {
             Ok(parsed) => parsed,
             Err(too_complex) => {
                 let message = format!("{too_complex}: refused unparsed");
@@ -360,6 +367,7 @@ impl Scraper {
                 return self.failed(at, failure, message, Some(status), None).await;
             }
         };
+        let fingerprint = extracted.fingerprint();
         let same = prev
             .changed
             .as_ref()
@@ -373,6 +381,7 @@ impl Scraper {
             etag,
             last_modified,
             text,
+            extracted,
             fingerprint,
             duration_ms,
         };
@@ -416,6 +425,15 @@ impl Scraper {
             .put(fetched.text.as_bytes())
             .await
             .map_err(StepError::transient)?;
+        let extracted = Extracted {
+            markdown: self
+                .blobs
+                .put(fetched.extracted.markdown.as_bytes())
+                .await
+                .map_err(StepError::transient)?,
+            metadata: fetched.extracted.metadata,
+            generator_version: GENERATOR_VERSION.to_owned(),
+        };
         // A forced run over the same content makes it again at the same page version.
         let version = match &prev.changed {
             Some(c) if same => c.page_version,
@@ -446,6 +464,7 @@ impl Scraper {
                 previous_fingerprint: prev.changed.map(|c| c.fingerprint),
                 page_version: version,
                 reprocess: at.reprocess.cloned(),
+                extracted: Some(extracted),
             }),
         );
         let changed_key = output_key(
@@ -474,24 +493,26 @@ struct FetchedPage {
     last_modified: Option<String>,
     /// The HTML, decoded to UTF-8.
     text: String,
-    /// The fingerprint of its main content.
+    /// Its main content, as the Markdown stage would make it.
+    extracted: markdown::Generated,
+    /// The fingerprint of `extracted`.
     fingerprint: ContentHash,
     duration_ms: u64,
 }
 
-/// Decodes the body and fingerprints its main content: CPU work on a non-Send document, so
-/// off the async threads, and only once the linear pre-scan found it within bounds (else
-/// the bound it broke).
+/// Decodes the body and extracts its main content with the local Markdown generator (the
+/// one definition of main content: its fingerprint is what change detection compares, and
+/// the Markdown stage uses the result rather than extracting again). CPU work on a non-Send
+/// document, so off the async threads; HTML beyond the generator's bounds is refused (the
+/// bound it broke).
 async fn parse(
     body: Vec<u8>,
     content_type: Option<String>,
-) -> Result<Result<(String, ContentHash), html_bounds::TooComplex>, StepError> {
+    url: String,
+) -> Result<Result<(String, markdown::Generated), html_bounds::TooComplex>, StepError> {
     tokio::task::spawn_blocking(move || {
         let (text, _) = html::decode(&body, content_type.as_deref());
-        html_bounds::check(&text).map(|_| {
-            let fp = html::fingerprint(&text);
-            (text, fp)
-        })
+        markdown::generate(&text, &url).map(|extracted| (text, extracted))
     })
     .await
     .map_err(StepError::transient)

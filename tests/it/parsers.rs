@@ -176,8 +176,11 @@ fn html_never_panics_and_is_bounded_before_it_is_parsed() {
         let content_type =
             ["text/html; charset=utf-8", "text/html; charset=bogus", ""][rng.random_range(0..3)];
         let (text, _) = html::decode(body.as_bytes(), Some(content_type));
+        // What the scraper does with every page: bounded, then extracted once.
         if html_bounds::check(&text).is_ok() {
-            let _ = html::fingerprint(&text);
+            let _ = html::main_text(&text);
+            let extracted = ai_cache::domain::markdown::generate(&text, "https://example.com/");
+            let _ = extracted.map(|g| g.fingerprint());
         }
     }
 }
