@@ -27,13 +27,13 @@ use tokio::sync::mpsc;
 
 use super::{ApiError, AppState};
 use crate::commands::visits::{DomainRule, Reporter, VisitInput, VisitRejection, Visits};
-use crate::domain::bots::Classifier;
+use crate::domain::bots::{Classification, Classifier};
 use crate::domain::content::BlobRef;
 use crate::domain::edge::{Serve, VARY, decide, link_header};
 use crate::domain::kv_key::kv_key;
 use crate::domain::url::NormalizedUrl;
 use crate::events::visits::FormatServed;
-use crate::infra::edge_store::{EdgeStore, Manifest};
+use crate::infra::edge_store::{EdgeStore, Manifest, ManifestCache};
 use crate::projections::clients as clients_read;
 
 /// How long a domain lookup is remembered, and how many are (any `Host` header can be sent:
@@ -50,7 +50,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 const CONTENT_CACHE_BYTES: usize = 64 << 20;
 
 /// Served content by hash. Content is addressed by its SHA-256, so a cached entry is never
-/// stale: only the manifest (which hash a page serves now) is read on every request.
+/// stale; which hash a page serves now is its manifest's business ([`ManifestCache`]: in
+/// memory, dropped when the bucket says the page changed).
 #[derive(Default)]
 struct ContentCache {
     entries: HashMap<String, Arc<[u8]>>,
@@ -78,10 +79,10 @@ impl ContentCache {
 
 /// The edge's state.
 pub struct Edge {
-    store: EdgeStore,
+    manifests: ManifestCache,
     content: Mutex<ContentCache>,
     domains: Mutex<HashMap<String, (Instant, Option<uuid::Uuid>)>>,
-    queue: mpsc::Sender<VisitInput>,
+    queue: mpsc::Sender<(VisitInput, Classification)>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -105,7 +106,7 @@ impl Edge {
         let (queue, rx) = mpsc::channel(QUEUE);
         tokio::spawn(publish_visits(visits.clone(), rx));
         Self {
-            store,
+            manifests: ManifestCache::new(store),
             domains: Mutex::new(HashMap::new()),
             content: Mutex::new(ContentCache::default()),
             queue,
@@ -141,15 +142,15 @@ impl Edge {
         Ok(client)
     }
 
-    fn record(&self, visit: VisitInput) {
-        if self.queue.try_send(visit).is_err() {
+    fn record(&self, visit: VisitInput, classification: Classification) {
+        if self.queue.try_send((visit, classification)).is_err() {
             metrics::counter!("aicache_edge_visits_dropped_total").increment(1);
         }
     }
 }
 
 /// Publishes queued visits in batches until the queue closes.
-async fn publish_visits(visits: Visits, mut rx: mpsc::Receiver<VisitInput>) {
+async fn publish_visits(visits: Visits, mut rx: mpsc::Receiver<(VisitInput, Classification)>) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let first = rx.recv().await;
@@ -165,10 +166,16 @@ async fn publish_visits(visits: Visits, mut rx: mpsc::Receiver<VisitInput>) {
         let now = Utc::now();
         let ready: Vec<_> = batch
             .drain(..)
-            .filter_map(|v| {
+            .filter_map(|(v, classification)| {
                 let client = v.client_id?;
                 visits
-                    .prepare(Reporter::Client(client), v, &OwnDomain, now)
+                    .prepare_classified(
+                        Reporter::Client(client),
+                        v,
+                        classification,
+                        &OwnDomain,
+                        now,
+                    )
                     .ok()
             })
             .collect();
@@ -335,21 +342,24 @@ async fn serve(
             FormatServed::Origin,
         ),
     };
-    state.edge.record(VisitInput {
-        id: None,
-        client_id: Some(client),
-        url: url.to_string(),
-        user_agent: Some(user_agent.to_owned()),
-        ip: Some(client_ip(peer, headers).to_string()),
-        referrer: Some(header(header::REFERER).to_owned()).filter(|r| !r.is_empty()),
-        timestamp: Utc::now(),
-        format_served: Some(format),
-        status: Some(response.status().as_u16()),
-        cf_worker: headers
-            .get("cf-worker")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-    });
+    state.edge.record(
+        VisitInput {
+            id: None,
+            client_id: Some(client),
+            url: url.to_string(),
+            user_agent: Some(user_agent.to_owned()),
+            ip: Some(client_ip(peer, headers).to_string()),
+            referrer: Some(header(header::REFERER).to_owned()).filter(|r| !r.is_empty()),
+            timestamp: Utc::now(),
+            format_served: Some(format),
+            status: Some(response.status().as_u16()),
+            cf_worker: headers
+                .get("cf-worker")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        },
+        visitor,
+    );
     metrics::histogram!("aicache_edge_request_seconds").record(started.elapsed().as_secs_f64());
     Ok(response)
 }
@@ -359,13 +369,13 @@ async fn serve(
 async fn cached(
     state: &AppState,
     candidates: [Result<NormalizedUrl, ApiError>; 2],
-) -> Result<(NormalizedUrl, Option<Manifest>), ApiError> {
+) -> Result<(NormalizedUrl, Option<Arc<Manifest>>), ApiError> {
     let [first, second] = candidates;
     let first = first?;
     for candidate in [first.clone(), second?] {
         let found = state
             .edge
-            .store
+            .manifests
             .get(&kv_key(&candidate))
             .await
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;

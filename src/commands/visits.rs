@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::bots::{Classifier, VisitorType, verify};
+use crate::domain::bots::{Classification, Classifier, VisitorType, verify};
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::url::NormalizedUrl;
 use crate::events::Event;
@@ -294,6 +294,21 @@ impl Visits {
         rule: &dyn DomainRule,
         now: DateTime<Utc>,
     ) -> Result<Outgoing<VisitEvent>, VisitRejection> {
+        let user_agent = input.user_agent.as_deref().map(cut);
+        let classification = Classifier::shipped().classify(user_agent.as_deref().unwrap_or(""));
+        self.prepare_classified(reporter, input, classification, rule, now)
+    }
+
+    /// Turns one visit whose user agent the caller has classified already (the built-in edge
+    /// does, to decide what to serve) into its event.
+    pub fn prepare_classified(
+        &self,
+        reporter: Reporter,
+        input: VisitInput,
+        mut classification: Classification,
+        rule: &dyn DomainRule,
+        now: DateTime<Utc>,
+    ) -> Result<Outgoing<VisitEvent>, VisitRejection> {
         let client = reporting_client(reporter, input.client_id)?;
         let url = NormalizedUrl::parse(&input.url)
             .map_err(|e| reject(RejectCode::InvalidUrl, format!("url: {e}")))?;
@@ -306,8 +321,6 @@ impl Visits {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(cut);
-        let mut classification =
-            Classifier::shipped().classify(user_agent.as_deref().unwrap_or(""));
         if input.cf_worker.is_some() {
             classification.visitor_type = VisitorType::WorkerProxy;
         }

@@ -15,3 +15,4 @@ pub mod nats_auth;
 pub mod publish;
 pub mod secrets;
 pub mod streams;
+pub mod watched;

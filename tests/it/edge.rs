@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ai_cache::app::Role;
 use ai_cache::infra::blobs::BlobStore;
-use ai_cache::infra::edge_store::{EdgeStore, Manifest};
+use ai_cache::infra::edge_store::{EdgeStore, Manifest, ManifestCache};
 use reqwest::Method;
 use reqwest::header::{ACCEPT, HOST, IF_NONE_MATCH, USER_AGENT};
 
@@ -249,4 +249,109 @@ async fn by_host_the_domain_itself_is_served() {
     assert_eq!(res.status(), 404);
     let body: serde_json::Value = res.json().await.expect("json");
     assert_eq!(body["error"]["code"], "not_found");
+}
+
+/// A manifest of `url` for `client` serving `html`.
+async fn manifest(app: &TestApp, client: &str, url: &str, html: &str, version: u32) -> Manifest {
+    let blobs = BlobStore::open(app.js(), 1 << 20).await.expect("blobs");
+    let normalized = ai_cache::domain::url::NormalizedUrl::parse(url).expect("url");
+    Manifest {
+        key: ai_cache::domain::kv_key::kv_key(&normalized),
+        client_id: client.parse().expect("uuid"),
+        page_id: uuid::Uuid::new_v4(),
+        source_url: url.to_owned(),
+        markdown: blobs.put(MARKDOWN.as_bytes()).await.expect("md"),
+        html: blobs.put(html.as_bytes()).await.expect("html"),
+        page_version: version,
+        updated_at: "2026-11-21T10:00:00Z".parse().expect("time"),
+    }
+}
+
+#[tokio::test]
+async fn manifests_are_read_once_and_a_new_upload_replaces_them_in_memory() {
+    let (app, client) = app_with_cached_pages().await;
+    let store = EdgeStore::open(app.js()).await.expect("edge");
+    let cache = ManifestCache::new(store.clone());
+    eventually(Duration::from_secs(10), "the watch runs", || async {
+        cache.is_watching()
+    })
+    .await;
+    let key = "https/site-test/post";
+    let first = cache.get(key).await.expect("get").expect("cached page");
+    assert_eq!(first.page_version, 1);
+    for _ in 0..5 {
+        assert_eq!(cache.get(key).await.expect("get"), Some(first.clone()));
+    }
+    assert_eq!(cache.bucket_reads(), 1, "read once, then from memory");
+    // Not found is remembered too (any path can be asked for).
+    assert_eq!(cache.get("https/site-test/nope").await.expect("get"), None);
+    assert_eq!(cache.get("https/site-test/nope").await.expect("get"), None);
+    assert_eq!(cache.bucket_reads(), 2);
+
+    // Another process's upload: the watch drops the entry, the next lookup reads it.
+    let newer = manifest(&app, &client, "https://site.test/post", "<p>v2</p>", 2).await;
+    assert_eq!(newer.key, key);
+    store.put(&newer).await.expect("put");
+    eventually(
+        Duration::from_secs(5),
+        "the new manifest is served",
+        || async { cache.get(key).await.expect("get").map(|m| m.page_version) == Some(2) },
+    )
+    .await;
+    // And a page uploaded after a miss was remembered.
+    let added = manifest(&app, &client, "https://site.test/nope", "<p>new</p>", 1).await;
+    store.put(&added).await.expect("put");
+    eventually(Duration::from_secs(5), "the new page is found", || async {
+        cache
+            .get("https/site-test/nope")
+            .await
+            .expect("get")
+            .is_some()
+    })
+    .await;
+    store.delete(key).await.expect("delete");
+    eventually(
+        Duration::from_secs(5),
+        "the deleted page is gone",
+        || async { cache.get(key).await.expect("get").is_none() },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_edge_serves_a_new_upload_as_soon_as_the_bucket_has_it() {
+    let (app, client) = app_with_cached_pages().await;
+    let get = || {
+        raw(&app, Method::GET, "/edge/site.test/post")
+            .header(USER_AGENT, GPTBOT)
+            .send()
+    };
+    // Served twice from the first manifest (the second time from memory).
+    for _ in 0..2 {
+        let res = get().await.expect("request");
+        assert_eq!(res.text().await.expect("body"), HTML);
+    }
+    let store = EdgeStore::open(app.js()).await.expect("edge");
+    let started = std::time::Instant::now();
+    store
+        .put(&manifest(&app, &client, "https://site.test/post", "<p>v2</p>", 2).await)
+        .await
+        .expect("put");
+    let mut stale = 0;
+    loop {
+        let body = get().await.expect("request").text().await.expect("body");
+        if body == "<p>v2</p>" {
+            break;
+        }
+        assert_eq!(body, HTML);
+        stale += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still the old page after {stale} requests"
+        );
+    }
+    println!(
+        "the new upload was served after {stale} stale answers, {:?}",
+        started.elapsed()
+    );
 }
