@@ -127,5 +127,10 @@ SELECT {key_columns} FROM api_keys WHERE client_id = $1 ORDER BY created_at DESC
 SELECT {key_columns} FROM api_keys WHERE client_id = $1 AND id = $2;
 
 -- name: find_live_key_by_hash
--- The unrevoked key with this SHA-256 (authentication).
-SELECT {key_columns} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL;
+-- The unrevoked key with this SHA-256 and whether its client is active (authentication).
+-- `clients_checkpoint`: the stream sequence the clients projection had applied when read.
+SELECT k.id, k.client_id, k.scopes, COALESCE(c.is_active, false) AS client_active,
+        COALESCE((SELECT last_seq FROM projection_checkpoints WHERE name = 'clients'), 0)
+            AS clients_checkpoint
+    FROM api_keys k LEFT JOIN clients c ON c.id = k.client_id
+    WHERE k.key_hash = $1 AND k.revoked_at IS NULL;

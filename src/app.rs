@@ -265,16 +265,18 @@ pub async fn api_state(
         "MASTER_API_KEY must be at least 16 characters"
     );
     let visits = visits(backbone, config)?;
-    Ok(AppState {
+    Ok(AppState::new(api::Services {
         db: backbone.db.clone(),
         nats: backbone.nats.clone(),
         tenants: tenants(backbone, config)?,
         auth: Arc::new(
-            api::auth::Auth::new(master.trim(), config.rate_limit_per_minute).with_shared(
-                crate::infra::limits::SharedRates::open(&backbone.nats.js, "api")
-                    .await
-                    .map_err(anyhow::Error::msg)?,
-            ),
+            api::auth::Auth::new(master.trim(), config.rate_limit_per_minute)
+                .with_shared(
+                    crate::infra::limits::SharedRates::open(&backbone.nats.js, "api")
+                        .await
+                        .map_err(anyhow::Error::msg)?,
+                )
+                .with_key_cache(&backbone.nats),
         ),
         max_body_bytes: config.max_body_bytes,
         discovery: discovery(fetch)?,
@@ -305,7 +307,7 @@ pub async fn api_state(
             backbone.nats.js.clone(),
             std::time::Duration::from_secs(config.write_timeout_secs),
         ),
-    })
+    }))
 }
 
 /// Runs `roles` until `shutdown` is cancelled or one of them fails; on the way out every

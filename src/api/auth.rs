@@ -2,14 +2,19 @@
 //!
 //! A request carries a key in `X-API-Key` or `Authorization: Bearer`: either the master key
 //! (every tenant, admin operations; compared in constant time) or a per-client key (one
-//! client, the scopes it was given; looked up by its SHA-256 on every request, so a
-//! revocation takes effect at once). Every key has its own rate limit (GCRA); requests
+//! client, the scopes it was given; looked up by its SHA-256, then kept in memory while a
+//! watch on the CLIENTS stream vouches for it ([`KeyCache`]), so a revocation takes effect
+//! at once). Every key has its own rate limit (GCRA); requests
 //! without a valid key are limited per IP address, which also slows key guessing. The limit
 //! holds for the whole deployment: every API process spends from the same shared rate in the
-//! `limits` KV bucket ([`SharedRates`]). When that cannot be reached in time, a process falls
+//! `limits` KV bucket ([`SharedRates`]), a block of units at a time (a second's worth, so a
+//! busy key costs one round trip per block, and a process never holds more than a second of
+//! the limit unspent; unspent units expire, spending the rate slower, never faster). When
+//! that cannot be reached in time, a process falls
 //! back to counting alone with its share of the limit (the limit ÷ the API processes alive at
 //! the last heartbeat, [`Peers`]), so N processes together never allow more than the limit.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock, Weak};
@@ -32,6 +37,7 @@ use super::{ApiError, AppState};
 use crate::commands::tenants::hash_key;
 use crate::domain::client::{Scope, looks_like_client_key};
 use crate::infra::limits::{Claim, Peers, Rate, SharedRates};
+use crate::infra::watched::WatchedMap;
 use crate::projections::clients as read;
 
 /// The caller of a request.
@@ -80,6 +86,14 @@ impl Principal {
     pub fn is_master(&self) -> bool {
         matches!(self, Self::Master)
     }
+
+    /// The client of a client key.
+    pub fn client_id(&self) -> Option<Uuid> {
+        match self {
+            Self::Master => None,
+            Self::Client { client_id, .. } => Some(*client_id),
+        }
+    }
 }
 
 /// Work that sets `client`'s pipeline going (pages added, imports, refreshes, reprocessing)
@@ -109,6 +123,14 @@ type Limiter =
 /// How long a request waits for the shared rate before counting alone.
 const SHARED_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// Most units of a bucket's shared rate claimed at once: a busy key costs one round trip to
+/// the `limits` bucket per block rather than per request.
+const BLOCK_MAX: u32 = 100;
+
+/// How long claimed units stay usable; unspent ones are then dropped (the rate is spent
+/// slower, never faster).
+const BLOCK_TTL: Duration = Duration::from_secs(1);
+
 /// The deployment-wide limit, and this process's share for when it cannot be reached.
 struct Shared {
     rates: Arc<SharedRates>,
@@ -116,6 +138,30 @@ struct Shared {
     /// The limiter used when the shared rate cannot be reached, with the processes it was
     /// made for: a 1/N share of the limit.
     fallback: RwLock<(u32, Arc<Limiter>)>,
+    /// Units each bucket has claimed from the shared rate and not spent yet. One claim per
+    /// bucket at a time: the requests behind it wait for its block instead of racing it.
+    blocks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Block>>>>,
+}
+
+/// Units claimed from a bucket's shared rate, spent by this process.
+#[derive(Default)]
+struct Block {
+    units: u32,
+    /// What the shared rate had left when the block was claimed.
+    remaining: u32,
+    until: Option<std::time::Instant>,
+}
+
+impl Block {
+    /// Spends one unit: what is left (in the block and beyond it), if any is.
+    fn spend(&mut self) -> Option<u32> {
+        let fresh = self.until.is_some_and(|t| t > std::time::Instant::now());
+        if !fresh || self.units == 0 {
+            return None;
+        }
+        self.units -= 1;
+        Some(self.remaining.saturating_add(self.units))
+    }
 }
 
 /// Keys and limits.
@@ -124,6 +170,21 @@ pub struct Auth {
     limiter: Arc<Limiter>,
     per_minute: u32,
     shared: Option<Shared>,
+    keys: Option<KeyCache>,
+}
+
+/// Most resolved client keys kept in memory.
+const KEYS_MAX: usize = 100_000;
+
+/// Client keys resolved before, kept in memory while a watch on the CLIENTS stream drops a
+/// client's keys at any event of that client (a key revoked, the client deactivated, updated
+/// or deleted), from any process. Used only while this process is connected to NATS (a
+/// disconnected one cannot hear of a revocation), and emptied when it reconnects; the API's
+/// own revocations drop the keys before answering ([`Auth::forget_client`]).
+struct KeyCache {
+    /// Principals by key hash, from their client's events.
+    map: WatchedMap<String, Principal, Uuid>,
+    nats: async_nats::Client,
 }
 
 impl std::fmt::Debug for Auth {
@@ -141,6 +202,30 @@ impl Auth {
             limiter: limiter(per_minute),
             per_minute,
             shared: None,
+            keys: None,
+        }
+    }
+
+    /// Keeps resolved client keys in memory, watched as [`KeyCache`] says.
+    pub fn with_key_cache(mut self, nats: &crate::infra::nats::Nats) -> Self {
+        let map = WatchedMap::new(KEYS_MAX);
+        tokio::spawn(watch_clients(
+            map.clone(),
+            nats.js.clone(),
+            nats.reconnects(),
+        ));
+        self.keys = Some(KeyCache {
+            map,
+            nats: nats.client.clone(),
+        });
+        self
+    }
+
+    /// Drops what is kept of `client`'s keys (after the API revoked one, or changed or
+    /// deleted the client: the watch would too, a moment later).
+    pub fn forget_client(&self, client: Uuid) {
+        if let Some(keys) = &self.keys {
+            keys.map.forget(|_, p| p.client_id() == Some(client));
         }
     }
 
@@ -155,6 +240,7 @@ impl Auth {
             rates,
             peers,
             fallback: RwLock::new((1, Arc::clone(&self.limiter))),
+            blocks: std::sync::Mutex::default(),
         });
         self
     }
@@ -176,29 +262,65 @@ impl Auth {
         if !looks_like_client_key(presented) {
             return Ok(None);
         }
-        let Some(row) = read::find_live_key_by_hash(db, &hash_key(presented)).await? else {
+        let hash = hash_key(presented);
+        let keys = self
+            .keys
+            .as_ref()
+            .filter(|k| k.nats.connection_state() == async_nats::connection::State::Connected);
+        let miss = match keys.map(|k| k.map.get(&hash)) {
+            Some(Ok(principal)) => return Ok(Some(principal)),
+            Some(Err(miss)) => Some(miss),
+            None => None,
+        };
+        let Some(row) = read::find_live_key_by_hash(db, &hash).await? else {
             return Ok(None);
         };
         let scopes = row.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
-        let active = read::is_active(db, row.client_id).await?.unwrap_or(false);
-        Ok(Some(Principal::Client {
+        let principal = Principal::Client {
             client_id: row.client_id,
             key_id: row.id,
             scopes,
-            active,
-        }))
+            active: row.client_active,
+        };
+        if let (Some(keys), Some(miss)) = (keys, miss) {
+            let read_at = u64::try_from(row.clients_checkpoint).unwrap_or(0);
+            keys.map
+                .keep(miss, hash, principal.clone(), &row.client_id, read_at);
+        }
+        Ok(Some(principal))
     }
 
-    /// Spends one request of `bucket`: remaining requests, or how long to wait.
+    /// Spends one request of `bucket`: remaining requests, or how long to wait. From the
+    /// shared rate, a block of units at a time (a second's worth, at most [`BLOCK_MAX`]).
     async fn spend(&self, bucket: &str) -> Result<u32, Duration> {
         let Some(shared) = &self.shared else {
             return check(&self.limiter, bucket);
         };
+        let block = {
+            let mut blocks = shared.blocks.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(blocks.entry(bucket.to_owned()).or_default())
+        };
+        let mut block = block.lock().await;
+        if let Some(remaining) = block.spend() {
+            return Ok(remaining);
+        }
         let rate = Rate::per(self.per_minute, Duration::from_secs(60));
-        match shared.rates.claim(bucket, rate, Duration::ZERO).await {
-            Claim::Granted { remaining, .. } => Ok(remaining),
-            Claim::Refused { retry_after } => Err(retry_after),
-            Claim::Unknown => check(&self.fallback(shared), bucket),
+        let size = (self.per_minute / 60).clamp(1, BLOCK_MAX);
+        match shared
+            .rates
+            .claim_up_to(bucket, rate, Duration::ZERO, size)
+            .await
+        {
+            (Claim::Granted { remaining, .. }, taken) => {
+                *block = Block {
+                    units: taken.saturating_sub(1),
+                    remaining,
+                    until: Some(std::time::Instant::now() + BLOCK_TTL),
+                };
+                Ok(remaining.saturating_add(block.units))
+            }
+            (Claim::Refused { retry_after }, _) => Err(retry_after),
+            (Claim::Unknown, _) => check(&self.fallback(shared), bucket),
         }
     }
 
@@ -216,12 +338,20 @@ impl Auth {
         share
     }
 
-    /// Forgets buckets that are full again (bounded memory with many keys and addresses).
+    /// Forgets buckets that are full again and spent blocks (bounded memory with many keys
+    /// and addresses).
     pub fn forget_idle(&self) {
         self.limiter.retain_recent();
         if let Some(shared) = &self.shared {
             let fallback = shared.fallback.read().unwrap_or_else(|e| e.into_inner());
             fallback.1.retain_recent();
+            let now = std::time::Instant::now();
+            let mut blocks = shared.blocks.lock().unwrap_or_else(|e| e.into_inner());
+            // A block in use is locked: keep it; an idle one past its time holds nothing.
+            blocks.retain(|_, b| {
+                b.try_lock()
+                    .map_or(true, |b| b.until.is_some_and(|t| t > now))
+            });
         }
     }
 
@@ -251,6 +381,75 @@ fn check(limiter: &Limiter, bucket: &str) -> Result<u32, Duration> {
     match limiter.check_key(&bucket.to_owned()) {
         Ok(snapshot) => Ok(snapshot.remaining_burst_capacity()),
         Err(not_until) => Err(not_until.wait_time_from(limiter.clock().now())),
+    }
+}
+
+/// Follows the CLIENTS stream from now on, dropping a client's kept keys at each of its
+/// events; starts over (from an empty map) when the consumer fails or NATS reconnects.
+async fn watch_clients(
+    map: WatchedMap<String, Principal, Uuid>,
+    js: async_nats::jetstream::Context,
+    mut reconnects: tokio::sync::watch::Receiver<u64>,
+) {
+    use async_nats::jetstream::consumer;
+    use futures::StreamExt;
+    loop {
+        let stream = js
+            .get_stream(crate::events::StreamName::Clients.name())
+            .await;
+        let messages = match stream {
+            Ok(stream) => {
+                let config = consumer::pull::OrderedConfig {
+                    deliver_policy: consumer::DeliverPolicy::New,
+                    ..Default::default()
+                };
+                match stream.create_consumer(config).await {
+                    Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        // Where the stream is now, read after the consumer exists: earlier changes are not
+        // delivered one by one, so a read is kept only if its projection had applied them.
+        let floor = match messages {
+            Ok(_) => {
+                crate::infra::nats::last_sequence(&js, crate::events::StreamName::Clients.name())
+                    .await
+            }
+            Err(ref e) => Err(e.clone()),
+        };
+        match messages.and_then(|m| floor.map(|f| (m, f))) {
+            Ok((mut messages, floor)) => {
+                map.watching_from(floor);
+                loop {
+                    tokio::select! {
+                        message = messages.next() => {
+                            let Some(Ok(message)) = message else { break };
+                            let Ok(info) = message.info() else { break };
+                            // `clients.<event>.<client_id>`: that client's keys go.
+                            let client = message.subject.rsplit('.').next().and_then(|id| id.parse::<Uuid>().ok());
+                            match client {
+                                Some(client) => map.changed(client, info.stream_sequence, |_, p| {
+                                    p.client_id() == Some(client)
+                                }),
+                                // Not a client's event: nothing read before it is kept.
+                                None => map.watching_from(info.stream_sequence),
+                            }
+                        }
+                        changed = reconnects.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch the CLIENTS stream for key changes"),
+        }
+        map.set_watching(false);
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

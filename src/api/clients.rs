@@ -341,6 +341,7 @@ pub async fn update(
         settings: body.settings,
     };
     let visibility = state.tenants.update(ClientId::from_uuid(id), patch).await?;
+    state.auth.forget_client(id);
     written(&state, id, visibility, StatusCode::OK).await
 }
 
@@ -355,6 +356,7 @@ pub async fn delete(
 ) -> Result<Json<Deleted>, ApiError> {
     principal.require_master()?;
     let deleted = state.tenants.delete(ClientId::from_uuid(id)).await?;
+    state.auth.forget_client(id);
     Ok(Json(Deleted {
         message: "Client deleted: its pages, visits, API keys, events and built-in edge store entries are gone".into(),
         id,

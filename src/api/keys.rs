@@ -127,6 +127,7 @@ pub async fn revoke(
         .tenants
         .revoke_key(ClientId::from_uuid(id), key_id)
         .await?;
+    state.auth.forget_client(id);
     Ok(Json(
         serde_json::json!({"message": "Key revoked", "id": key_id}),
     ))

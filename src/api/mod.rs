@@ -43,9 +43,26 @@ pub use error::ApiError;
 use crate::commands::tenants::Tenants;
 use crate::infra::nats::Nats;
 
-/// What every handler can reach.
+/// What every handler can reach: cloned for every request, so one `Arc` to share.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`].
+pub struct Services {
     pub db: PgPool,
     pub nats: Nats,
     pub tenants: Tenants,

@@ -88,24 +88,41 @@ pub enum Claim {
 
 /// One step of GCRA: the stored `tat` and `now` (ms since the epoch); a unit may wait up to
 /// `max_wait` for its start. Returns the new TAT with the claim, or the refusal.
+#[cfg(test)]
 fn step(tat: u64, now: u64, rate: Rate, max_wait: Duration) -> Result<(u64, Claim), Claim> {
+    step_up_to(tat, now, rate, max_wait, 1).map(|(next, claim, _)| (next, claim))
+}
+
+/// [`step`] for up to `n` units at once: as many as may start within `max_wait` of now (at
+/// least one, or the refusal), the new TAT past the last of them, and how many were taken.
+/// `wait` is the first unit's.
+fn step_up_to(
+    tat: u64,
+    now: u64,
+    rate: Rate,
+    max_wait: Duration,
+    n: u32,
+) -> Result<(u64, Claim, u32), Claim> {
     // Rounded up: a rate is never made faster by the milliseconds it is counted in.
     let every = u64::try_from(rate.every.as_micros().div_ceil(1000))
         .unwrap_or(u64::MAX)
         .max(1);
     let base = tat.max(now);
+    let burst_span = every * u64::from(rate.burst.saturating_sub(1));
     // A unit may start once its TAT is within the burst of now.
-    let start = base
-        .saturating_sub(every * u64::from(rate.burst.saturating_sub(1)))
-        .max(now);
+    let start = base.saturating_sub(burst_span).max(now);
     let wait = Duration::from_millis(start - now);
     if wait > max_wait {
         return Err(Claim::Refused { retry_after: wait });
     }
-    let next = base + every;
+    // Unit j (from 0) starts at base + j·every - burst_span: take those within max_wait.
+    let latest = now + millis(max_wait) + burst_span;
+    let fit = (latest.saturating_sub(base) / every).saturating_add(1);
+    let taken = u32::try_from(fit).unwrap_or(u32::MAX).clamp(1, n.max(1));
+    let next = base + every * u64::from(taken);
     let room = (now + every * u64::from(rate.burst)).saturating_sub(next);
     let remaining = u32::try_from(room / every).unwrap_or(u32::MAX);
-    Ok((next, Claim::Granted { wait, remaining }))
+    Ok((next, Claim::Granted { wait, remaining }, taken))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -154,15 +171,29 @@ impl SharedRates {
 
     /// Claims one unit of `rate` for `name`, starting at most `max_wait` from now.
     pub async fn claim(&self, name: &str, rate: Rate, max_wait: Duration) -> Claim {
+        self.claim_up_to(name, rate, max_wait, 1).await.0
+    }
+
+    /// Claims up to `n` units of `rate` for `name` at once (as many as may start within
+    /// `max_wait`; at least one when granted), and says how many: a process that spends a
+    /// rate fast takes its units in blocks, one round trip per block instead of per unit.
+    pub async fn claim_up_to(
+        &self,
+        name: &str,
+        rate: Rate,
+        max_wait: Duration,
+        n: u32,
+    ) -> (Claim, u32) {
         // Names are hashed: any string becomes a valid, fixed-length KV key.
         let key = format!(
             "{}.{}",
             self.scope,
             hex::encode(Sha256::digest(name.as_bytes()))
         );
-        let claim = tokio::time::timeout(self.timeout, self.claim_key(&key, rate, max_wait))
-            .await
-            .unwrap_or(Claim::Unknown);
+        let (claim, taken) =
+            tokio::time::timeout(self.timeout, self.claim_key(&key, rate, max_wait, n))
+                .await
+                .unwrap_or((Claim::Unknown, 0));
         let outcome = match claim {
             Claim::Granted { .. } => "granted",
             Claim::Refused { .. } => "refused",
@@ -170,10 +201,10 @@ impl SharedRates {
         };
         metrics::counter!("aicache_limit_claims_total", "scope" => self.scope, "outcome" => outcome)
             .increment(1);
-        claim
+        (claim, taken)
     }
 
-    async fn claim_key(&self, key: &str, rate: Rate, max_wait: Duration) -> Claim {
+    async fn claim_key(&self, key: &str, rate: Rate, max_wait: Duration, n: u32) -> (Claim, u32) {
         let mut known = self.remembered(key);
         for _ in 0..ATTEMPTS {
             let (tat, revision) = match known.take() {
@@ -181,12 +212,12 @@ impl SharedRates {
                 None => match self.kv.entry(key).await {
                     Ok(Some(e)) => (parse(&e.value), e.revision),
                     Ok(None) => (0, 0),
-                    Err(_) => return Claim::Unknown,
+                    Err(_) => return (Claim::Unknown, 0),
                 },
             };
-            let (next, claim) = match step(tat, now_ms(), rate, max_wait) {
+            let (next, claim, taken) = match step_up_to(tat, now_ms(), rate, max_wait, n) {
                 Ok(granted) => granted,
-                Err(refused) => return refused,
+                Err(refused) => return (refused, 0),
             };
             let value = next.to_string().into();
             let written = if revision == 0 {
@@ -196,11 +227,11 @@ impl SharedRates {
             };
             if let Some(revision) = written {
                 self.remember(key, next, revision);
-                return claim;
+                return (claim, taken);
             }
             // Someone else moved it on (or what we remembered is stale): read it again.
         }
-        Claim::Unknown
+        (Claim::Unknown, 0)
     }
 
     fn remembered(&self, key: &str) -> Option<(u64, u64)> {
@@ -494,6 +525,38 @@ mod tests {
             }
         }
         assert!((1_190..=1_200).contains(&granted), "{granted}");
+    }
+
+    #[test]
+    fn a_block_takes_what_the_burst_has_and_counts_as_that_many_units() {
+        let rate = Rate::per(10, MIN);
+        let now = 1_000_000;
+        // 4 of the 10 at once, then the other 6 (asked for 8), then none.
+        let (tat, claim, taken) = step_up_to(0, now, rate, Duration::ZERO, 4).expect("granted");
+        assert_eq!(taken, 4);
+        assert_eq!(
+            claim,
+            Claim::Granted {
+                wait: Duration::ZERO,
+                remaining: 6
+            }
+        );
+        let (tat, claim, taken) = step_up_to(tat, now, rate, Duration::ZERO, 8).expect("granted");
+        assert_eq!(taken, 6);
+        assert_eq!(
+            claim,
+            Claim::Granted {
+                wait: Duration::ZERO,
+                remaining: 0
+            }
+        );
+        assert!(step_up_to(tat, now, rate, Duration::ZERO, 8).is_err());
+        // The same as ten claims of one unit.
+        let mut one_by_one = 0;
+        for _ in 0..10 {
+            one_by_one = granted(step(one_by_one, now, rate, Duration::ZERO)).0;
+        }
+        assert_eq!(tat, one_by_one);
     }
 
     #[test]

@@ -264,6 +264,18 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// An unrevoked key as authentication reads it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct LiveKey {
+    pub id: uuid::Uuid,
+    pub client_id: uuid::Uuid,
+    pub scopes: Vec<String>,
+    /// Whether its client is active (false when the client is gone).
+    pub client_active: bool,
+    /// The CLIENTS stream sequence the projection had applied when this was read.
+    pub clients_checkpoint: i64,
+}
+
 /// A client's keys, newest first, revoked ones included.
 pub async fn list_keys(
     db: &sqlx::PgPool,
@@ -292,7 +304,7 @@ pub async fn find_key(
 pub async fn find_live_key_by_hash(
     db: &sqlx::PgPool,
     key_hash: &str,
-) -> Result<Option<ApiKeyRow>, sqlx::Error> {
+) -> Result<Option<LiveKey>, sqlx::Error> {
     sqlx::query_as(sql::clients::FIND_LIVE_KEY_BY_HASH)
         .bind(key_hash)
         .fetch_optional(db)

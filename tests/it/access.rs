@@ -490,3 +490,49 @@ async fn deleting_a_client_removes_its_rows_keys_and_events_and_nothing_of_other
     );
     let _ = MASTER_KEY;
 }
+
+#[tokio::test]
+async fn keys_are_remembered_until_another_process_revokes_them() {
+    let app = spawn_api().await;
+    let a = create_client(&app, "A", "a.example").await;
+    let (key_id, key) = create_key(&app, &a, &["read", "write"]).await;
+    let own = format!("/api/v1/clients/{a}");
+    let status = || async {
+        send(app.request(Method::GET, &own).header("X-API-Key", &key))
+            .await
+            .0
+    };
+    assert_eq!(status().await, 200);
+    assert_eq!(status().await, 200);
+    // Behind the API's back (no event): a remembered key is not read again.
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&key_id).expect("uuid"))
+        .execute(app.db())
+        .await
+        .expect("update");
+    assert_eq!(status().await, 200, "answered from memory");
+    sqlx::query("UPDATE api_keys SET revoked_at = NULL WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&key_id).expect("uuid"))
+        .execute(app.db())
+        .await
+        .expect("update");
+
+    // Another process revokes it (a command, not this API): refused as soon as applied.
+    let tenants = TestApp::tenants_with(&app, app.options.fernet_keys.clone());
+    let client = ai_cache::domain::ids::ClientId::from_uuid(a.parse().expect("uuid"));
+    let visibility = tenants
+        .revoke_key(client, key_id.parse().expect("uuid"))
+        .await
+        .expect("revoke");
+    assert_eq!(
+        visibility,
+        ai_cache::commands::tenants::Visibility::Visible,
+        "applied"
+    );
+    crate::harness::eventually(
+        std::time::Duration::from_secs(5),
+        "the revoked key is refused",
+        || async { status().await == 401 },
+    )
+    .await;
+}
