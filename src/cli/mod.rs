@@ -166,6 +166,9 @@ pub enum Command {
         /// the built-in edge route).
         #[arg(long)]
         edge_only: bool,
+        /// Also write every figure, with each ratio to its ceiling, as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
     },
 }
 
@@ -277,7 +280,11 @@ impl Cli {
             Command::ExtractReport { corpus, out } => extract::report(&corpus, &out),
             Command::Catalogue { command } => bots::catalogue(command),
             Command::ClassifyUa { ranges_dir } => bots::classify_ua(ranges_dir.as_deref()),
-            Command::Bench { events, edge_only } => bench::run(events, edge_only).await,
+            Command::Bench {
+                events,
+                edge_only,
+                json,
+            } => bench::run(events, edge_only, json.as_deref()).await,
         }
     }
 }

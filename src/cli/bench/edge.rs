@@ -12,6 +12,8 @@ use crate::app::Backbone;
 use crate::domain::bots::{Catalogue, Classifier};
 use crate::projections::sql;
 
+use super::figures::Figures;
+
 const MASTER: &str = "bench-master-key-0123456789abcdef";
 const GPTBOT: &str = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)";
 
@@ -36,7 +38,7 @@ fn real_user_agents() -> anyhow::Result<Vec<String>> {
     Ok(agents)
 }
 
-fn classification(agents: &[String]) -> anyhow::Result<()> {
+fn classification(agents: &[String], figures: &mut Figures) -> anyhow::Result<()> {
     let started = Instant::now();
     let classifier = Classifier::new(serde_json::from_str::<Catalogue>(
         crate::domain::bots::CATALOGUE_JSON,
@@ -55,6 +57,7 @@ fn classification(agents: &[String]) -> anyhow::Result<()> {
         n += agents.len();
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
+    figures.set("classification_ua_per_s", rate);
     println!(
         "{:<58} {:>10.0} UA/s    ({} entries, {} real user agents, one core; catalogue compiled in {} ms)",
         "user-agent classification",
@@ -128,9 +131,10 @@ async fn ingestion(
     agents: &[String],
     visits: usize,
     raw: f64,
+    figures: &mut Figures,
 ) -> anyhow::Result<String> {
     let http = reqwest::Client::new();
-    let (client, key) = ingesting_client(&http, base).await?;
+    let (client, key) = ingesting_client(&http, base, "edge-bench.example", "ingest").await?;
     let batches = visit_batches(agents, visits);
     let before: i64 = sqlx::query_scalar(sql::visits::COUNT_VISITS)
         .fetch_one(&backbone.db)
@@ -154,6 +158,11 @@ async fn ingestion(
     }
     let projected = started.elapsed();
     let rate = visits as f64 / projected.as_secs_f64();
+    figures.set("visits_per_s", rate);
+    figures.set(
+        "visits_accepted_per_s",
+        visits as f64 / accepted.as_secs_f64(),
+    );
     println!(
         "{:<58} {:>10.0} visits/s ({:.0}% of ceiling; accepted by the API at {:.0}/s)",
         "visits ingested: HTTP batches of 1,000 → stream → projection",
@@ -164,29 +173,44 @@ async fn ingestion(
     Ok(client)
 }
 
-/// A client of the ingestion benchmark and an `ingest` key of it.
-async fn ingesting_client(http: &reqwest::Client, base: &str) -> anyhow::Result<(String, String)> {
+/// A new client of `domain` and a key of it with `scope`.
+async fn ingesting_client(
+    http: &reqwest::Client,
+    base: &str,
+    domain: &str,
+    scope: &str,
+) -> anyhow::Result<(String, String)> {
     let client = post(
         http,
         format!("{base}/api/v1/clients"),
         MASTER,
-        json!({"name": "Edge bench", "domain": "edge-bench.example"}),
+        json!({"name": domain, "domain": domain}),
     )
     .await?["id"]
         .as_str()
         .context("client id")?
         .to_owned();
-    let key = post(
+    let key = client_key(http, base, &client, scope).await?;
+    Ok((client, key))
+}
+
+/// A new key of `client` with `scope`.
+async fn client_key(
+    http: &reqwest::Client,
+    base: &str,
+    client: &str,
+    scope: &str,
+) -> anyhow::Result<String> {
+    Ok(post(
         http,
         format!("{base}/api/v1/clients/{client}/keys"),
         MASTER,
-        json!({"scopes": ["ingest"]}),
+        json!({ "scopes": [scope] }),
     )
     .await?["key"]
         .as_str()
         .context("key")?
-        .to_owned();
-    Ok((client, key))
+        .to_owned())
 }
 
 /// `visits` visits by `agents` in turn, as batch bodies of 1,000.
@@ -238,21 +262,46 @@ async fn post_all(
     Ok(())
 }
 
-/// Fires `total` GETs from `concurrency` tasks; returns (req/s, sorted latencies).
-async fn load(url: &str, total: usize, concurrency: usize) -> anyhow::Result<(f64, Vec<Duration>)> {
+/// A load: GETs of `urls` in turn with `headers`, `total` of them from `concurrency` tasks.
+struct Load<'a> {
+    urls: &'a [String],
+    headers: &'a [(&'static str, &'a str)],
+    total: usize,
+    concurrency: usize,
+}
+
+/// What a load measured: requests per second and the latencies, sorted.
+struct Measured {
+    rate: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Measured {
+    fn percentile(&self, p: f64) -> f64 {
+        percentile(&self.latencies, p)
+    }
+}
+
+/// Runs a load (every answer must be a success).
+async fn load(load: Load<'_>) -> anyhow::Result<Measured> {
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
+        .pool_max_idle_per_host(load.concurrency)
         .build()?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in load.headers {
+        headers.insert(*name, value.parse()?);
+    }
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (http, url) = (http.clone(), url.to_owned());
-        let n = total / concurrency;
+    for task in 0..load.concurrency {
+        let (http, urls, headers) = (http.clone(), load.urls.to_vec(), headers.clone());
+        let n = load.total / load.concurrency;
         tasks.spawn(async move {
             let mut latencies = Vec::with_capacity(n);
-            for _ in 0..n {
+            for i in 0..n {
                 let t = Instant::now();
-                let res = http.get(&url).header("User-Agent", GPTBOT).send().await?;
+                let url = &urls[(task + i) % urls.len()];
+                let res = http.get(url).headers(headers.clone()).send().await?;
                 anyhow::ensure!(res.status().is_success(), "{}", res.status());
                 res.bytes().await?;
                 latencies.push(t.elapsed());
@@ -260,13 +309,16 @@ async fn load(url: &str, total: usize, concurrency: usize) -> anyhow::Result<(f6
             Ok(latencies)
         });
     }
-    let mut all = Vec::with_capacity(total);
+    let mut all = Vec::with_capacity(load.total);
     while let Some(done) = tasks.join_next().await {
         all.extend(done??);
     }
     let rate = all.len() as f64 / started.elapsed().as_secs_f64();
     all.sort_unstable();
-    Ok((rate, all))
+    Ok(Measured {
+        rate,
+        latencies: all,
+    })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -274,7 +326,30 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-async fn edge_route(backbone: &Backbone, base: &str, client: &str) -> anyhow::Result<()> {
+/// A bare axum route answering `hello` (the ceiling of the HTTP figures); its URL.
+async fn bare_route() -> anyhow::Result<String> {
+    let hello = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", hello.local_addr()?);
+    tokio::spawn(async move {
+        axum::serve(
+            hello,
+            axum::Router::new().route("/", axum::routing::get(|| async { "hello" })),
+        )
+        .await
+    });
+    Ok(url)
+}
+
+/// Requests of the HTTP figures, and connections making them.
+const REQUESTS: usize = 20_000;
+const CONNECTIONS: usize = 32;
+
+async fn edge_route(
+    backbone: &Backbone,
+    base: &str,
+    client: &str,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
     let blobs = crate::infra::blobs::BlobStore::open(&backbone.nats.js, 1 << 24).await?;
     let store = crate::infra::edge_store::EdgeStore::open(&backbone.nats.js).await?;
     let html = format!(
@@ -295,48 +370,165 @@ async fn edge_route(backbone: &Backbone, base: &str, client: &str) -> anyhow::Re
         })
         .await?;
     // The ceiling: a bare axum route, same machine, same load generator.
-    let hello = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let hello_url = format!("http://{}/", hello.local_addr()?);
-    tokio::spawn(async move {
-        axum::serve(
-            hello,
-            axum::Router::new().route("/", axum::routing::get(|| async { "hello" })),
-        )
-        .await
-    });
-    let (total, concurrency) = (20_000, 32);
-    let (ceiling, _) = load(&hello_url, total, concurrency).await?;
-    let (rate, latencies) = load(
-        &format!("{base}/edge/edge-bench.example/post"),
-        total,
-        concurrency,
-    )
+    let gptbot = [("user-agent", GPTBOT)];
+    let bare = load(Load {
+        urls: &[bare_route().await?],
+        headers: &gptbot,
+        total: REQUESTS,
+        concurrency: CONNECTIONS,
+    })
     .await?;
+    let edge = load(Load {
+        urls: &[format!("{base}/edge/edge-bench.example/post")],
+        headers: &gptbot,
+        total: REQUESTS,
+        concurrency: CONNECTIONS,
+    })
+    .await?;
+    figures.set("bare_axum_req_per_s", bare.rate);
+    figures.set("edge_req_per_s", edge.rate);
+    figures.set("edge_p50_ms", edge.percentile(0.50));
+    figures.set("edge_p99_ms", edge.percentile(0.99));
     println!(
-        "{:<58} {:>10.0} msg/s   (ceiling: bare axum route, same load generator)",
-        "bare axum GET, 32 connections", ceiling
+        "{:<58} {:>10.0} req/s   (ceiling: bare axum route, same load generator)",
+        "bare axum GET, 32 connections", bare.rate
     );
     println!(
         "{:<58} {:>10.0} req/s   ({:.0}% of ceiling; p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} KB HTML, visit recorded each)",
         "built-in edge route, GPTBot, cached page, 32 connections",
-        rate,
-        100.0 * rate / ceiling,
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.90),
-        percentile(&latencies, 0.99),
-        percentile(&latencies, 1.0),
+        edge.rate,
+        100.0 * edge.rate / bare.rate,
+        edge.percentile(0.50),
+        edge.percentile(0.90),
+        edge.percentile(0.99),
+        edge.percentile(1.0),
         html.len() / 1024
     );
     Ok(())
 }
 
+/// `GET /api/v1/pages/{id}` with a client's `read` key, beside a bare axum route answering
+/// the same page from the same query (the API's whole layer is the difference).
+async fn page_query(backbone: &Backbone, base: &str, figures: &mut Figures) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let (client, _) = ingesting_client(&http, base, "query-bench.example", "ingest").await?;
+    let urls: Vec<String> = (0..64)
+        .map(|i| format!("https://query-bench.example/p/{i}"))
+        .collect();
+    let added = post(
+        &http,
+        format!("{base}/api/v1/clients/{client}/pages"),
+        MASTER,
+        json!({ "urls": urls }),
+    )
+    .await?;
+    anyhow::ensure!(
+        added["summary"]["created"] == 64,
+        "pages not added: {added}"
+    );
+    let key = client_key(&http, base, &client, "read").await?;
+    let started = Instant::now();
+    let pages = loop {
+        let (pages, _) = crate::projections::pages::list_for_client(
+            &backbone.db,
+            client.parse()?,
+            None,
+            64,
+            0,
+            60,
+        )
+        .await?;
+        if pages.len() == 64 {
+            break pages;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} pages projected of 64",
+            pages.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ids: Vec<uuid::Uuid> = pages.iter().map(|p| p.id).collect();
+    let api_urls: Vec<String> = ids
+        .iter()
+        .map(|id| format!("{base}/api/v1/pages/{id}"))
+        .collect();
+    let bare = point_read_route(backbone.db.clone()).await?;
+    let bare_urls: Vec<String> = ids.iter().map(|id| format!("{bare}{id}")).collect();
+    let read = load(Load {
+        urls: &bare_urls,
+        headers: &[],
+        total: REQUESTS,
+        concurrency: CONNECTIONS,
+    })
+    .await?;
+    let api = load(Load {
+        urls: &api_urls,
+        headers: &[("x-api-key", key.as_str())],
+        total: REQUESTS,
+        concurrency: CONNECTIONS,
+    })
+    .await?;
+    figures.set("bare_point_read_req_per_s", read.rate);
+    figures.set("bare_point_read_p99_ms", read.percentile(0.99));
+    figures.set("page_query_req_per_s", api.rate);
+    figures.set("page_query_p50_ms", api.percentile(0.50));
+    figures.set("page_query_p99_ms", api.percentile(0.99));
+    println!(
+        "{:<58} {:>10.0} req/s   (ceiling; p50 {:.2} ms, p99 {:.2} ms)",
+        "bare axum + sqlx point read of a page, 32 connections",
+        read.rate,
+        read.percentile(0.50),
+        read.percentile(0.99)
+    );
+    println!(
+        "{:<58} {:>10.0} req/s   ({:.0}% of ceiling; p50 {:.2} ms, p99 {:.2} ms)",
+        "GET /api/v1/pages/{id}, client read key, 32 connections",
+        api.rate,
+        100.0 * api.rate / read.rate,
+        api.percentile(0.50),
+        api.percentile(0.99)
+    );
+    Ok(())
+}
+
+/// A bare axum route answering `GET /{id}` with the page's row as JSON, by the API's own
+/// query, on the same pool; its base URL.
+async fn point_read_route(db: sqlx::PgPool) -> anyhow::Result<String> {
+    use axum::extract::{Path, State};
+    async fn read(
+        State(db): State<sqlx::PgPool>,
+        Path(id): Path<uuid::Uuid>,
+    ) -> Result<axum::Json<crate::projections::pages::PageRow>, axum::http::StatusCode> {
+        crate::projections::pages::find(&db, id, 60)
+            .await
+            .ok()
+            .flatten()
+            .map(axum::Json)
+            .ok_or(axum::http::StatusCode::NOT_FOUND)
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    let app = axum::Router::new()
+        .route("/{id}", axum::routing::get(read))
+        .with_state(db);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
 /// The edge section of `ai-cache bench`: the projectors must be running.
-pub async fn run(backbone: &Backbone, raw: f64, visits: usize) -> anyhow::Result<()> {
+pub async fn run(
+    backbone: &Backbone,
+    raw: f64,
+    visits: usize,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
     let agents = real_user_agents()?;
-    classification(&agents)?;
+    classification(&agents, figures)?;
     let (base, stop) = api(backbone).await?;
-    let client = ingestion(backbone, &base, &agents, visits, raw).await?;
-    edge_route(backbone, &base, &client).await?;
+    let client = ingestion(backbone, &base, &agents, visits, raw, figures).await?;
+    edge_route(backbone, &base, &client, figures).await?;
+    page_query(backbone, &base, figures).await?;
     stop.cancel();
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! Not a test: it asserts nothing, it reports.
 
 mod edge;
+mod figures;
 
 use std::time::Instant;
 
@@ -19,11 +20,19 @@ use crate::infra::localstack::{self, Durability, LocalNats, LocalPostgres};
 use crate::infra::publish::{Outgoing, Publisher};
 use crate::projections::pages::PagesProjection;
 use crate::projections::runtime;
+use figures::{CpuClock, Figures};
 
 /// Publishes in flight at once for the publish measurements.
 const IN_FLIGHT: usize = 512;
 
-pub async fn run(events: usize, edge_only: bool) -> anyhow::Result<()> {
+/// Runs every section (or the edge's only) and prints each figure; with `json`, writes them
+/// there too, every ratio computed from figures of this run.
+pub async fn run(
+    events: usize,
+    edge_only: bool,
+    json: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let mut figures = Figures::default();
     let root = std::env::temp_dir().join(format!("ai-cache-bench-{}", std::process::id()));
     let (nats_dir, pg_dir) = (root.join("nats"), root.join("pg"));
     let nats =
@@ -39,17 +48,19 @@ pub async fn run(events: usize, edge_only: bool) -> anyhow::Result<()> {
 
     println!(
         "ai-cache bench: {events} events per figure, {} cores",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        figures::cores()
     );
     println!("(nats-server and PostgreSQL on this machine, file storage, fsync on)");
 
     let raw = raw_publish(&backbone.nats.js, events, 1024).await?;
+    figures.set("publish_ceiling_msgs_per_s", raw);
     println!(
         "{:<58} {:>10.0} msg/s   (ceiling)",
         "raw JetStream publish, 1 KiB, 512 in flight", raw
     );
 
     let (events_rate, published) = event_publish(&backbone, events).await?;
+    figures.set("event_publish_events_per_s", events_rate);
     println!(
         "{:<58} {:>10.0} ev/s    ({:.0}% of ceiling)",
         "event publish (envelope, JSON, Nats-Msg-Id), 512 in flight",
@@ -66,6 +77,7 @@ pub async fn run(events: usize, edge_only: bool) -> anyhow::Result<()> {
     )
     .await?;
     let rate = published as f64 / started.elapsed().as_secs_f64();
+    figures.set("projection_apply_events_per_s", rate);
     println!(
         "{:<58} {:>10.0} ev/s    ({:.0}% of ceiling; to sequence {applied})",
         "projection apply (pages.discovered → pages rows, batch 500)",
@@ -73,7 +85,7 @@ pub async fn run(events: usize, edge_only: bool) -> anyhow::Result<()> {
         100.0 * rate / raw
     );
     if !edge_only {
-        sitemap_parse();
+        sitemap_parse(&mut figures);
     }
     // The projectors run beside the remaining sections, as in production.
     let projectors = tokio_util::sync::CancellationToken::new();
@@ -87,16 +99,22 @@ pub async fn run(events: usize, edge_only: bool) -> anyhow::Result<()> {
         tokio::spawn(async move { runner.run(stop).await });
     }
     if !edge_only {
-        sitemap_import(&backbone).await?;
-        let scraped = scrape(&backbone, 2000).await?;
-        let stages = stages(&backbone, scraped).await?;
-        pipeline(&backbone, &scraped, 1000, raw).await?;
-        reprocessing(&backbone, scraped.client).await?;
+        sitemap_import(&backbone, &mut figures).await?;
+        let scraped = scrape(&backbone, 2000, &mut figures).await?;
+        let stages = stages(&backbone, scraped, &mut figures).await?;
+        pipeline(&backbone, &scraped, 1000, &mut figures).await?;
+        reprocessing(&backbone, scraped.client, &mut figures).await?;
         stages.cancel();
     }
-    edge::run(&backbone, raw, 50_000).await?;
-    rebuild_all(&backbone, raw).await?;
+    edge::run(&backbone, raw, 50_000, &mut figures).await?;
+    rebuild_all(&backbone, raw, &mut figures).await?;
     projectors.cancel();
+    print!("{}", figures.summary());
+    if let Some(path) = json {
+        std::fs::write(path, figures.to_json()? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("figures written to {}", path.display());
+    }
     drop(backbone);
     drop(pg);
     drop(nats);
@@ -182,7 +200,7 @@ fn big_sitemap(n: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
-fn sitemap_parse() {
+fn sitemap_parse(figures: &mut Figures) {
     use std::io::Write;
     let xml = big_sitemap(50_000);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -200,6 +218,13 @@ fn sitemap_parse() {
         }
         let secs = started.elapsed().as_secs_f64();
         let mb = (xml.len() * rounds) as f64 / 1e6 / secs;
+        figures.set(
+            match label {
+                "plain" => "sitemap_parse_urls_per_s",
+                _ => "sitemap_parse_gzip_urls_per_s",
+            },
+            urls as f64 / secs,
+        );
         println!(
             "{:<58} {:>10.0} URLs/s   ({mb:.0} MB/s of XML; {} KB gzipped)",
             format!("sitemap parse, {label}, 50,000-URL urlset, one core"),
@@ -209,7 +234,7 @@ fn sitemap_parse() {
     }
 }
 
-async fn sitemap_import(backbone: &Backbone) -> anyhow::Result<()> {
+async fn sitemap_import(backbone: &Backbone, figures: &mut Figures) -> anyhow::Result<()> {
     use crate::commands::discovery::{Apply, ImportMode, Importer, KnownPages, Origin};
     use crate::commands::tenants::{NewClient, Tenants};
     let secrets =
@@ -251,6 +276,7 @@ async fn sitemap_import(backbone: &Backbone) -> anyhow::Result<()> {
         )
         .await?;
     let secs = started.elapsed().as_secs_f64();
+    figures.set("sitemap_import_urls_per_s", summary.created as f64 / secs);
     println!(
         "{:<58} {:>10.0} URLs/s   ({} pages.discovered published and projected)",
         "sitemap import, 10,000 URLs, to readable pages rows",
@@ -258,15 +284,6 @@ async fn sitemap_import(backbone: &Backbone) -> anyhow::Result<()> {
         summary.created
     );
     Ok(())
-}
-
-/// CPU seconds (user + system) this process has used.
-fn cpu_seconds() -> f64 {
-    use nix::sys::resource::{UsageWho, getrusage};
-    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
-        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-        t(u.user_time()) + t(u.system_time())
-    })
 }
 
 /// An article of about 20 KB, like a real page, different per `i`.
@@ -292,7 +309,11 @@ struct Scraped {
 /// Hosts the scrape benchmark spreads its pages over.
 const SCRAPE_HOSTS: usize = 100;
 
-async fn scrape(backbone: &Backbone, pages: usize) -> anyhow::Result<Scraped> {
+async fn scrape(
+    backbone: &Backbone,
+    pages: usize,
+    figures: &mut Figures,
+) -> anyhow::Result<Scraped> {
     use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
     let port = bench_origin().await?;
     let client = scrape_client(backbone).await?;
@@ -310,7 +331,7 @@ async fn scrape(backbone: &Backbone, pages: usize) -> anyhow::Result<Scraped> {
             Outgoing::unique(Discovered::bare(url, DiscoverySource::Manual).into_event(client))
         })
         .collect();
-    let cpu = cpu_seconds();
+    let cpu = CpuClock::start();
     let started = Instant::now();
     Publisher::new(backbone.nats.js.clone())
         .publish_all(&events)
@@ -346,7 +367,7 @@ async fn scrape(backbone: &Backbone, pages: usize) -> anyhow::Result<Scraped> {
     };
     drained(backbone, "bench-scraper").await?;
     let secs = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu;
+    let (cpu, machine) = cpu.elapsed();
     stop.cancel();
     let _ = run.await;
     let produced = crate::infra::nats::last_sequence(&backbone.nats.js, "PAGES")
@@ -359,11 +380,16 @@ async fn scrape(backbone: &Backbone, pages: usize) -> anyhow::Result<Scraped> {
         produced == 2 * pages as u64,
         "the scrape benchmark produced {produced} events for {pages} pages: not a valid run"
     );
+    let per_page = |seconds: f64| seconds * 1000.0 / pages as f64;
+    figures.set("scrape_pages_per_s", pages as f64 / secs);
+    figures.set("scrape_cpu_ms_per_page", per_page(cpu));
+    figures.set("scrape_machine_cpu_ms_per_page", per_page(machine));
     println!(
-        "{:<58} {:>10.0} pages/s  ({:.2} ms CPU per page in this process, origin included; {} events)",
+        "{:<58} {:>10.0} pages/s  ({:.2} ms CPU per page in this process, origin included; {:.2} ms machine-wide; {} events)",
         format!("scrape {pages} new 20 KB pages, {SCRAPE_HOSTS} hosts, 64 in flight"),
         pages as f64 / secs,
-        cpu * 1000.0 / pages as f64,
+        per_page(cpu),
+        per_page(machine),
         produced
     );
     Ok(Scraped {
@@ -525,30 +551,36 @@ async fn start_stages(backbone: &Backbone) -> anyhow::Result<tokio_util::sync::C
 async fn stages(
     backbone: &Backbone,
     scraped: Scraped,
+    figures: &mut Figures,
 ) -> anyhow::Result<tokio_util::sync::CancellationToken> {
     let before = updated_count(backbone).await?;
-    let cpu = cpu_seconds();
+    let cpu = CpuClock::start();
     let started = Instant::now();
     let stop = start_stages(backbone).await?;
     for consumer in ["markdown", "renderer", "uploader"] {
         drained(backbone, consumer).await?;
     }
     let secs = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu;
+    let (cpu, machine) = cpu.elapsed();
     let updated = updated_count(backbone).await? - before;
     anyhow::ensure!(
         updated == scraped.pages as u64,
         "{updated} pages.updated for {} pages: not a valid run",
         scraped.pages
     );
+    let per_page = |seconds: f64| seconds * 1000.0 / scraped.pages as f64;
+    figures.set("stages_pages_per_s", scraped.pages as f64 / secs);
+    figures.set("stages_cpu_ms_per_page", per_page(cpu));
+    figures.set("stages_machine_cpu_ms_per_page", per_page(machine));
     println!(
-        "{:<58} {:>10.0} pages/s  ({:.2} ms CPU per page; {updated} pages.updated)",
+        "{:<58} {:>10.0} pages/s  ({:.2} ms CPU per page; {:.2} ms machine-wide; {updated} pages.updated)",
         format!(
             "markdown → render → upload, {} pages, 32 in flight each",
             scraped.pages
         ),
         scraped.pages as f64 / secs,
-        cpu * 1000.0 / scraped.pages as f64
+        per_page(cpu),
+        per_page(machine)
     );
     Ok(stop)
 }
@@ -558,11 +590,18 @@ async fn pipeline(
     backbone: &Backbone,
     scraped: &Scraped,
     pages: usize,
-    ceiling: f64,
+    figures: &mut Figures,
 ) -> anyhow::Result<()> {
     use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
-    let before = updated_count(backbone).await?;
+    use futures::StreamExt;
     let scraper = bench_scraper(backbone).await?;
+    // Counted as they are published (asking the server for subject counts in a loop would
+    // cost it more than the pipeline does).
+    let mut updates = backbone
+        .nats
+        .client
+        .subscribe(format!("pages.updated.{}.>", scraped.client))
+        .await?;
     let events: Vec<_> = (0..pages)
         .map(|i| {
             let n = scraped.pages + i;
@@ -577,6 +616,7 @@ async fn pipeline(
             )
         })
         .collect();
+    let cpu = CpuClock::start();
     let started = Instant::now();
     Publisher::new(backbone.nats.js.clone())
         .publish_all(&events)
@@ -593,29 +633,60 @@ async fn pipeline(
     );
     let s = stop.clone();
     tokio::spawn(async move { runtime.run(s).await });
-    let deadline = Instant::now() + std::time::Duration::from_secs(600);
-    while updated_count(backbone).await? - before < pages as u64 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the pipeline did not finish in 10 minutes"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut updated = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
+    while updated.len() < pages {
+        let message = tokio::time::timeout_at(deadline, updates.next())
+            .await
+            .context("the pipeline did not finish in 10 minutes")?
+            .context("the subscription ended")?;
+        // Each page once (a redelivered publish reaches subscribers too).
+        updated.insert(message.subject.to_string());
     }
     let secs = started.elapsed().as_secs_f64();
+    let (cpu, machine) = cpu.elapsed();
     stop.cancel();
     let rate = pages as f64 / secs;
+    // The CPU limit: every core busy with this process's work at the CPU per page the scrape
+    // and the stages sections measured (the definition), and the same with the CPU of
+    // nats-server and PostgreSQL counted (what the machine can really do).
+    let cores = figures::cores() as f64;
+    let limit = |a: &str, b: &str| -> Option<f64> {
+        Some(cores * 1000.0 / (figures.get(a)? + figures.get(b)?))
+    };
+    let cpu_limit = limit("scrape_cpu_ms_per_page", "stages_cpu_ms_per_page").unwrap_or(0.0);
+    let machine_limit = limit(
+        "scrape_machine_cpu_ms_per_page",
+        "stages_machine_cpu_ms_per_page",
+    )
+    .unwrap_or(0.0);
+    figures.set("pipeline_pages_per_s", rate);
+    figures.set("pipeline_cpu_limit_pages_per_s", cpu_limit);
+    figures.set("pipeline_machine_cpu_limit_pages_per_s", machine_limit);
+    figures.set("pipeline_cpu_ms_per_page", cpu * 1000.0 / pages as f64);
+    figures.set(
+        "pipeline_machine_cpu_ms_per_page",
+        machine * 1000.0 / pages as f64,
+    );
     println!(
-        "{:<58} {:>10.0} pages/s  ({:.3}% of the raw publish ceiling; ~7 events per page)",
+        "{:<58} {:>10.0} pages/s  ({:.0}% of the CPU limit, {cpu_limit:.0} pages/s; {:.0}% of the machine's, {machine_limit:.0} pages/s; {:.2} ms CPU per page here, {:.2} ms machine-wide)",
         format!("whole pipeline, discovery → pages.updated, {pages} new pages"),
         rate,
-        100.0 * rate / ceiling
+        100.0 * rate / cpu_limit,
+        100.0 * rate / machine_limit,
+        cpu * 1000.0 / pages as f64,
+        machine * 1000.0 / pages as f64,
     );
     Ok(())
 }
 
 /// Reprocessing a client's pages from `markdown` with every stage running: forced (every page
 /// made and uploaded again), then unforced (nothing changed: every page skipped).
-async fn reprocessing(backbone: &Backbone, client: ClientId) -> anyhow::Result<()> {
+async fn reprocessing(
+    backbone: &Backbone,
+    client: ClientId,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
     use crate::commands::reprocess::{Reprocessing, RunSpec};
     use crate::pipeline::reprocess::Planner;
     use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
@@ -639,7 +710,7 @@ async fn reprocessing(backbone: &Backbone, client: ClientId) -> anyhow::Result<(
             until: None,
             force,
         };
-        let cpu = cpu_seconds();
+        let cpu = CpuClock::start();
         let started = Instant::now();
         let mut run = runs.request(client.as_uuid(), spec).await?;
         let deadline = Instant::now() + std::time::Duration::from_secs(600);
@@ -652,8 +723,16 @@ async fn reprocessing(backbone: &Backbone, client: ClientId) -> anyhow::Result<(
             run = runs.get(run.id).await?.context("the run disappeared")?;
         }
         let secs = started.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - cpu;
+        let (cpu, _) = cpu.elapsed();
         let pages = run.finished.max(1) as f64;
+        figures.set(
+            if force {
+                "reprocess_forced_pages_per_s"
+            } else {
+                "reprocess_skipped_pages_per_s"
+            },
+            pages / secs,
+        );
         let outcomes: Vec<String> = run
             .outcomes
             .iter()
@@ -676,7 +755,11 @@ async fn reprocessing(backbone: &Backbone, client: ClientId) -> anyhow::Result<(
 }
 
 /// Every projection rebuilt from its stream in place, then verified beside the live tables.
-async fn rebuild_all(backbone: &Backbone, ceiling: f64) -> anyhow::Result<()> {
+async fn rebuild_all(
+    backbone: &Backbone,
+    ceiling: f64,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
     let mut events = 0u64;
     for stream in ["CLIENTS", "PAGES", "VISITS"] {
         let mut s = backbone.nats.js.get_stream(stream).await?;
@@ -687,6 +770,7 @@ async fn rebuild_all(backbone: &Backbone, ceiling: f64) -> anyhow::Result<()> {
         runtime::rebuild(&backbone.db, &backbone.nats.js, projection, &|_, _| {}).await?;
     }
     let rate = events as f64 / started.elapsed().as_secs_f64();
+    figures.set("rebuild_events_per_s", rate);
     println!(
         "{:<58} {:>10.0} ev/s    ({:.0}% of ceiling; {events} events, every type)",
         "projection rebuild, all projections, in place",
@@ -707,6 +791,7 @@ async fn rebuild_all(backbone: &Backbone, ceiling: f64) -> anyhow::Result<()> {
     }
     anyhow::ensure!(equal, "a verified rebuild differs from the live rows");
     let rate = events as f64 / started.elapsed().as_secs_f64();
+    figures.set("verified_rebuild_events_per_s", rate);
     println!(
         "{:<58} {:>10.0} ev/s    ({:.0}% of ceiling; rows equal to the live ones)",
         "projection rebuild, verified (scratch schema + compare)",
