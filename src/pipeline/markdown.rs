@@ -261,17 +261,9 @@ impl MarkdownStage {
 
     /// What the scraper extracted, from the blob store.
     async fn extracted(&self, extracted: &Extracted) -> Result<markdown::Generated, StepError> {
-        let bytes = self
-            .blobs
-            .get(&extracted.markdown.hash)
-            .await
-            .map_err(StepError::transient)?
-            .ok_or_else(|| {
-                StepError::missing(format!(
-                    "extracted Markdown {} is not in the blob store",
-                    extracted.markdown.hash
-                ))
-            })?;
+        let bytes =
+            super::required_blob(&self.blobs, &extracted.markdown.hash, "extracted Markdown")
+                .await?;
         let markdown = String::from_utf8(bytes).map_err(StepError::permanent)?;
         Ok(markdown::Generated {
             markdown,
@@ -285,17 +277,7 @@ impl MarkdownStage {
         changed: &ContentChanged,
         url: &str,
     ) -> Result<markdown::Generated, StepError> {
-        let raw = self
-            .blobs
-            .get(&changed.raw.hash)
-            .await
-            .map_err(StepError::transient)?
-            .ok_or_else(|| {
-                StepError::missing(format!(
-                    "raw HTML {} is not in the blob store",
-                    changed.raw.hash
-                ))
-            })?;
+        let raw = super::required_blob(&self.blobs, &changed.raw.hash, "raw HTML").await?;
         let url = url.to_owned();
         let generator = Arc::clone(&self.generator);
         let generated = tokio::task::spawn_blocking(move || {

@@ -20,3 +20,34 @@ pub mod scheduler;
 pub mod scraper;
 pub mod uploader;
 pub mod webhooks;
+
+use crate::domain::content::{BlobRef, ContentHash};
+use crate::infra::blobs::BlobStore;
+use runtime::StepError;
+
+/// The content of a blob a step's input names (`what` it is, for the error): not there is
+/// [`StepError::missing`] (a replica behind its leader), an unreachable store transient.
+pub(crate) async fn required_blob(
+    blobs: &BlobStore,
+    hash: &ContentHash,
+    what: &str,
+) -> Result<Vec<u8>, StepError> {
+    blobs
+        .get(hash)
+        .await
+        .map_err(StepError::transient)?
+        .ok_or_else(|| StepError::missing(format!("{what} {hash} is not in the blob store")))
+}
+
+/// The reference of a stored blob a step's input names, as [`required_blob`] reads it.
+pub(crate) async fn required_ref(
+    blobs: &BlobStore,
+    hash: &ContentHash,
+    what: &str,
+) -> Result<BlobRef, StepError> {
+    blobs
+        .stored(hash)
+        .await
+        .map_err(StepError::transient)?
+        .ok_or_else(|| StepError::missing(format!("{what} {hash} is not in the blob store")))
+}

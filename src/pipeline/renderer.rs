@@ -67,17 +67,8 @@ impl Step<PageEvent> for RendererStage {
                 return reprocess::end(&self.publisher, &event, run, Stage::Render, outcome).await;
             }
         }
-        let markdown = self
-            .blobs
-            .get(&generated.markdown.hash)
-            .await
-            .map_err(StepError::transient)?
-            .ok_or_else(|| {
-                StepError::missing(format!(
-                    "markdown {} is not in the blob store",
-                    generated.markdown.hash
-                ))
-            })?;
+        let markdown =
+            super::required_blob(&self.blobs, &generated.markdown.hash, "markdown").await?;
         let url = self
             .history
             .url(event.meta.client_id, page)

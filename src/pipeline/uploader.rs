@@ -153,19 +153,10 @@ impl Uploader {
         manifest: &Manifest,
     ) -> Result<(), StepError> {
         let (cf, target) = self.kv_target(client)?;
-        let read = |blob: &BlobRef| {
-            let blob = blob.clone();
-            async move {
-                self.blobs
-                    .get(&blob.hash)
-                    .await
-                    .map_err(StepError::transient)?
-                    .ok_or_else(|| {
-                        StepError::missing(format!("{} is not in the blob store", blob.hash))
-                    })
-            }
-        };
-        let (markdown, html) = (read(&manifest.markdown).await?, read(&manifest.html).await?);
+        let (markdown, html) = (
+            super::required_blob(&self.blobs, &manifest.markdown.hash, "markdown").await?,
+            super::required_blob(&self.blobs, &manifest.html.hash, "html").await?,
+        );
         // Metadata stays under Cloudflare's 1,024 bytes: the URL is cut if it must be.
         let source: String = manifest.source_url.chars().take(400).collect();
         let meta = |content_type: &str, hash: &BlobRef| {
@@ -451,17 +442,9 @@ impl Uploader {
             }
             _ => {}
         }
-        self.blobs
-            .stored(&rendered.markdown_hash)
+        super::required_ref(&self.blobs, &rendered.markdown_hash, "markdown")
             .await
-            .map_err(StepError::transient)?
             .map(Some)
-            .ok_or_else(|| {
-                StepError::missing(format!(
-                    "markdown {} is not in the blob store",
-                    rendered.markdown_hash
-                ))
-            })
     }
 
     /// Writes the page's last upload `k` (at `seq`) to the store again and publishes it again,
@@ -481,23 +464,13 @@ impl Uploader {
             .url(client, page)
             .await?
             .ok_or_else(|| StepError::missing("the page has no URL in its history"))?;
-        let blob = |hash: &crate::domain::content::ContentHash| {
-            let hash = hash.clone();
-            async move {
-                self.blobs
-                    .stored(&hash)
-                    .await
-                    .map_err(StepError::transient)?
-                    .ok_or_else(|| StepError::missing(format!("{hash} is not in the blob store")))
-            }
-        };
         let manifest = Manifest {
             key: k.kv_key.clone(),
             client_id: client.as_uuid(),
             page_id: page.as_uuid(),
             source_url: url.to_string(),
-            markdown: blob(&k.markdown_hash).await?,
-            html: blob(&k.html_hash).await?,
+            markdown: super::required_ref(&self.blobs, &k.markdown_hash, "markdown").await?,
+            html: super::required_ref(&self.blobs, &k.html_hash, "html").await?,
             page_version: k.page_version,
             updated_at: now(),
         };

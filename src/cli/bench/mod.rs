@@ -647,19 +647,18 @@ async fn pipeline(
     let (cpu, machine) = cpu.elapsed();
     stop.cancel();
     let rate = pages as f64 / secs;
-    // The CPU limit: every core busy with this process's work at the CPU per page the scrape
-    // and the stages sections measured (the definition), and the same with the CPU of
-    // nats-server and PostgreSQL counted (what the machine can really do).
+    // The CPU limit: every core busy with this process's work, at the CPU per page the scrape
+    // and the stages sections measured; and the machine's: every core busy at the CPU per
+    // page the whole machine (nats-server and PostgreSQL included) spent in this section.
     let cores = figures::cores() as f64;
-    let limit = |a: &str, b: &str| -> Option<f64> {
-        Some(cores * 1000.0 / (figures.get(a)? + figures.get(b)?))
+    let cpu_limit = match (
+        figures.get("scrape_cpu_ms_per_page"),
+        figures.get("stages_cpu_ms_per_page"),
+    ) {
+        (Some(scrape), Some(stages)) => cores * 1000.0 / (scrape + stages),
+        _ => 0.0,
     };
-    let cpu_limit = limit("scrape_cpu_ms_per_page", "stages_cpu_ms_per_page").unwrap_or(0.0);
-    let machine_limit = limit(
-        "scrape_machine_cpu_ms_per_page",
-        "stages_machine_cpu_ms_per_page",
-    )
-    .unwrap_or(0.0);
+    let machine_limit = cores * pages as f64 / machine.max(f64::EPSILON);
     figures.set("pipeline_pages_per_s", rate);
     figures.set("pipeline_cpu_limit_pages_per_s", cpu_limit);
     figures.set("pipeline_machine_cpu_limit_pages_per_s", machine_limit);
