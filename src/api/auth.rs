@@ -150,7 +150,15 @@ struct Block {
     /// What the shared rate had left when the block was claimed.
     remaining: u32,
     until: Option<std::time::Instant>,
+    /// Until then the shared rate refuses (nothing frees before its answer's wait).
+    refused_until: Option<std::time::Instant>,
+    /// Until then the shared rate is taken as unreachable: the requests behind a failed
+    /// claim count alone at once instead of each waiting for a claim of its own in turn.
+    unknown_until: Option<std::time::Instant>,
 }
+
+/// How long a bucket counts alone after its shared rate could not be reached.
+const UNKNOWN_FOR: Duration = Duration::from_secs(1);
 
 impl Block {
     /// Spends one unit: what is left (in the block and beyond it), if any is.
@@ -304,6 +312,13 @@ impl Auth {
         if let Some(remaining) = block.spend() {
             return Ok(remaining);
         }
+        let now = std::time::Instant::now();
+        if let Some(until) = block.refused_until.filter(|t| *t > now) {
+            return Err(until - now);
+        }
+        if block.unknown_until.is_some_and(|t| t > now) {
+            return check(&self.fallback(shared), bucket);
+        }
         let rate = Rate::per(self.per_minute, Duration::from_secs(60));
         let size = (self.per_minute / 60).clamp(1, BLOCK_MAX);
         match shared
@@ -316,11 +331,18 @@ impl Auth {
                     units: taken.saturating_sub(1),
                     remaining,
                     until: Some(std::time::Instant::now() + BLOCK_TTL),
+                    ..Block::default()
                 };
                 Ok(remaining.saturating_add(block.units))
             }
-            (Claim::Refused { retry_after }, _) => Err(retry_after),
-            (Claim::Unknown, _) => check(&self.fallback(shared), bucket),
+            (Claim::Refused { retry_after }, _) => {
+                block.refused_until = Some(std::time::Instant::now() + retry_after);
+                Err(retry_after)
+            }
+            (Claim::Unknown, _) => {
+                block.unknown_until = Some(std::time::Instant::now() + UNKNOWN_FOR);
+                check(&self.fallback(shared), bucket)
+            }
         }
     }
 
@@ -349,8 +371,11 @@ impl Auth {
             let mut blocks = shared.blocks.lock().unwrap_or_else(|e| e.into_inner());
             // A block in use is locked: keep it; an idle one past its time holds nothing.
             blocks.retain(|_, b| {
-                b.try_lock()
-                    .map_or(true, |b| b.until.is_some_and(|t| t > now))
+                b.try_lock().map_or(true, |b| {
+                    [b.until, b.refused_until, b.unknown_until]
+                        .iter()
+                        .any(|t| t.is_some_and(|t| t > now))
+                })
             });
         }
     }
@@ -555,6 +580,31 @@ mod tests {
         assert!(reader.require(b, Scope::Read).is_err());
         assert!(reader.require_master().is_err());
         assert!(Principal::Master.require(b, Scope::Write).is_ok());
+    }
+
+    #[test]
+    fn a_block_is_spent_unit_by_unit_until_it_runs_out_or_expires() {
+        let now = std::time::Instant::now();
+        let mut block = Block {
+            units: 2,
+            remaining: 10,
+            until: Some(now + Duration::from_secs(60)),
+            ..Block::default()
+        };
+        assert_eq!(
+            block.spend(),
+            Some(11),
+            "one left here, ten in the shared rate"
+        );
+        assert_eq!(block.spend(), Some(10));
+        assert_eq!(block.spend(), None, "spent: claim again");
+        let mut expired = Block {
+            units: 5,
+            until: Some(now),
+            ..Block::default()
+        };
+        assert_eq!(expired.spend(), None, "unspent units expire");
+        assert_eq!(Block::default().spend(), None);
     }
 
     #[tokio::test]
