@@ -172,7 +172,7 @@ async fn publish_visits(visits: Visits, mut rx: mpsc::Receiver<(VisitInput, Clas
                     .prepare_classified(
                         Reporter::Client(client),
                         v,
-                        classification,
+                        Some(classification),
                         &OwnDomain,
                         now,
                     )

@@ -294,18 +294,16 @@ impl Visits {
         rule: &dyn DomainRule,
         now: DateTime<Utc>,
     ) -> Result<Outgoing<VisitEvent>, VisitRejection> {
-        let user_agent = input.user_agent.as_deref().map(cut);
-        let classification = Classifier::shipped().classify(user_agent.as_deref().unwrap_or(""));
-        self.prepare_classified(reporter, input, classification, rule, now)
+        self.prepare_classified(reporter, input, None, rule, now)
     }
 
-    /// Turns one visit whose user agent the caller has classified already (the built-in edge
-    /// does, to decide what to serve) into its event.
+    /// [`Visits::prepare`] for a visit whose user agent the caller may have classified already
+    /// (the built-in edge does, to decide what to serve); `None` classifies it here.
     pub fn prepare_classified(
         &self,
         reporter: Reporter,
         input: VisitInput,
-        mut classification: Classification,
+        classified: Option<Classification>,
         rule: &dyn DomainRule,
         now: DateTime<Utc>,
     ) -> Result<Outgoing<VisitEvent>, VisitRejection> {
@@ -321,6 +319,8 @@ impl Visits {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(cut);
+        let mut classification = classified
+            .unwrap_or_else(|| Classifier::shipped().classify(user_agent.as_deref().unwrap_or("")));
         if input.cf_worker.is_some() {
             classification.visitor_type = VisitorType::WorkerProxy;
         }

@@ -78,14 +78,7 @@ impl EdgeStore {
 
     /// The manifest of a page key, if stored.
     pub async fn get(&self, key: &str) -> Result<Option<Manifest>, EdgeStoreError> {
-        let entry = self
-            .kv
-            .get(bucket_key(key))
-            .await
-            .map_err(|e| EdgeStoreError(e.to_string()))?;
-        entry
-            .map(|bytes| serde_json::from_slice(&bytes).map_err(|e| EdgeStoreError(e.to_string())))
-            .transpose()
+        Ok(self.get_with_revision(key).await?.0)
     }
 
     /// The manifest of a page key, if stored, with the revision read (the bucket's sequence

@@ -70,10 +70,11 @@ impl Projection for PagesProjection {
             for (i, msg) in batch.iter().enumerate() {
                 let event: Event<PageEvent> = match decode(msg) {
                     Ok(event) => event,
-                    Err(e) => {
-                        skipped.push((i, e.to_string()));
+                    Err(ApplyError::Skip(reason)) => {
+                        skipped.push((i, reason));
                         continue;
                     }
+                    Err(ApplyError::Db(e)) => return Err(e),
                 };
                 match change(&event) {
                     Err(ApplyError::Skip(reason)) => skipped.push((i, reason)),
