@@ -111,10 +111,16 @@ async fn the_cli_works_beside_a_running_dev_stack_with_nothing_exported() {
 
     let demo_port = std::fs::read_to_string(dir.path().join(".data/demo_port")).expect("port");
     let page = format!("http://{demo}:{}/", demo_port.trim());
-    let (ok, out, err) = run(&["events", "page", &page]);
-    assert!(ok, "events page: {err}");
-    assert!(out.contains("pages.discovered"), "{out}");
-    assert!(out.contains("pages.updated"), "{out}");
+    // The wait above is for some page: this one may still be on its way.
+    let mut history = String::new();
+    eventually(Duration::from_secs(60), "the home page is live", || {
+        let (ok, out, err) = run(&["events", "page", &page]);
+        assert!(ok, "events page: {err}");
+        history = out;
+        std::future::ready(history.contains("pages.updated"))
+    })
+    .await;
+    assert!(history.contains("pages.discovered"), "{history}");
 
     let sitemap = format!("http://{demo}:{}/sitemap.xml", demo_port.trim());
     let (ok, out, err) = run(&["sitemap", "import", "--client", demo, &sitemap]);
