@@ -4,6 +4,11 @@
 --
 -- Each statement is a constant of `crate::projections::sql::pages` (build.rs); `{name}`
 -- stands for the fragment of that name.
+--
+-- Each `on_*` statement applies one kind of event to many pages at once: `$1` is a JSON array
+-- of records, one per page (distinct pages: the projection groups a batch's events so that no
+-- statement sees a page twice), each with the page `id`, the event time `at` and the event's
+-- own fields, typed by the statement's record definition.
 
 -- name: page_columns
 -- A page's columns, as `PageRow` reads them (`p` the page, `c` its client).
@@ -65,87 +70,121 @@ SELECT client_id, id FROM pages WHERE id = $1;
 SELECT client_id, id FROM pages WHERE url = $1;
 
 -- name: on_reprocessed
--- `pages.reprocessed`: $1 the page id, $2 the event time.
-UPDATE pages SET reprocess_run_id = $3, reprocess_outcome = $4, reprocessed_at = $2
-    WHERE id = $1;
+-- `pages.reprocessed`.
+UPDATE pages p SET reprocess_run_id = e.run_id, reprocess_outcome = e.outcome,
+        reprocessed_at = e.at
+    FROM jsonb_to_recordset($1) AS e(id uuid, at timestamptz, run_id uuid, outcome text)
+    WHERE p.id = e.id;
 
 -- name: on_refresh_requested
--- `pages.refresh_requested`: $1 the page id, $2 the event time.
-UPDATE pages SET last_refresh_requested_at = $2 WHERE id = $1;
+-- `pages.refresh_requested`.
+UPDATE pages p SET last_refresh_requested_at = e.at
+    FROM jsonb_to_recordset($1) AS e(id uuid, at timestamptz)
+    WHERE p.id = e.id;
 
 -- name: on_metadata_updated
--- `pages.metadata_updated`: $1 the page id, $2 the event time.
-UPDATE pages SET sitemap_url = COALESCE($3, sitemap_url), lastmod = $4,
-        changefreq = $5, priority = $6, lastmod_at = $7, updated_at = $2
-    WHERE id = $1;
+-- `pages.metadata_updated`.
+UPDATE pages p SET sitemap_url = COALESCE(e.sitemap_url, p.sitemap_url), lastmod = e.lastmod,
+        changefreq = e.changefreq, priority = e.priority, lastmod_at = e.lastmod_at,
+        updated_at = e.at
+    FROM jsonb_to_recordset($1) AS e(id uuid, at timestamptz, sitemap_url text, lastmod text,
+        changefreq text, priority text, lastmod_at timestamptz)
+    WHERE p.id = e.id;
 
 -- name: on_scraped
--- `pages.scraped`: $1 the page id, $2 the event time.
-UPDATE pages SET status = 'fetched', stage = 'scraped', content_hash = $3,
-        content_size = $4, etag = $5, last_modified = $6, last_http_status = $7,
-        last_scraped_at = $8, last_attempt_at = $8, last_fetch_ms = $9,
-        last_error = NULL, last_error_kind = NULL, updated_at = $2
-    WHERE id = $1;
+-- `pages.scraped`.
+UPDATE pages p SET status = 'fetched', stage = 'scraped', content_hash = e.content_hash,
+        content_size = e.content_size, etag = e.etag, last_modified = e.last_modified,
+        last_http_status = e.http_status, last_scraped_at = e.fetched_at,
+        last_attempt_at = e.fetched_at, last_fetch_ms = e.fetch_ms,
+        last_error = NULL, last_error_kind = NULL, updated_at = e.at
+    FROM jsonb_to_recordset($1) AS e(id uuid, at timestamptz, content_hash text,
+        content_size bigint, etag text, last_modified text, http_status int,
+        fetched_at timestamptz, fetch_ms int)
+    WHERE p.id = e.id;
 
 -- name: on_unchanged
--- `pages.unchanged`: $1 the page id, $2 the event time.
-UPDATE pages SET status = 'unchanged', last_http_status = $3, last_scraped_at = $4,
-        last_attempt_at = $4, last_error = NULL, last_error_kind = NULL, updated_at = $2
-    WHERE id = $1;
+-- `pages.unchanged`.
+UPDATE pages p SET status = 'unchanged', last_http_status = e.http_status,
+        last_scraped_at = e.fetched_at, last_attempt_at = e.fetched_at, last_error = NULL,
+        last_error_kind = NULL, updated_at = e.at
+    FROM jsonb_to_recordset($1) AS e(id uuid, at timestamptz, http_status int,
+        fetched_at timestamptz)
+    WHERE p.id = e.id;
 
 -- name: on_scrape_failed
--- `pages.scrape_failed`: $1 the page id, $2 the event time.
-UPDATE pages SET status = $3, last_error = $4, last_error_kind = $5,
-        last_http_status = COALESCE($6, last_http_status), last_attempt_at = $2,
-        updated_at = $2
-    WHERE id = $1;
+-- `pages.scrape_failed`.
+UPDATE pages p SET status = e.status, last_error = e.error, last_error_kind = e.kind,
+        last_http_status = COALESCE(e.http_status, p.last_http_status), last_attempt_at = e.at,
+        updated_at = e.at
+    FROM jsonb_to_recordset($1) AS e(id uuid, at timestamptz, status text, error text,
+        kind text, http_status int)
+    WHERE p.id = e.id;
 
 -- name: on_removed
--- `pages.removed`: $1 the page id, $2 the event time.
-UPDATE pages SET status = 'removed', stage = 'removed',
-        last_http_status = COALESCE($3, last_http_status), last_error = $4,
-        last_attempt_at = $2, updated_at = $2
-    WHERE id = $1;
+-- `pages.removed`.
+UPDATE pages p SET status = 'removed', stage = 'removed',
+        last_http_status = COALESCE(e.http_status, p.last_http_status), last_error = e.reason,
+        last_attempt_at = e.at, updated_at = e.at
+    FROM jsonb_to_recordset($1) AS e(id uuid, at timestamptz, http_status int, reason text)
+    WHERE p.id = e.id;
 
 -- name: on_content_changed
--- `pages.content_changed`: $1 the page id, $2 the event time.
-UPDATE pages SET
-        status = CASE WHEN version = $5 AND fingerprint = $4 THEN status ELSE 'changed' END,
-        last_changed_at = CASE WHEN version = $5 AND fingerprint = $4
-            THEN last_changed_at ELSE $2 END,
-        content_hash = $3, fingerprint = $4, version = $5, updated_at = $2
-    WHERE id = $1 AND (fingerprint IS NULL OR version <= $5);
+-- `pages.content_changed`.
+UPDATE pages p SET
+        status = CASE WHEN p.version = e.version AND p.fingerprint = e.fingerprint
+            THEN p.status ELSE 'changed' END,
+        last_changed_at = CASE WHEN p.version = e.version AND p.fingerprint = e.fingerprint
+            THEN p.last_changed_at ELSE e.at END,
+        content_hash = e.content_hash, fingerprint = e.fingerprint, version = e.version,
+        updated_at = e.at
+    FROM jsonb_to_recordset($1) AS e(id uuid, at timestamptz, content_hash text,
+        fingerprint text, version int)
+    WHERE p.id = e.id AND (p.fingerprint IS NULL OR p.version <= e.version);
 
 -- name: on_markdown_generated
--- `pages.markdown_generated`: $1 the page id, $2 the event time.
-UPDATE pages SET
-        stage = CASE WHEN markdown_hash = $3 AND stage IN ('rendered', 'uploaded', 'live')
-            THEN stage ELSE 'markdown' END,
-        markdown_hash = $3, generator = $4,
-        generator_version = $5, title = $6, description = $7, language = $8,
-        canonical_url = $9, last_processed_at = $2, updated_at = $2
-    WHERE id = $1 AND version <= $10;
+-- `pages.markdown_generated`.
+UPDATE pages p SET
+        stage = CASE WHEN p.markdown_hash = e.markdown_hash
+                AND p.stage IN ('rendered', 'uploaded', 'live')
+            THEN p.stage ELSE 'markdown' END,
+        markdown_hash = e.markdown_hash, generator = e.generator,
+        generator_version = e.generator_version, title = e.title,
+        description = e.description, language = e.language, canonical_url = e.canonical_url,
+        last_processed_at = e.at, updated_at = e.at
+    FROM jsonb_to_recordset($1) AS e(id uuid, at timestamptz, markdown_hash text,
+        generator text, generator_version text, title text, description text, language text,
+        canonical_url text, version int)
+    WHERE p.id = e.id AND p.version <= e.version;
 
 -- name: on_html_rendered
--- `pages.html_rendered`: $1 the page id, $2 the event time.
-UPDATE pages SET
-        stage = CASE WHEN simple_html_hash = $3 AND stage IN ('uploaded', 'live')
-            THEN stage ELSE 'rendered' END,
-        simple_html_hash = $3, renderer_version = $4, updated_at = $2
-    WHERE id = $1 AND version <= $5;
+-- `pages.html_rendered`.
+UPDATE pages p SET
+        stage = CASE WHEN p.simple_html_hash = e.html_hash AND p.stage IN ('uploaded', 'live')
+            THEN p.stage ELSE 'rendered' END,
+        simple_html_hash = e.html_hash, renderer_version = e.renderer_version,
+        updated_at = e.at
+    FROM jsonb_to_recordset($1) AS e(id uuid, at timestamptz, html_hash text,
+        renderer_version text, version int)
+    WHERE p.id = e.id AND p.version <= e.version;
 
 -- name: on_kv_uploaded
--- `pages.kv_uploaded`: $1 the page id, $2 the event time.
-UPDATE pages SET
-        stage = CASE WHEN stage = 'live' AND markdown_hash = $5 AND simple_html_hash = $6
-            THEN stage ELSE 'uploaded' END,
-        kv_key = $3, edge_store = $4, kv_uploaded_at = $2, updated_at = $2
-    WHERE id = $1 AND version <= $7;
+-- `pages.kv_uploaded`.
+UPDATE pages p SET
+        stage = CASE WHEN p.stage = 'live' AND p.markdown_hash = e.markdown_hash
+                AND p.simple_html_hash = e.html_hash
+            THEN p.stage ELSE 'uploaded' END,
+        kv_key = e.kv_key, edge_store = e.store, kv_uploaded_at = e.at, updated_at = e.at
+    FROM jsonb_to_recordset($1) AS e(id uuid, at timestamptz, kv_key text, store text,
+        markdown_hash text, html_hash text, version int)
+    WHERE p.id = e.id AND p.version <= e.version;
 
 -- name: on_updated
--- `pages.updated`: $1 the page id, $2 the event time.
-UPDATE pages SET stage = 'live', last_updated_at = $3, updated_at = $2
-    WHERE id = $1 AND version <= $4;
+-- `pages.updated`.
+UPDATE pages p SET stage = 'live', last_updated_at = e.updated_at, updated_at = e.at
+    FROM jsonb_to_recordset($1) AS e(id uuid, at timestamptz, updated_at timestamptz,
+        version int)
+    WHERE p.id = e.id AND p.version <= e.version;
 
 -- name: find
 -- A page with its next due time.

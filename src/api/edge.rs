@@ -26,7 +26,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use super::{ApiError, AppState};
-use crate::commands::visits::{DomainRule, Reporter, VisitInput, VisitRejection, Visits};
+use crate::commands::visits::{
+    DomainRule, Reporter, VisitBatches, VisitInput, VisitRejection, Visits,
+};
 use crate::domain::bots::{Classification, Classifier};
 use crate::domain::content::BlobRef;
 use crate::domain::edge::{Serve, VARY, decide, link_header};
@@ -164,7 +166,7 @@ async fn publish_visits(visits: Visits, mut rx: mpsc::Receiver<(VisitInput, Clas
             }
         }
         let now = Utc::now();
-        let ready: Vec<_> = batch
+        let ready = batch
             .drain(..)
             .filter_map(|(v, classification)| {
                 let client = v.client_id?;
@@ -179,14 +181,15 @@ async fn publish_visits(visits: Visits, mut rx: mpsc::Receiver<(VisitInput, Clas
                     .ok()
             })
             .collect();
+        let ready = VisitBatches::new(ready);
         // NATS being away: retry a few times, then drop (counted) rather than grow forever.
         let mut attempt = 0;
         while let Err(e) = visits.publish(&ready).await {
             attempt += 1;
             if attempt >= 5 {
-                tracing::warn!(error = %e, lost = ready.len(), "edge visits not recorded");
-                metrics::counter!("aicache_edge_visits_dropped_total")
-                    .increment(ready.len() as u64);
+                let lost = ready.len();
+                tracing::warn!(error = %e, lost, "edge visits not recorded");
+                metrics::counter!("aicache_edge_visits_dropped_total").increment(lost as u64);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200 * attempt)).await;

@@ -104,6 +104,11 @@ pub fn summary(subject: &str, payload: &[u8]) -> String {
                 v.format_served,
                 v.status.map(|s| format!(", {s}")).unwrap_or_default()
             ),
+            VisitEvent::BatchRecorded(b) => match b.visits.as_slice() {
+                [only] => format!("1 visit: {}", only.visit.url),
+                [first, ..] => format!("{} visits, first {}", b.visits.len(), first.visit.url),
+                [] => "no visits".into(),
+            },
         }),
         _ => return String::new(),
     };

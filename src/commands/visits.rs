@@ -1,12 +1,15 @@
 //! Recording visits: validate what the edge reports, classify the user agent, verify the
 //! claimed identity against the operator's ranges, replace the IP by its HMAC, and publish
-//! `visits.recorded` events in batches.
+//! them as `visits.batch_recorded` events, one per client and report (or per part of a large
+//! one).
 //!
 //! Each visit gets an id that is a function of what was reported (the Worker's own visit id
-//! when it sends one, else the visit's fields), published as the `Nats-Msg-Id` and used as
-//! the row id of the projection: a batch posted twice is stored once inside the stream's
-//! duplicate window and counted once by the projection forever.
+//! when it sends one, else the visit's fields): the row id of the projection, so a visit is
+//! counted once forever however often it is reported. A batch event's `Nats-Msg-Id` is a
+//! function of the ids in it: a report posted twice is stored once inside the stream's
+//! duplicate window, and the second post is told its visits were duplicates.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -21,7 +24,8 @@ use crate::domain::bots::{Classification, Classifier, VisitorType, verify};
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::url::NormalizedUrl;
 use crate::events::Event;
-use crate::events::visits::{FormatServed, VisitEvent, VisitRecorded};
+use crate::events::envelope::id_for_key;
+use crate::events::visits::{BatchedVisit, FormatServed, VisitEvent, VisitRecorded, VisitsBatch};
 use crate::infra::bot_ranges::BotRanges;
 use crate::infra::publish::{Outgoing, PublishError, Publisher};
 
@@ -293,7 +297,7 @@ impl Visits {
         input: VisitInput,
         rule: &dyn DomainRule,
         now: DateTime<Utc>,
-    ) -> Result<Outgoing<VisitEvent>, VisitRejection> {
+    ) -> Result<ReadyVisit, VisitRejection> {
         self.prepare_classified(reporter, input, None, rule, now)
     }
 
@@ -306,7 +310,7 @@ impl Visits {
         classified: Option<Classification>,
         rule: &dyn DomainRule,
         now: DateTime<Utc>,
-    ) -> Result<Outgoing<VisitEvent>, VisitRejection> {
+    ) -> Result<ReadyVisit, VisitRejection> {
         let client = reporting_client(reporter, input.client_id)?;
         let url = NormalizedUrl::parse(&input.url)
             .map_err(|e| reject(RejectCode::InvalidUrl, format!("url: {e}")))?;
@@ -333,25 +337,27 @@ impl Visits {
             user_agent.as_deref(),
             referrer.as_deref(),
         );
-        let event = Event::new(
-            client_id,
-            Some(PageId::derive(client_id, &url)),
-            VisitEvent::Recorded(VisitRecorded {
-                url: url.to_string(),
-                visitor_type: classification.visitor_type,
-                bot_name: classification.bot_name,
-                operator: classification.operator,
-                category: classification.category,
-                verification,
-                user_agent,
-                referrer,
-                ip_hash: ip.map(|ip| self.ip_hasher.hash(ip)),
-                format_served: input.format_served.unwrap_or(FormatServed::Unknown),
-                status: input.status,
-                visited_at: input.timestamp,
-            }),
-        );
-        Ok(Outgoing::keyed(event, dedup))
+        Ok(ReadyVisit {
+            client: client_id,
+            visit: BatchedVisit {
+                id: id_for_key(&dedup),
+                page_id: PageId::derive(client_id, &url),
+                visit: VisitRecorded {
+                    url: url.to_string(),
+                    visitor_type: classification.visitor_type,
+                    bot_name: classification.bot_name,
+                    operator: classification.operator,
+                    category: classification.category,
+                    verification,
+                    user_agent,
+                    referrer,
+                    ip_hash: ip.map(|ip| self.ip_hasher.hash(ip)),
+                    format_served: input.format_served.unwrap_or(FormatServed::Unknown),
+                    status: input.status,
+                    visited_at: input.timestamp,
+                },
+            },
+        })
     }
 
     /// Validates and publishes a batch; refused visits are reported, the others stored.
@@ -374,24 +380,156 @@ impl Visits {
                 }),
             }
         }
-        for published in self.publisher.publish_all(&ready).await? {
-            if published.duplicate {
-                outcome.duplicates += 1;
-            } else {
-                outcome.accepted += 1;
-            }
-        }
-        metrics::counter!("aicache_visits_recorded_total").increment(outcome.accepted as u64);
+        let batches = VisitBatches::new(ready);
+        let duplicates = self.publish(&batches).await?;
+        outcome.duplicates = duplicates.iter().filter(|d| **d).count();
+        outcome.accepted = duplicates.len() - outcome.duplicates;
         metrics::counter!("aicache_visits_rejected_total").increment(outcome.rejected.len() as u64);
         Ok(outcome)
     }
 
-    /// Publishes visits the built-in edge made itself (already valid).
-    pub async fn publish(&self, ready: &[Outgoing<VisitEvent>]) -> Result<(), PublishError> {
-        self.publisher.publish_all(ready).await?;
-        metrics::counter!("aicache_visits_recorded_total").increment(ready.len() as u64);
-        Ok(())
+    /// Publishes visits in their batch events; returns, for each visit in the order given,
+    /// whether it was a duplicate (repeated in the report, or its event already stored).
+    /// Publishing the same batches again is safe.
+    pub async fn publish(&self, batches: &VisitBatches) -> Result<Vec<bool>, PublishError> {
+        let published = self.publisher.publish_all(&batches.events).await?;
+        let mut duplicate = batches.repeated.clone();
+        for (members, published) in batches.members.iter().zip(published) {
+            if published.duplicate {
+                for &i in members {
+                    duplicate[i] = true;
+                }
+            }
+        }
+        let accepted = duplicate.iter().filter(|d| !**d).count();
+        metrics::counter!("aicache_visits_recorded_total").increment(accepted as u64);
+        Ok(duplicate)
     }
+}
+
+/// A valid visit with its id, ready to publish.
+#[derive(Clone, Debug)]
+pub struct ReadyVisit {
+    client: ClientId,
+    visit: BatchedVisit,
+}
+
+/// Most bytes of one `visits.batch_recorded` event (estimated from above, see
+/// [`encoded_len`]): a larger report is published as several events. Well under NATS's
+/// default 1 MiB payload and the VISITS stream's own message limit.
+pub const MAX_BATCH_EVENT_BYTES: usize = 256 * 1024;
+
+/// Bytes a visit adds to a batch event beside its strings: keys, ids, enums, the time and the
+/// IP's HMAC (about 450 in practice).
+const VISIT_OVERHEAD_BYTES: usize = 640;
+
+/// Visits grouped into the events that carry them: one per client, split by size.
+#[derive(Debug)]
+pub struct VisitBatches {
+    events: Vec<Outgoing<VisitEvent>>,
+    /// The visits (their index in the input) each event carries.
+    members: Vec<Vec<usize>>,
+    /// Visits repeated within the input (the same id seen before): not published again.
+    repeated: Vec<bool>,
+}
+
+impl VisitBatches {
+    pub fn new(ready: Vec<ReadyVisit>) -> Self {
+        let mut repeated = vec![false; ready.len()];
+        let mut seen = HashSet::with_capacity(ready.len());
+        let mut by_client: Vec<(ClientId, Vec<(usize, BatchedVisit)>)> = Vec::new();
+        for (i, r) in ready.into_iter().enumerate() {
+            if !seen.insert(r.visit.id) {
+                repeated[i] = true;
+                continue;
+            }
+            match by_client.iter_mut().find(|(c, _)| *c == r.client) {
+                Some((_, visits)) => visits.push((i, r.visit)),
+                None => by_client.push((r.client, vec![(i, r.visit)])),
+            }
+        }
+        let mut batches = Self {
+            events: Vec::new(),
+            members: Vec::new(),
+            repeated,
+        };
+        for (client, visits) in by_client {
+            let mut part = Vec::new();
+            let mut bytes = 0;
+            for (i, visit) in visits {
+                let len = encoded_len(&visit);
+                if !part.is_empty() && bytes + len > MAX_BATCH_EVENT_BYTES {
+                    batches.push(client, std::mem::take(&mut part));
+                    bytes = 0;
+                }
+                bytes += len;
+                part.push((i, visit));
+            }
+            batches.push(client, part);
+        }
+        batches
+    }
+
+    fn push(&mut self, client: ClientId, part: Vec<(usize, BatchedVisit)>) {
+        let mut ids = Sha256::new();
+        let mut members = Vec::with_capacity(part.len());
+        let mut visits = Vec::with_capacity(part.len());
+        for (i, visit) in part {
+            ids.update(visit.id.as_bytes());
+            members.push(i);
+            visits.push(visit);
+        }
+        let key = format!("visits:{client}:{}", hex::encode(ids.finalize()));
+        let event = Event::new(
+            client,
+            None,
+            VisitEvent::BatchRecorded(VisitsBatch { visits }),
+        );
+        self.events.push(Outgoing::keyed(event, key));
+        self.members.push(members);
+    }
+
+    /// How many visits were given.
+    pub fn len(&self) -> usize {
+        self.repeated.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.repeated.is_empty()
+    }
+
+    /// How many events carry the visits.
+    pub fn events(&self) -> usize {
+        self.events.len()
+    }
+}
+
+/// An upper bound of the bytes `visit` takes in its event's JSON: its strings as JSON escapes
+/// them, plus [`VISIT_OVERHEAD_BYTES`]. Cheaper than encoding each visit twice.
+fn encoded_len(visit: &BatchedVisit) -> usize {
+    let v = &visit.visit;
+    let escaped = |s: &str| -> usize {
+        s.bytes()
+            .map(|b| match b {
+                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+                0..=0x1f => 6,
+                _ => 1,
+            })
+            .sum()
+    };
+    [
+        Some(v.url.as_str()),
+        v.bot_name.as_deref(),
+        v.operator.as_deref(),
+        v.category.as_deref(),
+        v.user_agent.as_deref(),
+        v.referrer.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(escaped)
+    .sum::<usize>()
+        + VISIT_OVERHEAD_BYTES
 }
 
 /// At most [`MAX_HEADER_CHARS`] characters.
@@ -424,5 +562,92 @@ mod tests {
         assert_ne!(a.hash(ip), b.hash(ip));
         assert_eq!(a.hash(ip).len(), 64);
         assert!(!a.hash(ip).contains("203"));
+    }
+
+    /// A visit whose strings are as long as accepted and as costly to escape as possible.
+    fn worst_visit(n: u128, client: ClientId) -> ReadyVisit {
+        let nasty = |c: char| -> String { std::iter::repeat_n(c, MAX_HEADER_CHARS).collect() };
+        let url = NormalizedUrl::parse(&format!("https://site.test/{n}/{}", "a".repeat(1800)))
+            .expect("url");
+        ReadyVisit {
+            client,
+            visit: BatchedVisit {
+                id: Uuid::from_u128(n),
+                page_id: PageId::derive(client, &url),
+                visit: VisitRecorded {
+                    url: url.to_string(),
+                    visitor_type: crate::domain::bots::VisitorType::OtherBot,
+                    bot_name: Some(nasty('"')),
+                    operator: Some(nasty('\\')),
+                    category: Some(nasty('\u{1}')),
+                    verification: crate::events::visits::Verification::IpMismatch,
+                    user_agent: Some(nasty('\u{1f}')),
+                    referrer: Some(nasty('\n')),
+                    ip_hash: Some("f".repeat(64)),
+                    format_served: FormatServed::Unknown,
+                    status: Some(599),
+                    visited_at: Utc::now(),
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn a_visits_estimated_size_is_never_below_its_encoded_size() {
+        let client = ClientId::new_random();
+        let worst = worst_visit(1, client);
+        let encoded = serde_json::to_vec(&worst.visit).expect("json").len();
+        assert!(encoded > 20_000, "{encoded}");
+        assert!(encoded_len(&worst.visit) >= encoded);
+        let mut plain = worst_visit(2, client);
+        plain.visit.visit.bot_name = None;
+        plain.visit.visit.operator = None;
+        plain.visit.visit.category = None;
+        plain.visit.visit.user_agent = Some("GPTBot/1.2".into());
+        plain.visit.visit.referrer = None;
+        let encoded = serde_json::to_vec(&plain.visit).expect("json").len();
+        assert!(encoded_len(&plain.visit) >= encoded);
+    }
+
+    #[test]
+    fn batches_stay_under_the_event_size_and_keep_each_visit_once() {
+        let (a, b) = (ClientId::new_random(), ClientId::new_random());
+        let mut ready: Vec<ReadyVisit> = (0..60)
+            .map(|n| worst_visit(n, if n % 2 == 0 { a } else { b }))
+            .collect();
+        ready.push(worst_visit(4, a));
+        let batches = VisitBatches::new(ready);
+        assert_eq!(batches.len(), 61);
+        assert_eq!(batches.repeated.iter().filter(|r| **r).count(), 1);
+        assert!(batches.repeated[60]);
+        assert!(batches.events() > 2, "{} events", batches.events());
+        let mut carried: Vec<usize> = batches.members.concat();
+        carried.sort_unstable();
+        assert_eq!(carried, (0..60).collect::<Vec<_>>());
+        for out in &batches.events {
+            let bytes = out.event.to_json().expect("json").len();
+            assert!(bytes <= MAX_BATCH_EVENT_BYTES, "{bytes} bytes");
+            let VisitEvent::BatchRecorded(batch) = &out.event.payload else {
+                panic!("not a batch");
+            };
+            let client = out.event.meta.client_id;
+            assert!(batch.visits.iter().all(|v| {
+                let url = NormalizedUrl::parse(&v.visit.url).expect("url");
+                v.page_id == PageId::derive(client, &url)
+            }));
+        }
+        // The same visits give the same events: a report posted again is a duplicate.
+        let again = VisitBatches::new(
+            (0..60)
+                .map(|n| worst_visit(n, if n % 2 == 0 { a } else { b }))
+                .collect(),
+        );
+        let keys = |b: &VisitBatches| {
+            b.events
+                .iter()
+                .map(|e| e.dedup_key.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&batches), keys(&again));
     }
 }

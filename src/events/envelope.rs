@@ -154,7 +154,7 @@ impl<E: EventFamily> Event<E> {
     /// Makes the event id a function of `dedup_key`, the key it is published under
     /// (`Nats-Msg-Id`): a step that runs twice then produces the very same event.
     pub fn with_dedup_key(mut self, dedup_key: &str) -> Self {
-        self.meta.id = Uuid::new_v5(&EVENT_ID_NAMESPACE, dedup_key.as_bytes());
+        self.meta.id = id_for_key(dedup_key);
         if self.meta.causation_id.is_none() {
             self.meta.correlation_id = self.meta.id;
         }
@@ -241,6 +241,12 @@ impl<E: EventFamily> Event<E> {
             payload,
         })
     }
+}
+
+/// The id of what is published under `dedup_key`: a function of the key, so a step that runs
+/// again names its output the same way.
+pub fn id_for_key(dedup_key: &str) -> Uuid {
+    Uuid::new_v5(&EVENT_ID_NAMESPACE, dedup_key.as_bytes())
 }
 
 /// Current time truncated to microseconds, the precision events (and Postgres) keep, so

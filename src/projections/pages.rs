@@ -4,12 +4,13 @@
 //! blocked, failed); `stage` is the last pipeline step the page completed (discovered,
 //! scraped, markdown, rendered, uploaded, live, removed).
 
-use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use serde_json::json;
 use sqlx::PgConnection;
-use sqlx::postgres::PgArguments;
-use sqlx::query::Query;
 use uuid::Uuid;
 
 use super::sql;
@@ -20,8 +21,6 @@ use crate::events::{Event, StreamName};
 
 /// Applies PAGES events to `pages`.
 pub struct PagesProjection;
-
-type PgQuery<'q> = Query<'q, sqlx::Postgres, PgArguments>;
 
 impl Projection for PagesProjection {
     fn name(&self) -> &'static str {
@@ -43,21 +42,21 @@ impl Projection for PagesProjection {
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
         async move {
             let event: Event<PageEvent> = decode(msg)?;
-            match change(&event)? {
-                Change::Discovered(row) => upsert_discovered(conn, &[row]).await?,
-                Change::Update(Some(update)) => {
-                    update.execute(conn).await?;
-                }
-                Change::Update(None) => {}
+            let mut round = Round::default();
+            if let Some((_, change)) = change(&event)? {
+                round.add(change);
             }
+            round.apply(conn).await?;
             Ok(())
         }
         .boxed()
     }
 
-    /// Discoveries come by the thousand (imports): each run of them with distinct pages is one
-    /// multi-row upsert. Any other event ends the run first, so every page sees its events in
-    /// stream order.
+    /// A batch's events are applied in rounds: the n-th event of each page goes into round n,
+    /// so a round holds at most one event per page and every page still sees its events in
+    /// stream order (events of different pages touch different rows: they commute). Each
+    /// round is one statement per kind of event, so a batch costs a handful of round trips,
+    /// not one per event.
     fn apply_batch<'a>(
         &'a self,
         conn: &'a mut PgConnection,
@@ -65,39 +64,27 @@ impl Projection for PagesProjection {
     ) -> BoxFuture<'a, Result<Vec<(usize, String)>, sqlx::Error>> {
         async move {
             let mut skipped = Vec::new();
-            let mut run: Vec<DiscoveredRow> = Vec::new();
-            let mut in_run = std::collections::HashSet::new();
+            let mut rounds: Vec<Round> = Vec::new();
+            let mut seen: HashMap<Uuid, usize> = HashMap::new();
             for (i, msg) in batch.iter().enumerate() {
-                let event: Event<PageEvent> = match decode(msg) {
-                    Ok(event) => event,
-                    Err(ApplyError::Skip(reason)) => {
-                        skipped.push((i, reason));
-                        continue;
-                    }
-                    Err(ApplyError::Db(e)) => return Err(e),
-                };
-                match change(&event) {
+                let change = decode(msg).and_then(|event| change(&event));
+                match change {
                     Err(ApplyError::Skip(reason)) => skipped.push((i, reason)),
                     Err(ApplyError::Db(e)) => return Err(e),
-                    Ok(Change::Discovered(row)) => {
-                        if !in_run.insert(row.id) {
-                            upsert_discovered(conn, &run).await?;
-                            run.clear();
-                            in_run = std::iter::once(row.id).collect();
+                    Ok(None) => {}
+                    Ok(Some((page, change))) => {
+                        let n = seen.entry(page).or_default();
+                        if rounds.len() == *n {
+                            rounds.push(Round::default());
                         }
-                        run.push(row);
-                    }
-                    Ok(Change::Update(update)) => {
-                        upsert_discovered(conn, &run).await?;
-                        run.clear();
-                        in_run.clear();
-                        if let Some(update) = update {
-                            update.execute(&mut *conn).await?;
-                        }
+                        rounds[*n].add(change);
+                        *n += 1;
                     }
                 }
             }
-            upsert_discovered(conn, &run).await?;
+            for round in rounds {
+                round.apply(conn).await?;
+            }
             Ok(skipped)
         }
         .boxed()
@@ -105,20 +92,55 @@ impl Projection for PagesProjection {
 }
 
 /// What one event does to its page's row.
-enum Change<'e> {
+enum Change {
     Discovered(DiscoveredRow),
-    /// The UPDATE it makes, if any.
-    Update(Option<PgQuery<'e>>),
+    /// The statement that applies this kind of event, and the event's record for it.
+    Update(&'static str, serde_json::Value),
 }
 
-fn change(event: &Event<PageEvent>) -> Result<Change<'_>, ApplyError> {
+/// Events of distinct pages, applied together: one upsert for the discoveries, one statement
+/// per other kind of event.
+#[derive(Default)]
+struct Round {
+    discovered: Vec<DiscoveredRow>,
+    updates: Vec<(&'static str, Vec<serde_json::Value>)>,
+}
+
+impl Round {
+    fn add(&mut self, change: Change) {
+        match change {
+            Change::Discovered(row) => self.discovered.push(row),
+            Change::Update(statement, record) => {
+                match self.updates.iter_mut().find(|(s, _)| *s == statement) {
+                    Some((_, records)) => records.push(record),
+                    None => self.updates.push((statement, vec![record])),
+                }
+            }
+        }
+    }
+
+    async fn apply(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        upsert_discovered(conn, &self.discovered).await?;
+        for (statement, records) in self.updates {
+            sqlx::query(statement)
+                .bind(sqlx::types::Json(records))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The page an event is about and what it does to its row (`None`: nothing).
+fn change(event: &Event<PageEvent>) -> Result<Option<(Uuid, Change)>, ApplyError> {
     let Some(page_id) = event.meta.page_id else {
         return Err(ApplyError::Skip("page event without page_id".into()));
     };
+    let page = page_id.as_uuid();
     let at = event.meta.occurred_at;
     if let PageEvent::Discovered(d) = &event.payload {
-        return Ok(Change::Discovered(DiscoveredRow {
-            id: page_id.as_uuid(),
+        let row = DiscoveredRow {
+            id: page,
             client_id: event.meta.client_id.as_uuid(),
             url: d.url.to_string(),
             url_hash: ContentHash::of(d.url.as_str().as_bytes()).to_string(),
@@ -132,13 +154,11 @@ fn change(event: &Event<PageEvent>) -> Result<Change<'_>, ApplyError> {
                 .lastmod
                 .as_deref()
                 .and_then(crate::domain::sitemap::lastmod_time),
-        }));
+        };
+        return Ok(Some((page, Change::Discovered(row))));
     }
-    Ok(Change::Update(update_for(
-        &event.payload,
-        page_id.as_uuid(),
-        at,
-    )?))
+    Ok(update_for(&event.payload, page, at)?
+        .map(|(statement, record)| (page, Change::Update(statement, record))))
 }
 
 /// A `pages.discovered` as the row it upserts.
@@ -182,89 +202,121 @@ async fn upsert_discovered(
     Ok(())
 }
 
-/// The UPDATE an event makes, parameters bound: `$1` the page id, `$2` the event time, then
-/// the statement's own. `None` for events that change no column.
+/// A time as the statements' records carry it: cut to the microsecond, as PostgreSQL keeps
+/// it and as sqlx binds a time (so rows are the same whichever way they were written).
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The statement an event's kind is applied with, and the event's record for it (the
+/// fields of the statement's record definition in `projections/pages.sql`). `None` for
+/// events that change no column.
 fn update_for(
     event: &PageEvent,
-    page_id: Uuid,
+    id: Uuid,
     at: DateTime<Utc>,
-) -> Result<Option<PgQuery<'_>>, ApplyError> {
-    let query = |sql| sqlx::query(sql).bind(page_id).bind(at);
-    let q = match event {
+) -> Result<Option<(&'static str, serde_json::Value)>, ApplyError> {
+    let at = time(at);
+    let update = match event {
         PageEvent::Discovered(_) => return Ok(None),
-        PageEvent::Reprocessed(r) => query(sql::pages::ON_REPROCESSED)
-            .bind(r.run_id)
-            .bind(r.outcome.as_str()),
-        PageEvent::RefreshRequested(_) => query(sql::pages::ON_REFRESH_REQUESTED),
-        PageEvent::MetadataUpdated(m) => query(sql::pages::ON_METADATA_UPDATED)
-            .bind(&m.sitemap_url)
-            .bind(&m.lastmod)
-            .bind(&m.changefreq)
-            .bind(&m.priority)
-            .bind(
-                m.lastmod
-                    .as_deref()
-                    .and_then(crate::domain::sitemap::lastmod_time),
-            ),
-        PageEvent::Scraped(s) => query(sql::pages::ON_SCRAPED)
-            .bind(s.raw.hash.as_str())
-            .bind(i64::try_from(s.raw.size).unwrap_or(i64::MAX))
-            .bind(&s.etag)
-            .bind(&s.last_modified)
-            .bind(i32::from(s.http_status))
-            .bind(s.fetched_at)
-            .bind(i32::try_from(s.duration_ms).unwrap_or(i32::MAX)),
-        PageEvent::Unchanged(u) => query(sql::pages::ON_UNCHANGED)
-            .bind(i32::from(u.http_status))
-            .bind(u.fetched_at),
+        PageEvent::Reprocessed(r) => (
+            sql::pages::ON_REPROCESSED,
+            json!({"id": id, "at": at, "run_id": r.run_id, "outcome": r.outcome.as_str()}),
+        ),
+        PageEvent::RefreshRequested(_) => (
+            sql::pages::ON_REFRESH_REQUESTED,
+            json!({"id": id, "at": at}),
+        ),
+        PageEvent::MetadataUpdated(m) => (
+            sql::pages::ON_METADATA_UPDATED,
+            json!({
+                "id": id, "at": at, "sitemap_url": m.sitemap_url, "lastmod": m.lastmod,
+                "changefreq": m.changefreq, "priority": m.priority,
+                "lastmod_at": m.lastmod.as_deref()
+                    .and_then(crate::domain::sitemap::lastmod_time).map(time),
+            }),
+        ),
+        PageEvent::Scraped(s) => (
+            sql::pages::ON_SCRAPED,
+            json!({
+                "id": id, "at": at, "content_hash": s.raw.hash.as_str(),
+                "content_size": i64::try_from(s.raw.size).unwrap_or(i64::MAX),
+                "etag": s.etag, "last_modified": s.last_modified,
+                "http_status": s.http_status, "fetched_at": time(s.fetched_at),
+                "fetch_ms": i32::try_from(s.duration_ms).unwrap_or(i32::MAX),
+            }),
+        ),
+        PageEvent::Unchanged(u) => (
+            sql::pages::ON_UNCHANGED,
+            json!({
+                "id": id, "at": at, "http_status": u.http_status,
+                "fetched_at": time(u.fetched_at),
+            }),
+        ),
         PageEvent::ScrapeFailed(f) => {
             let status = if f.failure == ScrapeFailure::RobotsDisallowed {
                 "blocked"
             } else {
                 "failed"
             };
-            query(sql::pages::ON_SCRAPE_FAILED)
-                .bind(status)
-                .bind(&f.message)
-                .bind(enum_name(&f.failure)?)
-                .bind(f.http_status.map(i32::from))
+            (
+                sql::pages::ON_SCRAPE_FAILED,
+                json!({
+                    "id": id, "at": at, "status": status, "error": f.message,
+                    "kind": enum_name(&f.failure)?, "http_status": f.http_status,
+                }),
+            )
         }
-        PageEvent::Removed(r) => query(sql::pages::ON_REMOVED)
-            .bind(r.http_status.map(i32::from))
-            .bind(&r.reason),
+        PageEvent::Removed(r) => (
+            sql::pages::ON_REMOVED,
+            json!({"id": id, "at": at, "http_status": r.http_status, "reason": r.reason}),
+        ),
         // A change re-sent by a reprocessing run (same version and fingerprint) is not a new
         // change: what the last fetch found and when the content last changed stay. A change
         // older than the page's version (replayed late) changes nothing.
-        PageEvent::ContentChanged(c) => query(sql::pages::ON_CONTENT_CHANGED)
-            .bind(c.raw.hash.as_str())
-            .bind(c.fingerprint.as_str())
-            .bind(version(c.page_version)),
+        PageEvent::ContentChanged(c) => (
+            sql::pages::ON_CONTENT_CHANGED,
+            json!({
+                "id": id, "at": at, "content_hash": c.raw.hash.as_str(),
+                "fingerprint": c.fingerprint.as_str(), "version": version(c.page_version),
+            }),
+        ),
         // The steps after a change apply only to the page's current version, and the same
         // output again (a redelivery past the duplicate window) never moves the page back.
-        PageEvent::MarkdownGenerated(m) => query(sql::pages::ON_MARKDOWN_GENERATED)
-            .bind(m.markdown.hash.as_str())
-            .bind(enum_name(&m.generator)?)
-            .bind(&m.generator_version)
-            .bind(&m.metadata.title)
-            .bind(&m.metadata.description)
-            .bind(&m.metadata.language)
-            .bind(&m.metadata.canonical_url)
-            .bind(version(m.page_version)),
-        PageEvent::HtmlRendered(h) => query(sql::pages::ON_HTML_RENDERED)
-            .bind(h.html.hash.as_str())
-            .bind(&h.renderer_version)
-            .bind(version(h.page_version)),
-        PageEvent::KvUploaded(k) => query(sql::pages::ON_KV_UPLOADED)
-            .bind(&k.kv_key)
-            .bind(enum_name(&k.store)?)
-            .bind(k.markdown_hash.as_str())
-            .bind(k.html_hash.as_str())
-            .bind(version(k.page_version)),
-        PageEvent::Updated(u) => query(sql::pages::ON_UPDATED)
-            .bind(u.updated_at)
-            .bind(version(u.page_version)),
+        PageEvent::MarkdownGenerated(m) => (
+            sql::pages::ON_MARKDOWN_GENERATED,
+            json!({
+                "id": id, "at": at, "markdown_hash": m.markdown.hash.as_str(),
+                "generator": enum_name(&m.generator)?,
+                "generator_version": m.generator_version, "title": m.metadata.title,
+                "description": m.metadata.description, "language": m.metadata.language,
+                "canonical_url": m.metadata.canonical_url, "version": version(m.page_version),
+            }),
+        ),
+        PageEvent::HtmlRendered(h) => (
+            sql::pages::ON_HTML_RENDERED,
+            json!({
+                "id": id, "at": at, "html_hash": h.html.hash.as_str(),
+                "renderer_version": h.renderer_version, "version": version(h.page_version),
+            }),
+        ),
+        PageEvent::KvUploaded(k) => (
+            sql::pages::ON_KV_UPLOADED,
+            json!({
+                "id": id, "at": at, "kv_key": k.kv_key, "store": enum_name(&k.store)?,
+                "markdown_hash": k.markdown_hash.as_str(), "html_hash": k.html_hash.as_str(),
+                "version": version(k.page_version),
+            }),
+        ),
+        PageEvent::Updated(u) => (
+            sql::pages::ON_UPDATED,
+            json!({
+                "id": id, "at": at, "updated_at": time(u.updated_at),
+                "version": version(u.page_version),
+            }),
+        ),
     };
-    Ok(Some(q))
+    Ok(Some(update))
 }
 
 /// A page version as the `version` column holds it.

@@ -20,6 +20,10 @@ use super::{ApplyError, Projection, StoredMessage};
 /// Largest number of events applied in one transaction.
 pub const DEFAULT_BATCH: usize = 500;
 
+/// Largest batch of a rebuild: it reads a backlog, not a trickle, so fewer and larger
+/// transactions (one commit, one fsync each) cost less per event.
+pub const REBUILD_BATCH: usize = 2_000;
+
 /// How long a runner waits for more events before applying a partial batch.
 const BATCH_LINGER: Duration = Duration::from_millis(5);
 
@@ -535,6 +539,7 @@ pub async fn rebuild(
         .await
         .map_err(|source| RunnerError::Db { name, source })?;
     ProjectionRunner::new(projection, db.clone(), js.clone())
+        .with_batch(REBUILD_BATCH)
         .catch_up(progress)
         .await
 }

@@ -120,7 +120,8 @@ async fn verify_in(
         .max_connections(2)
         .connect_with(options)
         .await?;
-    let runner = ProjectionRunner::new(Arc::clone(&projection), scratch.clone(), js.clone());
+    let runner = ProjectionRunner::new(Arc::clone(&projection), scratch.clone(), js.clone())
+        .with_batch(super::runtime::REBUILD_BATCH);
     let started = Instant::now();
     let mut position = runner.catch_up(progress).await?;
     // Compare at one position: catch up with the live side until both stand at the same

@@ -33,8 +33,9 @@ impl Projection for VisitsProjection {
         msg: &'a StoredMessage,
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
         async move {
-            let row = Row::decode(msg)?;
-            insert(conn, &[row]).await?;
+            let mut rows = Vec::new();
+            Row::decode(msg, &mut rows)?;
+            insert(conn, &rows).await?;
             Ok(())
         }
         .boxed()
@@ -50,10 +51,20 @@ impl Projection for VisitsProjection {
             let mut rows = Vec::with_capacity(batch.len());
             let mut skipped = Vec::new();
             for (i, msg) in batch.iter().enumerate() {
-                match Row::decode(msg) {
-                    Ok(row) => rows.push(row),
-                    Err(ApplyError::Skip(reason)) => skipped.push((i, reason)),
+                let before = rows.len();
+                match Row::decode(msg, &mut rows) {
+                    Ok(()) => {}
+                    Err(ApplyError::Skip(reason)) => {
+                        rows.truncate(before);
+                        skipped.push((i, reason));
+                    }
                     Err(ApplyError::Db(e)) => return Err(e),
+                }
+                // One statement per few thousand rows: bounded parameters, and a batch of
+                // batch events stays a handful of statements.
+                if rows.len() >= INSERT_ROWS {
+                    insert(conn, &rows).await?;
+                    rows.clear();
                 }
             }
             insert(conn, &rows).await?;
@@ -62,6 +73,9 @@ impl Projection for VisitsProjection {
         .boxed()
     }
 }
+
+/// Most rows one insert statement carries.
+const INSERT_ROWS: usize = 5_000;
 
 /// One `visits` row.
 struct Row {
@@ -75,13 +89,41 @@ struct Row {
 }
 
 impl Row {
-    fn decode(msg: &StoredMessage) -> Result<Self, ApplyError> {
+    /// Appends the rows of one event: one visit, or a batch of them.
+    fn decode(msg: &StoredMessage, rows: &mut Vec<Row>) -> Result<(), ApplyError> {
         let event: Event<VisitEvent> = decode(msg)?;
-        let VisitEvent::Recorded(visit) = event.payload;
+        let client_id = event.meta.client_id.as_uuid();
+        match event.payload {
+            VisitEvent::Recorded(visit) => rows.push(Self::new(
+                event.meta.id,
+                event.meta.page_id.map(|p| p.as_uuid()),
+                client_id,
+                visit,
+            )?),
+            VisitEvent::BatchRecorded(batch) => {
+                for v in batch.visits {
+                    rows.push(Self::new(
+                        v.id,
+                        Some(v.page_id.as_uuid()),
+                        client_id,
+                        v.visit,
+                    )?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn new(
+        id: Uuid,
+        page_id: Option<Uuid>,
+        client_id: Uuid,
+        visit: VisitRecorded,
+    ) -> Result<Self, ApplyError> {
         Ok(Self {
-            id: event.meta.id,
-            page_id: event.meta.page_id.map(|p| p.as_uuid()),
-            client_id: event.meta.client_id.as_uuid(),
+            id,
+            page_id,
+            client_id,
             visitor_type: enum_name(&visit.visitor_type)?,
             verification: enum_name(&visit.verification)?,
             format_served: enum_name(&visit.format_served)?,
@@ -90,26 +132,27 @@ impl Row {
     }
 }
 
-/// Inserts rows; the event id is the row id, so a redelivered event cannot count twice.
+/// Inserts rows; the visit's id is the row id, so a visit reported again cannot count twice
+/// (nor a visit repeated within one statement: the first is kept).
 async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
-    let col = |f: fn(&Row) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+    let col = |f: fn(&Row) -> Option<&str>| rows.iter().map(f).collect::<Vec<_>>();
     sqlx::query(sql::visits::INSERT_VISIT)
         .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.page_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.client_id).collect::<Vec<_>>())
-        .bind(col(|r| Some(r.visit.url.clone())))
-        .bind(col(|r| Some(r.visitor_type.clone())))
-        .bind(col(|r| r.visit.user_agent.clone()))
-        .bind(col(|r| r.visit.ip_hash.clone()))
-        .bind(col(|r| r.visit.referrer.clone()))
-        .bind(col(|r| r.visit.bot_name.clone()))
-        .bind(col(|r| r.visit.operator.clone()))
-        .bind(col(|r| r.visit.category.clone()))
-        .bind(col(|r| Some(r.verification.clone())))
-        .bind(col(|r| Some(r.format_served.clone())))
+        .bind(col(|r| Some(r.visit.url.as_str())))
+        .bind(col(|r| Some(r.visitor_type.as_str())))
+        .bind(col(|r| r.visit.user_agent.as_deref()))
+        .bind(col(|r| r.visit.ip_hash.as_deref()))
+        .bind(col(|r| r.visit.referrer.as_deref()))
+        .bind(col(|r| r.visit.bot_name.as_deref()))
+        .bind(col(|r| r.visit.operator.as_deref()))
+        .bind(col(|r| r.visit.category.as_deref()))
+        .bind(col(|r| Some(r.verification.as_str())))
+        .bind(col(|r| Some(r.format_served.as_str())))
         .bind(
             rows.iter()
                 .map(|r| r.visit.status.map(i32::from))

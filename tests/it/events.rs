@@ -81,7 +81,9 @@ fn every_visit_event_fixture_decodes_and_reencodes() {
 fn an_original_system_visit_upcasts_to_the_current_version() {
     let bytes = std::fs::read(fixtures_dir().join("visits.recorded.v1.json")).expect("fixture");
     let event = Event::<VisitEvent>::from_json(&bytes).expect("decodes");
-    let VisitEvent::Recorded(v) = event.payload;
+    let VisitEvent::Recorded(v) = event.payload else {
+        panic!("a v1 visit upcasts to visits.recorded");
+    };
     assert_eq!(
         v.visitor_type,
         VisitorType::Human,

@@ -10,7 +10,7 @@ use ai_cache::events::clients::{
 };
 use ai_cache::events::pages::*;
 use ai_cache::events::visits::{
-    FormatServed, Verification, VisitEvent, VisitRecorded, VisitorType,
+    BatchedVisit, FormatServed, Verification, VisitEvent, VisitRecorded, VisitorType, VisitsBatch,
 };
 use ai_cache::infra::publish::{Outgoing, Publisher};
 use ai_cache::projections::{self, runtime, verify};
@@ -281,6 +281,45 @@ async fn publish_history(app: &TestApp) {
         })
         .collect();
     publisher.publish_all(&visits).await.expect("visits");
+    // Visits as this version publishes them: in batches, a visit sent in two batches.
+    let batched = |ids: &[u128]| {
+        let visits = ids
+            .iter()
+            .map(|&n| {
+                let url = format!("https://a.example/b/{n}");
+                BatchedVisit {
+                    id: uuid::Uuid::from_u128(n),
+                    page_id: ai_cache::domain::ids::PageId::derive(
+                        a,
+                        &NormalizedUrl::parse(&url).expect("url"),
+                    ),
+                    visit: VisitRecorded {
+                        url,
+                        visitor_type: VisitorType::AiBot,
+                        bot_name: Some("ClaudeBot".into()),
+                        operator: Some("Anthropic".into()),
+                        category: Some("training".into()),
+                        verification: Verification::IpVerified,
+                        user_agent: Some("ClaudeBot/1.0".into()),
+                        referrer: None,
+                        ip_hash: None,
+                        format_served: FormatServed::Html,
+                        status: Some(200),
+                        visited_at: ai_cache::events::envelope::now(),
+                    },
+                }
+            })
+            .collect();
+        Outgoing::unique(Event::new(
+            a,
+            None,
+            VisitEvent::BatchRecorded(VisitsBatch { visits }),
+        ))
+    };
+    publisher
+        .publish_all(&[batched(&[1, 2, 3]), batched(&[3, 4])])
+        .await
+        .expect("visit batches");
     // A visit in the original system's shape (schema v1), as an import would write it.
     let v1 = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -319,7 +358,11 @@ async fn a_projection_rebuilt_from_the_streams_equals_the_live_one() {
         futures::future::join_all(["clients", "pages", "visits"].map(|t| dump(&app, t))).await;
     assert_eq!(live[0].as_array().map(Vec::len), Some(1), "B was deleted");
     assert_eq!(live[1].as_array().map(Vec::len), Some(20));
-    assert_eq!(live[2].as_array().map(Vec::len), Some(11));
+    assert_eq!(
+        live[2].as_array().map(Vec::len),
+        Some(15),
+        "11 single visits, and 4 distinct ones in two batches"
+    );
     assert_eq!(count(&app, "projection_failures").await, 0);
 
     // Rebuild every projection while the live runners keep running beside the rebuild.
@@ -406,6 +449,31 @@ async fn a_verified_rebuild_compares_with_the_live_rows_without_touching_them() 
     assert!(report.equal(), "{report:?}");
 }
 
+/// Publishes `events`, projects them in batches (a rebuild) and then one at a time, checks
+/// both give the same `pages` rows and returns them.
+async fn pages_batched_and_one_by_one(app: &TestApp, events: Vec<Event<PageEvent>>) -> Value {
+    Publisher::new(app.js().clone())
+        .publish_all(&events.into_iter().map(Outgoing::unique).collect::<Vec<_>>())
+        .await
+        .expect("publish");
+
+    let pages: Arc<dyn projections::Projection> = Arc::new(projections::pages::PagesProjection);
+    runtime::rebuild(app.db(), app.js(), Arc::clone(&pages), &|_, _| {})
+        .await
+        .expect("rebuild in batches");
+    let batched = dump(app, "pages").await;
+    runtime::reset(app.db(), pages.as_ref())
+        .await
+        .expect("reset");
+    runtime::ProjectionRunner::new(pages, app.db().clone(), app.js().clone())
+        .with_batch(1)
+        .catch_up(&|_, _| {})
+        .await
+        .expect("one at a time");
+    assert_eq!(batched, dump(app, "pages").await, "batched ≠ one at a time");
+    batched
+}
+
 #[tokio::test]
 async fn discoveries_applied_as_one_batch_give_the_rows_of_one_event_at_a_time() {
     let app = TestApp::with_roles(&[]).await;
@@ -436,26 +504,7 @@ async fn discoveries_applied_as_one_batch_give_the_rows_of_one_event_at_a_time()
     ));
     events.push(seen_again("https://batch.example/p/7", "2026-11-03"));
     events.extend((30..40).map(|i| discovered(client, &format!("https://batch.example/p/{i}"))));
-    Publisher::new(app.js().clone())
-        .publish_all(&events.into_iter().map(Outgoing::unique).collect::<Vec<_>>())
-        .await
-        .expect("publish");
-
-    let pages: Arc<dyn projections::Projection> = Arc::new(projections::pages::PagesProjection);
-    runtime::rebuild(app.db(), app.js(), Arc::clone(&pages), &|_, _| {})
-        .await
-        .expect("rebuild in batches");
-    let batched = dump(&app, "pages").await;
-    runtime::reset(app.db(), pages.as_ref())
-        .await
-        .expect("reset");
-    runtime::ProjectionRunner::new(pages, app.db().clone(), app.js().clone())
-        .with_batch(1)
-        .catch_up(&|_, _| {})
-        .await
-        .expect("one at a time");
-    let one_by_one = dump(&app, "pages").await;
-    assert_eq!(batched, one_by_one);
+    let batched = pages_batched_and_one_by_one(&app, events).await;
     let rows = batched.as_array().expect("rows");
     assert_eq!(rows.len(), 40);
     let page = |n: &str| {
@@ -470,5 +519,129 @@ async fn discoveries_applied_as_one_batch_give_the_rows_of_one_event_at_a_time()
     );
     assert_eq!(page("7")["lastmod"], "2026-11-03");
     assert!(page("7")["last_refresh_requested_at"].is_string());
+    assert_eq!(count(&app, "projection_failures").await, 0);
+}
+
+/// Each page's events interleaved with the other pages' (as stages publish them), some of
+/// them order-sensitive: a late Markdown of an older version, a failure between two fetches,
+/// a removal last. Applied in rounds (one statement per kind of event) they give the rows of
+/// one event at a time.
+#[tokio::test]
+async fn page_events_applied_in_rounds_give_the_rows_of_one_event_at_a_time() {
+    let app = TestApp::with_roles(&[]).await;
+    let client = ClientId::new_random();
+    let mut per_page: Vec<Vec<Event<PageEvent>>> = Vec::new();
+    for i in 0..12 {
+        let d = discovered(client, &format!("https://rounds.example/p/{i}"));
+        let url = NormalizedUrl::parse(&format!("https://rounds.example/p/{i}")).expect("url");
+        let raw = |v: u32| BlobRef::of(format!("<html>{i} v{v}</html>").as_bytes());
+        let md = |v: u32| BlobRef::of(format!("# {i} v{v}").as_bytes());
+        let scraped = |v: u32| {
+            PageEvent::Scraped(Scraped {
+                url: url.clone(),
+                http_status: 200,
+                raw: raw(v),
+                content_type: "text/html".into(),
+                etag: Some(format!("\"{i}-{v}\"")),
+                last_modified: None,
+                fingerprint: ContentHash::of(format!("main {i} v{v}").as_bytes()),
+                fetched_at: d.meta.occurred_at,
+                duration_ms: u64::from(v),
+            })
+        };
+        let changed = |v: u32| {
+            PageEvent::ContentChanged(ContentChanged {
+                url: url.clone(),
+                raw: raw(v),
+                fingerprint: ContentHash::of(format!("main {i} v{v}").as_bytes()),
+                previous_fingerprint: None,
+                page_version: v,
+                reprocess: None,
+                extracted: None,
+            })
+        };
+        let markdown = |v: u32| {
+            PageEvent::MarkdownGenerated(MarkdownGenerated {
+                markdown: md(v),
+                input_hash: raw(v).hash,
+                generator: GeneratorKind::Local,
+                generator_version: "1".into(),
+                model: None,
+                fallback_reason: None,
+                tokens: None,
+                metadata: PageMetadata {
+                    title: Some(format!("Page {i} v{v}")),
+                    ..Default::default()
+                },
+                page_version: v,
+                reprocess: None,
+            })
+        };
+        let mut steps = vec![
+            scraped(1),
+            changed(1),
+            PageEvent::ScrapeFailed(ScrapeFailed {
+                failure: ScrapeFailure::Transient,
+                message: "slow".into(),
+                http_status: None,
+                retry_after_secs: None,
+                attempt: 1,
+            }),
+            scraped(2),
+            changed(2),
+            markdown(2),
+            // A stage that ran late on the first version: changes nothing.
+            markdown(1),
+            PageEvent::HtmlRendered(HtmlRendered {
+                html: BlobRef::of(format!("<h1>{i}</h1>").as_bytes()),
+                markdown_hash: md(2).hash,
+                renderer_version: "1".into(),
+                page_version: 2,
+                reprocess: None,
+            }),
+        ];
+        if i % 3 == 0 {
+            steps.push(PageEvent::Removed(Removed {
+                http_status: Some(410),
+                reason: "gone".into(),
+            }));
+        }
+        let mut events = vec![d.clone()];
+        for step in steps {
+            let e = Event::caused_by(events.last().expect("event"), step);
+            events.push(e);
+        }
+        per_page.push(events);
+    }
+    // Round robin: page 0's first event, page 1's first, ..., page 0's second...
+    let mut events = Vec::new();
+    let longest = per_page.iter().map(Vec::len).max().unwrap_or(0);
+    for n in 0..longest {
+        for page in &per_page {
+            if let Some(e) = page.get(n) {
+                events.push(e.clone());
+            }
+        }
+    }
+    let batched = pages_batched_and_one_by_one(&app, events).await;
+    let rows = batched.as_array().expect("rows");
+    assert_eq!(rows.len(), 12);
+    for row in rows {
+        let url = row["url"].as_str().expect("url");
+        let i: u32 = url.rsplit('/').next().expect("n").parse().expect("n");
+        assert_eq!(row["title"], format!("Page {i} v2"), "{row}");
+        assert_eq!(row["version"], 2, "{row}");
+        assert_eq!(row["last_fetch_ms"], 2, "{row}");
+        let (status, stage) = if i.is_multiple_of(3) {
+            ("removed", "removed")
+        } else {
+            ("changed", "rendered")
+        };
+        assert_eq!(
+            (row["status"].as_str(), row["stage"].as_str()),
+            (Some(status), Some(stage)),
+            "{row}"
+        );
+    }
     assert_eq!(count(&app, "projection_failures").await, 0);
 }

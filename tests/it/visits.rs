@@ -125,8 +125,9 @@ async fn a_batch_is_classified_verified_hashed_and_counted_once_however_often_it
         (body["accepted"].as_u64(), body["duplicates"].as_u64()),
         (Some(0), Some(7))
     );
-    // Nothing more happens: the stream kept 7 visits and the projection has applied them all.
-    assert_eq!(stream_count(app.js(), "VISITS", None).await, 7);
+    // Nothing more happens: the stream kept the one event carrying the 7 visits, and the
+    // projection has applied it.
+    assert_eq!(stream_count(app.js(), "VISITS", None).await, 1);
     app.caught_up("visits", "VISITS").await;
     assert_eq!(visit_rows(&app).await, 7);
 
@@ -371,6 +372,48 @@ async fn a_postgres_restart_loses_no_visit_and_counts_none_twice() {
     let (_, body) = post_batch(&app, &key, &batch(0)).await;
     assert_eq!(body["duplicates"].as_u64(), Some(200), "{body}");
     wait_for_rows(&app, 400).await;
+}
+
+/// A report too large for one event travels in several, every visit stored once; a visit
+/// repeated within the report is a duplicate, and so is the report posted again.
+#[tokio::test]
+async fn a_large_report_is_split_into_events_and_each_visit_is_stored_once() {
+    let (app, _client, key) = app_with(&[Role::Api, Role::Projections], Options::default()).await;
+    let at = "2026-11-20T10:00:00Z";
+    let long_agent = format!("{CLAUDEBOT} {}", "x".repeat(900));
+    let mut batch: Vec<Value> = (0..300)
+        .map(|i| {
+            let mut v = visit(
+                &format!("https://site.test/p/{i}"),
+                &long_agent,
+                "198.51.100.5",
+                at,
+            );
+            v["referrer"] = json!(format!("https://chatgpt.com/{}", "r".repeat(900)));
+            v
+        })
+        .collect();
+    batch.push(batch[10].clone());
+    let (status, body) = post_batch(&app, &key, &batch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+        (Some(300), Some(1)),
+        "{body}"
+    );
+    let events = stream_count(app.js(), "VISITS", None).await;
+    assert!(events > 1, "300 visits of ~2 KB in {events} event(s)");
+    wait_for_rows(&app, 300).await;
+
+    let (_, body) = post_batch(&app, &key, &batch).await;
+    assert_eq!(
+        (body["accepted"].as_u64(), body["duplicates"].as_u64()),
+        (Some(0), Some(301)),
+        "{body}"
+    );
+    assert_eq!(stream_count(app.js(), "VISITS", None).await, events);
+    app.caught_up("visits", "VISITS").await;
+    assert_eq!(visit_rows(&app).await, 300);
 }
 
 /// Posts until the API answers something other than 503 (the pool reconnecting).

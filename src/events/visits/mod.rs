@@ -1,15 +1,20 @@
 //! Events of the VISITS stream: every request the edge served or passed through.
 //!
-//! Subjects: `visits.recorded.<client_id>`. `visits.recorded` is at version 2; version 1 is the
-//! original system's `visits` row (kept so its history can be imported) and is upcast on read.
+//! Visits are published in batches, one `visits.batch_recorded` per report (or per part of
+//! one) on `visits.batch_recorded.<client_id>`: a visit costs one message per batch, not one
+//! each. `visits.recorded` (one visit, `visits.recorded.<client_id>[.<page_id>]`) is what
+//! earlier versions published and what imported history holds: it stays readable. Its
+//! version 1 is the original system's `visits` row, upcast on read.
 
 pub mod v1;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use uuid::Uuid;
 
 use super::{DecodeError, EventFamily, StreamName};
+use crate::domain::ids::PageId;
 /// Value types a visit carries, defined in `domain`.
 pub use crate::domain::visit::{FormatServed, Verification, VisitorType};
 
@@ -17,18 +22,23 @@ pub use crate::domain::visit::{FormatServed, Verification, VisitorType};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum VisitEvent {
-    /// A visit to a client's page, classified.
+    /// A visit to a client's page, classified (as earlier versions published them).
     #[serde(rename = "visits.recorded")]
     Recorded(VisitRecorded),
+    /// Visits to a client's pages, classified, reported together.
+    #[serde(rename = "visits.batch_recorded")]
+    BatchRecorded(VisitsBatch),
 }
 
 impl EventFamily for VisitEvent {
     const STREAM: StreamName = StreamName::Visits;
-    const CATALOGUE: &'static [(&'static str, u32)] = &[("visits.recorded", 2)];
+    const CATALOGUE: &'static [(&'static str, u32)] =
+        &[("visits.recorded", 2), ("visits.batch_recorded", 1)];
 
     fn event_type(&self) -> &'static str {
         match self {
             Self::Recorded(_) => "visits.recorded",
+            Self::BatchRecorded(_) => "visits.batch_recorded",
         }
     }
 
@@ -76,6 +86,23 @@ pub struct VisitRecorded {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     pub visited_at: DateTime<Utc>,
+}
+
+/// `visits.batch_recorded` v1: visits of one client, in the order they were reported.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VisitsBatch {
+    pub visits: Vec<BatchedVisit>,
+}
+
+/// One visit of a batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchedVisit {
+    /// The visit's own id, a function of what was reported (the same id a `visits.recorded`
+    /// of it would have had): the projection stores each id once, however often it comes.
+    pub id: Uuid,
+    /// The page the visit's URL names, whether or not the page is known.
+    pub page_id: PageId,
+    pub visit: VisitRecorded,
 }
 
 impl From<v1::VisitRecorded> for VisitRecorded {
