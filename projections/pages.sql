@@ -211,3 +211,9 @@ SELECT id, client_id, next_due_at, by_lastmod FROM (
       AND (last_refresh_requested_at IS NULL OR last_refresh_requested_at < next_due_at)
     ORDER BY next_due_at
     LIMIT $2;
+
+-- name: url_of_any
+-- The URL of the first of a client's pages (by id) that exists: the built-in edge redirects to
+-- the page under its own scheme.
+SELECT url FROM pages WHERE client_id = $1 AND id = ANY($2) ORDER BY array_position($2, id)
+    LIMIT 1;

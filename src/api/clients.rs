@@ -16,6 +16,7 @@ use super::{ApiError, AppState};
 use crate::commands::tenants::{ClientPatch, DeleteReport, NewClient, Visibility};
 use crate::domain::client::{Scope, SettingsPatch, normalize_domain};
 use crate::domain::ids::ClientId;
+use crate::domain::policy::EdgePolicy;
 use crate::infra::secrets::Secret;
 use crate::projections::clients::{self as read, ClientRow};
 
@@ -79,6 +80,8 @@ pub struct SettingsView {
     /// `auto`, `cloudflare` or `builtin`.
     pub edge_target: String,
     pub allow_subdomains: bool,
+    /// What the edge serves to whom.
+    pub edge: EdgePolicy,
 }
 
 /// A client as the API shows it.
@@ -121,6 +124,7 @@ impl ClientView {
                 use_gemini: state.settings.use_gemini,
                 edge_target: row.edge_target.clone(),
                 allow_subdomains: state.settings.allow_subdomains,
+                edge: state.settings.edge,
             },
             created_at: row.created_at,
             updated_at: row.updated_at,

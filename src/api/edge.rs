@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
@@ -31,16 +31,20 @@ use crate::commands::visits::{
 };
 use crate::domain::bots::{Classification, Classifier};
 use crate::domain::content::BlobRef;
-use crate::domain::edge::{Serve, VARY, decide, link_header};
+use crate::domain::edge::{Serve, VARY, canonical_link, link_header};
+use crate::domain::ids::{ClientId, PageId};
 use crate::domain::kv_key::kv_key;
+use crate::domain::policy::{self, Answer, EdgePolicy, Price};
 use crate::domain::url::NormalizedUrl;
 use crate::events::visits::FormatServed;
 use crate::infra::edge_store::{EdgeStore, Manifest, ManifestCache};
 use crate::projections::clients as clients_read;
+use crate::projections::pages as pages_read;
 
-/// How long a domain lookup is remembered, and how many are (any `Host` header can be sent:
-/// the map is bounded by starting over).
-const DOMAIN_TTL: Duration = Duration::from_secs(30);
+/// How long a domain lookup (the client and its edge policy) is remembered, so a policy
+/// change applies within this; and how many are (any `Host` header can be sent: the map is
+/// bounded by starting over).
+const DOMAIN_TTL: Duration = Duration::from_secs(5);
 const DOMAINS_MAX: usize = 10_000;
 /// Visits waiting to be published; beyond this they are dropped (and counted).
 const QUEUE: usize = 50_000;
@@ -79,12 +83,22 @@ impl ContentCache {
     }
 }
 
+/// The client a domain is served for, as the edge needs it.
+struct Site {
+    id: uuid::Uuid,
+    policy: EdgePolicy,
+}
+
+/// A domain lookup and when it was made.
+type SiteLookup = (Instant, Option<Arc<Site>>);
+
 /// The edge's state.
 pub struct Edge {
     manifests: ManifestCache,
     content: Mutex<ContentCache>,
-    domains: Mutex<HashMap<String, (Instant, Option<uuid::Uuid>)>>,
+    domains: Mutex<HashMap<String, SiteLookup>>,
     queue: mpsc::Sender<(VisitInput, Classification)>,
+    visits: Visits,
 }
 
 impl std::fmt::Debug for Edge {
@@ -112,6 +126,7 @@ impl Edge {
             domains: Mutex::new(HashMap::new()),
             content: Mutex::new(ContentCache::default()),
             queue,
+            visits,
         }
     }
 
@@ -120,7 +135,7 @@ impl Edge {
         &self,
         db: &sqlx::PgPool,
         domain: &str,
-    ) -> Result<Option<uuid::Uuid>, ApiError> {
+    ) -> Result<Option<Arc<Site>>, ApiError> {
         if let Some((at, client)) = self
             .domains
             .lock()
@@ -128,11 +143,14 @@ impl Edge {
             .get(domain)
             && at.elapsed() < DOMAIN_TTL
         {
-            return Ok(*client);
+            return Ok(client.clone());
         }
-        let client = clients_read::find_by_domain(db, domain)
-            .await?
-            .map(|row| row.id);
+        let client = clients_read::find_by_domain(db, domain).await?.map(|row| {
+            Arc::new(Site {
+                id: row.id,
+                policy: row.edge_policy.0,
+            })
+        });
         let mut domains = self
             .domains
             .lock()
@@ -140,7 +158,7 @@ impl Edge {
         if domains.len() >= DOMAINS_MAX {
             domains.clear();
         }
-        domains.insert(domain.to_owned(), (Instant::now(), client));
+        domains.insert(domain.to_owned(), (Instant::now(), client.clone()));
         Ok(client)
     }
 
@@ -254,15 +272,16 @@ pub async fn by_host(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let host = headers
+    // `Host` keeps its port: a site served on one has its pages stored with it.
+    let authority = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(without_port)
         .unwrap_or_default()
         .to_ascii_lowercase();
+    let host = without_port(&authority);
     let is_edge = !host.is_empty()
         && matches!(method, Method::GET | Method::HEAD)
-        && state.edge.client_of(&state.db, &host).await?.is_some();
+        && state.edge.client_of(&state.db, host).await?.is_some();
     if !is_edge {
         // The service's own front page, for people who open the API in a browser.
         if uri.path() == "/" && matches!(method, Method::GET | Method::HEAD) {
@@ -273,7 +292,7 @@ pub async fn by_host(
     serve(
         &state,
         Mode::Host,
-        &host,
+        &authority,
         uri.path(),
         uri.query(),
         peer,
@@ -295,25 +314,37 @@ async fn serve(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    // On `/edge/{domain}/...` the domain may carry a port (a site served on one).
+    // The domain may carry a port (a site served on one): pages are stored with it.
     let authority = domain.trim_end_matches('.').to_ascii_lowercase();
     let host = without_port(&authority);
-    let header = |name: header::HeaderName| {
+    let header = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
     };
-    let Some(client) = state.edge.client_of(&state.db, host).await? else {
+    let Some(site) = state.edge.client_of(&state.db, host).await? else {
         return Err(ApiError::NotFound(format!(
             "{host} is not a site served here"
         )));
     };
-    let user_agent = header(header::USER_AGENT);
+    let user_agent = header("user-agent");
     let visitor = Classifier::shipped().classify(user_agent);
-    let decision = decide(path, header(header::ACCEPT), &visitor);
+    let ip = client_ip(peer, headers);
+    let offer = |name| Some(header(name)).filter(|v| !v.is_empty());
+    let decision = policy::decide(
+        &site.policy,
+        &policy::Request {
+            path,
+            accept: header("accept"),
+            visitor: &visitor,
+            verification: state.edge.visits.verification(&visitor, Some(ip)),
+            exact_price: offer("crawler-exact-price"),
+            max_price: offer("crawler-max-price"),
+        },
+    );
     // Pages are stored under the scheme they were imported with: the forwarded one first.
-    let schemes = match header(HeaderName::from_static("x-forwarded-proto")) {
+    let schemes = match header("x-forwarded-proto") {
         "http" => ["http", "https"],
         _ => ["https", "http"],
     };
@@ -322,44 +353,86 @@ async fn serve(
         NormalizedUrl::parse(&format!("{scheme}://{authority}{p}{query}"))
             .map_err(|_| ApiError::BadRequest(format!("{path} is not a valid page path")))
     };
-    let candidates = schemes.map(|scheme| page_url(scheme, &decision.page_path));
-    let (url, manifest) = match decision.serve {
-        Serve::Pass => {
-            let [first, _] = candidates;
-            (first?, None)
-        }
-        _ => cached(state, candidates).await?,
+    let candidates = || -> Result<[NormalizedUrl; 2], ApiError> {
+        Ok([
+            page_url(schemes[0], &decision.page_path)?,
+            page_url(schemes[1], &decision.page_path)?,
+        ])
     };
     let prefix = match mode {
         Mode::Prefixed => format!("/edge/{authority}"),
         Mode::Host => String::new(),
     };
     let link = link_header(&prefix, &decision.page_path, query);
-    let (response, format) = match manifest {
-        Some(manifest) => {
-            let markdown = decision.serve == Serve::Markdown;
-            content(state, &manifest, markdown, method, headers, &link).await?
+    let mut charged_price = None;
+    let (url, response, format) = match decision.answer {
+        Answer::Block { body, markdown } => {
+            let [first, _] = candidates()?;
+            (
+                first,
+                refusal(StatusCode::FORBIDDEN, &body, markdown, &[])?,
+                FormatServed::Blocked,
+            )
         }
-        None => (
-            origin(mode, path, || page_url(schemes[0], path))?,
-            FormatServed::Origin,
-        ),
+        Answer::PaymentRequired {
+            status,
+            price,
+            error,
+        } => {
+            let [first, _] = candidates()?;
+            let status = StatusCode::from_u16(status).map_err(|e| ApiError::Internal(e.into()))?;
+            let body = format!(
+                "This content costs {price} under the site's pay-per-crawl terms: retry with crawler-exact-price or crawler-max-price.\n"
+            );
+            let price = price.to_string();
+            let mut extra = vec![("crawler-price", price.as_str())];
+            extra.extend(error.map(|e| ("crawler-error", e)));
+            (
+                first,
+                refusal(status, &body, false, &extra)?,
+                FormatServed::PaymentRequired,
+            )
+        }
+        Answer::Pass => {
+            let url = own_url(state, site.id, candidates()?).await?;
+            (url.clone(), origin(mode, path, url)?, FormatServed::Origin)
+        }
+        Answer::Serve { serve, charged } => match cached(state, candidates()?).await? {
+            (url, Some(manifest)) => {
+                let variant = Variant {
+                    markdown: serve == Serve::Markdown,
+                    at_markdown_path: decision.explicit_markdown,
+                    link: &link,
+                    content_signal: site.policy.content_signal.as_deref(),
+                    charged: charged.as_ref(),
+                };
+                let (response, format) =
+                    content(state, &manifest, &variant, method, headers).await?;
+                charged_price = charged.filter(|_| response.status() == StatusCode::OK);
+                (url, response, format)
+            }
+            (url, None) => {
+                let url = match mode {
+                    Mode::Prefixed => own_url(state, site.id, candidates()?).await?,
+                    Mode::Host => url,
+                };
+                (url.clone(), origin(mode, path, url)?, FormatServed::Origin)
+            }
+        },
     };
     state.edge.record(
         VisitInput {
             id: None,
-            client_id: Some(client),
+            client_id: Some(site.id),
             url: url.to_string(),
             user_agent: Some(user_agent.to_owned()),
-            ip: Some(client_ip(peer, headers).to_string()),
-            referrer: Some(header(header::REFERER).to_owned()).filter(|r| !r.is_empty()),
+            ip: Some(ip.to_string()),
+            referrer: Some(header("referer").to_owned()).filter(|r| !r.is_empty()),
             timestamp: Utc::now(),
             format_served: Some(format),
             status: Some(response.status().as_u16()),
-            cf_worker: headers
-                .get("cf-worker")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            cf_worker: Some(header("cf-worker").to_owned()).filter(|w| !w.is_empty()),
+            charged_price: charged_price.map(|p| p.to_string()),
         },
         visitor,
     );
@@ -367,15 +440,40 @@ async fn serve(
     Ok(response)
 }
 
+/// A 403 or 402 of the policy: its text as plain text (or Markdown when Markdown was asked
+/// for), never cached by shared caches.
+fn refusal(
+    status: StatusCode,
+    body: &str,
+    markdown: bool,
+    extra: &[(&'static str, &str)],
+) -> Result<Response, ApiError> {
+    let content_type = if markdown {
+        "text/markdown; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::VARY, VARY)
+        .header(header::CACHE_CONTROL, "no-store");
+    for (name, value) in extra {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(Body::from(body.to_owned()))
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
 /// The first of `candidates` (the page under each scheme) the edge store holds, with its
 /// manifest; the first candidate when none is held.
 async fn cached(
     state: &AppState,
-    candidates: [Result<NormalizedUrl, ApiError>; 2],
+    candidates: [NormalizedUrl; 2],
 ) -> Result<(NormalizedUrl, Option<Arc<Manifest>>), ApiError> {
     let [first, second] = candidates;
-    let first = first?;
-    for candidate in [first.clone(), second?] {
+    for candidate in [first.clone(), second] {
         let found = state
             .edge
             .manifests
@@ -389,17 +487,34 @@ async fn cached(
     Ok((first, None))
 }
 
+/// The page's own URL among `candidates` (its scheme as the client's pages have it): the one
+/// the edge store holds, else the one the pages projection knows, else the first.
+async fn own_url(
+    state: &AppState,
+    client: uuid::Uuid,
+    candidates: [NormalizedUrl; 2],
+) -> Result<NormalizedUrl, ApiError> {
+    let (held, manifest) = cached(state, candidates.clone()).await?;
+    if manifest.is_some() {
+        return Ok(held);
+    }
+    let [a, b] = candidates;
+    let client_id = ClientId::from_uuid(client);
+    let ids = [&a, &b].map(|u| PageId::derive(client_id, u).as_uuid());
+    let known = pages_read::url_of_any(&state.db, client, &ids).await?;
+    Ok(match known {
+        Some(url) if url == b.as_str() => b,
+        _ => a,
+    })
+}
+
 /// The answer when nothing cached is served: a redirect to the page on the origin under
 /// `/edge/...`, or `not_cached` by `Host` (a redirect to the same host would loop).
-fn origin(
-    mode: Mode,
-    path: &str,
-    page_url: impl FnOnce() -> Result<NormalizedUrl, ApiError>,
-) -> Result<Response, ApiError> {
+fn origin(mode: Mode, path: &str, page: NormalizedUrl) -> Result<Response, ApiError> {
     let mut response = match mode {
         Mode::Prefixed => Response::builder()
             .status(StatusCode::FOUND)
-            .header(header::LOCATION, page_url()?.as_str())
+            .header(header::LOCATION, page.as_str())
             .body(Body::empty())
             .map_err(|e| ApiError::Internal(e.into()))?,
         Mode::Host => {
@@ -412,16 +527,31 @@ fn origin(
     Ok(response)
 }
 
+/// Which variant of a cached page an answer carries, and what goes with it.
+struct Variant<'a> {
+    markdown: bool,
+    /// Served at the `.md` path (not at the page's own URL).
+    at_markdown_path: bool,
+    /// The `Link` to the Markdown variant.
+    link: &'a str,
+    content_signal: Option<&'a str>,
+    charged: Option<&'a Price>,
+}
+
 /// The cached variant, or 304 when the caller has it.
+///
+/// Markdown answers also carry `x-markdown-tokens`, and a `canonical` link to the page so the
+/// copy never competes with it in search; at the `.md` path (a URL of its own) also
+/// `X-Robots-Tag: noindex`. Never at the page's own URL: that would de-index the page itself
+/// for a search engine a rule serves Markdown to.
 async fn content(
     state: &AppState,
     manifest: &Manifest,
-    markdown: bool,
+    variant: &Variant<'_>,
     method: &Method,
     headers: &HeaderMap,
-    link: &str,
 ) -> Result<(Response, FormatServed), ApiError> {
-    let (blob, content_type, format) = if markdown {
+    let (blob, content_type, format) = if variant.markdown {
         (
             &manifest.markdown,
             "text/markdown; charset=utf-8",
@@ -437,13 +567,28 @@ async fn content(
     let etag = format!("\"{}\"", blob.hash.as_str());
     let last_modified = http_date(manifest.updated_at);
     let not_modified = caller_has(headers, &etag, manifest.updated_at);
-    let builder = Response::builder()
+    let mut builder = Response::builder()
         .header(header::VARY, VARY)
-        .header(header::LINK, link)
         .header(header::ETAG, &etag)
         .header(header::LAST_MODIFIED, &last_modified)
         .header(header::CACHE_CONTROL, "public, max-age=300")
         .header("x-ai-cache", "hit");
+    if variant.markdown {
+        builder = builder
+            .header(
+                header::LINK,
+                format!("{}, {}", variant.link, canonical_link(&manifest.source_url)),
+            )
+            .header("x-markdown-tokens", manifest.markdown_tokens());
+        if variant.at_markdown_path {
+            builder = builder.header("x-robots-tag", "noindex");
+        }
+    } else {
+        builder = builder.header(header::LINK, variant.link);
+    }
+    if let Some(signal) = variant.content_signal {
+        builder = builder.header("content-signal", signal);
+    }
     if not_modified {
         let response = builder
             .status(StatusCode::NOT_MODIFIED)
@@ -458,6 +603,9 @@ async fn content(
     } else {
         Body::from(bytes::Bytes::from_owner(bytes))
     };
+    if let Some(price) = variant.charged {
+        builder = builder.header("crawler-charged", price.to_string());
+    }
     let response = builder
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, HeaderValue::from_static(content_type))

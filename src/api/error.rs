@@ -95,6 +95,8 @@ error_codes! {
     InvalidTimestamp => "invalid_timestamp", UNPROCESSABLE_ENTITY, "A visit's timestamp is in the future.";
     InvalidStatus => "invalid_status", UNPROCESSABLE_ENTITY, "A visit's status is not an HTTP status (100-599).";
     InvalidIp => "invalid_ip", UNPROCESSABLE_ENTITY, "A visit's `ip` is not an IP address.";
+    InvalidPrice => "invalid_price", UNPROCESSABLE_ENTITY,
+        "A visit's `charged_price` is not a price such as `USD 0.01`.";
     RateLimited => "rate_limited", TOO_MANY_REQUESTS,
         "Over the key's requests per minute; retry after `Retry-After` seconds.";
     ServiceUnavailable => "service_unavailable", SERVICE_UNAVAILABLE,
@@ -203,6 +205,7 @@ impl ApiError {
             RejectCode::InvalidTimestamp => ErrorCode::InvalidTimestamp,
             RejectCode::InvalidStatus => ErrorCode::InvalidStatus,
             RejectCode::InvalidIp => ErrorCode::InvalidIp,
+            RejectCode::InvalidPrice => ErrorCode::InvalidPrice,
         };
         Self::Unprocessable { code, message }
     }

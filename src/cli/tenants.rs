@@ -11,6 +11,7 @@ use crate::commands::tenants::{ClientPatch, NewClient, Tenants, Visibility};
 use crate::config::Config;
 use crate::domain::client::{Scope, SettingsPatch, normalize_domain};
 use crate::domain::ids::ClientId;
+use crate::domain::policy::EdgePolicy;
 use crate::events::clients::EdgeTarget;
 use crate::infra::secrets::{Secret, Secrets};
 use crate::projections::clients as read;
@@ -95,6 +96,10 @@ pub struct ClientFields {
     /// Pages on subdomains of the domain belong to the client too.
     #[arg(long)]
     allow_subdomains: Option<bool>,
+    /// The client's whole edge policy, a JSON file (`-` reads it from stdin); see the README's
+    /// edge section.
+    #[arg(long, value_name = "FILE")]
+    edge_policy: Option<std::path::PathBuf>,
 }
 
 impl ClientFields {
@@ -146,8 +151,21 @@ impl ClientFields {
             use_gemini: self.use_gemini,
             edge_target,
             allow_subdomains: self.allow_subdomains,
+            edge: self.edge_policy.as_deref().map(read_policy).transpose()?,
         })
     }
+}
+
+/// An edge policy from a JSON file, or stdin for `-`.
+fn read_policy(path: &std::path::Path) -> anyhow::Result<EdgePolicy> {
+    let text = if path == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading the edge policy {}", path.display()))?
+    };
+    serde_json::from_str(&text)
+        .with_context(|| format!("the edge policy {} is not a valid policy", path.display()))
 }
 
 #[derive(Subcommand, Debug)]

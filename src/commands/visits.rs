@@ -20,8 +20,9 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::bots::{Classification, Classifier, VisitorType, verify};
+use crate::domain::bots::{Classification, Classifier, Verification, VisitorType, verify};
 use crate::domain::ids::{ClientId, PageId};
+use crate::domain::policy::Price;
 use crate::domain::url::NormalizedUrl;
 use crate::events::Event;
 use crate::events::envelope::id_for_key;
@@ -67,6 +68,9 @@ pub struct VisitInput {
     /// The `CF-Worker` header of the request, present when another Cloudflare Worker made it.
     #[serde(default)]
     pub cf_worker: Option<String>,
+    /// What the visitor was charged under the client's policy (`USD 0.01`).
+    #[serde(default)]
+    pub charged_price: Option<String>,
 }
 
 /// Why one visit was refused (the API's error catalogue has each as a code).
@@ -85,10 +89,11 @@ pub enum RejectCode {
     InvalidTimestamp,
     InvalidStatus,
     InvalidIp,
+    InvalidPrice,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 8] = [
+    pub const ALL: [RejectCode; 9] = [
         Self::ForbiddenClient,
         Self::ClientIdRequired,
         Self::UnknownClient,
@@ -97,6 +102,7 @@ impl RejectCode {
         Self::InvalidTimestamp,
         Self::InvalidStatus,
         Self::InvalidIp,
+        Self::InvalidPrice,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +115,7 @@ impl RejectCode {
             Self::InvalidTimestamp => "invalid_timestamp",
             Self::InvalidStatus => "invalid_status",
             Self::InvalidIp => "invalid_ip",
+            Self::InvalidPrice => "invalid_price",
         }
     }
 }
@@ -166,6 +173,14 @@ fn check_fields(input: &VisitInput, now: DateTime<Utc>) -> Result<Option<IpAddr>
         return Err(reject(
             RejectCode::InvalidStatus,
             format!("status {status} is not an HTTP status"),
+        ));
+    }
+    if let Some(price) = &input.charged_price
+        && price.parse::<Price>().is_err()
+    {
+        return Err(reject(
+            RejectCode::InvalidPrice,
+            format!("charged_price {price:?} is not a price such as \"USD 0.01\""),
         ));
     }
     match input.ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -290,6 +305,16 @@ impl Visits {
         }
     }
 
+    /// How far `classification`'s claimed identity holds for a request from `ip` (the edge
+    /// needs it before answering: policy rules may require a level).
+    pub fn verification(
+        &self,
+        classification: &Classification,
+        ip: Option<IpAddr>,
+    ) -> Verification {
+        verify(classification, ip, &self.ranges.get())
+    }
+
     /// Turns one reported visit into its event.
     pub fn prepare(
         &self,
@@ -355,6 +380,10 @@ impl Visits {
                     format_served: input.format_served.unwrap_or(FormatServed::Unknown),
                     status: input.status,
                     visited_at: input.timestamp,
+                    charged_price: input
+                        .charged_price
+                        .and_then(|p| p.parse::<Price>().ok())
+                        .map(|p| p.to_string()),
                 },
             },
         })
@@ -575,6 +604,7 @@ mod tests {
                 id: Uuid::from_u128(n),
                 page_id: PageId::derive(client, &url),
                 visit: VisitRecorded {
+                    charged_price: None,
                     url: url.to_string(),
                     visitor_type: crate::domain::bots::VisitorType::OtherBot,
                     bot_name: Some(nasty('"')),

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::policy::EdgePolicy;
+
 /// A field that failed validation: which one, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -42,6 +44,10 @@ pub struct ClientSettings {
     pub edge_target: EdgeTarget,
     /// Accept URLs on subdomains of the client's domain.
     pub allow_subdomains: bool,
+    /// What the edge serves to whom (absent from events written before policies: the
+    /// default policy, which is the behaviour of that time).
+    #[serde(default)]
+    pub edge: EdgePolicy,
 }
 
 impl Default for ClientSettings {
@@ -52,6 +58,7 @@ impl Default for ClientSettings {
             use_gemini: false,
             edge_target: EdgeTarget::Auto,
             allow_subdomains: false,
+            edge: EdgePolicy::default(),
         }
     }
 }
@@ -151,6 +158,8 @@ pub struct SettingsPatch {
     pub edge_target: Option<EdgeTarget>,
     /// Accept URLs on subdomains of the client's domain.
     pub allow_subdomains: Option<bool>,
+    /// The client's whole edge policy (replaces the current one).
+    pub edge: Option<EdgePolicy>,
 }
 
 impl SettingsPatch {
@@ -166,7 +175,9 @@ impl SettingsPatch {
             use_gemini: self.use_gemini.unwrap_or(base.use_gemini),
             edge_target: self.edge_target.unwrap_or(base.edge_target),
             allow_subdomains: self.allow_subdomains.unwrap_or(base.allow_subdomains),
+            edge: self.edge.clone().unwrap_or_else(|| base.edge.clone()),
         };
+        s.edge.validate()?;
         if !REFRESH_INTERVAL_SECS.contains(&s.refresh_interval_secs) {
             return Err(FieldError::new(
                 "settings.refresh_interval_secs",

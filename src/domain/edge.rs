@@ -1,18 +1,20 @@
 //! What the edge answers a request with, defined once (the Cloudflare Worker follows the same
 //! rules and is tested against the same vectors, `tests/fixtures/edge-vectors.json`). Pure.
 //!
-//! - A request for the Markdown variant of a page (`/post.md` for `/post`, `/index.md` for `/`,
-//!   `/blog/index.md` for `/blog/`) gets the Markdown, whoever asks.
-//! - Otherwise a request whose `Accept` names `text/markdown` (coding agents send it) gets the
-//!   Markdown, and a known AI agent gets the minimal HTML (classic AI crawlers ask for HTML).
-//! - Everyone else passes: the Worker hands the request to the origin untouched; the built-in
+//! The variants of a page: its Markdown variant's path (`/post.md` for `/post`, `/index.md`
+//! for `/`, `/blog/index.md` for `/blog/`), `Accept` negotiation, and the headers every cached
+//! answer carries. Who gets which variant is the client's policy ([`super::policy`]); under the
+//! default policy (the vectors below):
+//! - the Markdown variant's path, or an `Accept` naming `text/markdown`, gets the Markdown;
+//! - a known AI agent gets the minimal HTML (classic AI crawlers ask for HTML);
+//! - everyone else passes: the Worker hands the request to the origin untouched; the built-in
 //!   edge route redirects to the origin page (or answers 404 when reached by `Host`).
 //!
 //! Every answer varies by `Accept` and `User-Agent`, and links to the Markdown variant.
 
 use serde::{Deserialize, Serialize};
 
-use super::bots::Classification;
+use super::url::NormalizedUrl;
 
 /// The suffix of a Markdown variant.
 pub const MARKDOWN_SUFFIX: &str = ".md";
@@ -28,16 +30,6 @@ pub enum Serve {
     Html,
     /// Not for the cache: the origin answers.
     Pass,
-}
-
-/// A request as the edge sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub serve: Serve,
-    /// The page path to look up (the variant suffix removed).
-    pub page_path: String,
-    /// Whether the Markdown variant was asked for by its path.
-    pub explicit_markdown: bool,
 }
 
 /// The path of a page's Markdown variant.
@@ -72,29 +64,6 @@ pub fn accepts_markdown(accept: &str) -> bool {
     })
 }
 
-/// Decides what a request gets. `path` is the request path without the query.
-pub fn decide(path: &str, accept: &str, visitor: &Classification) -> Decision {
-    if let Some(page_path) = page_of_markdown_path(path) {
-        return Decision {
-            serve: Serve::Markdown,
-            page_path,
-            explicit_markdown: true,
-        };
-    }
-    let serve = if accepts_markdown(accept) {
-        Serve::Markdown
-    } else if visitor.is_ai() {
-        Serve::Html
-    } else {
-        Serve::Pass
-    };
-    Decision {
-        serve,
-        page_path: path.to_owned(),
-        explicit_markdown: false,
-    }
-}
-
 /// The `Link` header pointing at the Markdown variant of `page_path` (with `prefix` before
 /// it, e.g. `/edge/example.com` on the built-in route).
 pub fn link_header(prefix: &str, page_path: &str, query: Option<&str>) -> String {
@@ -105,10 +74,25 @@ pub fn link_header(prefix: &str, page_path: &str, query: Option<&str>) -> String
     )
 }
 
+/// The absolute URL of `page`'s Markdown variant (its query kept): what the rendered HTML's
+/// `<link rel="alternate" type="text/markdown">` names, the same path as the `Link` header.
+pub fn markdown_url(page: &NormalizedUrl) -> String {
+    let mut url = page.as_url().clone();
+    url.set_path(&markdown_path(url.path()));
+    url.to_string()
+}
+
+/// The `Link` value naming `page_url` as the canonical page (sent with its Markdown copy).
+pub fn canonical_link(page_url: &str) -> String {
+    format!("<{page_url}>; rel=\"canonical\"")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::bots::Classifier;
+    use crate::domain::policy::{Answer, EdgePolicy, Request, decide};
+    use crate::domain::visit::Verification;
 
     #[derive(Deserialize)]
     struct Vector {
@@ -130,10 +114,45 @@ mod tests {
         assert!(vectors.len() >= 10);
         for v in vectors {
             let visitor = Classifier::shipped().classify(&v.user_agent);
-            let d = decide(&v.path, &v.accept, &visitor);
-            assert_eq!(d.serve, v.serve, "{} {} {}", v.path, v.user_agent, v.accept);
+            let request = Request {
+                path: &v.path,
+                accept: &v.accept,
+                visitor: &visitor,
+                verification: Verification::Claimed,
+                exact_price: None,
+                max_price: None,
+            };
+            let d = decide(&EdgePolicy::default(), &request);
+            let serve = match d.answer {
+                Answer::Serve { serve, .. } => serve,
+                _ => Serve::Pass,
+            };
+            assert_eq!(serve, v.serve, "{} {} {}", v.path, v.user_agent, v.accept);
             assert_eq!(d.page_path, v.page_path, "{}", v.path);
             assert_eq!(link_header("", &d.page_path, None), v.link, "{}", v.path);
+        }
+    }
+
+    #[test]
+    fn the_markdown_url_is_the_link_headers_path_on_the_page_origin() {
+        let url = |u: &str| markdown_url(&NormalizedUrl::parse(u).expect("url"));
+        assert_eq!(url("https://site.test/"), "https://site.test/index.md");
+        assert_eq!(
+            url("http://site.test:8080/blog/"),
+            "http://site.test:8080/blog/index.md"
+        );
+        assert_eq!(
+            url("https://site.test/post?page=2"),
+            "https://site.test/post.md?page=2"
+        );
+        for page in ["/", "/blog/", "/post"] {
+            let absolute = url(&format!("https://site.test{page}"));
+            let header = link_header("", page, None);
+            let path = absolute.trim_start_matches("https://site.test");
+            assert!(
+                header.starts_with(&format!("<{path}>")),
+                "{header} vs {absolute}"
+            );
         }
     }
 

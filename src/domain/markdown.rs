@@ -33,6 +33,20 @@ pub struct PageMetadata {
     pub published_time: Option<String>,
 }
 
+/// An estimate of how many tokens a language model reads in `markdown`: a quarter of its
+/// characters, the usual rule of thumb for GPT-style tokenizers (an estimate for the
+/// `x-markdown-tokens` header, not a tokenizer: shipping one per model family would cost
+/// megabytes for a header agents use to budget their context).
+pub fn estimate_tokens(markdown: &str) -> u32 {
+    u32::try_from(markdown.chars().count().div_ceil(4)).unwrap_or(u32::MAX)
+}
+
+/// [`estimate_tokens`] when only the size in bytes is known (content stored before estimates
+/// were kept): a quarter of the bytes.
+pub fn estimate_tokens_of_size(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(4)).unwrap_or(u32::MAX)
+}
+
 /// Changes whenever the output for the same input can change: it is part of the Markdown
 /// stage's deduplication key, so bumping it and reprocessing regenerates every page.
 pub const GENERATOR_VERSION: &str = "local-1";

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod kv_key;
 pub mod markdown;
 pub mod netaddr;
+pub mod policy;
 pub mod quality;
 pub mod render;
 pub mod reprocess;

@@ -10,7 +10,7 @@ use pulldown_cmark::{CowStr, Event, Options, Parser, Tag, html};
 use super::markdown::PageMetadata;
 
 /// Changes whenever the output for the same input can change (part of the stage's key).
-pub const RENDERER_VERSION: &str = "1";
+pub const RENDERER_VERSION: &str = "2";
 
 /// Escapes text for an HTML attribute or text node.
 pub fn escape(s: &str) -> String {

@@ -36,6 +36,10 @@ pub enum FormatServed {
     Html,
     /// Passed through to the origin.
     Origin,
+    /// Refused by the client's policy (403).
+    Blocked,
+    /// Asked to pay under the client's policy (402, or 400 for an unusable offer).
+    PaymentRequired,
     /// Not known (imported history).
     Unknown,
 }

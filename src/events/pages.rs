@@ -369,6 +369,10 @@ pub struct MarkdownGenerated {
     pub fallback_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<TokenUsage>,
+    /// An estimate of the Markdown's tokens for readers (`x-markdown-tokens` at the edge):
+    /// `domain::markdown::estimate_tokens`. Absent in events written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub markdown_tokens: Option<u32>,
     pub metadata: PageMetadata,
     pub page_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]

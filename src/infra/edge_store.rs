@@ -31,6 +31,18 @@ pub struct Manifest {
     pub html: BlobRef,
     pub page_version: u32,
     pub updated_at: DateTime<Utc>,
+    /// The Markdown's token estimate, made when it was generated (absent in manifests of
+    /// Markdown generated before estimates were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub markdown_tokens: Option<u32>,
+}
+
+impl Manifest {
+    /// The Markdown's token estimate: the one made at generation, else one from its size.
+    pub fn markdown_tokens(&self) -> u32 {
+        self.markdown_tokens
+            .unwrap_or_else(|| crate::domain::markdown::estimate_tokens_of_size(self.markdown.size))
+    }
 }
 
 /// The store failed.

@@ -335,6 +335,7 @@ impl Step<PageEvent> for MarkdownStage {
                 model: made.model,
                 fallback_reason: made.fallback_reason,
                 tokens: made.tokens,
+                markdown_tokens: Some(markdown::estimate_tokens(&made.markdown)),
                 metadata: generated.metadata,
                 page_version: changed.page_version,
                 reprocess: changed.reprocess.clone(),

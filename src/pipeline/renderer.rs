@@ -12,6 +12,7 @@ use super::history::PageHistory;
 use super::order;
 use super::reprocess;
 use super::runtime::{Delivery, Step, StepError};
+use crate::domain::edge::markdown_url;
 use crate::domain::render::{self, RENDERER_VERSION};
 use crate::domain::reprocess::{nothing_to_redo, output_key};
 use crate::events::Event;
@@ -74,12 +75,12 @@ impl Step<PageEvent> for RendererStage {
             .url(event.meta.client_id, page)
             .await?
             .ok_or_else(|| StepError::missing("the page has no URL in its history"))?;
-        // The Markdown variant is the same URL, asked for with `Accept: text/markdown`.
+        // The Markdown variant's own URL, the one the edge's `Link` header names too.
         let html = render::render(
             &String::from_utf8_lossy(&markdown),
             &generated.metadata,
             url.as_str(),
-            url.as_str(),
+            &markdown_url(&url),
         );
         let blob = self
             .blobs

@@ -163,6 +163,7 @@ impl Uploader {
             serde_json::json!({
                 "content_type": content_type, "source_url": source, "hash": hash.hash,
                 "version": manifest.page_version, "updated_at": manifest.updated_at,
+                "tokens": manifest.markdown_tokens(),
             })
         };
         let pairs = vec![
@@ -302,7 +303,9 @@ impl Uploader {
             // stale, and the newer one gets uploaded.
             return self.skipped(event, rendered).await;
         }
-        let Some(markdown) = self.rendered_markdown(rendered, client, page).await? else {
+        let Some((markdown, markdown_tokens)) =
+            self.rendered_markdown(rendered, client, page).await?
+        else {
             // Newer Markdown of the same version exists: its rendering gets uploaded.
             return self.skipped(event, rendered).await;
         };
@@ -326,6 +329,7 @@ impl Uploader {
             html: rendered.html.clone(),
             page_version: rendered.page_version,
             updated_at: now(),
+            markdown_tokens,
         };
         self.write(row, &manifest).await?;
         let uploaded = Event::caused_by(
@@ -428,14 +432,14 @@ impl Uploader {
         rendered: &HtmlRendered,
         client: ClientId,
         page: PageId,
-    ) -> Result<Option<BlobRef>, StepError> {
+    ) -> Result<Option<(BlobRef, Option<u32>)>, StepError> {
         match self
             .history
             .last("pages.markdown_generated", client, page)
             .await?
         {
             Some(PageEvent::MarkdownGenerated(m)) if m.markdown.hash == rendered.markdown_hash => {
-                return Ok(Some(m.markdown));
+                return Ok(Some((m.markdown, m.markdown_tokens)));
             }
             Some(PageEvent::MarkdownGenerated(m)) if m.page_version >= rendered.page_version => {
                 return Ok(None);
@@ -444,7 +448,7 @@ impl Uploader {
         }
         super::required_ref(&self.blobs, &rendered.markdown_hash, "markdown")
             .await
-            .map(Some)
+            .map(|blob| Some((blob, None)))
     }
 
     /// Writes the page's last upload `k` (at `seq`) to the store again and publishes it again,
@@ -473,6 +477,7 @@ impl Uploader {
             html: super::required_ref(&self.blobs, &k.html_hash, "html").await?,
             page_version: k.page_version,
             updated_at: now(),
+            markdown_tokens: None,
         };
         self.write(row, &manifest).await?;
         tracing::warn!(client.id = %client, page.id = %page, version = k.page_version, "a stale upload was undone: the page's last upload written again");

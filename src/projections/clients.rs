@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 
 use super::sql;
 use super::{ApplyError, Projection, StoredMessage, decode};
+use crate::domain::policy::EdgePolicy;
 use crate::events::clients::{ClientEvent, ClientState, EdgeTarget};
 use crate::events::{Event, StreamName};
 
@@ -142,6 +143,7 @@ async fn upsert(
         .bind(edge_target_name(s.edge_target))
         .bind(s.allow_subdomains)
         .bind(event.meta.occurred_at)
+        .bind(sqlx::types::Json(&s.edge))
         .execute(conn)
         .await?;
     Ok(())
@@ -163,6 +165,7 @@ pub struct ClientRow {
     pub use_gemini: bool,
     pub edge_target: String,
     pub allow_subdomains: bool,
+    pub edge_policy: sqlx::types::Json<EdgePolicy>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -192,6 +195,7 @@ impl ClientRow {
                     _ => EdgeTarget::Auto,
                 },
                 allow_subdomains: self.allow_subdomains,
+                edge: self.edge_policy.0.clone(),
             },
         }
     }

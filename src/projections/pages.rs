@@ -426,6 +426,19 @@ pub async fn find(
         .await
 }
 
+/// The URL of the first of `ids` that is one of `client`'s pages.
+pub async fn url_of_any(
+    db: &sqlx::PgPool,
+    client: Uuid,
+    ids: &[Uuid],
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(sql::pages::URL_OF_ANY)
+        .bind(client)
+        .bind(ids)
+        .fetch_optional(db)
+        .await
+}
+
 /// A page of a client's pages, oldest first, with the total; `has_content` filters on whether
 /// raw HTML was fetched.
 /// How many pages are in one status and stage, for one client.

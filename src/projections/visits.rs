@@ -159,6 +159,7 @@ async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sqlx::Error
                 .collect::<Vec<_>>(),
         )
         .bind(rows.iter().map(|r| r.visit.visited_at).collect::<Vec<_>>())
+        .bind(col(|r| r.visit.charged_price.as_deref()))
         .execute(conn)
         .await?;
     Ok(())

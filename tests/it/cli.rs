@@ -74,6 +74,34 @@ async fn clients_and_keys_are_managed_from_the_command_line() {
     assert_eq!(updated["settings"]["crawl_rate_per_minute"], 30);
     assert_eq!(updated["has_cloudflare_token"], true, "left out, kept");
 
+    // The edge policy, from a JSON file; an invalid one is refused with the field at fault.
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = dir.path().join("policy.json");
+    let with_policy = |json: &str| {
+        std::fs::write(&policy, json).expect("write");
+        let path = policy.to_str().expect("path");
+        tokio::task::block_in_place(|| {
+            ai_cache(
+                &app,
+                &["client", "update", "example.com", "--edge-policy", path],
+            )
+        })
+    };
+    let (ok, out, err) = with_policy(
+        r#"{"rules": [{"bot": "GPTBot", "action": "charge", "price": "USD 0.01"}], "ai_format": "markdown"}"#,
+    );
+    assert!(ok, "{err}");
+    let updated: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(updated["settings"]["edge"]["rules"][0]["price"], "USD 0.01");
+    assert_eq!(updated["settings"]["edge"]["ai_format"], "markdown");
+    assert_eq!(updated["settings"]["crawl_rate_per_minute"], 30, "kept");
+    let (ok, _, err) = with_policy(r#"{"rules": [{"bot": "GPTBot", "action": "charge"}]}"#);
+    assert!(!ok);
+    assert!(err.contains("settings.edge.rules[0].price"), "{err}");
+    let (ok, _, err) = with_policy(r#"{"rules": [{"bots": "GPTBot", "action": "block"}]}"#);
+    assert!(!ok);
+    assert!(err.contains("unknown field"), "{err}");
+
     let (ok, out, err) = run(&[
         "key",
         "create",

@@ -32,6 +32,7 @@ async fn app_with_cached_pages() -> (TestApp, String) {
         let normalized = ai_cache::domain::url::NormalizedUrl::parse(&url).expect("url");
         store
             .put(&Manifest {
+                markdown_tokens: None,
                 key: ai_cache::domain::kv_key::kv_key(&normalized),
                 client_id: client.parse().expect("uuid"),
                 page_id: uuid::Uuid::new_v4(),
@@ -229,6 +230,15 @@ async fn by_host_the_domain_itself_is_served() {
         header(&res, "link"),
         "</edge/site.test:8080/on-a-port.md>; rel=\"alternate\"; type=\"text/markdown\""
     );
+    // By `Host` with the port: the page stored with it is found.
+    let res = raw(&app, Method::GET, "/on-a-port")
+        .header(HOST, "site.test:8080")
+        .header(USER_AGENT, GPTBOT)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200, "the port is part of the page's URL");
+    assert_eq!(res.text().await.expect("body"), HTML);
     // People get a 404 here (a redirect to the same host would loop).
     let res = raw(&app, Method::GET, "/post")
         .header(HOST, "site.test:8080")
@@ -256,6 +266,7 @@ async fn manifest(app: &TestApp, client: &str, url: &str, html: &str, version: u
     let blobs = BlobStore::open(app.js(), 1 << 20).await.expect("blobs");
     let normalized = ai_cache::domain::url::NormalizedUrl::parse(url).expect("url");
     Manifest {
+        markdown_tokens: None,
         key: ai_cache::domain::kv_key::kv_key(&normalized),
         client_id: client.parse().expect("uuid"),
         page_id: uuid::Uuid::new_v4(),
@@ -353,5 +364,227 @@ async fn the_edge_serves_a_new_upload_as_soon_as_the_bucket_has_it() {
     println!(
         "the new upload was served after {stale} stale answers, {:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn people_are_sent_to_the_page_under_its_own_scheme() {
+    let (app, client) = app_with_cached_pages().await;
+    let location = |path: &'static str| {
+        let app = &app;
+        async move {
+            let res = raw(app, Method::GET, path)
+                .header(USER_AGENT, FIREFOX)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(res.status(), 302, "{path}");
+            header(&res, "location")
+        }
+    };
+    // Cached under http: a plain-http site is not sent to https.
+    assert_eq!(
+        location("/edge/site.test:8080/on-a-port").await,
+        "http://site.test:8080/on-a-port"
+    );
+    // Known to the pages projection only (not cached yet), under http.
+    app.add_urls(&client, &["http://site.test:8080/new".to_owned()])
+        .await;
+    eventually(Duration::from_secs(10), "the page is projected", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pages WHERE url LIKE '%/new'")
+            .fetch_one(app.db())
+            .await
+            .unwrap_or(0)
+            == 1
+    })
+    .await;
+    assert_eq!(
+        location("/edge/site.test:8080/new").await,
+        "http://site.test:8080/new"
+    );
+    // Unknown anywhere: https, unless the proxy says the request came over http.
+    assert_eq!(
+        location("/edge/site.test/unknown").await,
+        "https://site.test/unknown"
+    );
+}
+
+const CLAUDEBOT: &str = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)";
+const CHATGPT_USER: &str = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; ChatGPT-User/1.0; +https://openai.com/bot";
+
+#[tokio::test]
+async fn the_clients_policy_decides_what_each_bot_gets() {
+    let (app, client) = app_with_cached_pages().await;
+    let policy = serde_json::json!({
+        "rules": [
+            {"bot": "GPTBot", "action": "block", "body": "# No\n\nWrite to us.\n"},
+            {"operator": "Anthropic", "category": "training", "action": "charge", "price": "USD 0.01"},
+        ],
+        "ai_format": "markdown",
+        "content_signal": "ai-train=no, search=yes, ai-input=yes",
+    });
+    // An invalid policy is refused with the field at fault, and changes nothing.
+    let (status, body) = app
+        .put_client(
+            &client,
+            &serde_json::json!({"settings": {"edge": {"rules": [{"action": "charge"}]}}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["field"], "settings.edge.rules[0].price",
+        "{body}"
+    );
+    let (status, body) = app
+        .put_client(&client, &serde_json::json!({"settings": {"edge": policy}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["settings"]["edge"]["rules"][1]["price"], "USD 0.01");
+
+    let get =
+        |path: &'static str, ua: &'static str, extra: &'static [(&'static str, &'static str)]| {
+            let mut req = raw(&app, Method::GET, path).header(USER_AGENT, ua);
+            for (name, value) in extra {
+                req = req.header(*name, *value);
+            }
+            req.send()
+        };
+    // The edge applies the policy within its lookup cache's life.
+    eventually(Duration::from_secs(15), "the policy applies", || async {
+        get("/edge/site.test/post", GPTBOT, &[])
+            .await
+            .expect("request")
+            .status()
+            == 403
+    })
+    .await;
+
+    // Blocked, with the rule's body, whatever variant is asked for.
+    for path in ["/edge/site.test/post", "/edge/site.test/post.md"] {
+        let res = get(path, GPTBOT, &[]).await.expect("request");
+        assert_eq!(res.status(), 403, "{path}");
+        assert_eq!(header(&res, "cache-control"), "no-store");
+        assert_eq!(res.text().await.expect("body"), "# No\n\nWrite to us.\n");
+    }
+
+    // Charged: 402 with the price, the protocol's errors, then the content once paid.
+    let res = get("/edge/site.test/post", CLAUDEBOT, &[])
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 402);
+    assert_eq!(header(&res, "crawler-price"), "USD 0.01");
+    assert_eq!(header(&res, "crawler-error"), "");
+    let res = get(
+        "/edge/site.test/post",
+        CLAUDEBOT,
+        &[("crawler-max-price", "USD 0.005")],
+    )
+    .await
+    .expect("request");
+    assert_eq!(
+        (res.status().as_u16(), header(&res, "crawler-error")),
+        (402, "InvalidCrawlerMaxPrice".to_owned())
+    );
+    let res = get(
+        "/edge/site.test/post",
+        CLAUDEBOT,
+        &[
+            ("crawler-exact-price", "USD 0.01"),
+            ("crawler-max-price", "USD 1"),
+        ],
+    )
+    .await
+    .expect("request");
+    assert_eq!(
+        (res.status().as_u16(), header(&res, "crawler-error")),
+        (400, "ConflictingPriceHeaders".to_owned())
+    );
+    let res = get(
+        "/edge/site.test/post",
+        CLAUDEBOT,
+        &[("crawler-max-price", "USD 0.05")],
+    )
+    .await
+    .expect("request");
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "crawler-charged"), "USD 0.01");
+    assert_eq!(
+        header(&res, "content-type"),
+        "text/markdown; charset=utf-8",
+        "ai_format"
+    );
+    assert_eq!(res.text().await.expect("body"), MARKDOWN);
+
+    // An agent no rule names gets the client's format for AI agents (Markdown), with the
+    // Markdown headers; noindex only at the .md URL, never at the page's own.
+    let res = get(
+        "/edge/site.test/post",
+        CHATGPT_USER,
+        &[("accept", "text/html,*/*;q=0.8")],
+    )
+    .await
+    .expect("request");
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "content-type"), "text/markdown; charset=utf-8");
+    assert_eq!(header(&res, "vary"), "Accept, User-Agent");
+    assert_eq!(
+        header(&res, "content-signal"),
+        "ai-train=no, search=yes, ai-input=yes"
+    );
+    assert_eq!(
+        header(&res, "x-markdown-tokens"),
+        MARKDOWN.len().div_ceil(4).to_string(),
+        "estimated from the size for a manifest without an estimate"
+    );
+    assert_eq!(
+        header(&res, "link"),
+        "</edge/site.test/post.md>; rel=\"alternate\"; type=\"text/markdown\", <https://site.test/post>; rel=\"canonical\""
+    );
+    assert_eq!(header(&res, "x-robots-tag"), "");
+    let res = get("/edge/site.test/post.md", CHATGPT_USER, &[])
+        .await
+        .expect("request");
+    assert_eq!(header(&res, "x-robots-tag"), "noindex");
+    // People still pass.
+    let res = get("/edge/site.test/post", FIREFOX, &[])
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 302);
+
+    // Each answer is a visit with what it was; the paid one records its price.
+    eventually(Duration::from_secs(30), "the visits are projected", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM visits WHERE format_served IN ('blocked', 'payment_required') OR charged_price IS NOT NULL",
+        )
+        .fetch_one(app.db())
+        .await
+        .unwrap_or(0)
+            >= 7
+    })
+    .await;
+    let rows: Vec<(String, Option<i32>, Option<String>)> = sqlx::query_as(
+        "SELECT format_served, status, charged_price FROM visits
+           WHERE bot_name IN ('GPTBot', 'ClaudeBot') AND format_served <> 'html' ORDER BY visited_at",
+    )
+    .fetch_all(app.db())
+    .await
+    .expect("rows");
+    let got: Vec<(&str, i32, Option<&str>)> = rows
+        .iter()
+        .map(|(f, s, p)| (f.as_str(), s.unwrap_or(0), p.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            // The first when the policy applied, then the page and its .md variant.
+            ("blocked", 403, None),
+            ("blocked", 403, None),
+            ("blocked", 403, None),
+            ("payment_required", 402, None),
+            ("payment_required", 402, None),
+            ("payment_required", 400, None),
+            ("markdown", 200, Some("USD 0.01")),
+        ],
+        "{got:?}"
     );
 }

@@ -181,6 +181,7 @@ async fn publish_history(app: &TestApp) {
                 extracted: None,
             }),
             PageEvent::MarkdownGenerated(MarkdownGenerated {
+                markdown_tokens: None,
                 markdown: md.clone(),
                 input_hash: raw.hash.clone(),
                 generator: GeneratorKind::Local,
@@ -260,6 +261,7 @@ async fn publish_history(app: &TestApp) {
                 a,
                 None,
                 VisitEvent::Recorded(VisitRecorded {
+                    charged_price: None,
                     url: format!("https://a.example/p/{i}"),
                     visitor_type: if i % 2 == 0 {
                         VisitorType::AiBot
@@ -294,6 +296,7 @@ async fn publish_history(app: &TestApp) {
                         &NormalizedUrl::parse(&url).expect("url"),
                     ),
                     visit: VisitRecorded {
+                        charged_price: None,
                         url,
                         visitor_type: VisitorType::AiBot,
                         bot_name: Some("ClaudeBot".into()),
@@ -562,6 +565,7 @@ async fn page_events_applied_in_rounds_give_the_rows_of_one_event_at_a_time() {
         };
         let markdown = |v: u32| {
             PageEvent::MarkdownGenerated(MarkdownGenerated {
+                markdown_tokens: None,
                 markdown: md(v),
                 input_hash: raw(v).hash,
                 generator: GeneratorKind::Local,

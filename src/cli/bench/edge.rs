@@ -383,6 +383,7 @@ async fn edge_route(
             html: blobs.put(html.as_bytes()).await?,
             page_version: 1,
             updated_at: chrono::Utc::now(),
+            markdown_tokens: None,
         })
         .await?;
     // The ceiling: a bare axum route, same machine, same load generator.

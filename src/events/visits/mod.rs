@@ -86,6 +86,9 @@ pub struct VisitRecorded {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     pub visited_at: DateTime<Utc>,
+    /// What the visitor was charged under the client's `charge` rule (`USD 0.01`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged_price: Option<String>,
 }
 
 /// `visits.batch_recorded` v1: visits of one client, in the order they were reported.
@@ -132,6 +135,7 @@ impl From<v1::VisitRecorded> for VisitRecorded {
             format_served: FormatServed::Unknown,
             status: None,
             visited_at: old.visited_at,
+            charged_price: None,
         }
     }
 }
