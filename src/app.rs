@@ -441,6 +441,16 @@ pub async fn run_roles(
             ),
             secrets,
         });
+        let settings = crate::pipeline::edge_settings::EdgeSettings::new(cloudflare.clone());
+        let runtime = ConsumerRuntime::<crate::events::ClientEvent, _>::new(
+            backbone.nats.js.clone(),
+            "uploader-settings",
+            settings,
+            options.clone(),
+        );
+        runtime.check().await?;
+        let stop = shutdown.clone();
+        tasks.spawn(async move { runtime.run(stop).await.map_err(Into::into) });
         let uploader = Arc::new(
             Uploader::new(&backbone.nats.js, backbone.db.clone(), blobs, cloudflare)
                 .await

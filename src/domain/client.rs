@@ -46,7 +46,7 @@ pub struct ClientSettings {
     pub allow_subdomains: bool,
     /// What the edge serves to whom (absent from events written before policies: the
     /// default policy, which is the behaviour of that time).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "EdgePolicy::is_default")]
     pub edge: EdgePolicy,
 }
 

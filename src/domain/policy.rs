@@ -191,6 +191,11 @@ impl Rule {
 }
 
 impl EdgePolicy {
+    /// Whether this is the default policy (left out of events, which then read as before).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
     /// Checks what serde cannot: bounds, and parameters that only some actions take.
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.rules.len() > MAX_RULES {

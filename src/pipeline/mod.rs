@@ -7,6 +7,7 @@
 //! ([`reprocess::Planner`]) plans reprocessing runs.
 
 pub mod deadletter;
+pub mod edge_settings;
 pub mod history;
 pub mod kv_batch;
 pub mod markdown;

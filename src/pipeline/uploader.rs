@@ -36,6 +36,7 @@ use crate::domain::kv_key::{html_key, kv_key, markdown_key};
 use crate::domain::reprocess::{nothing_to_redo, output_key};
 use crate::domain::url::NormalizedUrl;
 use crate::events::Event;
+use crate::events::clients::{ClientState, EdgeTarget};
 use crate::events::envelope::now;
 use crate::events::pages::{
     EdgeStore as EdgeKind, HtmlRendered, KvUploaded, PageEvent, ReprocessOutcome, Stage, Updated,
@@ -81,6 +82,7 @@ pub struct Uploader {
 }
 
 /// What uploading to Cloudflare needs: the batcher and the keys to decrypt client tokens.
+#[derive(Clone)]
 pub struct Cloudflare {
     pub batcher: KvBatcher,
     pub secrets: Arc<Secrets>,
@@ -105,45 +107,12 @@ impl Uploader {
 
     /// The client's Cloudflare namespace, its token decrypted.
     fn kv_target(&self, client: &ClientRow) -> Result<(&Cloudflare, KvTarget), StepError> {
-        let cf = self.cloudflare.as_ref().ok_or_else(|| {
-            StepError::permanent(
-                "no Fernet key is configured to decrypt the client's Cloudflare token",
-            )
-        })?;
-        let token = client
-            .cloudflare_api_token_encrypted
-            .as_ref()
-            .ok_or_else(|| StepError::permanent("the client has no Cloudflare token"))?;
-        let token = cf
-            .secrets
-            .decrypt(&String::from_utf8_lossy(token))
-            .map_err(StepError::permanent)?;
-        let target = KvTarget {
-            account_id: client.cloudflare_account_id.clone().unwrap_or_default(),
-            namespace_id: client
-                .cloudflare_kv_namespace_id
-                .clone()
-                .unwrap_or_default(),
-            token,
-        };
-        // Ids stored before they were validated never reach the API's path unchecked.
-        if !(is_cloudflare_id(&target.account_id) && is_cloudflare_id(&target.namespace_id)) {
-            return Err(StepError::permanent(
-                "the client's Cloudflare account or namespace id is not a Cloudflare id",
-            ));
-        }
-        Ok((cf, target))
+        kv_target(self.cloudflare.as_ref(), &client.state())
     }
 
     /// Where the client's pages go.
     fn target(client: &ClientRow) -> EdgeKind {
-        let has_cloudflare = client.cloudflare_account_id.is_some()
-            && client.cloudflare_api_token_encrypted.is_some()
-            && client.cloudflare_kv_namespace_id.is_some();
-        match (client.edge_target.as_str(), has_cloudflare) {
-            ("builtin", _) | ("auto", false) => EdgeKind::Builtin,
-            _ => EdgeKind::Cloudflare,
-        }
+        target(&client.state())
     }
 
     /// Writes the page's Markdown and HTML to the client's Cloudflare namespace.
@@ -572,7 +541,7 @@ fn store_label(store: EdgeKind) -> &'static str {
     }
 }
 
-fn kv_step_error(e: KvError) -> StepError {
+pub(super) fn kv_step_error(e: KvError) -> StepError {
     match e {
         // Waiting for the account's request budget (ours or Cloudflare's 429) is not a
         // failure: deferred, never dead-lettered for waiting.
@@ -601,5 +570,47 @@ impl Step<PageEvent> for Uploader {
             PageEvent::Removed(_) => self.remove(client, page).await,
             other => Err(StepError::unhandled("uploader", other.event_type_name())),
         }
+    }
+}
+
+/// The client's Cloudflare namespace, its token decrypted.
+pub(super) fn kv_target<'c>(
+    cloudflare: Option<&'c Cloudflare>,
+    client: &ClientState,
+) -> Result<(&'c Cloudflare, KvTarget), StepError> {
+    let cf = cloudflare.ok_or_else(|| {
+        StepError::permanent("no Fernet key is configured to decrypt the client's Cloudflare token")
+    })?;
+    let token = client
+        .cloudflare_api_token_encrypted
+        .as_ref()
+        .ok_or_else(|| StepError::permanent("the client has no Cloudflare token"))?;
+    let token = cf.secrets.decrypt(token).map_err(StepError::permanent)?;
+    let target = KvTarget {
+        account_id: client.cloudflare_account_id.clone().unwrap_or_default(),
+        namespace_id: client
+            .cloudflare_kv_namespace_id
+            .clone()
+            .unwrap_or_default(),
+        token,
+    };
+    // Ids stored before they were validated never reach the API's path unchecked.
+    if !(is_cloudflare_id(&target.account_id) && is_cloudflare_id(&target.namespace_id)) {
+        return Err(StepError::permanent(
+            "the client's Cloudflare account or namespace id is not a Cloudflare id",
+        ));
+    }
+    Ok((cf, target))
+}
+
+/// Where a client's pages go: Cloudflare KV when it asks for it, or by default when it has
+/// all three Cloudflare fields; the built-in store otherwise.
+pub(super) fn target(client: &ClientState) -> EdgeKind {
+    let has_cloudflare = client.cloudflare_account_id.is_some()
+        && client.cloudflare_api_token_encrypted.is_some()
+        && client.cloudflare_kv_namespace_id.is_some();
+    match (client.settings.edge_target, has_cloudflare) {
+        (EdgeTarget::Builtin, _) | (EdgeTarget::Auto, false) => EdgeKind::Builtin,
+        _ => EdgeKind::Cloudflare,
     }
 }

@@ -316,3 +316,31 @@ async fn waiting_for_cloudflares_budget_is_never_a_failure() {
         "waiting is deferred, not a failed try"
     );
 }
+
+#[tokio::test]
+async fn a_cloudflare_clients_edge_policy_reaches_its_namespace_for_the_worker() {
+    let (cf, app, _origin, client) =
+        cloudflare_site("tok", "tok", crate::harness::Options::default()).await;
+    let stored = || {
+        cf.get("ns1", "settings:edge")
+            .map(|(v, _)| serde_json::from_str::<serde_json::Value>(&v).expect("json"))
+    };
+    // Written at registration: the default policy.
+    eventually(
+        Duration::from_secs(20),
+        "the default policy is written",
+        || async { stored().is_some_and(|p| p["default"]["action"] == "auto") },
+    )
+    .await;
+    // Two changes in a row: the namespace ends with the second (one message at a time, in
+    // order, so the first never lands over it).
+    for (bot, price) in [("GPTBot", "USD 0.01"), ("ClaudeBot", "USD 0.02")] {
+        let policy = json!({"edge": {"rules": [{"bot": bot, "action": "charge", "price": price}]}});
+        let (status, body) = app.put_client(&client, &json!({"settings": policy})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    app.drained("CLIENTS", &["uploader-settings"]).await;
+    let policy = stored().expect("stored");
+    assert_eq!(policy["rules"][0]["bot"], "ClaudeBot", "{policy}");
+    assert_eq!(policy["rules"][0]["price"], "USD 0.02");
+}

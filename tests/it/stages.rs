@@ -90,8 +90,9 @@ async fn a_fetched_page_becomes_markdown_and_minimal_html() {
         Some(url.as_str())
     );
     assert_eq!(
-        one("link[rel=alternate][type='text/markdown']", "href").as_deref(),
-        Some(url.as_str())
+        one("link[rel=alternate][type='text/markdown']", "href"),
+        Some(format!("{url}.md")),
+        "the Markdown variant's own URL, as the edge's Link header names it"
     );
     assert_eq!(
         one("meta[name=description]", "content").as_deref(),

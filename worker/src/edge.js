@@ -1,5 +1,5 @@
-// What the edge serves, as in src/domain/edge.rs (both are tested against
-// tests/fixtures/edge-vectors.json).
+// The variants of a page and the headers of cached answers, as in src/domain/edge.rs (both
+// are tested against tests/fixtures/edge-vectors.json); who gets what is policy.js.
 
 export const MARKDOWN_SUFFIX = ".md";
 export const VARY = "Accept, User-Agent";
@@ -27,17 +27,12 @@ export function acceptsMarkdown(accept) {
   });
 }
 
-/** {serve: "markdown"|"html"|"pass", pagePath, explicitMarkdown}. */
-export function decide(path, accept, visitor) {
-  const page = pageOfMarkdownPath(path);
-  if (page !== null) return { serve: "markdown", pagePath: page, explicitMarkdown: true };
-  let serve = "pass";
-  if (acceptsMarkdown(accept)) serve = "markdown";
-  else if (visitor.visitor_type === "ai_bot") serve = "html";
-  return { serve, pagePath: path, explicitMarkdown: false };
-}
-
 /** The Link header to the Markdown variant. */
 export function linkHeader(prefix, pagePath, search) {
   return `<${prefix}${markdownPath(pagePath)}${search || ""}>; rel="alternate"; type="text/markdown"`;
+}
+
+/** The Link value naming the page as canonical (sent with its Markdown copy). */
+export function canonicalLink(pageUrl) {
+  return `<${pageUrl}>; rel="canonical"`;
 }

@@ -1,19 +1,48 @@
-// The ai-cache Worker, in front of a client's site. A known AI agent, a request with
-// `Accept: text/markdown` or a request for a page's `.md` variant gets the cached Markdown or
-// minimal HTML from KV (written by ai-cache's uploader), with `Vary`, `Link`, `ETag` and
-// `Last-Modified`; everything else, and any page not in KV, goes to the origin untouched.
-// Every GET/HEAD is recorded as a visit, posted to ai-cache's ingestion API off the
-// response path.
+// The ai-cache Worker, in front of a client's site. What each visitor gets is the client's edge
+// policy (policy.js; written by ai-cache's uploader to the KV key `settings:edge`, the default
+// policy when absent): by default a known AI agent, a request with `Accept: text/markdown` or
+// a request for a page's `.md` variant gets the cached Markdown or minimal HTML from KV (with
+// `Vary`, `Link`, `ETag` and `Last-Modified`; Markdown also with `x-markdown-tokens`, a
+// canonical link, and `noindex` at its `.md` URL); rules may block (403) or charge (402,
+// Cloudflare's pay-per-crawl headers). Everything else, and any page not in KV, goes to the
+// origin untouched. Every GET/HEAD is recorded as a visit, posted to ai-cache's ingestion API
+// off the response path.
+//
+// Verification: this Worker knows a bot only by its user agent (`claimed`); ai-cache checks
+// the address against the operator's published ranges when the visit arrives. Rules that
+// require `ip_verified` therefore apply on the built-in edge, not here.
 //
 // Bindings (wrangler.toml): AI_CACHE_KV (the client's KV namespace), AI_CACHE_API_URL, the
-// secret AI_CACHE_INGEST_KEY (an `ingest` key of the client), VISITS_FLUSH_MS (optional).
+// secret AI_CACHE_INGEST_KEY (an `ingest` key of the client), VISITS_FLUSH_MS and
+// POLICY_TTL_MS (optional).
 
 import { classify } from "./classify.js";
-import { VARY, decide, linkHeader } from "./edge.js";
+import { VARY, canonicalLink, linkHeader } from "./edge.js";
 import { htmlKey, kvKey, markdownKey } from "./kvkey.js";
+import { decide } from "./policy.js";
 import { VisitBuffer } from "./visits.js";
 
 const visits = new VisitBuffer();
+
+/** The KV key of the client's edge policy. */
+const POLICY_KEY = "settings:edge";
+/** How long an isolate keeps the policy it read (KV itself propagates within about a minute);
+ * POLICY_TTL_MS overrides it. */
+const POLICY_TTL_MS = 30000;
+let policyCache = { at: 0, policy: null };
+
+async function policyOf(env) {
+  const now = Date.now();
+  if (now - policyCache.at < Number(env.POLICY_TTL_MS ?? POLICY_TTL_MS)) return policyCache.policy;
+  let policy = policyCache.policy;
+  try {
+    policy = await env.AI_CACHE_KV.get(POLICY_KEY, { type: "json" });
+  } catch {
+    // KV unavailable or the value unreadable: keep what this isolate had (the default at first).
+  }
+  policyCache = { at: now, policy };
+  return policy;
+}
 
 export default {
   async fetch(request, env, ctx) {
@@ -21,13 +50,34 @@ export default {
     const url = new URL(request.url);
     const userAgent = request.headers.get("user-agent") || "";
     const visitor = classify(userAgent);
-    const decision = decide(url.pathname, request.headers.get("accept") || "", visitor);
+    const policy = await policyOf(env);
+    const decision = decide(policy, {
+      path: url.pathname,
+      accept: request.headers.get("accept") || "",
+      visitor,
+      verification: visitor.visitor_type === "human" ? "none" : "claimed",
+      exactPrice: request.headers.get("crawler-exact-price"),
+      maxPrice: request.headers.get("crawler-max-price"),
+    });
     let response = null;
     let format = "origin";
-    if (decision.serve !== "pass") {
+    let charged = null;
+    if (decision.answer === "block") {
+      response = refusal(403, decision.body, decision.markdown, {});
+      format = "blocked";
+    } else if (decision.answer === "payment") {
+      const headers = { "crawler-price": decision.price };
+      if (decision.error) headers["crawler-error"] = decision.error;
+      const body = `This content costs ${decision.price} under the site's pay-per-crawl terms: retry with crawler-exact-price or crawler-max-price.\n`;
+      response = refusal(decision.status, body, false, headers);
+      format = "payment_required";
+    } else if (decision.answer !== "pass") {
       try {
-        response = await fromCache(request, env, url, decision);
-        if (response) format = decision.serve;
+        response = await fromCache(request, env, url, decision, policy);
+        if (response) {
+          format = decision.answer;
+          if (response.status === 200 && decision.charged) charged = decision.charged;
+        }
       } catch {
         response = null; // KV unavailable: the origin answers.
       }
@@ -44,6 +94,7 @@ export default {
         format_served: format,
         status: response.status,
         cf_worker: request.headers.get("cf-worker") || undefined,
+        charged_price: charged || undefined,
       });
       ctx.waitUntil(visits.flush(env, Number(env.VISITS_FLUSH_MS ?? 1000)));
     }
@@ -51,26 +102,48 @@ export default {
   },
 };
 
-async function fromCache(request, env, url, decision) {
+/** A 403 or 402 of the policy, never cached by shared caches. */
+function refusal(status, body, markdown, extra) {
+  return new Response(body, {
+    status,
+    headers: {
+      "content-type": markdown ? "text/markdown; charset=utf-8" : "text/plain; charset=utf-8",
+      vary: VARY,
+      "cache-control": "no-store",
+      ...extra,
+    },
+  });
+}
+
+async function fromCache(request, env, url, decision, policy) {
   const page = new URL(url);
   page.pathname = decision.pagePath;
   const base = await kvKey(page);
-  const key = decision.serve === "markdown" ? markdownKey(base) : htmlKey(base);
+  const markdown = decision.answer === "markdown";
+  const key = markdown ? markdownKey(base) : htmlKey(base);
   const { value, metadata } = await env.AI_CACHE_KV.getWithMetadata(key, { type: "arrayBuffer" });
   if (value === null) return null;
   const meta = metadata || {};
+  const link = linkHeader("", decision.pagePath, url.search);
   const headers = new Headers({
-    "content-type": meta.content_type || (decision.serve === "markdown" ? "text/markdown; charset=utf-8" : "text/html; charset=utf-8"),
+    "content-type": meta.content_type || (markdown ? "text/markdown; charset=utf-8" : "text/html; charset=utf-8"),
     vary: VARY,
-    link: linkHeader("", decision.pagePath, url.search),
+    link: markdown ? `${link}, ${canonicalLink(meta.source_url || page.href)}` : link,
     "cache-control": "public, max-age=300",
     "x-ai-cache": "hit",
   });
+  if (markdown) {
+    headers.set("x-markdown-tokens", String(meta.tokens ?? Math.ceil(value.byteLength / 4)));
+    // Only at the .md URL: at the page's own URL it would de-index the page itself.
+    if (decision.explicitMarkdown) headers.set("x-robots-tag", "noindex");
+  }
+  if (policy?.content_signal) headers.set("content-signal", policy.content_signal);
   const etag = meta.hash ? `"${meta.hash}"` : null;
   if (etag) headers.set("etag", etag);
   const updated = meta.updated_at ? new Date(meta.updated_at) : null;
   if (updated && !Number.isNaN(updated.getTime())) headers.set("last-modified", updated.toUTCString());
   if (notModified(request, etag, updated)) return new Response(null, { status: 304, headers });
+  if (decision.charged) headers.set("crawler-charged", decision.charged);
   headers.set("content-length", String(value.byteLength));
   return new Response(request.method === "HEAD" ? null : value, { status: 200, headers });
 }

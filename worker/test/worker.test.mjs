@@ -12,6 +12,7 @@ import { Miniflare } from "miniflare";
 
 import { classify } from "../src/classify.js";
 import { kvKey } from "../src/kvkey.js";
+import { DEFAULT_BLOCK_BODY, decide } from "../src/policy.js";
 
 const fixture = (name) =>
   JSON.parse(readFileSync(fileURLToPath(new URL(`../../tests/fixtures/${name}`, import.meta.url)), "utf8"));
@@ -54,7 +55,7 @@ before(async () => {
     modulesRules: [{ type: "ESModule", include: ["**/*.js"] }],
     compatibilityDate: "2026-04-01",
     kvNamespaces: ["AI_CACHE_KV"],
-    bindings: { AI_CACHE_API_URL: API, AI_CACHE_INGEST_KEY: "aic_test_ingest", VISITS_FLUSH_MS: "30", VISITS_TIMEOUT_MS: "5000" },
+    bindings: { AI_CACHE_API_URL: API, AI_CACHE_INGEST_KEY: "aic_test_ingest", VISITS_FLUSH_MS: "100", VISITS_TIMEOUT_MS: "5000", POLICY_TTL_MS: "0" },
     outboundService: outbound,
   });
   kv = await mf.getKVNamespace("AI_CACHE_KV");
@@ -112,6 +113,28 @@ describe("shared vectors", () => {
     }
   });
 
+  test("every policy vector gets what the Rust policy gives", () => {
+    const { cases } = fixture("policy-vectors.json");
+    assert.ok(cases.length >= 20);
+    for (const c of cases) {
+      const d = decide(c.policy, {
+        path: c.path,
+        accept: c.accept || "",
+        visitor: classify(c.user_agent),
+        verification: c.verification || "claimed",
+        exactPrice: c.exact_price ?? null,
+        maxPrice: c.max_price ?? null,
+      });
+      const got = { answer: d.answer, page_path: d.pagePath };
+      for (const [k, v] of [["status", d.status], ["price", d.price], ["charged", d.charged], ["error", d.error], ["body", d.body]]) {
+        if (v !== undefined && v !== null) got[k] = v;
+      }
+      const want = { ...c.expect };
+      if (want.answer === "block" && want.body === undefined) want.body = DEFAULT_BLOCK_BODY;
+      assert.deepEqual(got, want, c.name);
+    }
+  });
+
   test("in workerd, each KV key vector's page is served from its key", async () => {
     const vectors = fixture("kv-keys.json");
     for (const v of vectors) {
@@ -136,7 +159,8 @@ describe("shared vectors", () => {
       assert.equal(res.status, 200, what);
       assert.equal(body, `${v.serve === "markdown" ? "MD" : "HTML"} ${v.page_path}`, what);
       assert.equal(res.headers.get("vary"), "Accept, User-Agent", what);
-      assert.equal(res.headers.get("link"), v.link, what);
+      const canonical = `, <https://site.test${v.page_path}>; rel="canonical"`;
+      assert.equal(res.headers.get("link"), v.link + (v.serve === "markdown" ? canonical : ""), what);
     }
   });
 });
@@ -176,6 +200,77 @@ describe("serving", () => {
     const person = await get("https://site.test/post", { "user-agent": FIREFOX, accept: "text/html" });
     assert.equal(await person.text(), "ORIGIN GET /post");
     assert.equal(person.headers.get("x-ai-cache"), null);
+  });
+});
+
+const CLAUDEBOT = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)";
+const CHATGPT_USER = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; ChatGPT-User/1.0; +https://openai.com/bot";
+
+describe("policy", () => {
+  after(async () => {
+    await kv.delete("settings:edge");
+  });
+
+  test("the client's policy from KV blocks, charges and picks the format, with the Markdown headers", async () => {
+    await cache("https://site.test/paid", "# Paid", "<h1>Paid</h1>");
+    const base = await kvKey("https://site.test/paid");
+    await kv.put(`md:${base}`, "# Paid", {
+      metadata: { content_type: "text/markdown; charset=utf-8", source_url: "https://site.test/paid", hash: "a".repeat(64), version: 1, updated_at: "2026-11-20T10:00:00Z", tokens: 3 },
+    });
+    await kv.put("settings:edge", JSON.stringify({
+      rules: [
+        { bot: "GPTBot", action: "block", body: "# No\n" },
+        { operator: "Anthropic", category: "training", action: "charge", price: "USD 0.01" },
+      ],
+      ai_format: "markdown",
+      content_signal: "ai-train=no, search=yes, ai-input=yes",
+    }));
+    // Visits of earlier tests may still be on their way: let them land first.
+    await new Promise((r) => setTimeout(r, 300));
+    world.batches = [];
+
+    const blocked = await get("https://site.test/paid.md", { "user-agent": GPTBOT });
+    assert.equal(blocked.status, 403);
+    assert.equal(blocked.headers.get("content-type"), "text/markdown; charset=utf-8");
+    assert.equal(await blocked.text(), "# No\n");
+
+    const unpaid = await get("https://site.test/paid", { "user-agent": CLAUDEBOT });
+    assert.equal(unpaid.status, 402);
+    assert.equal(unpaid.headers.get("crawler-price"), "USD 0.01");
+    await unpaid.text();
+    const low = await get("https://site.test/paid", { "user-agent": CLAUDEBOT, "crawler-max-price": "USD 0.001" });
+    assert.equal(low.headers.get("crawler-error"), "InvalidCrawlerMaxPrice");
+    await low.text();
+    const paid = await get("https://site.test/paid", { "user-agent": CLAUDEBOT, "crawler-exact-price": "USD 0.01" });
+    assert.equal(paid.status, 200);
+    assert.equal(paid.headers.get("crawler-charged"), "USD 0.01");
+    assert.equal(await paid.text(), "# Paid", "ai_format is markdown");
+
+    const agent = await get("https://site.test/paid", { "user-agent": CHATGPT_USER, accept: "text/html,*/*;q=0.8" });
+    assert.equal(agent.status, 200);
+    assert.equal(agent.headers.get("content-type"), "text/markdown; charset=utf-8");
+    assert.equal(agent.headers.get("x-markdown-tokens"), "3");
+    assert.equal(agent.headers.get("content-signal"), "ai-train=no, search=yes, ai-input=yes");
+    assert.equal(agent.headers.get("link"), '</paid.md>; rel="alternate"; type="text/markdown", <https://site.test/paid>; rel="canonical"');
+    assert.equal(agent.headers.get("x-robots-tag"), null, "never noindex at the page's own URL");
+    await agent.text();
+    const variant = await get("https://site.test/paid.md", { "user-agent": CHATGPT_USER });
+    assert.equal(variant.headers.get("x-robots-tag"), "noindex");
+    await variant.text();
+    const person = await get("https://site.test/paid", { "user-agent": FIREFOX });
+    assert.equal(await person.text(), "ORIGIN GET /paid");
+
+    const posted = await visitsPosted("/paid", 7);
+    const summary = posted.map((v) => [v.format_served, v.status, v.charged_price ?? null]);
+    assert.deepEqual(summary, [
+      ["blocked", 403, null],
+      ["payment_required", 402, null],
+      ["payment_required", 402, null],
+      ["markdown", 200, "USD 0.01"],
+      ["markdown", 200, null],
+      ["markdown", 200, null],
+      ["origin", 200, null],
+    ]);
   });
 });
 
