@@ -40,6 +40,12 @@ pub enum CatalogueCommand {
             default_value = "catalogue/sources/top-user-agents-browsers/index.json"
         )]
         browsers: PathBuf,
+        /// Another list of real bot user agents, for the test vectors.
+        #[arg(
+            long,
+            default_value = "catalogue/sources/matomo-device-detector/bots.json"
+        )]
+        bot_corpus: PathBuf,
         /// The expected classification of every real user agent of the lists, for the tests
         /// of both classifiers.
         #[arg(long, default_value = "tests/fixtures/classify-vectors.json")]
@@ -55,6 +61,7 @@ pub fn catalogue(command: CatalogueCommand) -> anyhow::Result<()> {
         out,
         worker_out,
         browsers,
+        bot_corpus,
         vectors_out,
     } = command;
     let read =
@@ -75,7 +82,12 @@ pub fn catalogue(command: CatalogueCommand) -> anyhow::Result<()> {
     // Every pattern must compile where it runs.
     let classifier =
         Classifier::new(catalogue.clone()).context("the built catalogue does not compile")?;
-    let vectors = vectors(&classifier, &crawlers, &read(&browsers)?)?;
+    let vectors = vectors(
+        &classifier,
+        &crawlers,
+        &read(&browsers)?,
+        &read(&bot_corpus)?,
+    )?;
     std::fs::write(&vectors_out, serde_json::to_string_pretty(&vectors)? + "\n")
         .with_context(|| format!("writing {}", vectors_out.display()))?;
     std::fs::write(&out, catalogue_json(&catalogue)?)

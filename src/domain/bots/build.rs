@@ -291,6 +291,7 @@ pub fn vectors(
     classifier: &super::Classifier,
     crawler_user_agents_json: &str,
     browsers_json: &str,
+    more_bots_json: &str,
 ) -> Result<Vec<Vector>, BuildError> {
     #[derive(Deserialize)]
     struct WithInstances {
@@ -301,11 +302,14 @@ pub fn vectors(
         .map_err(format_error("crawler-user-agents.json"))?;
     let browsers: Vec<String> =
         serde_json::from_str(browsers_json).map_err(format_error("browsers index.json"))?;
+    let more_bots: Vec<String> =
+        serde_json::from_str(more_bots_json).map_err(format_error("the bot corpus"))?;
     let mut seen = HashSet::new();
     let agents = crawlers
         .into_iter()
         .flat_map(|c| c.instances)
         .chain(browsers)
+        .chain(more_bots)
         .chain([String::new()])
         .filter(|ua| seen.insert(ua.clone()));
     Ok(agents

@@ -336,6 +336,28 @@ mod tests {
         assert!(count >= 100);
     }
 
+    /// A second public list of real bots (monitors, scanners, previewers, feed and link
+    /// fetchers, most named by no pattern of the catalogue's sources): the generic patterns
+    /// of the catalogue's last entry recognise nearly all of them (6.7% passed as people
+    /// before they named contact addresses, scanners, checkers, monitors...), while
+    /// `real_browsers_are_people` holds.
+    #[test]
+    fn nearly_every_bot_of_another_public_list_is_a_bot() {
+        let agents: Vec<String> =
+            serde_json::from_str(&source("matomo-device-detector/bots.json")).expect("json");
+        assert!(agents.len() > 1000);
+        let people: Vec<&String> = agents
+            .iter()
+            .filter(|ua| classify(ua).visitor_type == VisitorType::Human)
+            .collect();
+        assert!(
+            people.len() * 100 <= agents.len() * 3,
+            "{} of {} bots pass as people: {people:#?}",
+            people.len(),
+            agents.len()
+        );
+    }
+
     /// The vectors the Worker is tested against are this classifier's answers.
     #[test]
     fn the_shared_vectors_are_this_classifiers_answers() {
@@ -343,6 +365,7 @@ mod tests {
             Classifier::shipped(),
             &source("crawler-user-agents/crawler-user-agents.json"),
             &source("top-user-agents-browsers/index.json"),
+            &source("matomo-device-detector/bots.json"),
         )
         .expect("vectors");
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
