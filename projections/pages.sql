@@ -217,3 +217,9 @@ SELECT id, client_id, next_due_at, by_lastmod FROM (
 -- the page under its own scheme.
 SELECT url FROM pages WHERE client_id = $1 AND id = ANY($2) ORDER BY array_position($2, id)
     LIMIT 1;
+
+-- name: llms_pages
+-- A client's pages that went live and were not removed since, as `/llms.txt` lists them.
+SELECT url, title, description, markdown_hash FROM pages
+    WHERE client_id = $1 AND last_updated_at IS NOT NULL AND status <> 'removed'
+    ORDER BY url LIMIT $2;

@@ -467,6 +467,25 @@ pub async fn run_roles(
             )
             .await?;
         }
+        let llms = crate::pipeline::llms::LlmsFiles::new(
+            backbone.db.clone(),
+            BlobStore::open(&backbone.nats.js, setup.blob_max_bytes).await?,
+            Arc::clone(&uploader),
+        );
+        spawn_stage(
+            &mut tasks,
+            backbone,
+            "llms",
+            Arc::clone(&llms),
+            options.clone(),
+            &shutdown,
+        )
+        .await?;
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            llms.run(stop).await;
+            Ok(())
+        });
         tracing::info!(role = "uploader", "role started");
     }
     if roles.contains(&Role::Reprocessor) {

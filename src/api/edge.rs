@@ -34,6 +34,7 @@ use crate::domain::content::BlobRef;
 use crate::domain::edge::{Serve, VARY, canonical_link, link_header};
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::kv_key::kv_key;
+use crate::domain::llms::{LLMS_FULL_TXT, LLMS_TXT};
 use crate::domain::policy::{self, Answer, EdgePolicy, Price};
 use crate::domain::url::NormalizedUrl;
 use crate::events::visits::FormatServed;
@@ -331,6 +332,48 @@ async fn serve(
     let user_agent = header("user-agent");
     let visitor = Classifier::shipped().classify(user_agent);
     let ip = client_ip(peer, headers);
+    let record = |url: &NormalizedUrl, response: &Response, format, charged: Option<Price>| {
+        state.edge.record(
+            VisitInput {
+                id: None,
+                client_id: Some(site.id),
+                url: url.to_string(),
+                user_agent: Some(user_agent.to_owned()),
+                ip: Some(ip.to_string()),
+                referrer: Some(header("referer").to_owned()).filter(|r| !r.is_empty()),
+                timestamp: Utc::now(),
+                format_served: Some(format),
+                status: Some(response.status().as_u16()),
+                cf_worker: Some(header("cf-worker").to_owned()).filter(|w| !w.is_empty()),
+                charged_price: charged.map(|p| p.to_string()),
+            },
+            visitor.clone(),
+        );
+        metrics::histogram!("aicache_edge_request_seconds").record(started.elapsed().as_secs_f64());
+    };
+    // The site's llms.txt files are public: everyone gets them, whatever the policy.
+    if path == LLMS_TXT || path == LLMS_FULL_TXT {
+        let file = |scheme: &str| {
+            NormalizedUrl::parse(&format!("{scheme}://{authority}{path}"))
+                .map_err(|_| ApiError::BadRequest(format!("{authority} is not a valid host")))
+        };
+        let (first, second) = match header("x-forwarded-proto") {
+            "http" => ("http", "https"),
+            _ => ("https", "http"),
+        };
+        if let (url, Some(manifest)) = cached(state, [file(first)?, file(second)?]).await? {
+            let variant = Variant {
+                markdown: true,
+                at_markdown_path: false,
+                link: None,
+                content_signal: site.policy.content_signal.as_deref(),
+                charged: None,
+            };
+            let (response, format) = content(state, &manifest, &variant, method, headers).await?;
+            record(&url, &response, format, None);
+            return Ok(response);
+        }
+    }
     let offer = |name| Some(header(name)).filter(|v| !v.is_empty());
     let decision = policy::decide(
         &site.policy,
@@ -402,7 +445,7 @@ async fn serve(
                 let variant = Variant {
                     markdown: serve == Serve::Markdown,
                     at_markdown_path: decision.explicit_markdown,
-                    link: &link,
+                    link: Some(&link),
                     content_signal: site.policy.content_signal.as_deref(),
                     charged: charged.as_ref(),
                 };
@@ -420,23 +463,7 @@ async fn serve(
             }
         },
     };
-    state.edge.record(
-        VisitInput {
-            id: None,
-            client_id: Some(site.id),
-            url: url.to_string(),
-            user_agent: Some(user_agent.to_owned()),
-            ip: Some(ip.to_string()),
-            referrer: Some(header("referer").to_owned()).filter(|r| !r.is_empty()),
-            timestamp: Utc::now(),
-            format_served: Some(format),
-            status: Some(response.status().as_u16()),
-            cf_worker: Some(header("cf-worker").to_owned()).filter(|w| !w.is_empty()),
-            charged_price: charged_price.map(|p| p.to_string()),
-        },
-        visitor,
-    );
-    metrics::histogram!("aicache_edge_request_seconds").record(started.elapsed().as_secs_f64());
+    record(&url, &response, format, charged_price);
     Ok(response)
 }
 
@@ -532,8 +559,8 @@ struct Variant<'a> {
     markdown: bool,
     /// Served at the `.md` path (not at the page's own URL).
     at_markdown_path: bool,
-    /// The `Link` to the Markdown variant.
-    link: &'a str,
+    /// The `Link` to the Markdown variant (none for a file that is not a page).
+    link: Option<&'a str>,
     content_signal: Option<&'a str>,
     charged: Option<&'a Price>,
 }
@@ -574,17 +601,18 @@ async fn content(
         .header(header::CACHE_CONTROL, "public, max-age=300")
         .header("x-ai-cache", "hit");
     if variant.markdown {
-        builder = builder
-            .header(
+        if let Some(link) = variant.link {
+            builder = builder.header(
                 header::LINK,
-                format!("{}, {}", variant.link, canonical_link(&manifest.source_url)),
-            )
-            .header("x-markdown-tokens", manifest.markdown_tokens());
+                format!("{link}, {}", canonical_link(&manifest.source_url)),
+            );
+        }
+        builder = builder.header("x-markdown-tokens", manifest.markdown_tokens());
         if variant.at_markdown_path {
             builder = builder.header("x-robots-tag", "noindex");
         }
-    } else {
-        builder = builder.header(header::LINK, variant.link);
+    } else if let Some(link) = variant.link {
+        builder = builder.header(header::LINK, link);
     }
     if let Some(signal) = variant.content_signal {
         builder = builder.header("content-signal", signal);

@@ -8,6 +8,7 @@ pub mod html;
 pub mod html_bounds;
 pub mod ids;
 pub mod kv_key;
+pub mod llms;
 pub mod markdown;
 pub mod netaddr;
 pub mod policy;

@@ -10,6 +10,7 @@ pub mod deadletter;
 pub mod edge_settings;
 pub mod history;
 pub mod kv_batch;
+pub mod llms;
 pub mod markdown;
 pub mod order;
 pub mod politeness;

@@ -456,7 +456,11 @@ impl Uploader {
     }
 
     /// Writes a manifest to the client's edge store.
-    async fn write(&self, row: &ClientRow, manifest: &Manifest) -> Result<(), StepError> {
+    pub(super) async fn write(
+        &self,
+        row: &ClientRow,
+        manifest: &Manifest,
+    ) -> Result<(), StepError> {
         let store = Self::target(row);
         let written = match store {
             EdgeKind::Builtin => self.edge.put(manifest).await.map_err(StepError::transient),

@@ -426,6 +426,28 @@ pub async fn find(
         .await
 }
 
+/// A live page as `/llms.txt` lists it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct LlmsRow {
+    pub url: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub markdown_hash: Option<String>,
+}
+
+/// `client`'s pages that went live and were not removed since (at most `limit`).
+pub async fn llms_pages(
+    db: &sqlx::PgPool,
+    client: Uuid,
+    limit: i64,
+) -> Result<Vec<LlmsRow>, sqlx::Error> {
+    sqlx::query_as(sql::pages::LLMS_PAGES)
+        .bind(client)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
 /// The URL of the first of `ids` that is one of `client`'s pages.
 pub async fn url_of_any(
     db: &sqlx::PgPool,

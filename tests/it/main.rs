@@ -20,6 +20,7 @@ mod gemini_fake;
 mod harness;
 mod hostile;
 mod liveness;
+mod llms;
 mod messages;
 mod order;
 mod origin;

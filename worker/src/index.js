@@ -5,8 +5,9 @@
 // `Vary`, `Link`, `ETag` and `Last-Modified`; Markdown also with `x-markdown-tokens`, a
 // canonical link, and `noindex` at its `.md` URL); rules may block (403) or charge (402,
 // Cloudflare's pay-per-crawl headers). Everything else, and any page not in KV, goes to the
-// origin untouched. Every GET/HEAD is recorded as a visit, posted to ai-cache's ingestion API
-// off the response path.
+// origin untouched. The site's `/llms.txt` and `/llms-full.txt` (written by ai-cache's uploader
+// like a page) are served to everyone. Every GET/HEAD is recorded as a visit, posted to
+// ai-cache's ingestion API off the response path.
 //
 // Verification: this Worker knows a bot only by its user agent (`claimed`); ai-cache checks
 // the address against the operator's published ranges when the visit arrives. Rules that
@@ -51,6 +52,19 @@ export default {
     const userAgent = request.headers.get("user-agent") || "";
     const visitor = classify(userAgent);
     const policy = await policyOf(env);
+    // The site's llms.txt files (written by ai-cache like a page) are public: everyone gets them.
+    if (url.pathname === "/llms.txt" || url.pathname === "/llms-full.txt") {
+      let file = null;
+      try {
+        file = await fromCache(request, env, new URL(url.origin + url.pathname), { answer: "markdown", pagePath: url.pathname, file: true }, policy);
+      } catch {
+        file = null;
+      }
+      if (file) {
+        record(env, ctx, request, userAgent, "markdown", file.status, null);
+        return file;
+      }
+    }
     const decision = decide(policy, {
       path: url.pathname,
       accept: request.headers.get("accept") || "",
@@ -83,24 +97,28 @@ export default {
       }
     }
     if (!response) response = await fetch(request);
-    if (env.AI_CACHE_API_URL) {
-      visits.add({
-        id: crypto.randomUUID(),
-        url: request.url,
-        user_agent: userAgent,
-        ip: request.headers.get("cf-connecting-ip"),
-        referrer: request.headers.get("referer"),
-        timestamp: new Date().toISOString(),
-        format_served: format,
-        status: response.status,
-        cf_worker: request.headers.get("cf-worker") || undefined,
-        charged_price: charged || undefined,
-      });
-      ctx.waitUntil(visits.flush(env, Number(env.VISITS_FLUSH_MS ?? 1000)));
-    }
+    record(env, ctx, request, userAgent, format, response.status, charged);
     return response;
   },
 };
+
+/** Records the request as a visit, posted after the response. */
+function record(env, ctx, request, userAgent, format, status, charged) {
+  if (!env.AI_CACHE_API_URL) return;
+  visits.add({
+    id: crypto.randomUUID(),
+    url: request.url,
+    user_agent: userAgent,
+    ip: request.headers.get("cf-connecting-ip"),
+    referrer: request.headers.get("referer"),
+    timestamp: new Date().toISOString(),
+    format_served: format,
+    status,
+    cf_worker: request.headers.get("cf-worker") || undefined,
+    charged_price: charged || undefined,
+  });
+  ctx.waitUntil(visits.flush(env, Number(env.VISITS_FLUSH_MS ?? 1000)));
+}
 
 /** A 403 or 402 of the policy, never cached by shared caches. */
 function refusal(status, body, markdown, extra) {
@@ -128,10 +146,11 @@ async function fromCache(request, env, url, decision, policy) {
   const headers = new Headers({
     "content-type": meta.content_type || (markdown ? "text/markdown; charset=utf-8" : "text/html; charset=utf-8"),
     vary: VARY,
-    link: markdown ? `${link}, ${canonicalLink(meta.source_url || page.href)}` : link,
     "cache-control": "public, max-age=300",
     "x-ai-cache": "hit",
   });
+  // A file that is not a page (llms.txt) has no variant to link to.
+  if (!decision.file) headers.set("link", markdown ? `${link}, ${canonicalLink(meta.source_url || page.href)}` : link);
   if (markdown) {
     headers.set("x-markdown-tokens", String(meta.tokens ?? Math.ceil(value.byteLength / 4)));
     // Only at the .md URL: at the page's own URL it would de-index the page itself.

@@ -274,6 +274,21 @@ describe("policy", () => {
   });
 });
 
+describe("llms.txt", () => {
+  test("is served from KV to everyone, people included, as Markdown", async () => {
+    await cache("https://site.test/llms.txt", "# Site\n\n> Summary\n", "# Site\n\n> Summary\n");
+    for (const ua of [FIREFOX, GPTBOT]) {
+      const res = await get("https://site.test/llms.txt", { "user-agent": ua });
+      assert.equal(res.status, 200, ua);
+      assert.equal(res.headers.get("content-type"), "text/markdown; charset=utf-8");
+      assert.equal(res.headers.get("link"), null, "a file, not a page: no variant");
+      assert.equal(await res.text(), "# Site\n\n> Summary\n");
+    }
+    const none = await get("https://site.test/llms-full.txt", { "user-agent": FIREFOX });
+    assert.equal(await none.text(), "ORIGIN GET /llms-full.txt", "not made yet: the origin answers");
+  });
+});
+
 describe("visits", () => {
   test("are posted in batches with the ingest key, after the response", async () => {
     await cache("https://site.test/v", "# V", "<p>V</p>");
