@@ -8,10 +8,10 @@
 -- `visits.recorded` (a replay keeps the first).
 INSERT INTO visits (id, page_id, client_id, url, visitor_type, user_agent,
         ip_hash, referrer, bot_name, operator, category, verification,
-        format_served, status, visited_at, charged_price)
+        format_served, status, visited_at, charged_price, signature_agent)
     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-        $12::text[], $13::text[], $14::int[], $15::timestamptz[], $16::text[])
+        $12::text[], $13::text[], $14::int[], $15::timestamptz[], $16::text[], $17::text[])
     ON CONFLICT (id) DO NOTHING;
 
 -- name: totals

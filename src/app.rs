@@ -290,6 +290,7 @@ pub async fn api_state(
         edge: Arc::new(api::edge::Edge::new(
             crate::infra::edge_store::EdgeStore::open(&backbone.nats.js).await?,
             visits,
+            crate::infra::key_directory::KeyDirectories::new(HttpClient::new(&fetch.http())?),
         )),
         health: config.health,
         webhook_allow_private: fetch.allow_private_networks,

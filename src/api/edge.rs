@@ -29,7 +29,7 @@ use super::{ApiError, AppState};
 use crate::commands::visits::{
     DomainRule, Reporter, VisitBatches, VisitInput, VisitRejection, Visits,
 };
-use crate::domain::bots::{Classification, Classifier};
+use crate::domain::bots::{Classification, Classifier, Verification, VisitorType};
 use crate::domain::content::BlobRef;
 use crate::domain::edge::{Serve, VARY, canonical_link, link_header};
 use crate::domain::ids::{ClientId, PageId};
@@ -37,8 +37,10 @@ use crate::domain::kv_key::kv_key;
 use crate::domain::llms::{LLMS_FULL_TXT, LLMS_TXT};
 use crate::domain::policy::{self, Answer, EdgePolicy, Price};
 use crate::domain::url::NormalizedUrl;
+use crate::domain::webbotauth;
 use crate::events::visits::FormatServed;
 use crate::infra::edge_store::{EdgeStore, Manifest, ManifestCache};
+use crate::infra::key_directory::KeyDirectories;
 use crate::projections::clients as clients_read;
 use crate::projections::pages as pages_read;
 
@@ -100,6 +102,7 @@ pub struct Edge {
     domains: Mutex<HashMap<String, SiteLookup>>,
     queue: mpsc::Sender<(VisitInput, Classification)>,
     visits: Visits,
+    directories: KeyDirectories,
 }
 
 impl std::fmt::Debug for Edge {
@@ -119,7 +122,7 @@ impl DomainRule for OwnDomain {
 
 impl Edge {
     /// The edge over `store`, with its visit publisher running in the background.
-    pub fn new(store: EdgeStore, visits: Visits) -> Self {
+    pub fn new(store: EdgeStore, visits: Visits, directories: KeyDirectories) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         tokio::spawn(publish_visits(visits.clone(), rx));
         Self {
@@ -128,6 +131,7 @@ impl Edge {
             content: Mutex::new(ContentCache::default()),
             queue,
             visits,
+            directories,
         }
     }
 
@@ -161,6 +165,75 @@ impl Edge {
         }
         domains.insert(domain.to_owned(), (Instant::now(), client.clone()));
         Ok(client)
+    }
+
+    /// Who the visitor is: a request with a Web Bot Auth signature that verifies with a key
+    /// of its agent's directory is that agent (named as the catalogue names it when known,
+    /// else a bot named by its origin, whatever its user agent says); anything else keeps the
+    /// user agent's classification. The agent's origin when the signature verified.
+    async fn identify(
+        &self,
+        headers: &HeaderMap,
+        mut visitor: Classification,
+    ) -> (Classification, Option<String>) {
+        // Parsed before any await: the header lookup is not `Send`.
+        let parsed = {
+            let header = |name: &str| -> Vec<String> {
+                headers
+                    .get_all(name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            if !webbotauth::is_signed(&header) {
+                return (visitor, None);
+            }
+            let authority = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let request = webbotauth::Request {
+                authority,
+                header: &header,
+            };
+            webbotauth::parse(&request, Utc::now().timestamp())
+        };
+        let verified = match parsed {
+            Ok(signature) => match self.directories.keys(&signature.directory_url()).await {
+                Some(keys) => {
+                    let agent = signature.agent.clone();
+                    signature.verify(&keys).map(|()| agent)
+                }
+                None => Err(webbotauth::Refused::NoSuchKey(signature.keyid)),
+            },
+            Err(refused) => Err(refused),
+        };
+        let agent = match verified {
+            Ok(agent) => agent,
+            Err(refused) => {
+                metrics::counter!("aicache_edge_signatures_total", "outcome" => "refused")
+                    .increment(1);
+                tracing::debug!(reason = %refused, "web bot auth signature not attributed");
+                return (visitor, None);
+            }
+        };
+        metrics::counter!("aicache_edge_signatures_total", "outcome" => "verified").increment(1);
+        if let Some((_, name, operator, category)) = webbotauth::KNOWN_AGENTS
+            .iter()
+            .find(|(origin, ..)| *origin == agent)
+        {
+            visitor = Classification {
+                visitor_type: VisitorType::AiBot,
+                bot_name: Some((*name).to_owned()),
+                operator: Some((*operator).to_owned()),
+                category: Some((*category).to_owned()),
+            };
+        } else if !visitor.is_bot() {
+            visitor.visitor_type = VisitorType::OtherBot;
+            visitor.bot_name = Some(agent.clone());
+        }
+        (visitor, Some(agent))
     }
 
     fn record(&self, visit: VisitInput, classification: Classification) {
@@ -330,8 +403,15 @@ async fn serve(
         )));
     };
     let user_agent = header("user-agent");
-    let visitor = Classifier::shipped().classify(user_agent);
     let ip = client_ip(peer, headers);
+    let (visitor, signature_agent) = state
+        .edge
+        .identify(headers, Classifier::shipped().classify(user_agent))
+        .await;
+    let verification = match signature_agent {
+        Some(_) => Verification::Signature,
+        None => state.edge.visits.verification(&visitor, Some(ip)),
+    };
     let record = |url: &NormalizedUrl, response: &Response, format, charged: Option<Price>| {
         state.edge.record(
             VisitInput {
@@ -346,6 +426,7 @@ async fn serve(
                 status: Some(response.status().as_u16()),
                 cf_worker: Some(header("cf-worker").to_owned()).filter(|w| !w.is_empty()),
                 charged_price: charged.map(|p| p.to_string()),
+                signature_agent: signature_agent.clone(),
             },
             visitor.clone(),
         );
@@ -381,7 +462,7 @@ async fn serve(
             path,
             accept: header("accept"),
             visitor: &visitor,
-            verification: state.edge.visits.verification(&visitor, Some(ip)),
+            verification,
             exact_price: offer("crawler-exact-price"),
             max_price: offer("crawler-max-price"),
         },

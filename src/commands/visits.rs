@@ -71,6 +71,10 @@ pub struct VisitInput {
     /// What the visitor was charged under the client's policy (`USD 0.01`).
     #[serde(default)]
     pub charged_price: Option<String>,
+    /// The agent whose Web Bot Auth signature the built-in edge verified; never read from a
+    /// report (a reporter's word is not a verification).
+    #[serde(skip)]
+    pub signature_agent: Option<String>,
 }
 
 /// Why one visit was refused (the API's error catalogue has each as a code).
@@ -353,7 +357,10 @@ impl Visits {
         if input.cf_worker.is_some() {
             classification.visitor_type = VisitorType::WorkerProxy;
         }
-        let verification = verify(&classification, ip, &self.ranges.get());
+        let verification = match &input.signature_agent {
+            Some(_) => Verification::Signature,
+            None => verify(&classification, ip, &self.ranges.get()),
+        };
         let client_id = ClientId::from_uuid(client);
         let dedup = dedup_key(
             client,
@@ -384,6 +391,7 @@ impl Visits {
                         .charged_price
                         .and_then(|p| p.parse::<Price>().ok())
                         .map(|p| p.to_string()),
+                    signature_agent: input.signature_agent,
                 },
             },
         })
@@ -605,6 +613,7 @@ mod tests {
                 page_id: PageId::derive(client, &url),
                 visit: VisitRecorded {
                     charged_price: None,
+                    signature_agent: None,
                     url: url.to_string(),
                     visitor_type: crate::domain::bots::VisitorType::OtherBot,
                     bot_name: Some(nasty('"')),

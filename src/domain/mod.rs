@@ -18,6 +18,7 @@ pub mod reprocess;
 pub mod sitemap;
 pub mod url;
 pub mod visit;
+pub mod webbotauth;
 pub mod webhook;
 
 /// The ground floor stays the ground floor: domain code (its tests aside) names no other

@@ -26,6 +26,9 @@ pub enum Verification {
     IpVerified,
     /// The operator publishes ranges and the IP is outside them.
     IpMismatch,
+    /// The request carried a Web Bot Auth signature that verified with a key of its agent's
+    /// key directory (the visit names the agent).
+    Signature,
 }
 
 /// What the edge answered with.

@@ -8,6 +8,7 @@ pub mod db;
 pub mod edge_store;
 pub mod gemini;
 pub mod http;
+pub mod key_directory;
 pub mod limits;
 pub mod localstack;
 pub mod nats;

@@ -160,6 +160,7 @@ async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sqlx::Error
         )
         .bind(rows.iter().map(|r| r.visit.visited_at).collect::<Vec<_>>())
         .bind(col(|r| r.visit.charged_price.as_deref()))
+        .bind(col(|r| r.visit.signature_agent.as_deref()))
         .execute(conn)
         .await?;
     Ok(())

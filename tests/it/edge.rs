@@ -588,3 +588,138 @@ async fn the_clients_policy_decides_what_each_bot_gets() {
         "{got:?}"
     );
 }
+
+/// A key directory on a free local port, counting its requests; `keys` is what it serves
+/// (`None`: a 500).
+async fn key_directory(
+    keys: Option<serde_json::Value>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&hits);
+    let app = axum::Router::new().route(
+        "/.well-known/http-message-signatures-directory",
+        axum::routing::get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let keys = keys.clone();
+            async move {
+                match keys {
+                    Some(k) => (
+                        axum::http::StatusCode::OK,
+                        [(
+                            "content-type",
+                            "application/http-message-signatures-directory+json",
+                        )],
+                        k.to_string(),
+                    ),
+                    None => (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        [("content-type", "text/plain")],
+                        "down".to_owned(),
+                    ),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (base, hits)
+}
+
+#[tokio::test]
+async fn a_web_bot_auth_signature_verified_with_the_agents_directory_is_a_verified_identity() {
+    use ai_cache::domain::webbotauth::agent::{jwks, signed_headers};
+    use std::sync::atomic::Ordering;
+    let (app, client) = app_with_cached_pages().await;
+    let secret = [42u8; 32];
+    let (agent, hits) =
+        key_directory(Some(serde_json::to_value(jwks(&secret)).expect("json"))).await;
+    let (down, down_hits) = key_directory(None).await;
+    let (status, body) = app
+        .put_client(
+            &client,
+            &serde_json::json!({"settings": {"edge": {"rules": [
+                {"verification": ["signature"], "action": "serve_markdown"}
+            ]}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let get = |headers: std::collections::HashMap<String, String>| {
+        let mut req = raw(&app, Method::GET, "/post")
+            .header(HOST, "site.test")
+            .header(USER_AGENT, FIREFOX);
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        req.send()
+    };
+    let signed = || signed_headers(&secret, "site.test", &agent, true, 60);
+
+    // Signed by the agent's key: verified, and the rule for verified agents serves Markdown
+    // (once the policy applies); the directory is fetched once, then kept.
+    eventually(
+        Duration::from_secs(15),
+        "the signed agent gets Markdown",
+        || async { get(signed()).await.expect("request").status() == 200 },
+    )
+    .await;
+    let res = get(signed()).await.expect("request");
+    assert_eq!(header(&res, "content-type"), "text/markdown; charset=utf-8");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the directory is cached");
+
+    // Unsigned, signed for another host, signed by a key the directory does not hold, or by
+    // an agent whose directory is down: a person, who passes (404 by Host).
+    let other_host = signed_headers(&secret, "elsewhere.test", &agent, true, 60);
+    let wrong_key = signed_headers(&[1u8; 32], "site.test", &agent, true, 60);
+    let unreachable = signed_headers(&secret, "site.test", &down, true, 60);
+    for (what, headers) in [
+        ("unsigned", std::collections::HashMap::new()),
+        ("another host", other_host),
+        ("another key", wrong_key),
+        ("directory down", unreachable.clone()),
+    ] {
+        let res = get(headers).await.expect("request");
+        assert_eq!(res.status(), 404, "{what}");
+    }
+    let res = get(unreachable).await.expect("request");
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        down_hits.load(Ordering::SeqCst),
+        1,
+        "a failed directory is remembered, not fetched for every request"
+    );
+
+    // The visits say how far each identity was checked, and which agent signed.
+    eventually(
+        Duration::from_secs(30),
+        "the signed visits are projected",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM visits WHERE verification = 'signature'",
+            )
+            .fetch_one(app.db())
+            .await
+            .unwrap_or(0)
+                >= 2
+        },
+    )
+    .await;
+    let agents: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT DISTINCT visitor_type, bot_name, signature_agent FROM visits WHERE verification = 'signature'",
+    )
+    .fetch_all(app.db())
+    .await
+    .expect("rows");
+    assert_eq!(
+        agents,
+        [(
+            "other_bot".to_owned(),
+            Some(agent.clone()),
+            Some(agent.clone())
+        )],
+        "a signed agent the catalogue does not know is a bot named by its origin"
+    );
+}

@@ -262,6 +262,7 @@ async fn publish_history(app: &TestApp) {
                 None,
                 VisitEvent::Recorded(VisitRecorded {
                     charged_price: None,
+                    signature_agent: None,
                     url: format!("https://a.example/p/{i}"),
                     visitor_type: if i % 2 == 0 {
                         VisitorType::AiBot
@@ -297,6 +298,7 @@ async fn publish_history(app: &TestApp) {
                     ),
                     visit: VisitRecorded {
                         charged_price: None,
+                        signature_agent: None,
                         url,
                         visitor_type: VisitorType::AiBot,
                         bot_name: Some("ClaudeBot".into()),

@@ -19,6 +19,9 @@ use crate::domain::ids::PageId;
 pub use crate::domain::visit::{FormatServed, Verification, VisitorType};
 
 /// Every event of the VISITS stream.
+// One visit inline against a batch's vector: an event is decoded, applied and dropped one at a
+// time, so the size difference costs nothing, and boxing would cost an allocation per visit.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum VisitEvent {
@@ -89,6 +92,10 @@ pub struct VisitRecorded {
     /// What the visitor was charged under the client's `charge` rule (`USD 0.01`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charged_price: Option<String>,
+    /// The agent whose Web Bot Auth signature verified (`https://chatgpt.com`), when
+    /// `verification` is `signature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_agent: Option<String>,
 }
 
 /// `visits.batch_recorded` v1: visits of one client, in the order they were reported.
@@ -136,6 +143,7 @@ impl From<v1::VisitRecorded> for VisitRecorded {
             status: None,
             visited_at: old.visited_at,
             charged_price: None,
+            signature_agent: None,
         }
     }
 }
