@@ -1,5 +1,6 @@
 //! The uploader's consumer of the CLIENTS stream: a Cloudflare client's edge policy goes to its
-//! KV namespace under [`POLICY_KEY`], where the Worker reads it (the built-in edge reads the
+//! KV namespace under [`policy_key`] (one per domain, so one namespace and one Worker can serve
+//! many clients' sites), where the Worker reads it (the built-in edge reads the
 //! clients projection instead). `clients.registered` and `clients.updated` carry the client's
 //! whole state, so each writes the policy as of that event; the consumer takes one message at a
 //! time (`max_ack_pending` 1), in stream order, so an older state is never written over a newer
@@ -12,8 +13,10 @@ use crate::events::clients::ClientEvent;
 use crate::events::pages::EdgeStore as EdgeKind;
 use crate::infra::cloudflare::{Pair, check};
 
-/// The KV key of a client's edge policy (`worker/src/index.js` reads it).
-pub const POLICY_KEY: &str = "settings:edge";
+/// The KV key of the edge policy of the client of `domain` (`worker/src/index.js` reads it).
+pub fn policy_key(domain: &str) -> String {
+    format!("settings:edge:{domain}")
+}
 
 /// The step.
 pub struct EdgeSettings {
@@ -38,7 +41,7 @@ impl Step<ClientEvent> for EdgeSettings {
         }
         let (cf, kv) = kv_target(self.cloudflare.as_ref(), state)?;
         let pair = Pair {
-            key: POLICY_KEY.to_owned(),
+            key: policy_key(&state.domain),
             value: serde_json::to_string(&state.settings.edge).map_err(StepError::permanent)?,
             metadata: serde_json::json!({ "updated_at": event.meta.occurred_at }),
         };

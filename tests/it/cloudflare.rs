@@ -322,7 +322,7 @@ async fn a_cloudflare_clients_edge_policy_reaches_its_namespace_for_the_worker()
     let (cf, app, _origin, client) =
         cloudflare_site("tok", "tok", crate::harness::Options::default()).await;
     let stored = || {
-        cf.get("ns1", "settings:edge")
+        cf.get("ns1", "settings:edge:site.test")
             .map(|(v, _)| serde_json::from_str::<serde_json::Value>(&v).expect("json"))
     };
     // Written at registration: the default policy.

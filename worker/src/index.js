@@ -13,45 +13,79 @@
 // the address against the operator's published ranges when the visit arrives. Rules that
 // require `ip_verified` therefore apply on the built-in edge, not here.
 //
-// Bindings (wrangler.toml): AI_CACHE_KV (the client's KV namespace), AI_CACHE_API_URL, the
-// secret AI_CACHE_INGEST_KEY (an `ingest` key of the client), VISITS_FLUSH_MS and
-// POLICY_TTL_MS (optional).
+// One Worker serves many sites: pages of every site live in one KV namespace under keys that
+// name their host, each site's policy under `settings:edge:<domain>`, and visits are posted
+// with the `ingest` key of the site's client.
+//
+// Bindings (wrangler.toml): AI_CACHE_KV (the KV namespace), AI_CACHE_API_URL, the secret
+// AI_CACHE_SITES (JSON: each domain's `ingest` key, `{"example.com": "aic_..."}`) or, for one
+// site, AI_CACHE_INGEST_KEY; VISITS_QUEUE (a Cloudflare Queue, optional: visits then survive
+// isolate evictions), VISITS_FLUSH_MS and POLICY_TTL_MS (optional).
 
 import { classify } from "./classify.js";
 import { VARY, canonicalLink, linkHeader } from "./edge.js";
 import { htmlKey, kvKey, markdownKey } from "./kvkey.js";
 import { decide } from "./policy.js";
-import { VisitBuffer } from "./visits.js";
+import { VisitBuffer, postVisits } from "./visits.js";
 
 const visits = new VisitBuffer();
 
-/** The KV key of the client's edge policy. */
-const POLICY_KEY = "settings:edge";
-/** How long an isolate keeps the policy it read (KV itself propagates within about a minute);
+/** How long an isolate keeps a site's policy (KV itself propagates within about a minute);
  * POLICY_TTL_MS overrides it. */
 const POLICY_TTL_MS = 30000;
-let policyCache = { at: 0, policy: null };
+const policies = new Map();
 
-async function policyOf(env) {
+/** The site a host belongs to: the host itself, or without its `www.`. */
+function sitesOf(host) {
+  return host.startsWith("www.") ? [host, host.slice(4)] : [host];
+}
+
+/** The edge policy of the site of `host` (`settings:edge:<domain>`, written by ai-cache). */
+async function policyOf(env, host) {
   const now = Date.now();
-  if (now - policyCache.at < Number(env.POLICY_TTL_MS ?? POLICY_TTL_MS)) return policyCache.policy;
-  let policy = policyCache.policy;
+  const known = policies.get(host);
+  if (known && now - known.at < Number(env.POLICY_TTL_MS ?? POLICY_TTL_MS)) return known.policy;
+  let policy = known ? known.policy : null;
   try {
-    policy = await env.AI_CACHE_KV.get(POLICY_KEY, { type: "json" });
+    policy = null;
+    for (const site of sitesOf(host)) {
+      policy = await env.AI_CACHE_KV.get(`settings:edge:${site}`, { type: "json" });
+      if (policy) break;
+    }
   } catch {
     // KV unavailable or the value unreadable: keep what this isolate had (the default at first).
+    policy = known ? known.policy : null;
   }
-  policyCache = { at: now, policy };
+  if (policies.size >= 1000) policies.clear();
+  policies.set(host, { at: now, policy });
   return policy;
 }
 
 export default {
+  /** The queue consumer: posts each site's visits with its key; what could not be posted now
+   * is retried by the queue (with its backoff), what the API refused for good is dropped. */
+  async queue(batch, env) {
+    const bySite = new Map();
+    for (const message of batch.messages) {
+      const host = message.body?.host || "";
+      if (!bySite.has(host)) bySite.set(host, []);
+      bySite.get(host).push(message);
+    }
+    for (const [host, messages] of bySite) {
+      const outcome = await postVisits(env, host, messages.map((m) => m.body.visit));
+      for (const message of messages) {
+        if (outcome === "retry") message.retry();
+        else message.ack();
+      }
+    }
+  },
+
   async fetch(request, env, ctx) {
     if (request.method !== "GET" && request.method !== "HEAD") return fetch(request);
     const url = new URL(request.url);
     const userAgent = request.headers.get("user-agent") || "";
     const visitor = classify(userAgent);
-    const policy = await policyOf(env);
+    const policy = await policyOf(env, url.hostname);
     // The site's llms.txt files (written by ai-cache like a page) are public: everyone gets them.
     if (url.pathname === "/llms.txt" || url.pathname === "/llms-full.txt") {
       let file = null;
@@ -102,10 +136,11 @@ export default {
   },
 };
 
-/** Records the request as a visit, posted after the response. */
+/** Records the request as a visit, sent after the response: to the VISITS_QUEUE when bound
+ * (an evicted isolate then loses nothing), else buffered in the isolate and posted in batches. */
 function record(env, ctx, request, userAgent, format, status, charged) {
   if (!env.AI_CACHE_API_URL) return;
-  visits.add({
+  const visit = {
     id: crypto.randomUUID(),
     url: request.url,
     user_agent: userAgent,
@@ -116,7 +151,13 @@ function record(env, ctx, request, userAgent, format, status, charged) {
     status,
     cf_worker: request.headers.get("cf-worker") || undefined,
     charged_price: charged || undefined,
-  });
+  };
+  if (env.VISITS_QUEUE) {
+    // The message names the site, not its key: secrets stay out of the queue.
+    ctx.waitUntil(env.VISITS_QUEUE.send({ host: new URL(request.url).hostname, visit }).catch(() => {}));
+    return;
+  }
+  visits.add(new URL(request.url).hostname, visit);
   ctx.waitUntil(visits.flush(env, Number(env.VISITS_FLUSH_MS ?? 1000)));
 }
 

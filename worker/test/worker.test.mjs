@@ -4,7 +4,10 @@
 // are played by Miniflare's outbound service.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, beforeEach, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
@@ -208,7 +211,7 @@ const CHATGPT_USER = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compat
 
 describe("policy", () => {
   after(async () => {
-    await kv.delete("settings:edge");
+    await kv.delete("settings:edge:site.test");
   });
 
   test("the client's policy from KV blocks, charges and picks the format, with the Markdown headers", async () => {
@@ -217,7 +220,7 @@ describe("policy", () => {
     await kv.put(`md:${base}`, "# Paid", {
       metadata: { content_type: "text/markdown; charset=utf-8", source_url: "https://site.test/paid", hash: "a".repeat(64), version: 1, updated_at: "2026-11-20T10:00:00Z", tokens: 3 },
     });
-    await kv.put("settings:edge", JSON.stringify({
+    await kv.put("settings:edge:site.test", JSON.stringify({
       rules: [
         { bot: "GPTBot", action: "block", body: "# No\n" },
         { operator: "Anthropic", category: "training", action: "charge", price: "USD 0.01" },
@@ -333,5 +336,80 @@ describe("visits", () => {
     const urls = visits.map((v) => new URL(v.url).pathname).sort();
     assert.deepEqual(urls, ["/down/0", "/down/1", "/down/2", "/down/3", "/down/4", "/up"]);
     assert.equal(new Set(visits.map((v) => v.id)).size, 6);
+  });
+});
+
+describe("one Worker for many sites, visits through a queue", () => {
+  let many;
+  let manyKv;
+
+  before(async () => {
+    many = new Miniflare({
+      modules: true,
+      scriptPath: fileURLToPath(new URL("../src/index.js", import.meta.url)),
+      modulesRules: [{ type: "ESModule", include: ["**/*.js"] }],
+      compatibilityDate: "2026-04-01",
+      kvNamespaces: ["AI_CACHE_KV"],
+      queueProducers: { VISITS_QUEUE: "visits" },
+      queueConsumers: { visits: { maxBatchSize: 50, maxBatchTimeout: 0.2, maxRetries: 10, retryDelay: 1 } },
+      bindings: {
+        AI_CACHE_API_URL: API,
+        AI_CACHE_SITES: JSON.stringify({ "site.test": "aic_site_key", "other.test": "aic_other_key" }),
+        POLICY_TTL_MS: "0",
+      },
+      outboundService: outbound,
+    });
+    manyKv = await many.getKVNamespace("AI_CACHE_KV");
+  });
+
+  after(async () => {
+    await many.dispose();
+  });
+
+  test("each site has its pages and policy, and its visits reach the API with its own key, through an API outage", async () => {
+    for (const [site, body] of [["site.test", "SITE"], ["other.test", "OTHER"]]) {
+      const base = await kvKey(`https://${site}/q`);
+      await manyKv.put(`html:${base}`, `<p>${body}</p>`, { metadata: { content_type: "text/html; charset=utf-8" } });
+    }
+    await manyKv.put("settings:edge:other.test", JSON.stringify({ rules: [{ bot: "GPTBot", action: "block" }] }));
+    world.apiMode = "down";
+    const fetchMany = (url, headers) => many.dispatchFetch(url, { headers, redirect: "manual" });
+    const site = await fetchMany("https://site.test/q", { "user-agent": GPTBOT });
+    assert.equal(await site.text(), "<p>SITE</p>");
+    const other = await fetchMany("https://other.test/q", { "user-agent": GPTBOT });
+    assert.equal(other.status, 403, "other.test's policy, not site.test's");
+    await other.text();
+    const www = await fetchMany("https://www.other.test/q", { "user-agent": GPTBOT });
+    assert.equal(www.status, 403, "www. is the same site");
+    await www.text();
+    // The API is down for longer than an isolate's own flush waits: the queue keeps the
+    // visits and retries them; once it is back they arrive, each site's with its key.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(world.batches.length, 0);
+    world.apiMode = "ok";
+    const deadline = Date.now() + 10000;
+    while (world.batches.flatMap((b) => b.visits).length < 3 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const byKey = {};
+    for (const b of world.batches) for (const v of b.visits) (byKey[b.key] ||= []).push(new URL(v.url).host);
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(byKey).map(([k, hosts]) => [k, hosts.sort()])),
+      { aic_site_key: ["site.test"], aic_other_key: ["other.test", "www.other.test"] },
+    );
+  });
+});
+
+describe("deployment", () => {
+  test("wrangler.toml deploys src/index.js with its KV, queue and variables (wrangler --dry-run)", () => {
+    const out = spawnSync(
+      process.execPath,
+      [fileURLToPath(new URL("../node_modules/wrangler/bin/wrangler.js", import.meta.url)), "deploy", "--dry-run", "--outdir", mkdtempSync(join(tmpdir(), "wrangler-"))],
+      { cwd: fileURLToPath(new URL("..", import.meta.url)), encoding: "utf8", env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" }, timeout: 60000 },
+    );
+    assert.equal(out.status, 0, out.stderr + out.stdout);
+    for (const binding of ["env.AI_CACHE_KV", "env.VISITS_QUEUE", "env.AI_CACHE_API_URL"]) {
+      assert.ok(out.stdout.includes(binding), `${binding} in ${out.stdout}`);
+    }
   });
 });
