@@ -49,7 +49,7 @@ pub fn estimate_tokens_of_size(bytes: u64) -> u32 {
 
 /// Changes whenever the output for the same input can change: it is part of the Markdown
 /// stage's deduplication key, so bumping it and reprocessing regenerates every page.
-pub const GENERATOR_VERSION: &str = "local-1";
+pub const GENERATOR_VERSION: &str = "local-2";
 
 /// Largest HTML input handled, in bytes (larger pages are cut: extraction time and memory
 /// grow with the input).
@@ -230,6 +230,59 @@ fn tidy(md: &str) -> String {
     }
 }
 
+/// The page's title. The extractor's (often the `<h1>`) unless `og:title` or `<title>`, cleaned
+/// of the site's name, says more of the same thing: an `<h1>` "Getting started" under the title
+/// "Getting started with ai-cache | Docs" becomes "Getting started with ai-cache".
+fn choose_title(
+    found: Option<String>,
+    h1: Option<String>,
+    fuller: [Option<String>; 2],
+    site_name: Option<&str>,
+) -> Option<String> {
+    let fuller: Vec<String> = fuller
+        .into_iter()
+        .flatten()
+        .map(|t| without_site_name(&t, site_name))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let short = found.clone().or(h1);
+    if let Some(short) = &short {
+        let lower = short.to_lowercase();
+        if let Some(full) = fuller
+            .iter()
+            .find(|f| f.len() > short.len() && f.to_lowercase().contains(&lower))
+        {
+            return Some(full.clone());
+        }
+    }
+    found.or_else(|| fuller.into_iter().next())
+}
+
+/// `Title | Site`, `Site - Title`... → `Title`: the part that is the site's name (`og:site_name`)
+/// goes; without one, a last part shorter than the rest is taken for it.
+fn without_site_name(title: &str, site_name: Option<&str>) -> String {
+    let title = title.split_whitespace().collect::<Vec<_>>().join(" ");
+    for sep in [" | ", " - ", " – ", " — ", " · ", " :: ", " » "] {
+        let Some((head, tail)) = title.rsplit_once(sep) else {
+            continue;
+        };
+        let is_site =
+            |part: &str| site_name.is_some_and(|s| part.trim().eq_ignore_ascii_case(s.trim()));
+        if is_site(tail) {
+            return head.trim().to_owned();
+        }
+        if let Some((first, rest)) = title.split_once(sep)
+            && is_site(first)
+        {
+            return rest.trim().to_owned();
+        }
+        if site_name.is_none() && tail.len() < head.len() {
+            return head.trim().to_owned();
+        }
+    }
+    title
+}
+
 fn metadata(
     html: &str,
     found: Option<&rs_trafilatura::Metadata>,
@@ -261,10 +314,12 @@ fn metadata(
         None => Some(h),
     });
     PageMetadata {
-        title: found
-            .and_then(|m| m.title.clone())
-            .or_else(|| attr("meta[property='og:title']", "content"))
-            .or_else(|| text("title")),
+        title: choose_title(
+            found.and_then(|m| m.title.clone()),
+            text("h1"),
+            [attr("meta[property='og:title']", "content"), text("title")],
+            attr("meta[property='og:site_name']", "content").as_deref(),
+        ),
         description: found
             .and_then(|m| m.description.clone())
             .or_else(|| attr("meta[name=description]", "content"))
@@ -279,6 +334,40 @@ fn metadata(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_title_is_the_fuller_one_when_the_h1_is_only_part_of_it() {
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            choose_title(
+                s("Getting started"),
+                s("Getting started"),
+                [None, s("Getting started with ai-cache | Docs")],
+                None
+            ),
+            s("Getting started with ai-cache")
+        );
+        assert_eq!(
+            choose_title(
+                s("Pricing"),
+                None,
+                [s("Example Inc - Pricing plans for teams"), None],
+                Some("Example Inc")
+            ),
+            s("Pricing plans for teams"),
+            "the site's name first, then the title"
+        );
+        assert_eq!(
+            choose_title(s("A short post"), None, [s("Blog | Example"), None], None),
+            s("A short post"),
+            "a title that does not contain the h1 says something else: the h1 stays"
+        );
+        assert_eq!(
+            choose_title(None, None, [None, s("Only a title — Site")], Some("Site")),
+            s("Only a title")
+        );
+        assert_eq!(choose_title(None, None, [None, None], None), None);
+    }
 
     fn page(main: &str, footer: &str, script: &str) -> String {
         format!(

@@ -156,7 +156,7 @@ async fn a_generator_version_bump_regenerates_exactly_the_affected_pages() {
     );
     assert_eq!(
         history["items"][3]["event"]["data"]["generator_version"],
-        "local-1"
+        ai_cache::domain::markdown::GENERATOR_VERSION
     );
     // Paged.
     let (_, first_two) = send(app.master(
