@@ -8,10 +8,11 @@
 -- `visits.recorded` (a replay keeps the first).
 INSERT INTO visits (id, page_id, client_id, url, visitor_type, user_agent,
         ip_hash, referrer, bot_name, operator, category, verification,
-        format_served, status, visited_at, charged_price, signature_agent)
+        format_served, status, visited_at, charged_price, signature_agent, robots)
     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-        $12::text[], $13::text[], $14::int[], $15::timestamptz[], $16::text[], $17::text[])
+        $12::text[], $13::text[], $14::int[], $15::timestamptz[], $16::text[], $17::text[],
+        $18::text[])
     ON CONFLICT (id) DO NOTHING;
 
 -- name: totals
@@ -24,7 +25,8 @@ SELECT count(*),
          count(*) FILTER (WHERE visitor_type = 'worker_proxy'),
          count(*) FILTER (WHERE verification = 'ip_verified'),
          count(*) FILTER (WHERE verification = 'ip_mismatch'),
-         count(*) FILTER (WHERE format_served IN ('markdown', 'html'))
+         count(*) FILTER (WHERE format_served IN ('markdown', 'html')),
+         count(*) FILTER (WHERE robots = 'disallowed')
     FROM visits WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3;
 
 -- name: top_ai_pages
@@ -55,3 +57,27 @@ SELECT {expr} AS key, count(*) AS visits,
 -- How many groups `groups` has (asked past its last page).
 SELECT count(DISTINCT {expr}) FROM visits
     WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3;
+
+-- name: robots_violations
+-- A client's visits robots.txt disallowed over a time range, per bot: how many, the first and
+-- last, and the paths read most (up to $4 per bot).
+WITH v AS (
+    SELECT coalesce(bot_name, '') AS bot_name, coalesce(operator, '') AS operator, url,
+           visited_at
+      FROM visits
+     WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3
+       AND robots = 'disallowed'
+), per_url AS (
+    SELECT bot_name, url, count(*) AS visits,
+           row_number() OVER (PARTITION BY bot_name ORDER BY count(*) DESC, url ASC) AS rank
+      FROM v GROUP BY bot_name, url
+)
+SELECT b.bot_name, b.operator, b.violations, b.first_seen, b.last_seen,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('url', p.url, 'visits', p.visits)
+                                  ORDER BY p.rank)
+                   FROM per_url p WHERE p.bot_name = b.bot_name AND p.rank <= $4),
+                '[]'::jsonb) AS urls
+  FROM (SELECT bot_name, max(operator) AS operator, count(*) AS violations,
+               min(visited_at) AS first_seen, max(visited_at) AS last_seen
+          FROM v GROUP BY bot_name) b
+ ORDER BY b.violations DESC, b.bot_name ASC;

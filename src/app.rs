@@ -1,5 +1,6 @@
 //! Wiring: connect to the backbone, prepare it (streams, migrations), and run roles.
 
+use crate::infra::robots_store::{RobotsRules, RobotsStore};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -223,7 +224,7 @@ pub fn discovery(fetch: &FetchConfig) -> anyhow::Result<Discovery> {
 }
 
 /// Visit recording with the configured IP secret and bot ranges.
-fn visits(backbone: &Backbone, config: &ApiConfig) -> anyhow::Result<Visits> {
+async fn visits(backbone: &Backbone, config: &ApiConfig) -> anyhow::Result<Visits> {
     let secret = match config.visits_ip_secret.as_deref().map(str::trim) {
         Some(s) if !s.is_empty() => s.as_bytes().to_vec(),
         _ => {
@@ -245,7 +246,10 @@ fn visits(backbone: &Backbone, config: &ApiConfig) -> anyhow::Result<Visits> {
         Publisher::new(backbone.nats.js.clone()),
         ranges,
         IpHasher::new(&secret),
-    ))
+    )
+    .with_robots(RobotsRules::new(
+        RobotsStore::open(&backbone.nats.js).await?,
+    )))
 }
 
 /// Everything the API role needs; refuses to start without a master key or a Fernet key.
@@ -264,7 +268,7 @@ pub async fn api_state(
         master.trim().len() >= 16,
         "MASTER_API_KEY must be at least 16 characters"
     );
-    let visits = visits(backbone, config)?;
+    let visits = visits(backbone, config).await?;
     Ok(AppState::new(api::Services {
         db: backbone.db.clone(),
         nats: backbone.nats.clone(),

@@ -258,7 +258,7 @@ async fn publish_visits(visits: Visits, mut rx: mpsc::Receiver<(VisitInput, Clas
             }
         }
         let now = Utc::now();
-        let ready = batch
+        let mut ready = batch
             .drain(..)
             .filter_map(|(v, classification)| {
                 let client = v.client_id?;
@@ -272,7 +272,8 @@ async fn publish_visits(visits: Visits, mut rx: mpsc::Receiver<(VisitInput, Clas
                     )
                     .ok()
             })
-            .collect();
+            .collect::<Vec<_>>();
+        visits.judge_robots(&mut ready).await;
         let ready = VisitBatches::new(ready);
         // NATS being away: retry a few times, then drop (counted) rather than grow forever.
         let mut attempt = 0;

@@ -147,6 +147,7 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(visits::record_one))
         .routes(routes!(visits::stats))
+        .routes(routes!(visits::robots_violations))
         .routes(routes!(deadletters::list))
         .routes(routes!(deadletters::show, deadletters::discard))
         .routes(routes!(deadletters::redrive))

@@ -188,6 +188,26 @@ fn end_of<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>
 /// Longest range one stats query covers.
 const MAX_RANGE_DAYS: i64 = 366;
 
+/// `[from, to)` of a query: `to` defaults to now, `from` to 30 days before it; at most
+/// [`MAX_RANGE_DAYS`].
+fn range(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let invalid = |message: String| ApiError::InvalidQuery { message };
+    let to = to.unwrap_or_else(Utc::now);
+    let from = from.unwrap_or(to - Duration::days(30));
+    if from >= to {
+        return Err(invalid("from must be before to".into()));
+    }
+    if to - from > Duration::days(MAX_RANGE_DAYS) {
+        return Err(invalid(format!(
+            "the range may cover at most {MAX_RANGE_DAYS} days"
+        )));
+    }
+    Ok((from, to))
+}
+
 /// The stats of a client, with the range they cover.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatsView {
@@ -215,16 +235,7 @@ pub async fn stats(
 ) -> Result<Json<StatsView>, ApiError> {
     principal.require(client, Scope::Read)?;
     let invalid = |message: String| ApiError::InvalidQuery { message };
-    let to = p.to.unwrap_or_else(Utc::now);
-    let from = p.from.unwrap_or(to - Duration::days(30));
-    if from >= to {
-        return Err(invalid("from must be before to".into()));
-    }
-    if to - from > Duration::days(MAX_RANGE_DAYS) {
-        return Err(invalid(format!(
-            "the range may cover at most {MAX_RANGE_DAYS} days"
-        )));
-    }
+    let (from, to) = range(p.from, p.to)?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(invalid("limit must be between 1 and 1000".into()));
@@ -255,5 +266,55 @@ pub async fn stats(
         limit,
         offset,
         stats,
+    }))
+}
+
+/// `?from=&to=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RangeParams {
+    /// Start, inclusive: an RFC 3339 time or a date; default 30 days before `to`.
+    #[serde(default, deserialize_with = "start_of")]
+    pub from: Option<DateTime<Utc>>,
+    /// End, exclusive: an RFC 3339 time or a date (through its end); default now.
+    #[serde(default, deserialize_with = "end_of")]
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// A client's robots.txt violations over a time range.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RobotsViolationsView {
+    pub client_id: Uuid,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Per bot, most violations first.
+    pub bots: Vec<read::RobotsViolations>,
+}
+
+#[utoipa::path(get, path = "/api/v1/clients/{id}/visits/robots-violations", tag = "visits",
+    params(("id" = Uuid, Path), RangeParams),
+    responses((status = 200, body = RobotsViolationsView), (status = 400), (status = 403), (status = 404)),
+    security(("api_key" = [])))]
+/// The named bots that read paths the site's robots.txt disallows for them: per bot, how
+/// often, the first and last time, and the URLs read most (master key, or the client's
+/// `read` key). Judged when each visit is recorded, against robots.txt as the scraper last
+/// read it; visits of sites whose robots.txt was never read are not judged.
+pub async fn robots_violations(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(client): ApiPath<Uuid>,
+    ApiQuery(p): ApiQuery<RangeParams>,
+) -> Result<Json<RobotsViolationsView>, ApiError> {
+    principal.require(client, Scope::Read)?;
+    let (from, to) = range(p.from, p.to)?;
+    if clients_read::find(&state.db, client).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no client {client}")));
+    }
+    let bots = read::robots_violations(&state.db, client, from, to).await?;
+    Ok(Json(RobotsViolationsView {
+        client_id: client,
+        from,
+        to,
+        bots,
     }))
 }

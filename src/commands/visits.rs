@@ -9,6 +9,7 @@
 //! function of the ids in it: a report posted twice is stored once inside the stream's
 //! duplicate window, and the second post is told its visits were duplicates.
 
+use crate::infra::robots_store::RobotsRules;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -265,6 +266,7 @@ pub struct Visits {
     publisher: Publisher,
     ranges: BotRanges,
     ip_hasher: IpHasher,
+    robots: Option<RobotsRules>,
 }
 
 /// What a batch came to.
@@ -306,6 +308,29 @@ impl Visits {
             publisher,
             ranges,
             ip_hasher,
+            robots: None,
+        }
+    }
+
+    /// Judges named bots' visits against their sites' robots.txt files.
+    pub fn with_robots(mut self, robots: RobotsRules) -> Self {
+        self.robots = Some(robots);
+        self
+    }
+
+    /// Sets each named bot's visit's robots.txt compliance (left unknown without rules, or
+    /// when the site's file has not been read).
+    pub async fn judge_robots(&self, ready: &mut [ReadyVisit]) {
+        let Some(robots) = &self.robots else { return };
+        for r in ready {
+            let visit = &mut r.visit.visit;
+            let Some(token) = visit.bot_name.as_deref() else {
+                continue;
+            };
+            let Ok(url) = url::Url::parse(&visit.url) else {
+                continue;
+            };
+            visit.robots = robots.compliance(&url, token).await;
         }
     }
 
@@ -392,6 +417,7 @@ impl Visits {
                         .and_then(|p| p.parse::<Price>().ok())
                         .map(|p| p.to_string()),
                     signature_agent: input.signature_agent,
+                    robots: None,
                 },
             },
         })
@@ -417,6 +443,7 @@ impl Visits {
                 }),
             }
         }
+        self.judge_robots(&mut ready).await;
         let batches = VisitBatches::new(ready);
         let duplicates = self.publish(&batches).await?;
         outcome.duplicates = duplicates.iter().filter(|d| **d).count();
@@ -614,6 +641,7 @@ mod tests {
                 visit: VisitRecorded {
                     charged_price: None,
                     signature_agent: None,
+                    robots: Some(crate::events::visits::RobotsCompliance::Disallowed),
                     url: url.to_string(),
                     visitor_type: crate::domain::bots::VisitorType::OtherBot,
                     bot_name: Some(nasty('"')),

@@ -31,6 +31,16 @@ pub enum Verification {
     Signature,
 }
 
+/// What the site's robots.txt (as the scraper last read it) says of a bot's visit to a path,
+/// for the bot's own token (its catalogue name: `GPTBot`, `ClaudeBot`...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RobotsCompliance {
+    Allowed,
+    /// The bot read a path robots.txt disallows for it.
+    Disallowed,
+}
+
 /// What the edge answered with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use crate::infra::http::{FetchError, HttpClient};
+use crate::infra::robots_store::{RobotsFile, RobotsStore};
 
 /// What robots.txt says about one URL.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +48,8 @@ pub struct RobotsCache {
     agent: String,
     ttl: Duration,
     entries: std::sync::Mutex<HashMap<String, Slot>>,
+    /// Where what was read is shared with the roles that judge visits and serve robots.txt.
+    store: Option<RobotsStore>,
 }
 
 /// How long a host is deferred after its robots.txt failed.
@@ -61,7 +64,14 @@ impl RobotsCache {
             agent: agent.to_owned(),
             ttl,
             entries: std::sync::Mutex::new(HashMap::new()),
+            store: None,
         }
+    }
+
+    /// Shares every file read (when it changed) through `store`.
+    pub fn with_store(mut self, store: RobotsStore) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// The verdict for `url`, fetching its host's robots.txt when not cached.
@@ -108,7 +118,13 @@ impl RobotsCache {
 
     async fn fetch(&self, origin: &str) -> Rules {
         let url = format!("{origin}/robots.txt");
-        match self.http.get(&url, MAX_ROBOTS_BYTES).await {
+        let response = self.http.get(&url, MAX_ROBOTS_BYTES).await;
+        if let Ok(r) = &response
+            && (200..500).contains(&r.status)
+        {
+            self.share(origin, r.status, &r.body).await;
+        }
+        match response {
             Ok(r) if (200..300).contains(&r.status) => match Robot::new(&self.agent, &r.body) {
                 Ok(robot) => Rules::Parsed(Arc::new(robot)),
                 // An unreadable file states no rule.
@@ -123,6 +139,25 @@ impl RobotsCache {
                 | FetchError::InvalidUrl(_)),
             ) => Rules::Refused(e),
             Err(e) => Rules::Deferred(format!("robots.txt could not be fetched: {e}")),
+        }
+    }
+
+    /// Shares what `origin` answered (a 2xx's rules, a 4xx's "everything allowed"); a store
+    /// that cannot be written costs the visits' compliance, never the crawl.
+    async fn share(&self, origin: &str, status: u16, body: &[u8]) {
+        let Some(store) = &self.store else { return };
+        let file = RobotsFile {
+            origin: origin.to_owned(),
+            status,
+            body: if (200..300).contains(&status) {
+                String::from_utf8_lossy(body).into_owned()
+            } else {
+                String::new()
+            },
+            fetched_at: chrono::Utc::now(),
+        };
+        if let Err(e) = store.record(&file).await {
+            tracing::warn!(error = %e, origin, "robots.txt not shared");
         }
     }
 }

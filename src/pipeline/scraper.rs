@@ -45,6 +45,7 @@ use crate::infra::blobs::BlobStore;
 use crate::infra::http::{FetchError, Fetched, HttpClient};
 use crate::infra::limits::SharedRates;
 use crate::infra::publish::{Outgoing, PublishError, Publisher};
+use crate::infra::robots_store::RobotsStore;
 use crate::projections::clients as clients_read;
 
 /// How soon a fetch whose change lost the race to another fetch of the page is tried again.
@@ -92,7 +93,8 @@ impl Scraper {
     ) -> Result<Self, String> {
         let history = PageHistory::open(js).await?;
         Ok(Self {
-            robots: RobotsCache::new(http.clone(), &config.robots_agent, config.robots_ttl),
+            robots: RobotsCache::new(http.clone(), &config.robots_agent, config.robots_ttl)
+                .with_store(RobotsStore::open(js).await.map_err(|e| e.to_string())?),
             gates: HostGates::new(config.per_host_concurrency)
                 .with_shared(SharedRates::open(js, "host").await?, http.timeout()),
             health: HostHealth::default(),

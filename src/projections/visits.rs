@@ -86,6 +86,7 @@ struct Row {
     visitor_type: String,
     verification: String,
     format_served: String,
+    robots: Option<String>,
 }
 
 impl Row {
@@ -127,6 +128,7 @@ impl Row {
             visitor_type: enum_name(&visit.visitor_type)?,
             verification: enum_name(&visit.verification)?,
             format_served: enum_name(&visit.format_served)?,
+            robots: visit.robots.as_ref().map(enum_name).transpose()?,
             visit,
         })
     }
@@ -161,6 +163,7 @@ async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sqlx::Error
         .bind(rows.iter().map(|r| r.visit.visited_at).collect::<Vec<_>>())
         .bind(col(|r| r.visit.charged_price.as_deref()))
         .bind(col(|r| r.visit.signature_agent.as_deref()))
+        .bind(col(|r| r.robots.as_deref()))
         .execute(conn)
         .await?;
     Ok(())
@@ -219,6 +222,8 @@ pub struct Totals {
     pub ip_mismatch: i64,
     /// Requests answered with Markdown or minimal HTML from the cache.
     pub served_from_cache: i64,
+    /// Named bots' visits to paths the site's robots.txt disallows for them.
+    pub robots_violations: i64,
 }
 
 /// One group of visits.
@@ -275,13 +280,14 @@ pub struct StatsQuery {
 
 /// Visits of a client in `[from, to)`, totalled and grouped.
 pub async fn stats(db: &sqlx::PgPool, q: StatsQuery) -> Result<VisitStats, sqlx::Error> {
-    let totals: (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(sql::visits::TOTALS)
-        .bind(q.client)
-        .bind(q.from)
-        .bind(q.to)
-        .fetch_one(db)
-        .await?;
-    let (visits, ai, search, other, human, worker, verified, mismatch, cached) = totals;
+    let totals: (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64) =
+        sqlx::query_as(sql::visits::TOTALS)
+            .bind(q.client)
+            .bind(q.from)
+            .bind(q.to)
+            .fetch_one(db)
+            .await?;
+    let (visits, ai, search, other, human, worker, verified, mismatch, cached, violations) = totals;
     // `{expr}` and `{order}` are filled from the closed set of `GroupBy`, never from input.
     let sql = sql::visits::GROUPS
         .replace("{expr}", q.group_by.expr())
@@ -331,10 +337,52 @@ pub async fn stats(db: &sqlx::PgPool, q: StatsQuery) -> Result<VisitStats, sqlx:
             ip_verified: verified,
             ip_mismatch: mismatch,
             served_from_cache: cached,
+            robots_violations: violations,
         },
         group_by: q.group_by,
         total_groups,
         groups,
         top_ai_pages,
     })
+}
+
+/// A bot's visits to paths robots.txt disallows for it, over a time range.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct RobotsViolations {
+    pub bot_name: String,
+    /// The bot's operator (empty when the catalogue names none).
+    pub operator: String,
+    pub violations: i64,
+    pub first_seen: chrono::DateTime<chrono::Utc>,
+    pub last_seen: chrono::DateTime<chrono::Utc>,
+    /// The URLs it read against the rules, most read first.
+    #[sqlx(json)]
+    #[schema(value_type = Vec<ViolatedUrl>)]
+    pub urls: Vec<ViolatedUrl>,
+}
+
+/// A URL read against robots.txt, and how often.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ViolatedUrl {
+    pub url: String,
+    pub visits: i64,
+}
+
+/// Most URLs listed per bot.
+pub const VIOLATED_URLS: i64 = 20;
+
+/// The robots.txt violations of a client in `[from, to)`, per bot, most first.
+pub async fn robots_violations(
+    db: &sqlx::PgPool,
+    client: Uuid,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<RobotsViolations>, sqlx::Error> {
+    sqlx::query_as(sql::visits::ROBOTS_VIOLATIONS)
+        .bind(client)
+        .bind(from)
+        .bind(to)
+        .bind(VIOLATED_URLS)
+        .fetch_all(db)
+        .await
 }

@@ -263,6 +263,7 @@ async fn publish_history(app: &TestApp) {
                 VisitEvent::Recorded(VisitRecorded {
                     charged_price: None,
                     signature_agent: None,
+                    robots: None,
                     url: format!("https://a.example/p/{i}"),
                     visitor_type: if i % 2 == 0 {
                         VisitorType::AiBot
@@ -299,6 +300,7 @@ async fn publish_history(app: &TestApp) {
                     visit: VisitRecorded {
                         charged_price: None,
                         signature_agent: None,
+                        robots: None,
                         url,
                         visitor_type: VisitorType::AiBot,
                         bot_name: Some("ClaudeBot".into()),

@@ -622,3 +622,117 @@ async fn stats_group_visits_by_bot_operator_category_day_and_page() {
     .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_reading_what_robots_txt_disallows_them_are_listed_per_bot() {
+    let app = TestApp::with_options(&crate::harness::PIPELINE_ROLES, Options::default()).await;
+    let origin = crate::page_origin::PageOrigin::start().await;
+    origin.robots("User-agent: GPTBot\nDisallow: /private/\n\nUser-agent: *\nAllow: /\n");
+    let client = create_client(&app, "Site", "site.test").await;
+    let (_, key) = create_key(&app, &client, &["ingest"]).await;
+    app.add_urls(&client, &origin.articles(&["/".to_owned()]))
+        .await;
+    // The scraper shares the robots.txt it read.
+    let store = ai_cache::infra::robots_store::RobotsStore::open(app.js())
+        .await
+        .expect("robots store");
+    let site = format!("http://site.test:{}", origin.port);
+    eventually(Duration::from_secs(30), "robots.txt shared", || async {
+        store.get(&site).await.ok().flatten().is_some()
+    })
+    .await;
+
+    let private = origin.url("/private/a");
+    let now = chrono::Utc::now();
+    let at = |s: i64| (now - chrono::Duration::seconds(s)).to_rfc3339();
+    let (status, body) = post_batch(
+        &app,
+        &key,
+        &[
+            visit(&private, GPTBOT, "192.0.2.1", &at(50)),
+            visit(&private, GPTBOT, "192.0.2.1", &at(40)),
+            visit(&origin.url("/blog/x"), GPTBOT, "192.0.2.1", &at(30)),
+            visit(&private, CLAUDEBOT, "192.0.2.2", &at(20)),
+            visit(&private, FIREFOX, "192.0.2.3", &at(10)),
+        ],
+    )
+    .await;
+    assert_eq!((status, &body["accepted"]), (200, &json!(5)), "{body}");
+    // The built-in edge's visits are judged too.
+    let edge = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(format!(
+            "{}/edge/site.test:{}/private/b",
+            app.api.as_deref().expect("api"),
+            origin.port
+        ))
+        .header("user-agent", GPTBOT)
+        .header("x-forwarded-proto", "http")
+        .send()
+        .await
+        .expect("edge");
+    assert_eq!(edge.status(), 302);
+    wait_for_rows(&app, 6).await;
+
+    let judged: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT coalesce(bot_name, 'person') || ' ' || url, robots FROM visits ORDER BY visited_at",
+    )
+    .fetch_all(app.db())
+    .await
+    .expect("rows");
+    let judged: Vec<(String, Option<&str>)> = judged
+        .iter()
+        .map(|(v, r)| (v.replace(&site, ""), r.as_deref()))
+        .collect();
+    assert_eq!(
+        judged,
+        [
+            ("GPTBot /private/a".to_owned(), Some("disallowed")),
+            ("GPTBot /private/a".to_owned(), Some("disallowed")),
+            ("GPTBot /blog/x".to_owned(), Some("allowed")),
+            ("ClaudeBot /private/a".to_owned(), Some("allowed")),
+            ("person /private/a".to_owned(), None),
+            ("GPTBot /private/b".to_owned(), Some("disallowed")),
+        ]
+    );
+
+    let (status, list) = send(app.master(
+        Method::GET,
+        &format!("/api/v1/clients/{client}/visits/robots-violations"),
+    ))
+    .await;
+    assert_eq!(status, 200, "{list}");
+    let bots = list["bots"].as_array().expect("bots");
+    assert_eq!(bots.len(), 1, "only GPTBot broke a rule: {list}");
+    assert_eq!(bots[0]["bot_name"], "GPTBot");
+    assert_eq!(bots[0]["operator"], "OpenAI");
+    assert_eq!(bots[0]["violations"], 3);
+    assert_eq!(
+        bots[0]["urls"],
+        json!([{"url": private, "visits": 2}, {"url": origin.url("/private/b"), "visits": 1}])
+    );
+    assert_eq!(
+        bots[0]["first_seen"].as_str().map(|s| s.len() > 10),
+        Some(true)
+    );
+    let (_, stats) = send(app.master(
+        Method::GET,
+        &format!("/api/v1/clients/{client}/visits/stats"),
+    ))
+    .await;
+    assert_eq!(stats["totals"]["robots_violations"], 3, "{stats}");
+    // Another client's key sees nothing of it.
+    let other = create_client(&app, "Other", "other.test").await;
+    let (_, other_key) = create_key(&app, &other, &["read"]).await;
+    let (status, _) = send(
+        app.request(
+            Method::GET,
+            &format!("/api/v1/clients/{client}/visits/robots-violations"),
+        )
+        .header("X-API-Key", other_key),
+    )
+    .await;
+    assert_eq!(status, 403);
+}

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{DecodeError, EventFamily, StreamName};
 use crate::domain::ids::PageId;
 /// Value types a visit carries, defined in `domain`.
-pub use crate::domain::visit::{FormatServed, Verification, VisitorType};
+pub use crate::domain::visit::{FormatServed, RobotsCompliance, Verification, VisitorType};
 
 /// Every event of the VISITS stream.
 // One visit inline against a batch's vector: an event is decoded, applied and dropped one at a
@@ -96,6 +96,10 @@ pub struct VisitRecorded {
     /// `verification` is `signature`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature_agent: Option<String>,
+    /// For a named bot's visit: whether the site's robots.txt (as the scraper last read it)
+    /// allows that bot the path; absent when not judged (people, unnamed bots, no file read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robots: Option<RobotsCompliance>,
 }
 
 /// `visits.batch_recorded` v1: visits of one client, in the order they were reported.
@@ -144,6 +148,7 @@ impl From<v1::VisitRecorded> for VisitRecorded {
             visited_at: old.visited_at,
             charged_price: None,
             signature_agent: None,
+            robots: None,
         }
     }
 }
