@@ -446,20 +446,15 @@ pub async fn run_roles(
             ),
             secrets,
         });
-        let settings = crate::pipeline::edge_settings::EdgeSettings::new(cloudflare.clone());
-        let runtime = ConsumerRuntime::<crate::events::ClientEvent, _>::new(
-            backbone.nats.js.clone(),
-            "uploader-settings",
-            settings,
-            options.clone(),
-        );
-        runtime.check().await?;
-        let stop = shutdown.clone();
-        tasks.spawn(async move { runtime.run(stop).await.map_err(Into::into) });
         let uploader = Arc::new(
-            Uploader::new(&backbone.nats.js, backbone.db.clone(), blobs, cloudflare)
-                .await
-                .map_err(|e| anyhow::anyhow!("starting the uploader: {e}"))?,
+            Uploader::new(
+                &backbone.nats.js,
+                backbone.db.clone(),
+                blobs,
+                cloudflare.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the uploader: {e}"))?,
         );
         for durable in ["uploader", "uploader-removed"] {
             spawn_stage(
@@ -476,6 +471,7 @@ pub async fn run_roles(
             backbone.db.clone(),
             BlobStore::open(&backbone.nats.js, setup.blob_max_bytes).await?,
             Arc::clone(&uploader),
+            RobotsStore::open(&backbone.nats.js).await?,
         );
         spawn_stage(
             &mut tasks,
@@ -486,6 +482,17 @@ pub async fn run_roles(
             &shutdown,
         )
         .await?;
+        let settings = crate::pipeline::edge_settings::EdgeSettings::new(cloudflare.clone())
+            .with_site_files(Arc::clone(&llms));
+        let runtime = ConsumerRuntime::<crate::events::ClientEvent, _>::new(
+            backbone.nats.js.clone(),
+            "uploader-settings",
+            settings,
+            options.clone(),
+        );
+        runtime.check().await?;
+        let stop = shutdown.clone();
+        tasks.spawn(async move { runtime.run(stop).await.map_err(Into::into) });
         let stop = shutdown.clone();
         tasks.spawn(async move {
             llms.run(stop).await;

@@ -36,6 +36,7 @@ use crate::domain::ids::{ClientId, PageId};
 use crate::domain::kv_key::kv_key;
 use crate::domain::llms::{LLMS_FULL_TXT, LLMS_TXT};
 use crate::domain::policy::{self, Answer, EdgePolicy, Price};
+use crate::domain::robots_txt::ROBOTS_TXT;
 use crate::domain::url::NormalizedUrl;
 use crate::domain::webbotauth;
 use crate::events::visits::FormatServed;
@@ -433,8 +434,9 @@ async fn serve(
         );
         metrics::histogram!("aicache_edge_request_seconds").record(started.elapsed().as_secs_f64());
     };
-    // The site's llms.txt files are public: everyone gets them, whatever the policy.
-    if path == LLMS_TXT || path == LLMS_FULL_TXT {
+    // The site's llms.txt files are public: everyone gets them, whatever the policy; so is
+    // its robots.txt when the client lets ai-cache serve it (else it goes to the origin).
+    if path == LLMS_TXT || path == LLMS_FULL_TXT || (path == ROBOTS_TXT && site.policy.robots_txt) {
         let file = |scheme: &str| {
             NormalizedUrl::parse(&format!("{scheme}://{authority}{path}"))
                 .map_err(|_| ApiError::BadRequest(format!("{authority} is not a valid host")))
@@ -457,7 +459,7 @@ async fn serve(
         }
     }
     let offer = |name| Some(header(name)).filter(|v| !v.is_empty());
-    let decision = policy::decide(
+    let mut decision = policy::decide(
         &site.policy,
         &policy::Request {
             path,
@@ -468,6 +470,10 @@ async fn serve(
             max_price: offer("crawler-max-price"),
         },
     );
+    // robots.txt is never a page: unless served above, it is the origin's, for everyone.
+    if path == ROBOTS_TXT {
+        decision.answer = policy::Answer::Pass;
+    }
     // Pages are stored under the scheme they were imported with: the forwarded one first.
     let schemes = match header("x-forwarded-proto") {
         "http" => ["http", "https"],
@@ -673,6 +679,8 @@ async fn content(
             FormatServed::Html,
         )
     };
+    // A site file (robots.txt) says its own type.
+    let content_type = manifest.content_type.as_deref().unwrap_or(content_type);
     let etag = format!("\"{}\"", blob.hash.as_str());
     let last_modified = http_date(manifest.updated_at);
     let not_modified = caller_has(headers, &etag, manifest.updated_at);
@@ -682,7 +690,7 @@ async fn content(
         .header(header::LAST_MODIFIED, &last_modified)
         .header(header::CACHE_CONTROL, "public, max-age=300")
         .header("x-ai-cache", "hit");
-    if variant.markdown {
+    if variant.markdown && manifest.content_type.is_none() {
         if let Some(link) = variant.link {
             builder = builder.header(
                 header::LINK,
@@ -718,7 +726,10 @@ async fn content(
     }
     let response = builder
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type).map_err(|e| ApiError::Internal(e.into()))?,
+        )
         .header(header::CONTENT_LENGTH, length)
         .body(body)
         .map_err(|e| ApiError::Internal(e.into()))?;

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod quality;
 pub mod render;
 pub mod reprocess;
+pub mod robots_txt;
 pub mod sitemap;
 pub mod url;
 pub mod visit;

@@ -59,6 +59,11 @@ pub struct EdgePolicy {
     /// ai-input=yes`); none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_signal: Option<String>,
+    /// Whether the edge answers `/robots.txt` itself: the site's own file, as the scraper last
+    /// read it, with the `content_signal` in its `User-agent: *` group
+    /// ([`super::robots_txt`]). Off: robots.txt goes to the origin.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub robots_txt: bool,
 }
 
 /// The variant served to known AI agents that do not ask.

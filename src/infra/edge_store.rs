@@ -35,6 +35,10 @@ pub struct Manifest {
     /// Markdown generated before estimates were kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub markdown_tokens: Option<u32>,
+    /// The media type of a site file that is neither a page's Markdown nor its HTML
+    /// (`text/plain; charset=utf-8` for robots.txt), served for both variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
 }
 
 impl Manifest {

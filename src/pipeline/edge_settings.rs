@@ -6,6 +6,9 @@
 //! time (`max_ack_pending` 1), in stream order, so an older state is never written over a newer
 //! one. Other client events, and clients on the built-in store, are acknowledged untouched.
 
+use std::sync::Arc;
+
+use super::llms::LlmsFiles;
 use super::runtime::{Delivery, Step, StepError};
 use super::uploader::{Cloudflare, kv_step_error, kv_target, target};
 use crate::events::Event;
@@ -21,11 +24,22 @@ pub fn policy_key(domain: &str) -> String {
 /// The step.
 pub struct EdgeSettings {
     cloudflare: Option<Cloudflare>,
+    files: Option<Arc<LlmsFiles>>,
 }
 
 impl EdgeSettings {
     pub fn new(cloudflare: Option<Cloudflare>) -> Self {
-        Self { cloudflare }
+        Self {
+            cloudflare,
+            files: None,
+        }
+    }
+
+    /// Has the client's site files (llms.txt, robots.txt) made again when its settings change
+    /// (its robots.txt follows its policy).
+    pub fn with_site_files(mut self, files: Arc<LlmsFiles>) -> Self {
+        self.files = Some(files);
+        self
     }
 }
 
@@ -36,6 +50,9 @@ impl Step<ClientEvent> for EdgeSettings {
             ClientEvent::Updated(updated) => &updated.state,
             _ => return Ok(()),
         };
+        if let Some(files) = &self.files {
+            files.mark(event.meta.client_id.as_uuid());
+        }
         if target(state) != EdgeKind::Cloudflare {
             return Ok(());
         }

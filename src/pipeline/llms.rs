@@ -8,6 +8,11 @@
 //! store compares; for Cloudflare this process remembers what it wrote), so an unchanged site
 //! uploads nothing.
 //!
+//! A client whose edge policy says `robots_txt` also gets its `/robots.txt` made here: the
+//! site's own file as the scraper last shared it (`KV_robots`), with the client's
+//! Content-Signal ([`crate::domain::robots_txt`]); nothing is written until the scraper has
+//! read the site's file, so the edge never serves a robots.txt that lost the site's rules.
+//!
 //! The mark is acknowledged at once: a mark lost in a crash is made good at start-up and every
 //! [`FULL_PASS`], when every client's files are made again (removed pages leave the files then
 //! too, as `pages.removed` does not mark).
@@ -26,12 +31,14 @@ use crate::domain::ids::{ClientId, PageId};
 use crate::domain::kv_key::kv_key;
 use crate::domain::llms::{LLMS_FULL_TXT, LLMS_TXT, LlmsPage, llms_full_txt, llms_txt};
 use crate::domain::markdown::estimate_tokens;
+use crate::domain::robots_txt::{ROBOTS_TXT, served_robots_txt};
 use crate::domain::url::NormalizedUrl;
 use crate::events::Event;
 use crate::events::envelope::now;
 use crate::events::pages::PageEvent;
 use crate::infra::blobs::BlobStore;
 use crate::infra::edge_store::Manifest;
+use crate::infra::robots_store::RobotsStore;
 use crate::projections::clients as clients_read;
 use crate::projections::pages as pages_read;
 
@@ -47,23 +54,31 @@ pub struct LlmsFiles {
     db: PgPool,
     blobs: BlobStore,
     uploader: Arc<Uploader>,
+    robots: RobotsStore,
     dirty: Mutex<HashSet<Uuid>>,
     /// What this process last wrote, by client and path (Cloudflare has no cheap compare).
     written: Mutex<HashMap<(Uuid, &'static str), ContentHash>>,
 }
 
 impl LlmsFiles {
-    pub fn new(db: PgPool, blobs: BlobStore, uploader: Arc<Uploader>) -> Arc<Self> {
+    pub fn new(
+        db: PgPool,
+        blobs: BlobStore,
+        uploader: Arc<Uploader>,
+        robots: RobotsStore,
+    ) -> Arc<Self> {
         Arc::new(Self {
             db,
             blobs,
             uploader,
+            robots,
             dirty: Mutex::new(HashSet::new()),
             written: Mutex::new(HashMap::new()),
         })
     }
 
-    fn mark(&self, client: Uuid) {
+    /// Has `client`'s files made at the next tick.
+    pub fn mark(&self, client: Uuid) {
         self.dirty
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -161,7 +176,24 @@ impl LlmsFiles {
             markdown.get(p.url.as_str()).cloned()
         });
         for (path, text) in [(LLMS_TXT, index), (LLMS_FULL_TXT, full)] {
-            self.store(&row, &root, path, &text).await?;
+            self.store(&row, &root, path, &text, None).await?;
+        }
+        let policy = &row.edge_policy.0;
+        if policy.robots_txt {
+            let origin = root.as_url().origin().ascii_serialization();
+            let file = self
+                .robots
+                .get(&origin)
+                .await
+                .map_err(StepError::transient)?;
+            if let Some(file) = file {
+                let own = (200..300)
+                    .contains(&file.status)
+                    .then_some(file.body.as_str());
+                let text = served_robots_txt(own, policy.content_signal.as_deref());
+                let plain = Some("text/plain; charset=utf-8");
+                self.store(&row, &root, ROBOTS_TXT, &text, plain).await?;
+            }
         }
         Ok(())
     }
@@ -172,6 +204,7 @@ impl LlmsFiles {
         root: &NormalizedUrl,
         path: &'static str,
         text: &str,
+        content_type: Option<&str>,
     ) -> Result<(), StepError> {
         let hash = ContentHash::of(text.as_bytes());
         let key = (row.id, path);
@@ -203,6 +236,7 @@ impl LlmsFiles {
             page_version: 1,
             updated_at: now(),
             markdown_tokens: Some(estimate_tokens(text)),
+            content_type: content_type.map(str::to_owned),
         };
         self.uploader.write(row, &manifest).await?;
         self.written

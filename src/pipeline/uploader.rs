@@ -139,12 +139,24 @@ impl Uploader {
             Pair {
                 key: markdown_key(&manifest.key),
                 value: String::from_utf8_lossy(&markdown).into_owned(),
-                metadata: meta("text/markdown; charset=utf-8", &manifest.markdown),
+                metadata: meta(
+                    manifest
+                        .content_type
+                        .as_deref()
+                        .unwrap_or("text/markdown; charset=utf-8"),
+                    &manifest.markdown,
+                ),
             },
             Pair {
                 key: html_key(&manifest.key),
                 value: String::from_utf8_lossy(&html).into_owned(),
-                metadata: meta("text/html; charset=utf-8", &manifest.html),
+                metadata: meta(
+                    manifest
+                        .content_type
+                        .as_deref()
+                        .unwrap_or("text/html; charset=utf-8"),
+                    &manifest.html,
+                ),
             },
         ];
         for pair in &pairs {
@@ -299,6 +311,7 @@ impl Uploader {
             page_version: rendered.page_version,
             updated_at: now(),
             markdown_tokens,
+            content_type: None,
         };
         self.write(row, &manifest).await?;
         let uploaded = Event::caused_by(
@@ -447,6 +460,7 @@ impl Uploader {
             page_version: k.page_version,
             updated_at: now(),
             markdown_tokens: None,
+            content_type: None,
         };
         self.write(row, &manifest).await?;
         tracing::warn!(client.id = %client, page.id = %page, version = k.page_version, "a stale upload was undone: the page's last upload written again");

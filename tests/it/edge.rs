@@ -33,6 +33,7 @@ async fn app_with_cached_pages() -> (TestApp, String) {
         store
             .put(&Manifest {
                 markdown_tokens: None,
+                content_type: None,
                 key: ai_cache::domain::kv_key::kv_key(&normalized),
                 client_id: client.parse().expect("uuid"),
                 page_id: uuid::Uuid::new_v4(),
@@ -267,6 +268,7 @@ async fn manifest(app: &TestApp, client: &str, url: &str, html: &str, version: u
     let normalized = ai_cache::domain::url::NormalizedUrl::parse(url).expect("url");
     Manifest {
         markdown_tokens: None,
+        content_type: None,
         key: ai_cache::domain::kv_key::kv_key(&normalized),
         client_id: client.parse().expect("uuid"),
         page_id: uuid::Uuid::new_v4(),

@@ -96,3 +96,51 @@ async fn a_sites_llms_txt_lists_its_live_pages_and_everyone_can_read_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_may_let_the_edge_serve_its_robots_txt_with_its_content_signal() {
+    let app = TestApp::with_options(&PIPELINE_ROLES, Options::default()).await;
+    let origin = PageOrigin::start().await;
+    origin.robots("User-agent: GPTBot\nDisallow: /private/\n\nUser-agent: *\nAllow: /\n");
+    let client = create_client(&app, "Site", "site.test").await;
+    app.crawl_rate(&client, 600).await;
+    let policy = serde_json::json!({"settings": {"edge": {
+        "robots_txt": true, "content_signal": "ai-train=no, search=yes"}}});
+    let (status, body) = app.put_client(&client, &policy).await;
+    assert_eq!(status, 200, "{body}");
+    app.add_urls(&client, &origin.articles(&["/".to_owned()]))
+        .await;
+    let authority = origin.url("").trim_start_matches("http://").to_owned();
+    let robots = format!("/edge/{authority}/robots.txt");
+
+    eventually(
+        Duration::from_secs(60),
+        "the edge serves robots.txt with the signal",
+        || async {
+            let (status, _, body) = get(&app, &robots).await;
+            status == 200 && body.contains("Content-Signal: ai-train=no, search=yes")
+        },
+    )
+    .await;
+    let (_, content_type, body) = get(&app, &robots).await;
+    assert_eq!(content_type, "text/plain; charset=utf-8");
+    assert!(
+        body.contains(
+            "User-agent: GPTBot\nDisallow: /private/\n\nUser-agent: *\n\
+             Content-Signal: ai-train=no, search=yes\nAllow: /\n"
+        ),
+        "the site's rules, with the signal in its * group: {body}"
+    );
+
+    // Turned off: robots.txt is the origin's again, though the file is still stored.
+    let (status, body) = app
+        .put_client(&client, &serde_json::json!({"settings": {"edge": {}}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(30),
+        "robots.txt goes to the origin",
+        || async { get(&app, &robots).await.0 == 302 },
+    )
+    .await;
+}

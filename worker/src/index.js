@@ -6,7 +6,8 @@
 // canonical link, and `noindex` at its `.md` URL); rules may block (403) or charge (402,
 // Cloudflare's pay-per-crawl headers). Everything else, and any page not in KV, goes to the
 // origin untouched. The site's `/llms.txt` and `/llms-full.txt` (written by ai-cache's uploader
-// like a page) are served to everyone. Every GET/HEAD is recorded as a visit, posted to
+// like a page) are served to everyone, and its `/robots.txt` (with the policy's Content-Signal)
+// when the policy's `robots_txt` lets ai-cache serve it. Every GET/HEAD is recorded as a visit, posted to
 // ai-cache's ingestion API off the response path.
 //
 // Verification: this Worker knows a bot only by its user agent (`claimed`); ai-cache checks
@@ -87,7 +88,16 @@ export default {
     const visitor = classify(userAgent);
     const policy = await policyOf(env, url.hostname);
     // The site's llms.txt files (written by ai-cache like a page) are public: everyone gets them.
-    if (url.pathname === "/llms.txt" || url.pathname === "/llms-full.txt") {
+    // So is its robots.txt (the site's own, with the policy's Content-Signal) when the policy
+    // lets ai-cache serve it.
+    const isRobots = url.pathname === "/robots.txt";
+    // robots.txt is never a page: without the policy's say-so it is the origin's, for everyone.
+    if (isRobots && policy?.robots_txt !== true) {
+      const response = await fetch(request);
+      record(env, ctx, request, userAgent, "origin", response.status, null);
+      return response;
+    }
+    if (isRobots || url.pathname === "/llms.txt" || url.pathname === "/llms-full.txt") {
       let file = null;
       try {
         file = await fromCache(request, env, new URL(url.origin + url.pathname), { answer: "markdown", pagePath: url.pathname, file: true }, policy);
@@ -192,7 +202,7 @@ async function fromCache(request, env, url, decision, policy) {
   });
   // A file that is not a page (llms.txt) has no variant to link to.
   if (!decision.file) headers.set("link", markdown ? `${link}, ${canonicalLink(meta.source_url || page.href)}` : link);
-  if (markdown) {
+  if (markdown && (!meta.content_type || meta.content_type.startsWith("text/markdown"))) {
     headers.set("x-markdown-tokens", String(meta.tokens ?? Math.ceil(value.byteLength / 4)));
     // Only at the .md URL: at the page's own URL it would de-index the page itself.
     if (decision.explicitMarkdown) headers.set("x-robots-tag", "noindex");

@@ -290,6 +290,27 @@ describe("llms.txt", () => {
     const none = await get("https://site.test/llms-full.txt", { "user-agent": FIREFOX });
     assert.equal(await none.text(), "ORIGIN GET /llms-full.txt", "not made yet: the origin answers");
   });
+
+  test("robots.txt is the origin's unless the policy lets ai-cache serve it, then it is the stored file as text", async () => {
+    const robots = "# Content signals...\n\nUser-agent: *\nContent-Signal: ai-train=no\nAllow: /\n";
+    const base = await kvKey("https://site.test/robots.txt");
+    for (const prefix of ["md", "html"]) {
+      await kv.put(`${prefix}:${base}`, robots, {
+        metadata: { content_type: "text/plain; charset=utf-8", source_url: "https://site.test/robots.txt", hash: "c".repeat(64), version: 1, updated_at: "2026-11-20T10:00:00Z", tokens: 9 },
+      });
+    }
+    const before = await get("https://site.test/robots.txt", { "user-agent": GPTBOT });
+    assert.equal(await before.text(), "ORIGIN GET /robots.txt", "not the client's choice: the origin answers");
+    await kv.put("settings:edge:site.test", JSON.stringify({ robots_txt: true, content_signal: "ai-train=no" }));
+    for (const ua of [FIREFOX, GPTBOT]) {
+      const res = await get("https://site.test/robots.txt", { "user-agent": ua });
+      assert.equal(res.status, 200, ua);
+      assert.equal(res.headers.get("content-type"), "text/plain; charset=utf-8");
+      assert.equal(res.headers.get("x-markdown-tokens"), null, "not Markdown");
+      assert.equal(await res.text(), robots);
+    }
+    await kv.delete("settings:edge:site.test");
+  });
 });
 
 describe("visits", () => {

@@ -384,6 +384,7 @@ async fn edge_route(
             page_version: 1,
             updated_at: chrono::Utc::now(),
             markdown_tokens: None,
+            content_type: None,
         })
         .await?;
     // The ceiling: a bare axum route, same machine, same load generator.
