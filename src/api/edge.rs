@@ -32,6 +32,7 @@ use crate::commands::visits::{
 use crate::domain::bots::{Classification, Classifier, Verification, VisitorType};
 use crate::domain::content::BlobRef;
 use crate::domain::edge::{Serve, VARY, canonical_link, link_header};
+use crate::domain::front_matter::FrontMatter;
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::kv_key::kv_key;
 use crate::domain::llms::{LLMS_FULL_TXT, LLMS_TXT};
@@ -452,6 +453,7 @@ async fn serve(
                 link: None,
                 content_signal: site.policy.content_signal.as_deref(),
                 charged: None,
+                front_matter: false,
             };
             let (response, format) = content(state, &manifest, &variant, method, headers).await?;
             record(&url, &response, format, None);
@@ -536,6 +538,7 @@ async fn serve(
                     link: Some(&link),
                     content_signal: site.policy.content_signal.as_deref(),
                     charged: charged.as_ref(),
+                    front_matter: site.policy.front_matter,
                 };
                 let (response, format) =
                     content(state, &manifest, &variant, method, headers).await?;
@@ -651,6 +654,8 @@ struct Variant<'a> {
     link: Option<&'a str>,
     content_signal: Option<&'a str>,
     charged: Option<&'a Price>,
+    /// Whether a page's Markdown starts with its front matter (the client's policy).
+    front_matter: bool,
 }
 
 /// The cached variant, or 304 when the caller has it.
@@ -681,7 +686,23 @@ async fn content(
     };
     // A site file (robots.txt) says its own type.
     let content_type = manifest.content_type.as_deref().unwrap_or(content_type);
-    let etag = format!("\"{}\"", blob.hash.as_str());
+    let page_markdown = variant.markdown && manifest.content_type.is_none();
+    let front = (page_markdown && variant.front_matter).then(|| {
+        let meta = manifest.metadata.clone().unwrap_or_default();
+        FrontMatter {
+            title: meta.title,
+            source: manifest.source_url.clone(),
+            description: meta.description,
+            language: meta.language,
+            last_modified: manifest.updated_at,
+        }
+        .render()
+    });
+    // The same content with and without front matter is two representations.
+    let etag = match front {
+        Some(_) => format!("\"{}-fm\"", blob.hash.as_str()),
+        None => format!("\"{}\"", blob.hash.as_str()),
+    };
     let last_modified = http_date(manifest.updated_at);
     let not_modified = caller_has(headers, &etag, manifest.updated_at);
     let mut builder = Response::builder()
@@ -690,14 +711,18 @@ async fn content(
         .header(header::LAST_MODIFIED, &last_modified)
         .header(header::CACHE_CONTROL, "public, max-age=300")
         .header("x-ai-cache", "hit");
-    if variant.markdown && manifest.content_type.is_none() {
+    if page_markdown {
         if let Some(link) = variant.link {
             builder = builder.header(
                 header::LINK,
                 format!("{link}, {}", canonical_link(&manifest.source_url)),
             );
         }
-        builder = builder.header("x-markdown-tokens", manifest.markdown_tokens());
+        let tokens = manifest.markdown_tokens()
+            + front
+                .as_deref()
+                .map_or(0, crate::domain::markdown::estimate_tokens);
+        builder = builder.header("x-markdown-tokens", tokens);
         if variant.at_markdown_path {
             builder = builder.header("x-robots-tag", "noindex");
         }
@@ -714,7 +739,12 @@ async fn content(
             .map_err(|e| ApiError::Internal(e.into()))?;
         return Ok((response, format));
     }
-    let bytes = blob_bytes(state, blob).await?;
+    let mut bytes = blob_bytes(state, blob).await?;
+    if let Some(front) = front {
+        let mut with = front.into_bytes();
+        with.extend_from_slice(&bytes);
+        bytes = with.into();
+    }
     let length = bytes.len();
     let body = if method == Method::HEAD {
         Body::empty()

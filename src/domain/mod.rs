@@ -4,6 +4,7 @@ pub mod bots;
 pub mod client;
 pub mod content;
 pub mod edge;
+pub mod front_matter;
 pub mod html;
 pub mod html_bounds;
 pub mod ids;

@@ -64,6 +64,10 @@ pub struct EdgePolicy {
     /// ([`super::robots_txt`]). Off: robots.txt goes to the origin.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub robots_txt: bool,
+    /// Whether pages' Markdown starts with YAML front matter (title, source URL, description,
+    /// language, last modification: [`super::front_matter`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub front_matter: bool,
 }
 
 /// The variant served to known AI agents that do not ask.

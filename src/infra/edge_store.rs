@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::watched::WatchedMap;
 use crate::domain::content::BlobRef;
+use crate::domain::markdown::PageMetadata;
 
 /// The bucket.
 pub const BUCKET: &str = "edge";
@@ -39,6 +40,10 @@ pub struct Manifest {
     /// (`text/plain; charset=utf-8` for robots.txt), served for both variants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+    /// The page's title, description and language, for the Markdown's front matter (absent
+    /// in manifests written before they were kept, and for site files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<PageMetadata>,
 }
 
 impl Manifest {

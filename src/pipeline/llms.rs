@@ -237,6 +237,7 @@ impl LlmsFiles {
             updated_at: now(),
             markdown_tokens: Some(estimate_tokens(text)),
             content_type: content_type.map(str::to_owned),
+            metadata: None,
         };
         self.uploader.write(row, &manifest).await?;
         self.written

@@ -33,6 +33,7 @@ use crate::domain::client::is_cloudflare_id;
 use crate::domain::content::{BlobRef, ContentHash};
 use crate::domain::ids::{ClientId, PageId};
 use crate::domain::kv_key::{html_key, kv_key, markdown_key};
+use crate::domain::markdown::PageMetadata;
 use crate::domain::reprocess::{nothing_to_redo, output_key};
 use crate::domain::url::NormalizedUrl;
 use crate::events::Event;
@@ -128,12 +129,32 @@ impl Uploader {
         );
         // Metadata stays under Cloudflare's 1,024 bytes: the URL is cut if it must be.
         let source: String = manifest.source_url.chars().take(400).collect();
+        // The front matter's fields (the Worker adds it when the policy says so), shortened or
+        // left out as far as the limit needs.
+        let page = manifest.metadata.clone().unwrap_or_default();
+        let cut = |s: &Option<String>, n: usize| -> Option<String> {
+            s.as_deref()
+                .filter(|_| n > 0)
+                .map(|s| s.chars().take(n).collect())
+        };
         let meta = |content_type: &str, hash: &BlobRef| {
-            serde_json::json!({
-                "content_type": content_type, "source_url": source, "hash": hash.hash,
-                "version": manifest.page_version, "updated_at": manifest.updated_at,
-                "tokens": manifest.markdown_tokens(),
-            })
+            let mut last = serde_json::Value::Null;
+            for (title, description) in [(200, 300), (120, 120), (0, 0)] {
+                last = serde_json::json!({
+                    "content_type": content_type, "source_url": source, "hash": hash.hash,
+                    "version": manifest.page_version, "updated_at": manifest.updated_at,
+                    "tokens": manifest.markdown_tokens(),
+                    "title": cut(&page.title, title),
+                    "description": cut(&page.description, description),
+                    "language": cut(&page.language, 35),
+                });
+                if serde_json::to_string(&last).map_or(usize::MAX, |m| m.len())
+                    <= crate::infra::cloudflare::MAX_METADATA_BYTES
+                {
+                    break;
+                }
+            }
+            last
         };
         let pairs = vec![
             Pair {
@@ -284,7 +305,7 @@ impl Uploader {
             // stale, and the newer one gets uploaded.
             return self.skipped(event, rendered).await;
         }
-        let Some((markdown, markdown_tokens)) =
+        let Some((markdown, markdown_tokens, metadata)) =
             self.rendered_markdown(rendered, client, page).await?
         else {
             // Newer Markdown of the same version exists: its rendering gets uploaded.
@@ -312,6 +333,7 @@ impl Uploader {
             updated_at: now(),
             markdown_tokens,
             content_type: None,
+            metadata,
         };
         self.write(row, &manifest).await?;
         let uploaded = Event::caused_by(
@@ -414,14 +436,14 @@ impl Uploader {
         rendered: &HtmlRendered,
         client: ClientId,
         page: PageId,
-    ) -> Result<Option<(BlobRef, Option<u32>)>, StepError> {
+    ) -> Result<Option<(BlobRef, Option<u32>, Option<PageMetadata>)>, StepError> {
         match self
             .history
             .last("pages.markdown_generated", client, page)
             .await?
         {
             Some(PageEvent::MarkdownGenerated(m)) if m.markdown.hash == rendered.markdown_hash => {
-                return Ok(Some((m.markdown, m.markdown_tokens)));
+                return Ok(Some((m.markdown, m.markdown_tokens, Some(m.metadata))));
             }
             Some(PageEvent::MarkdownGenerated(m)) if m.page_version >= rendered.page_version => {
                 return Ok(None);
@@ -430,7 +452,7 @@ impl Uploader {
         }
         super::required_ref(&self.blobs, &rendered.markdown_hash, "markdown")
             .await
-            .map(|blob| Some((blob, None)))
+            .map(|blob| Some((blob, None, None)))
     }
 
     /// Writes the page's last upload `k` (at `seq`) to the store again and publishes it again,
@@ -461,6 +483,7 @@ impl Uploader {
             updated_at: now(),
             markdown_tokens: None,
             content_type: None,
+            metadata: None,
         };
         self.write(row, &manifest).await?;
         tracing::warn!(client.id = %client, page.id = %page, version = k.page_version, "a stale upload was undone: the page's last upload written again");

@@ -168,6 +168,8 @@ async fn a_cloudflare_clients_pages_reach_its_namespace_through_retries_and_leav
     assert!(markdown.contains("The text of /p/0"), "{markdown}");
     assert_eq!(meta["content_type"], "text/markdown; charset=utf-8");
     assert_eq!(meta["source_url"], origin.url("/p/0"));
+    // The page's title travels for the Worker's front matter.
+    assert_eq!(meta["title"], "T", "{meta}");
     eventually(
         Duration::from_secs(15),
         "one pages.updated per page",

@@ -34,6 +34,7 @@ async fn app_with_cached_pages() -> (TestApp, String) {
             .put(&Manifest {
                 markdown_tokens: None,
                 content_type: None,
+                metadata: None,
                 key: ai_cache::domain::kv_key::kv_key(&normalized),
                 client_id: client.parse().expect("uuid"),
                 page_id: uuid::Uuid::new_v4(),
@@ -269,6 +270,7 @@ async fn manifest(app: &TestApp, client: &str, url: &str, html: &str, version: u
     Manifest {
         markdown_tokens: None,
         content_type: None,
+        metadata: None,
         key: ai_cache::domain::kv_key::kv_key(&normalized),
         client_id: client.parse().expect("uuid"),
         page_id: uuid::Uuid::new_v4(),
@@ -724,4 +726,57 @@ async fn a_web_bot_auth_signature_verified_with_the_agents_directory_is_a_verifi
         )],
         "a signed agent the catalogue does not know is a bot named by its origin"
     );
+}
+
+#[tokio::test]
+async fn a_client_may_start_its_markdown_with_front_matter() {
+    let (app, client) = app_with_cached_pages().await;
+    let store = EdgeStore::open(app.js()).await.expect("edge");
+    let mut page = manifest(&app, &client, "https://site.test/fm", HTML, 1).await;
+    page.metadata = Some(ai_cache::domain::markdown::PageMetadata {
+        title: Some("A \"quoted\" post".into()),
+        description: Some("What it says.".into()),
+        language: Some("en".into()),
+        ..Default::default()
+    });
+    store.put(&page).await.expect("put");
+    let md = || async {
+        let res = raw(&app, Method::GET, "/edge/site.test/fm.md")
+            .header(USER_AGENT, FIREFOX)
+            .send()
+            .await
+            .expect("request");
+        let etag = header(&res, "etag");
+        let length = header(&res, "content-length");
+        (etag, length, res.text().await.expect("body"))
+    };
+    let (etag, _, body) = md().await;
+    assert_eq!(body, MARKDOWN, "no front matter by default");
+
+    let (status, body) = app
+        .put_client(
+            &client,
+            &serde_json::json!({"settings": {"edge": {"front_matter": true}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let expected = format!(
+        "---\ntitle: \"A \\\"quoted\\\" post\"\nsource: \"https://site.test/fm\"\n\
+         description: \"What it says.\"\nlanguage: \"en\"\n\
+         last_modified: \"2026-11-21T10:00:00Z\"\n---\n\n{MARKDOWN}"
+    );
+    eventually(Duration::from_secs(15), "the policy applies", || async {
+        md().await.2 == expected
+    })
+    .await;
+    let (with_etag, length, _) = md().await;
+    assert_eq!(length, expected.len().to_string());
+    assert_ne!(with_etag, etag, "another representation, another ETag");
+    // The HTML variant is untouched.
+    let res = raw(&app, Method::GET, "/edge/site.test/fm")
+        .header(USER_AGENT, GPTBOT)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.text().await.expect("body"), HTML);
 }

@@ -36,3 +36,21 @@ export function linkHeader(prefix, pagePath, search) {
 export function canonicalLink(pageUrl) {
   return `<${pageUrl}>; rel="canonical"`;
 }
+
+/** The YAML front matter before a page's Markdown when the policy asks for it, as in
+ * src/domain/front_matter.rs (both tested against tests/fixtures/front-matter-vectors.json):
+ * each value a double-quoted scalar in JSON's escaping, so no value can end the block. */
+export function frontMatter({ title, source, description, language, lastModified }) {
+  const lines = ["---"];
+  const field = (name, value) => {
+    const v = typeof value === "string" ? value.trim() : "";
+    if (v) lines.push(`${name}: ${JSON.stringify(v)}`);
+  };
+  field("title", title);
+  field("source", source);
+  field("description", description);
+  field("language", language);
+  const modified = new Date(lastModified);
+  if (!Number.isNaN(modified.getTime())) field("last_modified", modified.toISOString().replace(/\.\d{3}Z$/, "Z"));
+  return `${lines.join("\n")}\n---\n\n`;
+}

@@ -24,7 +24,7 @@
 // isolate evictions), VISITS_FLUSH_MS and POLICY_TTL_MS (optional).
 
 import { classify } from "./classify.js";
-import { VARY, canonicalLink, linkHeader } from "./edge.js";
+import { VARY, canonicalLink, frontMatter, linkHeader } from "./edge.js";
 import { htmlKey, kvKey, markdownKey } from "./kvkey.js";
 import { decide } from "./policy.js";
 import { VisitBuffer, postVisits } from "./visits.js";
@@ -193,6 +193,25 @@ async function fromCache(request, env, url, decision, policy) {
   const { value, metadata } = await env.AI_CACHE_KV.getWithMetadata(key, { type: "arrayBuffer" });
   if (value === null) return null;
   const meta = metadata || {};
+  const isMarkdown = markdown && (!meta.content_type || meta.content_type.startsWith("text/markdown"));
+  const pageMarkdown = isMarkdown && !decision.file;
+  // The client's policy may want the page's front matter before its Markdown.
+  let body = value;
+  let front = null;
+  if (pageMarkdown && policy?.front_matter === true) {
+    front = frontMatter({
+      title: meta.title,
+      source: meta.source_url || page.href,
+      description: meta.description,
+      language: meta.language,
+      lastModified: meta.updated_at,
+    });
+    const head = new TextEncoder().encode(front);
+    const joined = new Uint8Array(head.byteLength + value.byteLength);
+    joined.set(head, 0);
+    joined.set(new Uint8Array(value), head.byteLength);
+    body = joined.buffer;
+  }
   const link = linkHeader("", decision.pagePath, url.search);
   const headers = new Headers({
     "content-type": meta.content_type || (markdown ? "text/markdown; charset=utf-8" : "text/html; charset=utf-8"),
@@ -202,20 +221,22 @@ async function fromCache(request, env, url, decision, policy) {
   });
   // A file that is not a page (llms.txt) has no variant to link to.
   if (!decision.file) headers.set("link", markdown ? `${link}, ${canonicalLink(meta.source_url || page.href)}` : link);
-  if (markdown && (!meta.content_type || meta.content_type.startsWith("text/markdown"))) {
-    headers.set("x-markdown-tokens", String(meta.tokens ?? Math.ceil(value.byteLength / 4)));
+  if (isMarkdown) {
+    const frontTokens = front ? Math.ceil([...front].length / 4) : 0;
+    headers.set("x-markdown-tokens", String((meta.tokens ?? Math.ceil(value.byteLength / 4)) + frontTokens));
     // Only at the .md URL: at the page's own URL it would de-index the page itself.
     if (decision.explicitMarkdown) headers.set("x-robots-tag", "noindex");
   }
   if (policy?.content_signal) headers.set("content-signal", policy.content_signal);
-  const etag = meta.hash ? `"${meta.hash}"` : null;
+  // The same content with and without front matter is two representations.
+  const etag = meta.hash ? (front ? `"${meta.hash}-fm"` : `"${meta.hash}"`) : null;
   if (etag) headers.set("etag", etag);
   const updated = meta.updated_at ? new Date(meta.updated_at) : null;
   if (updated && !Number.isNaN(updated.getTime())) headers.set("last-modified", updated.toUTCString());
   if (notModified(request, etag, updated)) return new Response(null, { status: 304, headers });
   if (decision.charged) headers.set("crawler-charged", decision.charged);
-  headers.set("content-length", String(value.byteLength));
-  return new Response(request.method === "HEAD" ? null : value, { status: 200, headers });
+  headers.set("content-length", String(body.byteLength));
+  return new Response(request.method === "HEAD" ? null : body, { status: 200, headers });
 }
 
 function notModified(request, etag, updated) {

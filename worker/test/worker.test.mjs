@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { Miniflare } from "miniflare";
 
 import { classify } from "../src/classify.js";
+import { frontMatter } from "../src/edge.js";
 import { kvKey } from "../src/kvkey.js";
 import { DEFAULT_BLOCK_BODY, decide } from "../src/policy.js";
 
@@ -274,6 +275,40 @@ describe("policy", () => {
       ["markdown", 200, null],
       ["origin", 200, null],
     ]);
+  });
+});
+
+describe("front matter", () => {
+  test("the shared vectors hold", () => {
+    for (const v of fixture("front-matter-vectors.json")) {
+      const got = frontMatter({
+        title: v.input.title,
+        source: v.input.source,
+        description: v.input.description,
+        language: v.input.language,
+        lastModified: v.input.last_modified,
+      });
+      assert.equal(got, v.expected, v.name);
+    }
+  });
+
+  test("starts a page's Markdown when the policy asks for it, with its own ETag and length", async () => {
+    const base = await kvKey("https://site.test/fm");
+    await kv.put(`md:${base}`, "# FM\n", {
+      metadata: { content_type: "text/markdown; charset=utf-8", source_url: "https://site.test/fm", hash: "d".repeat(64), version: 1, updated_at: "2026-11-20T10:00:00Z", tokens: 2, title: "Front \"matter\"", description: "A page.", language: "en" },
+    });
+    await kv.put(`html:${base}`, "<h1>FM</h1>", { metadata: { content_type: "text/html; charset=utf-8", hash: "e".repeat(64) } });
+    const plain = await get("https://site.test/fm.md", { "user-agent": FIREFOX });
+    assert.equal(await plain.text(), "# FM\n", "no front matter by default");
+    await kv.put("settings:edge:site.test", JSON.stringify({ front_matter: true }));
+    const res = await get("https://site.test/fm.md", { "user-agent": FIREFOX });
+    const expected = '---\ntitle: "Front \\"matter\\""\nsource: "https://site.test/fm"\ndescription: "A page."\nlanguage: "en"\nlast_modified: "2026-11-20T10:00:00Z"\n---\n\n# FM\n';
+    assert.equal(await res.text(), expected);
+    assert.equal(res.headers.get("content-length"), String(new TextEncoder().encode(expected).byteLength));
+    assert.equal(res.headers.get("etag"), `"${"d".repeat(64)}-fm"`);
+    const html = await get("https://site.test/fm", { "user-agent": GPTBOT });
+    assert.equal(await html.text(), "<h1>FM</h1>", "HTML is untouched");
+    await kv.delete("settings:edge:site.test");
   });
 });
 

@@ -385,6 +385,7 @@ async fn edge_route(
             updated_at: chrono::Utc::now(),
             markdown_tokens: None,
             content_type: None,
+            metadata: None,
         })
         .await?;
     // The ceiling: a bare axum route, same machine, same load generator.
