@@ -1,5 +1,6 @@
 //! Wiring: connect to the backbone, prepare it (streams, migrations), and run roles.
 
+use crate::infra::rdns::ReverseDns;
 use crate::infra::robots_store::{RobotsRules, RobotsStore};
 use std::sync::Arc;
 
@@ -249,7 +250,8 @@ async fn visits(backbone: &Backbone, config: &ApiConfig) -> anyhow::Result<Visit
     )
     .with_robots(RobotsRules::new(
         RobotsStore::open(&backbone.nats.js).await?,
-    )))
+    ))
+    .with_rdns(ReverseDns::new(&config.rdns_resolver).map_err(anyhow::Error::msg)?))
 }
 
 /// Everything the API role needs; refuses to start without a master key or a Fernet key.

@@ -123,6 +123,12 @@ pub struct ApiConfig {
     #[arg(long, env = "BOT_RANGES_DIR")]
     pub bot_ranges_dir: Option<PathBuf>,
 
+    /// Forward-confirmed reverse DNS for the bots of operators that document it (Googlebot,
+    /// Bingbot, Applebot...): `system` (the system's resolver), `off`, or one name server's
+    /// address (`10.0.0.2:53`).
+    #[arg(long, env = "RDNS_RESOLVER", default_value = "system")]
+    pub rdns_resolver: crate::infra::rdns::RdnsSource,
+
     /// Server-Sent Event streams one key may hold open at once (per API process).
     #[arg(long, env = "EVENT_STREAMS_PER_KEY", default_value_t = 8)]
     pub event_streams_per_key: usize,

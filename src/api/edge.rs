@@ -275,7 +275,7 @@ async fn publish_visits(visits: Visits, mut rx: mpsc::Receiver<(VisitInput, Clas
                     .ok()
             })
             .collect::<Vec<_>>();
-        visits.judge_robots(&mut ready).await;
+        visits.enrich(&mut ready).await;
         let ready = VisitBatches::new(ready);
         // NATS being away: retry a few times, then drop (counted) rather than grow forever.
         let mut attempt = 0;
@@ -413,7 +413,7 @@ async fn serve(
         .await;
     let verification = match signature_agent {
         Some(_) => Verification::Signature,
-        None => state.edge.visits.verification(&visitor, Some(ip)),
+        None => state.edge.visits.verification_at_edge(&visitor, ip).await,
     };
     let record = |url: &NormalizedUrl, response: &Response, format, charged: Option<Price>| {
         state.edge.record(

@@ -9,7 +9,10 @@
 //! function of the ids in it: a report posted twice is stored once inside the stream's
 //! duplicate window, and the second post is told its visits were duplicates.
 
+use crate::domain::bots::rdns::documented_domains;
+use crate::infra::rdns::ReverseDns;
 use crate::infra::robots_store::RobotsRules;
+use futures::StreamExt;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -260,6 +263,9 @@ impl IpHasher {
     }
 }
 
+/// Reverse DNS checks of one batch made at once.
+const RDNS_AT_ONCE: usize = 16;
+
 /// Records visits.
 #[derive(Clone)]
 pub struct Visits {
@@ -267,6 +273,7 @@ pub struct Visits {
     ranges: BotRanges,
     ip_hasher: IpHasher,
     robots: Option<RobotsRules>,
+    rdns: Option<ReverseDns>,
 }
 
 /// What a batch came to.
@@ -309,7 +316,73 @@ impl Visits {
             ranges,
             ip_hasher,
             robots: None,
+            rdns: None,
         }
+    }
+
+    /// Verifies bots of operators that document it by forward-confirmed reverse DNS.
+    pub fn with_rdns(mut self, rdns: ReverseDns) -> Self {
+        self.rdns = Some(rdns);
+        self
+    }
+
+    /// The verification level of a request at the edge, before it is answered: the ranges'
+    /// verdict, else forward-confirmed reverse DNS where the operator documents it.
+    pub async fn verification_at_edge(
+        &self,
+        classification: &Classification,
+        ip: IpAddr,
+    ) -> Verification {
+        let level = verify(classification, Some(ip), &self.ranges.get());
+        self.confirmed(classification, Some(ip), level).await
+    }
+
+    /// `level`, raised to `rdns` when reverse DNS confirms a claimed (or range-mismatched)
+    /// identity.
+    async fn confirmed(
+        &self,
+        classification: &Classification,
+        ip: Option<IpAddr>,
+        level: Verification,
+    ) -> Verification {
+        let (Some(rdns), Some(ip)) = (&self.rdns, ip) else {
+            return level;
+        };
+        if !matches!(level, Verification::Claimed | Verification::IpMismatch) {
+            return level;
+        }
+        match documented_domains(classification) {
+            Some(domains) if rdns.confirms(ip, domains).await => Verification::Rdns,
+            _ => level,
+        }
+    }
+
+    /// What is checked after validation, with lookups: reverse DNS for bots whose operator
+    /// documents it ([`Visits::with_rdns`]), then robots.txt compliance.
+    pub async fn enrich(&self, ready: &mut [ReadyVisit]) {
+        if self.rdns.is_some() {
+            // One lookup per address at a time, a few addresses at once.
+            let mut checks = Vec::with_capacity(ready.len());
+            for r in ready.iter() {
+                let v = &r.visit.visit;
+                let classification = Classification {
+                    visitor_type: v.visitor_type,
+                    bot_name: v.bot_name.clone(),
+                    operator: v.operator.clone(),
+                    category: v.category.clone(),
+                };
+                let (ip, level) = (r.ip, v.verification);
+                checks.push(async move { self.confirmed(&classification, ip, level).await });
+            }
+            let levels: Vec<Verification> = futures::stream::iter(checks)
+                .buffered(RDNS_AT_ONCE)
+                .collect()
+                .await;
+            for (r, level) in ready.iter_mut().zip(levels) {
+                r.visit.visit.verification = level;
+            }
+        }
+        self.judge_robots(ready).await;
     }
 
     /// Judges named bots' visits against their sites' robots.txt files.
@@ -320,7 +393,7 @@ impl Visits {
 
     /// Sets each named bot's visit's robots.txt compliance (left unknown without rules, or
     /// when the site's file has not been read).
-    pub async fn judge_robots(&self, ready: &mut [ReadyVisit]) {
+    async fn judge_robots(&self, ready: &mut [ReadyVisit]) {
         let Some(robots) = &self.robots else { return };
         for r in ready {
             let visit = &mut r.visit.visit;
@@ -395,6 +468,7 @@ impl Visits {
             referrer.as_deref(),
         );
         Ok(ReadyVisit {
+            ip,
             client: client_id,
             visit: BatchedVisit {
                 id: id_for_key(&dedup),
@@ -443,7 +517,7 @@ impl Visits {
                 }),
             }
         }
-        self.judge_robots(&mut ready).await;
+        self.enrich(&mut ready).await;
         let batches = VisitBatches::new(ready);
         let duplicates = self.publish(&batches).await?;
         outcome.duplicates = duplicates.iter().filter(|d| **d).count();
@@ -476,6 +550,8 @@ impl Visits {
 pub struct ReadyVisit {
     client: ClientId,
     visit: BatchedVisit,
+    /// The visitor's address (only its HMAC travels), for checks made after validation.
+    ip: Option<IpAddr>,
 }
 
 /// Most bytes of one `visits.batch_recorded` event (estimated from above, see
@@ -634,6 +710,7 @@ mod tests {
         let url = NormalizedUrl::parse(&format!("https://site.test/{n}/{}", "a".repeat(1800)))
             .expect("url");
         ReadyVisit {
+            ip: None,
             client,
             visit: BatchedVisit {
                 id: Uuid::from_u128(n),

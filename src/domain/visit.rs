@@ -26,6 +26,9 @@ pub enum Verification {
     IpVerified,
     /// The operator publishes ranges and the IP is outside them.
     IpMismatch,
+    /// The IP's reverse DNS name is in a domain the operator documents for its crawlers, and
+    /// that name resolves back to the IP (forward-confirmed reverse DNS).
+    Rdns,
     /// The request carried a Web Bot Auth signature that verified with a key of its agent's
     /// key directory (the visit names the agent).
     Signature,

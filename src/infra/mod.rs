@@ -14,6 +14,7 @@ pub mod localstack;
 pub mod nats;
 pub mod nats_auth;
 pub mod publish;
+pub mod rdns;
 pub mod robots_store;
 pub mod secrets;
 pub mod streams;

@@ -131,6 +131,8 @@ pub struct Options {
     pub local_hosts: Vec<String>,
     /// Bot operators' IP ranges (BOT_RANGES_DIR).
     pub bot_ranges_dir: Option<PathBuf>,
+    /// Reverse DNS (off unless a test serves its own DNS).
+    pub rdns_resolver: ai_cache::infra::rdns::RdnsSource,
     /// When /health turns degraded.
     pub health: ai_cache::config::HealthThresholds,
     /// A PostgreSQL cluster of the test's own (to stop and restart it), not the shared one.
@@ -157,6 +159,7 @@ impl Default for Options {
             gemini_model: "known-model".into(),
             local_hosts: vec!["site.test".into(), "other.test".into()],
             bot_ranges_dir: None,
+            rdns_resolver: ai_cache::infra::rdns::RdnsSource::Off,
             health: ai_cache::config::HealthThresholds::default(),
             own_postgres: false,
             header_timeout_secs: 10,
@@ -219,6 +222,7 @@ impl Options {
             max_connections: 4096,
             visits_ip_secret: Some("test-visits-ip-secret".into()),
             bot_ranges_dir: self.bot_ranges_dir.clone(),
+            rdns_resolver: self.rdns_resolver.clone(),
             event_streams_per_key: 2,
             event_stream_heartbeat_secs: 1,
             health: self.health,

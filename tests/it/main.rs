@@ -27,6 +27,7 @@ mod origin;
 mod page_origin;
 mod parsers;
 mod projections;
+mod rdns;
 mod reprocess;
 mod routes;
 mod runtime;

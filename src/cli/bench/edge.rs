@@ -82,6 +82,8 @@ async fn api(backbone: &Backbone) -> anyhow::Result<(String, tokio_util::sync::C
         max_connections: 4096,
         visits_ip_secret: Some("bench".into()),
         bot_ranges_dir: None,
+        // No resolver is reachable from a benchmark machine: the figure is the edge's own.
+        rdns_resolver: crate::infra::rdns::RdnsSource::Off,
         event_streams_per_key: 8,
         event_stream_heartbeat_secs: 15,
         health: crate::config::HealthThresholds::default(),

@@ -10,6 +10,7 @@
 
 pub mod build;
 pub mod ranges;
+pub mod rdns;
 
 use std::net::IpAddr;
 use std::sync::LazyLock;
