@@ -29,7 +29,7 @@ use super::{ApiError, AppState};
 use crate::commands::visits::{
     DomainRule, Reporter, VisitBatches, VisitInput, VisitRejection, Visits,
 };
-use crate::domain::bots::{Classification, Classifier, Verification, VisitorType};
+use crate::domain::bots::{Classification, Classifier, Verification};
 use crate::domain::content::BlobRef;
 use crate::domain::edge::{Serve, VARY, canonical_link, link_header};
 use crate::domain::front_matter::FrontMatter;
@@ -176,7 +176,7 @@ impl Edge {
     async fn identify(
         &self,
         headers: &HeaderMap,
-        mut visitor: Classification,
+        visitor: Classification,
     ) -> (Classification, Option<String>) {
         // Parsed before any await: the header lookup is not `Send`.
         let parsed = {
@@ -221,21 +221,7 @@ impl Edge {
             }
         };
         metrics::counter!("aicache_edge_signatures_total", "outcome" => "verified").increment(1);
-        if let Some((_, name, operator, category)) = webbotauth::KNOWN_AGENTS
-            .iter()
-            .find(|(origin, ..)| *origin == agent)
-        {
-            visitor = Classification {
-                visitor_type: VisitorType::AiBot,
-                bot_name: Some((*name).to_owned()),
-                operator: Some((*operator).to_owned()),
-                category: Some((*category).to_owned()),
-            };
-        } else if !visitor.is_bot() {
-            visitor.visitor_type = VisitorType::OtherBot;
-            visitor.bot_name = Some(agent.clone());
-        }
-        (visitor, Some(agent))
+        (webbotauth::attribute(visitor, &agent), Some(agent))
     }
 
     fn record(&self, visit: VisitInput, classification: Classification) {

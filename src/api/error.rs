@@ -97,6 +97,8 @@ error_codes! {
     InvalidIp => "invalid_ip", UNPROCESSABLE_ENTITY, "A visit's `ip` is not an IP address.";
     InvalidPrice => "invalid_price", UNPROCESSABLE_ENTITY,
         "A visit's `charged_price` is not a price such as `USD 0.01`.";
+    InvalidSignatureAgent => "invalid_signature_agent", UNPROCESSABLE_ENTITY,
+        "A visit's `signature_agent` is not an agent's origin such as `https://chatgpt.com`.";
     RateLimited => "rate_limited", TOO_MANY_REQUESTS,
         "Over the key's requests per minute; retry after `Retry-After` seconds.";
     ServiceUnavailable => "service_unavailable", SERVICE_UNAVAILABLE,
@@ -206,6 +208,7 @@ impl ApiError {
             RejectCode::InvalidStatus => ErrorCode::InvalidStatus,
             RejectCode::InvalidIp => ErrorCode::InvalidIp,
             RejectCode::InvalidPrice => ErrorCode::InvalidPrice,
+            RejectCode::InvalidSignatureAgent => ErrorCode::InvalidSignatureAgent,
         };
         Self::Unprocessable { code, message }
     }

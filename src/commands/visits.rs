@@ -10,6 +10,7 @@
 //! duplicate window, and the second post is told its visits were duplicates.
 
 use crate::domain::bots::rdns::documented_domains;
+use crate::domain::webbotauth;
 use crate::infra::rdns::ReverseDns;
 use crate::infra::robots_store::RobotsRules;
 use futures::StreamExt;
@@ -75,9 +76,11 @@ pub struct VisitInput {
     /// What the visitor was charged under the client's policy (`USD 0.01`).
     #[serde(default)]
     pub charged_price: Option<String>,
-    /// The agent whose Web Bot Auth signature the built-in edge verified; never read from a
-    /// report (a reporter's word is not a verification).
-    #[serde(skip)]
+    /// The agent (`https://chatgpt.com`) whose Web Bot Auth signature the reporting edge
+    /// verified (the Worker does, with the npm `web-bot-auth` package): the visit's
+    /// verification is then `signature`. An origin (`https://host[:port]`); the reporter is
+    /// the client's own edge, trusted for this as for what it served.
+    #[serde(default)]
     pub signature_agent: Option<String>,
 }
 
@@ -98,10 +101,11 @@ pub enum RejectCode {
     InvalidStatus,
     InvalidIp,
     InvalidPrice,
+    InvalidSignatureAgent,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 9] = [
+    pub const ALL: [RejectCode; 10] = [
         Self::ForbiddenClient,
         Self::ClientIdRequired,
         Self::UnknownClient,
@@ -111,6 +115,7 @@ impl RejectCode {
         Self::InvalidStatus,
         Self::InvalidIp,
         Self::InvalidPrice,
+        Self::InvalidSignatureAgent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -124,6 +129,7 @@ impl RejectCode {
             Self::InvalidStatus => "invalid_status",
             Self::InvalidIp => "invalid_ip",
             Self::InvalidPrice => "invalid_price",
+            Self::InvalidSignatureAgent => "invalid_signature_agent",
         }
     }
 }
@@ -189,6 +195,16 @@ fn check_fields(input: &VisitInput, now: DateTime<Utc>) -> Result<Option<IpAddr>
         return Err(reject(
             RejectCode::InvalidPrice,
             format!("charged_price {price:?} is not a price such as \"USD 0.01\""),
+        ));
+    }
+    if let Some(agent) = &input.signature_agent
+        && webbotauth::agent_origin(agent).as_deref() != Some(agent.as_str())
+    {
+        return Err(reject(
+            RejectCode::InvalidSignatureAgent,
+            format!(
+                "signature_agent {agent:?} is not an agent's origin such as \"https://chatgpt.com\""
+            ),
         ));
     }
     match input.ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -452,6 +468,9 @@ impl Visits {
             .map(cut);
         let mut classification = classified
             .unwrap_or_else(|| Classifier::shipped().classify(user_agent.as_deref().unwrap_or("")));
+        if let Some(agent) = &input.signature_agent {
+            classification = webbotauth::attribute(classification, agent);
+        }
         if input.cf_worker.is_some() {
             classification.visitor_type = VisitorType::WorkerProxy;
         }

@@ -8,6 +8,8 @@
 //! directory is fetched by the caller (`infra::key_directory`).
 
 use web_bot_auth::components::{CoveredComponent, DerivedComponent, HTTPField};
+
+use super::bots::{Classification, VisitorType};
 use web_bot_auth::keyring::{JSONWebKeySet, KeyRing};
 use web_bot_auth::message_signatures::SignedMessage;
 use web_bot_auth::{SignatureAgentLink, WebBotAuthVerifier};
@@ -116,6 +118,32 @@ pub fn parse(request: &Request<'_>, now: i64) -> Result<Signature, Refused> {
 /// its user agent says (ChatGPT's agent browses with a browser's).
 pub const KNOWN_AGENTS: &[(&str, &str, &str, &str)] =
     &[("https://chatgpt.com", "ChatGPT Agent", "OpenAI", "agent")];
+
+/// Who a verified agent is: a known agent by its catalogue name, else a bot named by its
+/// origin (unless its user agent already names one).
+pub fn attribute(mut visitor: Classification, agent: &str) -> Classification {
+    if let Some((_, name, operator, category)) =
+        KNOWN_AGENTS.iter().find(|(origin, ..)| *origin == agent)
+    {
+        return Classification {
+            visitor_type: VisitorType::AiBot,
+            bot_name: Some((*name).to_owned()),
+            operator: Some((*operator).to_owned()),
+            category: Some((*category).to_owned()),
+        };
+    }
+    if !visitor.is_bot() {
+        visitor.visitor_type = VisitorType::OtherBot;
+        visitor.bot_name = Some(agent.to_owned());
+    }
+    visitor
+}
+
+/// The origin an agent is named by (`https://chatgpt.com/x` → `https://chatgpt.com`), if it
+/// is an `https` or `http` URL of at most 200 bytes.
+pub fn agent_origin(url: &str) -> Option<String> {
+    (url.len() <= 200).then(|| origin(url)).flatten()
+}
 
 /// `https://chatgpt.com/anything` → `https://chatgpt.com`.
 fn origin(url: &str) -> Option<String> {
@@ -274,6 +302,60 @@ mod tests {
 
     fn now() -> i64 {
         chrono::Utc::now().timestamp()
+    }
+
+    /// What a verifier concludes of a request: `signature` with its agent, or why not.
+    fn conclude(
+        headers: &HashMap<String, String>,
+        authority: &str,
+        now: i64,
+        keys: &JSONWebKeySet,
+    ) -> Result<String, &'static str> {
+        let lookup = |name: &str| headers.get(name).cloned().into_iter().collect::<Vec<_>>();
+        let refused = |e: Refused| match e {
+            Refused::Malformed(_) | Refused::NoAgent => "malformed",
+            Refused::CreatedInFuture => "created_in_future",
+            Refused::Expired => "expired",
+            Refused::TooLong => "too_long",
+            Refused::NoSuchKey(_) => "no_such_key",
+            Refused::Invalid(_) => "invalid",
+        };
+        let signature = parse(&request(authority, &lookup), now).map_err(refused)?;
+        let agent = signature.agent.clone();
+        signature.verify(keys).map_err(refused)?;
+        Ok(agent)
+    }
+
+    /// The vectors the Worker is held to as well: requests signed by the npm `web-bot-auth`
+    /// package (worker/scripts/web-bot-auth-vectors.mjs).
+    #[test]
+    fn the_shared_vectors_hold() {
+        let text = include_str!("../../tests/fixtures/web-bot-auth-vectors.json");
+        let fixture: serde_json::Value = serde_json::from_str(text).expect("json");
+        let keys: JSONWebKeySet =
+            serde_json::from_value(fixture["key_directory"].clone()).expect("jwks");
+        let vectors = fixture["vectors"].as_array().expect("vectors");
+        assert!(vectors.len() >= 8);
+        for v in vectors {
+            let name = v["name"].as_str().expect("name");
+            let headers: HashMap<String, String> =
+                serde_json::from_value(v["headers"].clone()).expect("headers");
+            let got = conclude(
+                &headers,
+                v["authority"].as_str().expect("authority"),
+                v["now"].as_i64().expect("now"),
+                &keys,
+            );
+            let expected = &v["expected"];
+            match expected["verification"].as_str() {
+                Some("signature") => assert_eq!(
+                    got.as_deref(),
+                    Ok(expected["agent"].as_str().expect("agent")),
+                    "{name}"
+                ),
+                _ => assert_eq!(got.err(), expected["refused"].as_str(), "{name}"),
+            }
+        }
     }
 
     /// RFC 9421 B.2.6: the Ed25519 signature of the example request verifies with the

@@ -736,3 +736,66 @@ async fn bots_reading_what_robots_txt_disallows_them_are_listed_per_bot() {
     .await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn a_signature_the_reporting_edge_verified_is_recorded_with_its_agent() {
+    let (app, _client, key) = app_with(&[Role::Api, Role::Projections], Options::default()).await;
+    let mut signed = visit(
+        "https://site.test/a",
+        FIREFOX,
+        "192.0.2.1",
+        &chrono::Utc::now().to_rfc3339(),
+    );
+    signed["signature_agent"] = json!("https://chatgpt.com");
+    let mut unknown = signed.clone();
+    unknown["signature_agent"] = json!("https://agent.example");
+    unknown["ip"] = json!("192.0.2.2");
+    let (status, body) = post_batch(&app, &key, &[signed, unknown]).await;
+    assert_eq!((status, &body["accepted"]), (200, &json!(2)), "{body}");
+    wait_for_rows(&app, 2).await;
+    let rows: Vec<(String, Option<String>, String, Option<String>)> = sqlx::query_as(
+        "SELECT visitor_type, bot_name, verification, signature_agent FROM visits ORDER BY bot_name",
+    )
+    .fetch_all(app.db())
+    .await
+    .expect("rows");
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(
+        rows,
+        [
+            (
+                "ai_bot".into(),
+                s("ChatGPT Agent"),
+                "signature".into(),
+                s("https://chatgpt.com")
+            ),
+            (
+                "other_bot".into(),
+                s("https://agent.example"),
+                "signature".into(),
+                s("https://agent.example")
+            ),
+        ]
+    );
+    for bad in [
+        "javascript:alert(1)",
+        "https://chatgpt.com/path",
+        "chatgpt.com",
+    ] {
+        let mut v = visit(
+            "https://site.test/a",
+            FIREFOX,
+            "192.0.2.1",
+            &chrono::Utc::now().to_rfc3339(),
+        );
+        v["signature_agent"] = json!(bad);
+        let (status, body) = send(
+            app.request(Method::POST, "/api/v1/visits")
+                .header("X-API-Key", &key)
+                .json(&v),
+        )
+        .await;
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_signature_agent", "{bad}");
+    }
+}

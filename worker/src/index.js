@@ -10,9 +10,11 @@
 // when the policy's `robots_txt` lets ai-cache serve it. Every GET/HEAD is recorded as a visit, posted to
 // ai-cache's ingestion API off the response path.
 //
-// Verification: this Worker knows a bot only by its user agent (`claimed`); ai-cache checks
-// the address against the operator's published ranges when the visit arrives. Rules that
-// require `ip_verified` therefore apply on the built-in edge, not here.
+// Verification: a request signed with Web Bot Auth (webbotauth.js) whose signature verifies with
+// its agent's published keys is `signature`, and its visit names the agent; otherwise this
+// Worker knows a bot by its user agent (`claimed`), and ai-cache checks the address against the
+// operator's ranges and reverse DNS when the visit arrives. Rules that require `ip_verified` or
+// `rdns` therefore apply on the built-in edge, not here.
 //
 // One Worker serves many sites: pages of every site live in one KV namespace under keys that
 // name their host, each site's policy under `settings:edge:<domain>`, and visits are posted
@@ -27,6 +29,7 @@ import { classify } from "./classify.js";
 import { VARY, canonicalLink, frontMatter, linkHeader } from "./edge.js";
 import { htmlKey, kvKey, markdownKey } from "./kvkey.js";
 import { decide } from "./policy.js";
+import { attribute, signatureAgent } from "./webbotauth.js";
 import { VisitBuffer, postVisits } from "./visits.js";
 
 const visits = new VisitBuffer();
@@ -85,7 +88,11 @@ export default {
     if (request.method !== "GET" && request.method !== "HEAD") return fetch(request);
     const url = new URL(request.url);
     const userAgent = request.headers.get("user-agent") || "";
-    const visitor = classify(userAgent);
+    // A Web Bot Auth signature that verifies with its agent's published keys names the agent.
+    const agent = await signatureAgent(request);
+    const visitor = agent ? attribute(classify(userAgent), agent) : classify(userAgent);
+    const record = (env, ctx, request, userAgent, format, status, charged) =>
+      recordVisit(env, ctx, request, userAgent, format, status, charged, agent);
     const policy = await policyOf(env, url.hostname);
     // The site's llms.txt files (written by ai-cache like a page) are public: everyone gets them.
     // So is its robots.txt (the site's own, with the policy's Content-Signal) when the policy
@@ -113,7 +120,7 @@ export default {
       path: url.pathname,
       accept: request.headers.get("accept") || "",
       visitor,
-      verification: visitor.visitor_type === "human" ? "none" : "claimed",
+      verification: agent ? "signature" : visitor.visitor_type === "human" ? "none" : "claimed",
       exactPrice: request.headers.get("crawler-exact-price"),
       maxPrice: request.headers.get("crawler-max-price"),
     });
@@ -148,7 +155,7 @@ export default {
 
 /** Records the request as a visit, sent after the response: to the VISITS_QUEUE when bound
  * (an evicted isolate then loses nothing), else buffered in the isolate and posted in batches. */
-function record(env, ctx, request, userAgent, format, status, charged) {
+function recordVisit(env, ctx, request, userAgent, format, status, charged, agent) {
   if (!env.AI_CACHE_API_URL) return;
   const visit = {
     id: crypto.randomUUID(),
@@ -161,6 +168,7 @@ function record(env, ctx, request, userAgent, format, status, charged) {
     status,
     cf_worker: request.headers.get("cf-worker") || undefined,
     charged_price: charged || undefined,
+    signature_agent: agent || undefined,
   };
   if (env.VISITS_QUEUE) {
     // The message names the site, not its key: secrets stay out of the queue.

@@ -8,15 +8,38 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, beforeEach, describe, test } from "node:test";
+import { after, before, beforeEach, describe, mock, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
+import { build } from "esbuild";
 import { Miniflare } from "miniflare";
 
 import { classify } from "../src/classify.js";
 import { frontMatter } from "../src/edge.js";
+import { verifiedAgent } from "../src/webbotauth.js";
+import { signatureHeaders } from "web-bot-auth";
+import { signerFromJWK } from "web-bot-auth/crypto";
 import { kvKey } from "../src/kvkey.js";
 import { DEFAULT_BLOCK_BODY, decide } from "../src/policy.js";
+
+/** src/index.js bundled with its npm imports, as wrangler deploys it (esbuild, wrangler's own
+ * bundler, pinned in package-lock.json). */
+let bundle = null;
+async function bundled() {
+  if (!bundle) {
+    const out = await build({
+      entryPoints: [fileURLToPath(new URL("../src/index.js", import.meta.url))],
+      bundle: true,
+      format: "esm",
+      platform: "neutral",
+      mainFields: ["module", "main"],
+      conditions: ["workerd", "worker", "import"],
+      write: false,
+    });
+    bundle = out.outputFiles[0].text;
+  }
+  return bundle;
+}
 
 const fixture = (name) =>
   JSON.parse(readFileSync(fileURLToPath(new URL(`../../tests/fixtures/${name}`, import.meta.url)), "utf8"));
@@ -30,6 +53,7 @@ const world = {
   origin: [], // requests that reached the origin
   batches: [], // visit batches the API received
   apiMode: "ok", // "ok" | "down" | "slow"
+  directoryFetches: 0, // fetches of agent.example's key directory
 };
 
 async function outbound(request) {
@@ -40,6 +64,10 @@ async function outbound(request) {
     const body = await request.json();
     world.batches.push({ key: request.headers.get("x-api-key"), visits: body.visits });
     return Response.json({ accepted: body.visits.length, duplicates: 0, rejected: [] });
+  }
+  if (url.origin === "https://agent.example" && url.pathname === "/.well-known/http-message-signatures-directory") {
+    world.directoryFetches += 1;
+    return Response.json(fixture("web-bot-auth-vectors.json").key_directory, { headers: { "cache-control": "max-age=3600" } });
   }
   const body = request.method === "GET" || request.method === "HEAD" ? null : await request.text();
   world.origin.push({ method: request.method, url: request.url, headers: Object.fromEntries(request.headers), body });
@@ -55,8 +83,7 @@ let kv;
 before(async () => {
   mf = new Miniflare({
     modules: true,
-    scriptPath: fileURLToPath(new URL("../src/index.js", import.meta.url)),
-    modulesRules: [{ type: "ESModule", include: ["**/*.js"] }],
+    script: await bundled(),
     compatibilityDate: "2026-04-01",
     kvNamespaces: ["AI_CACHE_KV"],
     bindings: { AI_CACHE_API_URL: API, AI_CACHE_INGEST_KEY: "aic_test_ingest", VISITS_FLUSH_MS: "100", VISITS_TIMEOUT_MS: "5000", POLICY_TTL_MS: "0" },
@@ -278,6 +305,56 @@ describe("policy", () => {
   });
 });
 
+describe("web bot auth", () => {
+  test("the shared vectors hold (the Rust edge is held to them too)", async () => {
+    const { key_directory: directory, vectors } = fixture("web-bot-auth-vectors.json");
+    assert.ok(vectors.length >= 8);
+    for (const v of vectors) {
+      // The package checks the window against the clock: the vector's moment is the clock.
+      mock.timers.enable({ apis: ["Date"], now: v.now * 1000 });
+      let got;
+      try {
+        got = { verification: "signature", agent: await verifiedAgent((n) => v.headers[n] ?? null, v.authority, v.now, async () => directory.keys) };
+      } catch (e) {
+        got = { verification: "claimed", refused: e.reason };
+      } finally {
+        mock.timers.reset();
+      }
+      assert.deepEqual(got, v.expected, v.name);
+    }
+  });
+
+  test("a signed request is verified with its agent's directory, kept per Cache-Control, and policies may require it", async () => {
+    const KEY = { kty: "OKP", crv: "Ed25519", d: "n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU", x: "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs", kid: "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U" };
+    const sign = async (host) => {
+      const agent = '"https://agent.example"';
+      const request = new Request(`https://${host}/signed`, { headers: { "Signature-Agent": agent } });
+      const now = Date.now();
+      const h = await signatureHeaders(request, await signerFromJWK(KEY), { created: new Date(now - 5000), expires: new Date(now + 60000) });
+      return { "signature-agent": agent, "signature-input": h["Signature-Input"], signature: h["Signature"] };
+    };
+    await kv.put("settings:edge:site.test", JSON.stringify({ rules: [{ verification: ["signature"], action: "block", body: "signed agents: write to us\n" }] }));
+    await new Promise((r) => setTimeout(r, 300));
+    world.batches = [];
+    world.directoryFetches = 0;
+    const signed = await get("https://site.test/signed", { "user-agent": FIREFOX, ...(await sign("site.test")) });
+    assert.equal(signed.status, 403, "the rule for signed agents applies");
+    assert.equal(await signed.text(), "signed agents: write to us\n");
+    const again = await get("https://site.test/signed", { "user-agent": FIREFOX, ...(await sign("site.test")) });
+    assert.equal(again.status, 403);
+    await again.text();
+    assert.equal(world.directoryFetches, 1, "the directory is kept per its Cache-Control");
+    // Signed for another host: not attributed, so the rule does not apply.
+    const elsewhere = await get("https://site.test/signed", { "user-agent": FIREFOX, ...(await sign("other.test")) });
+    assert.equal(elsewhere.status, 200);
+    assert.equal(await elsewhere.text(), "ORIGIN GET /signed");
+    const visits = await visitsPosted("/signed", 3);
+    const agents = visits.map((v) => v.signature_agent ?? null).sort();
+    assert.deepEqual(agents, ["https://agent.example", "https://agent.example", null]);
+    await kv.delete("settings:edge:site.test");
+  });
+});
+
 describe("front matter", () => {
   test("the shared vectors hold", () => {
     for (const v of fixture("front-matter-vectors.json")) {
@@ -402,8 +479,7 @@ describe("one Worker for many sites, visits through a queue", () => {
   before(async () => {
     many = new Miniflare({
       modules: true,
-      scriptPath: fileURLToPath(new URL("../src/index.js", import.meta.url)),
-      modulesRules: [{ type: "ESModule", include: ["**/*.js"] }],
+      script: await bundled(),
       compatibilityDate: "2026-04-01",
       kvNamespaces: ["AI_CACHE_KV"],
       queueProducers: { VISITS_QUEUE: "visits" },
