@@ -65,6 +65,10 @@ async function outbound(request) {
     world.batches.push({ key: request.headers.get("x-api-key"), visits: body.visits });
     return Response.json({ accepted: body.visits.length, duplicates: 0, rejected: [] });
   }
+  if (url.origin === "https://down.example") {
+    world.directoryFetches += 1;
+    return new Response("unavailable", { status: 503 });
+  }
   if (url.origin === "https://agent.example" && url.pathname === "/.well-known/http-message-signatures-directory") {
     world.directoryFetches += 1;
     return Response.json(fixture("web-bot-auth-vectors.json").key_directory, { headers: { "cache-control": "max-age=3600" } });
@@ -326,8 +330,7 @@ describe("web bot auth", () => {
 
   test("a signed request is verified with its agent's directory, kept per Cache-Control, and policies may require it", async () => {
     const KEY = { kty: "OKP", crv: "Ed25519", d: "n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU", x: "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs", kid: "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U" };
-    const sign = async (host) => {
-      const agent = '"https://agent.example"';
+    const sign = async (host, agent = '"https://agent.example"') => {
       const request = new Request(`https://${host}/signed`, { headers: { "Signature-Agent": agent } });
       const now = Date.now();
       const h = await signatureHeaders(request, await signerFromJWK(KEY), { created: new Date(now - 5000), expires: new Date(now + 60000) });
@@ -348,6 +351,14 @@ describe("web bot auth", () => {
     const elsewhere = await get("https://site.test/signed", { "user-agent": FIREFOX, ...(await sign("other.test")) });
     assert.equal(elsewhere.status, 200);
     assert.equal(await elsewhere.text(), "ORIGIN GET /signed");
+    // An agent whose directory cannot be had is not attributed, and the failure is remembered.
+    world.directoryFetches = 0;
+    for (let i = 0; i < 2; i++) {
+      const down = await get("https://site.test/unsigned-agent-down", { "user-agent": FIREFOX, ...(await sign("site.test", '"https://down.example"')) });
+      assert.equal(down.status, 200, "not attributed: the rule does not apply");
+      await down.text();
+    }
+    assert.equal(world.directoryFetches, 1, "a failed fetch is remembered for a minute");
     const visits = await visitsPosted("/signed", 3);
     const agents = visits.map((v) => v.signature_agent ?? null).sort();
     assert.deepEqual(agents, ["https://agent.example", "https://agent.example", null]);
