@@ -147,7 +147,8 @@ pub struct StatsParams {
     /// day, UTC); default now.
     #[serde(default, deserialize_with = "end_of")]
     pub to: Option<DateTime<Utc>>,
-    /// `bot` (default), `operator`, `category`, `day`, `page` or `visitor_type`.
+    /// `bot` (default), `operator`, `category`, `day`, `page`, `visitor_type` or
+    /// `verification`.
     pub group_by: Option<GroupBy>,
     /// Groups per page, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]

@@ -181,6 +181,8 @@ pub enum GroupBy {
     Day,
     Page,
     VisitorType,
+    /// How far each visit's identity was checked (`claimed`, `ip_verified`, `rdns`...).
+    Verification,
 }
 
 impl GroupBy {
@@ -193,6 +195,7 @@ impl GroupBy {
             Self::Day => "to_char(visited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
             Self::Page => "url",
             Self::VisitorType => "visitor_type",
+            Self::Verification => "verification",
         }
     }
 

@@ -175,6 +175,24 @@ async fn a_bot_whose_reverse_dns_is_forward_confirmed_is_verified_at_level_rdns(
         ],
         "only the forward-confirmed Googlebot; OpenAI documents no reverse DNS"
     );
+    let (status, stats) = send(app.master(
+        Method::GET,
+        &format!("/api/v1/clients/{client}/visits/stats?group_by=verification"),
+    ))
+    .await;
+    assert_eq!(status, 200, "{stats}");
+    let groups: Vec<(&str, i64)> = stats["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["key"].as_str().expect("key"),
+                g["visits"].as_i64().expect("n"),
+            )
+        })
+        .collect();
+    assert_eq!(groups, [("claimed", 3), ("rdns", 1)]);
     assert_eq!(
         dns.asked("crawl.googlebot.com.evil.test.", RecordType::A),
         0,
