@@ -13,7 +13,8 @@
 use std::io::Read;
 
 use quick_xml::events::Event;
-use quick_xml::reader::Reader;
+use quick_xml::name::{Namespace, ResolveResult};
+use quick_xml::reader::NsReader;
 use serde::Serialize;
 
 /// Caps on what one sitemap document may make us do.
@@ -50,6 +51,9 @@ pub enum Kind {
     UrlSet,
     Index,
     Text,
+    /// An RSS 2.0, RSS 1.0 or Atom feed (sitemaps.org accepts them as sitemaps): each item's
+    /// or entry's link is a page.
+    Feed,
 }
 
 /// One `<url>` (or `<sitemap>` of an index, or line of a text sitemap).
@@ -62,6 +66,17 @@ pub struct Entry {
     pub changefreq: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
+    /// The page's translations (`xhtml:link rel="alternate" hreflang`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alternates: Vec<Alternate>,
+}
+
+/// A translation of a page named by its sitemap.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Alternate {
+    /// The language (`de`, `en-GB`, `x-default`).
+    pub hreflang: String,
+    pub href: String,
 }
 
 /// A parsed document: entries (pages, or sitemaps for an index), and what was odd about it.
@@ -96,7 +111,9 @@ pub enum SitemapError {
     /// A web page was given where a sitemap was expected.
     #[error("this is an HTML page, not a sitemap")]
     HtmlPage,
-    #[error("not a sitemap: the root element is <{0}>, expected <urlset> or <sitemapindex>")]
+    #[error(
+        "not a sitemap: the root element is <{0}>, expected <urlset>, <sitemapindex>, <rss> or <feed>"
+    )]
     NotASitemap(String),
     #[error("malformed XML at byte {position}: {message}")]
     Xml { position: u64, message: String },
@@ -210,24 +227,57 @@ fn push_entry(parsed: &mut Parsed, entry: Entry, limits: &Limits) -> bool {
     true
 }
 
-/// The field of an entry being read.
+/// A field of an entry being read from its element's text.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Field {
     Loc,
     Lastmod,
     Changefreq,
     Priority,
+    /// An RSS item's `<link>` (the first non-empty one is the page).
+    FeedLink,
+    /// An RSS `pubDate`, `dc:date` or an Atom `updated`/`modified`: RFC 822 or W3C.
+    FeedDate,
+    /// An Atom `published`/`issued`: the date when no update is given.
+    FeedPublished,
+}
+
+/// Namespaces whose elements are the document's own: sitemaps (sitemaps.org, Google's old
+/// one), Atom 1.0 and 0.3, RSS 1.0. Elements without a namespace count too (sloppy sitemaps,
+/// RSS 2.0), and so does the root element's own, whatever it is.
+const OWN_NAMESPACES: &[&str] = &[
+    "http://www.sitemaps.org/schemas/sitemap/0.9",
+    "http://www.google.com/schemas/sitemap/0.84",
+    "http://www.google.com/schemas/sitemap/0.9",
+    "http://www.w3.org/2005/Atom",
+    "http://purl.org/atom/ns#",
+    "http://purl.org/rss/1.0/",
+];
+const XHTML: &str = "http://www.w3.org/1999/xhtml";
+const DUBLIN_CORE: &str = "http://purl.org/dc/elements/1.1/";
+
+/// Where an element's name lives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ns {
+    /// The document's own (or none).
+    Own,
+    /// `xhtml:` (a `<url>`'s `xhtml:link` alternates).
+    Xhtml,
+    /// Dublin Core (`dc:date` of RSS 1.0 items).
+    DublinCore,
+    /// An extension (image, news, video...) or an unknown prefix.
+    Other,
 }
 
 fn parse_xml(text: &str, limits: &Limits) -> Result<Parsed, SitemapError> {
-    let mut reader = Reader::from_str(text);
+    let mut reader = NsReader::from_str(text);
     reader.config_mut().check_end_names = true;
     // `<x/>` becomes a start and an end, so the element stack stays balanced.
     reader.config_mut().expand_empty_elements = true;
     let mut doc = XmlDoc::default();
     loop {
-        let event = match reader.read_event() {
-            Ok(event) => event,
+        let (ns, event) = match reader.read_resolved_event() {
+            Ok((ns, event)) => (doc.namespace(&ns), event),
             Err(e) => {
                 let err = SitemapError::Xml {
                     position: reader.error_position(),
@@ -242,7 +292,7 @@ fn parse_xml(text: &str, limits: &Limits) -> Result<Parsed, SitemapError> {
                 return Err(SitemapError::HtmlPage);
             }
             Event::DocType(_) => return Err(SitemapError::Dtd),
-            Event::Start(e) => doc.start(&e)?,
+            Event::Start(e) => doc.start(&e, ns)?,
             Event::End(_) => doc.end(limits),
             Event::Text(t) => doc.text(&t.xml10_content()),
             Event::CData(c) => doc.text(&c.xml10_content()),
@@ -281,15 +331,32 @@ enum Flow {
     Stop,
 }
 
+/// The feed format of a `Kind::Feed` document.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Sitemap,
+    /// RSS 2.0: `<rss><channel><item>`.
+    Rss,
+    /// RSS 1.0: `<rdf:RDF><item>`.
+    Rdf,
+    /// Atom 1.0 or 0.3: `<feed><entry>`.
+    Atom,
+}
+
 /// What has been read of an XML sitemap so far.
 struct XmlDoc {
     parsed: Parsed,
+    format: Format,
+    /// The root element's namespace (its elements are the document's own).
+    root_ns: Option<String>,
     /// The local names of the open elements.
     stack: Vec<String>,
-    /// The `<url>` or `<sitemap>` being read.
+    /// The `<url>`, `<sitemap>`, `<item>` or `<entry>` being read.
     entry: Option<Entry>,
     /// The field of `entry` being read, and its text so far.
     field: Option<(Field, String)>,
+    /// A feed entry's publication date, used when it gives no update date.
+    published: Option<String>,
     root_seen: bool,
 }
 
@@ -303,9 +370,12 @@ impl Default for XmlDoc {
                 truncated: false,
                 error: None,
             },
+            format: Format::Sitemap,
+            root_ns: None,
             stack: Vec::new(),
             entry: None,
             field: None,
+            published: None,
             root_seen: false,
         }
     }
@@ -322,38 +392,81 @@ impl XmlDoc {
         Ok(self.parsed)
     }
 
-    fn start(&mut self, e: &quick_xml::events::BytesStart<'_>) -> Result<Flow, SitemapError> {
+    fn namespace(&self, ns: &ResolveResult<'_>) -> Ns {
+        match ns {
+            ResolveResult::Unbound => Ns::Own,
+            ResolveResult::Bound(Namespace(uri)) => {
+                let uri = uri.strip_suffix('/').unwrap_or(uri);
+                let own = |n: &str| n.strip_suffix('/').unwrap_or(n) == uri;
+                if OWN_NAMESPACES.iter().any(|n| own(n))
+                    || !self.root_seen
+                    || self.root_ns.as_deref().is_some_and(own)
+                {
+                    Ns::Own
+                } else if own(XHTML) {
+                    Ns::Xhtml
+                } else if own(DUBLIN_CORE) {
+                    Ns::DublinCore
+                } else {
+                    Ns::Other
+                }
+            }
+            ResolveResult::Unknown(_) => Ns::Other,
+        }
+    }
+
+    /// The depth of an entry's element, and its local name.
+    fn item(&self) -> (usize, &'static str) {
+        match (self.format, self.parsed.kind) {
+            (Format::Sitemap, Kind::Index) => (1, "sitemap"),
+            (Format::Sitemap, _) => (1, "url"),
+            (Format::Rss, _) => (2, "item"),
+            (Format::Rdf, _) => (1, "item"),
+            (Format::Atom, _) => (1, "entry"),
+        }
+    }
+
+    fn start(
+        &mut self,
+        e: &quick_xml::events::BytesStart<'_>,
+        ns: Ns,
+    ) -> Result<Flow, SitemapError> {
         let local: String = e.local_name().as_ref().to_owned();
-        let unprefixed = e.name().prefix().is_none();
         if !self.root_seen {
             self.root_seen = true;
-            self.parsed.kind = match local.as_str() {
-                "urlset" => Kind::UrlSet,
-                "sitemapindex" => Kind::Index,
+            if let Some(uri) = e
+                .attributes()
+                .flatten()
+                .find(|a| a.key.as_ref() == "xmlns")
+                .map(|a| a.value.into_owned())
+            {
+                self.root_ns = Some(uri);
+            }
+            (self.parsed.kind, self.format) = match local.as_str() {
+                "urlset" => (Kind::UrlSet, Format::Sitemap),
+                "sitemapindex" => (Kind::Index, Format::Sitemap),
+                "rss" => (Kind::Feed, Format::Rss),
+                "RDF" => (Kind::Feed, Format::Rdf),
+                "feed" => (Kind::Feed, Format::Atom),
                 "html" => return Err(SitemapError::HtmlPage),
                 other => return Err(SitemapError::NotASitemap(other.to_owned())),
             };
         }
-        let item = if self.parsed.kind == Kind::Index {
-            "sitemap"
-        } else {
-            "url"
-        };
+        let (item_depth, item) = self.item();
         let depth = self.stack.len();
-        if depth == 1 && local == item && unprefixed {
+        if depth == item_depth && local == item && ns == Ns::Own {
             self.entry = Some(Entry::default());
-        } else if depth == 2 && self.entry.is_some() && unprefixed {
-            self.field = match local.as_str() {
-                "loc" => Some((Field::Loc, String::new())),
-                "lastmod" => Some((Field::Lastmod, String::new())),
-                "changefreq" => Some((Field::Changefreq, String::new())),
-                "priority" => Some((Field::Priority, String::new())),
-                _ => None,
-            };
-            if self.field.is_none() && !is_extension(&local) {
+            self.published = None;
+        } else if depth == item_depth + 1 && self.entry.is_some() {
+            self.field = self.field_of(&local, ns, e);
+            let known = self.field.is_some()
+                || ns != Ns::Own
+                || is_extension(&local)
+                || self.format != Format::Sitemap;
+            if !known {
                 self.warn(format!("unknown tag <{local}> ignored"));
             }
-        } else if depth == 1 && unprefixed {
+        } else if depth == 1 && ns == Ns::Own && self.format == Format::Sitemap {
             self.warn(format!("unknown tag <{local}> ignored"));
         }
         self.stack.push(local);
@@ -363,24 +476,89 @@ impl XmlDoc {
         Ok(Flow::Go)
     }
 
+    /// The field an element of an entry fills (an Atom link or an xhtml alternate is read
+    /// from its attributes at once).
+    fn field_of(
+        &mut self,
+        local: &str,
+        ns: Ns,
+        e: &quick_xml::events::BytesStart<'_>,
+    ) -> Option<(Field, String)> {
+        let attr = |name: &str| {
+            e.attributes()
+                .flatten()
+                .find(|a| a.key.local_name().as_ref() == name)
+                .and_then(|a| {
+                    a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .ok()
+                        .map(|v| v.trim().to_owned())
+                })
+        };
+        let field = match (self.format, ns, local) {
+            (Format::Sitemap, Ns::Own, "loc") => Field::Loc,
+            (Format::Sitemap, Ns::Own, "lastmod") => Field::Lastmod,
+            (Format::Sitemap, Ns::Own, "changefreq") => Field::Changefreq,
+            (Format::Sitemap, Ns::Own, "priority") => Field::Priority,
+            (Format::Sitemap, Ns::Xhtml, "link") => {
+                let (rel, lang, href) = (attr("rel"), attr("hreflang"), attr("href"));
+                if let (Some("alternate"), Some(lang), Some(href), Some(entry)) =
+                    (rel.as_deref(), lang, href, self.entry.as_mut())
+                    && !lang.is_empty()
+                    && !href.is_empty()
+                    && entry.alternates.len() < MAX_ALTERNATES
+                {
+                    entry.alternates.push(Alternate {
+                        hreflang: lang,
+                        href,
+                    });
+                }
+                return None;
+            }
+            (Format::Rss | Format::Rdf, Ns::Own, "link") => Field::FeedLink,
+            (Format::Rss, Ns::Own, "pubDate") | (Format::Rdf, Ns::DublinCore, "date") => {
+                Field::FeedDate
+            }
+            (Format::Atom, Ns::Own, "link") => {
+                let rel = attr("rel");
+                if matches!(rel.as_deref(), None | Some("alternate"))
+                    && let (Some(href), Some(entry)) = (attr("href"), self.entry.as_mut())
+                    && entry.loc.is_empty()
+                    && !href.is_empty()
+                {
+                    entry.loc = href;
+                }
+                return None;
+            }
+            (Format::Atom, Ns::Own, "updated" | "modified") => Field::FeedDate,
+            (Format::Atom, Ns::Own, "published" | "issued") => Field::FeedPublished,
+            _ => return None,
+        };
+        Some((field, String::new()))
+    }
+
     fn end(&mut self, limits: &Limits) -> Flow {
         let closed = self.stack.pop().unwrap_or_default();
-        match self.stack.len() {
-            2 => {
-                if let (Some((f, value)), Some(e)) = (self.field.take(), self.entry.as_mut()) {
-                    set_field(e, f, value.trim(), &mut self.parsed.warnings);
+        let (item_depth, _) = self.item();
+        let depth = self.stack.len();
+        if depth == item_depth + 1 {
+            if let (Some((f, value)), Some(e)) = (self.field.take(), self.entry.as_mut()) {
+                let value = value.trim();
+                match f {
+                    Field::FeedPublished => self.published = feed_date(value),
+                    _ => set_field(e, f, value, &mut self.parsed.warnings),
                 }
             }
-            1 => {
-                if let Some(e) = self.entry.take() {
-                    if e.loc.is_empty() {
-                        self.warn(format!("a <{closed}> without <loc> was skipped"));
-                    } else if !push_entry(&mut self.parsed, e, limits) {
-                        return Flow::Stop;
-                    }
-                }
+        } else if depth == item_depth
+            && let Some(mut e) = self.entry.take()
+        {
+            if e.lastmod.is_none() {
+                e.lastmod = self.published.take();
             }
-            _ => {}
+            if e.loc.is_empty() {
+                self.warn(format!("a <{closed}> without a page URL was skipped"));
+            } else if !push_entry(&mut self.parsed, e, limits) {
+                return Flow::Stop;
+            }
         }
         Flow::Go
     }
@@ -411,6 +589,20 @@ impl XmlDoc {
     }
 }
 
+/// Most `xhtml:link` alternates kept per page.
+const MAX_ALTERNATES: usize = 64;
+
+/// A feed's date as a W3C datetime: RFC 822/2822 (RSS) or already W3C (Atom).
+fn feed_date(value: &str) -> Option<String> {
+    if is_w3c_datetime(value) {
+        return Some(value.to_owned());
+    }
+    chrono::DateTime::parse_from_rfc2822(value).ok().map(|t| {
+        t.with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    })
+}
+
 /// Extension elements that may appear inside `<url>` without a prefix in sloppy sitemaps.
 fn is_extension(local: &str) -> bool {
     matches!(local, "image" | "news" | "video" | "link" | "mobile")
@@ -433,6 +625,14 @@ fn set_field(entry: &mut Entry, field: Field, value: &str, warnings: &mut Vec<St
     }
     match field {
         Field::Loc => entry.loc = value.to_owned(),
+        Field::FeedLink if entry.loc.is_empty() => entry.loc = value.to_owned(),
+        Field::FeedLink | Field::FeedPublished => {}
+        Field::FeedDate => match feed_date(value) {
+            Some(date) => entry.lastmod = Some(date),
+            None => warnings.push(format!(
+                "date {value:?} is neither RFC 822 nor W3C, dropped"
+            )),
+        },
         Field::Lastmod if is_w3c_datetime(value) => entry.lastmod = Some(value.to_owned()),
         Field::Changefreq if CHANGEFREQS.contains(&value.to_ascii_lowercase().as_str()) => {
             entry.changefreq = Some(value.to_ascii_lowercase());
@@ -525,7 +725,8 @@ mod tests {
                 loc: "https://a.example/x".into(),
                 lastmod: Some("2024-01-01".into()),
                 changefreq: Some("weekly".into()),
-                priority: Some("0.8".into())
+                priority: Some("0.8".into()),
+                ..Default::default()
             }
         );
         assert!(p.error.is_none() && p.warnings.is_empty());
@@ -548,6 +749,82 @@ mod tests {
             "<sitemapindex xmlns='http://www.google.com/schemas/sitemap/0.84'><sitemap><loc>https://a.example/s.xml</loc></sitemap></sitemapindex>",
         );
         assert_eq!((p.kind, p.entries.len()), (Kind::Index, 1));
+    }
+
+    #[test]
+    fn elements_are_matched_by_namespace_not_by_their_prefix() {
+        let p = parse_str(
+            r#"<sit:urlset xmlns:sit="http://www.sitemaps.org/schemas/sitemap/0.9"><sit:url><sit:loc>https://a.example/p</sit:loc><sit:lastmod>2026-01-02</sit:lastmod></sit:url></sit:urlset>"#,
+        );
+        assert_eq!(p.entries.len(), 1, "{p:?}");
+        assert_eq!(p.entries[0].lastmod.as_deref(), Some("2026-01-02"));
+        // A prefix bound to an extension's namespace is an extension, whatever it is called.
+        let p = parse_str(
+            r#"<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" xmlns:s="http://www.google.com/schemas/sitemap-image/1.1"><url><loc>https://a.example/p</loc><s:image><s:loc>https://a.example/i.jpg</s:loc></s:image></url></urlset>"#,
+        );
+        assert_eq!(
+            p.entries.iter().map(|e| e.loc.as_str()).collect::<Vec<_>>(),
+            ["https://a.example/p"]
+        );
+    }
+
+    #[test]
+    fn hreflang_alternates_are_kept_with_their_page() {
+        let p = parse_str(
+            r#"<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" xmlns:xhtml="http://www.w3.org/1999/xhtml"><url><loc>https://a.example/en/</loc><xhtml:link rel="alternate" hreflang="de" href="https://a.example/de/"/><xhtml:link rel="alternate" hreflang="x-default" href="https://a.example/"/><xhtml:link rel="stylesheet" href="https://a.example/s.css"/></url></urlset>"#,
+        );
+        assert_eq!(
+            p.entries[0].alternates,
+            [
+                Alternate {
+                    hreflang: "de".into(),
+                    href: "https://a.example/de/".into()
+                },
+                Alternate {
+                    hreflang: "x-default".into(),
+                    href: "https://a.example/".into()
+                }
+            ]
+        );
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    }
+
+    #[test]
+    fn rss_and_atom_feeds_list_their_pages_with_dates() {
+        let rss = parse_str(
+            r#"<rss version="2.0"><channel><title>T</title><link>https://a.example/</link><item><title>One</title><link> https://a.example/one </link><pubDate>Sun, 06 Jul 2014 12:56:00 GMT</pubDate></item><item><link>https://a.example/two</link><pubDate>not a date</pubDate></item><item><title>no link</title></item></channel></rss>"#,
+        );
+        assert_eq!(rss.kind, Kind::Feed);
+        let got: Vec<(&str, Option<&str>)> = rss
+            .entries
+            .iter()
+            .map(|e| (e.loc.as_str(), e.lastmod.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("https://a.example/one", Some("2014-07-06T12:56:00Z")),
+                ("https://a.example/two", None)
+            ],
+            "the channel's own link is not a page"
+        );
+        assert_eq!(rss.warnings.len(), 2, "{:?}", rss.warnings);
+        let atom = parse_str(
+            r#"<feed xmlns="http://www.w3.org/2005/Atom"><link href="https://a.example/"/><entry><link rel="self" href="https://a.example/feed/1"/><link rel="alternate" href="https://a.example/1"/><updated>2026-03-04T05:06:07Z</updated><published>2026-01-01T00:00:00Z</published></entry><entry><link href="https://a.example/2"/><published>2026-02-02T00:00:00+01:00</published></entry></feed>"#,
+        );
+        assert_eq!(atom.kind, Kind::Feed);
+        let got: Vec<(&str, Option<&str>)> = atom
+            .entries
+            .iter()
+            .map(|e| (e.loc.as_str(), e.lastmod.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("https://a.example/1", Some("2026-03-04T05:06:07Z")),
+                ("https://a.example/2", Some("2026-02-02T00:00:00+01:00"))
+            ]
+        );
     }
 
     #[test]
@@ -690,8 +967,8 @@ mod tests {
             "a web page's doctype is not taken for an entity attack"
         );
         assert_eq!(
-            parse(b"<feed><entry/></feed>", &Limits::default()),
-            Err(SitemapError::NotASitemap("feed".into()))
+            parse(b"<note><to>Tove</to></note>", &Limits::default()),
+            Err(SitemapError::NotASitemap("note".into()))
         );
     }
 

@@ -109,6 +109,12 @@ async fn no_client_key_reaches_another_client_and_each_scope_allows_only_what_it
             None,
             Needs::Scope("read"),
         ),
+        (
+            Method::GET,
+            "/api/v1/clients/{T}/visits/robots-violations",
+            None,
+            Needs::Scope("read"),
+        ),
         (Method::GET, "/api/v1/dead-letters", None, Needs::Master),
         (
             Method::POST,
@@ -359,6 +365,7 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
         "POST /api/v1/visits",
         "POST /api/v1/visits/batch",
         "GET /api/v1/clients/{id}/visits/stats",
+        "GET /api/v1/clients/{id}/visits/robots-violations",
         "GET /api/v1/pages/{id}/events",
         "GET /api/v1/clients/{id}/events/stream",
         "POST /api/v1/clients/{id}/reprocess",

@@ -51,6 +51,7 @@ fn go_sitemap_parser_urlsets_plain_and_gzipped_read_the_same() {
             lastmod: Some("2024-02-12T12:34:56+01:00".into()),
             changefreq: Some("always".into()),
             priority: Some("0.5".into()),
+            ..Default::default()
         }
     );
 }
@@ -303,4 +304,86 @@ fn sitemap_js_video_and_cli_fixtures_read_their_page_urls() {
     // Its "bad" twin breaks the video extension's schema (no title), not the XML: the pages
     // are the same.
     assert_eq!(ok("sitemap-js/cli-urls.json.bad.xml").entries, cli.entries);
+}
+
+/// gofeed's expected page links of a feed: each RSS item's first `<link>`, each Atom entry's
+/// first `alternate` (or rel-less) link.
+fn gofeed_pages(expected: &Value) -> Vec<String> {
+    let mut pages = Vec::new();
+    for item in expected["items"].as_array().into_iter().flatten() {
+        if let Some(first) = item["links"].as_array().and_then(|l| l.first()) {
+            pages.push(first.as_str().expect("link").trim().to_owned());
+        }
+    }
+    for entry in expected["entries"].as_array().into_iter().flatten() {
+        let alternate = entry["links"].as_array().into_iter().flatten().find(|l| {
+            matches!(l["rel"].as_str(), None | Some("alternate")) && l["href"].is_string()
+        });
+        if let Some(link) = alternate {
+            pages.push(link["href"].as_str().expect("href").trim().to_owned());
+        }
+    }
+    pages
+}
+
+#[test]
+fn gofeed_feeds_are_sitemaps_of_their_items_links() {
+    let dir = root().join("gofeed");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".xml") && !n.starts_with("universal__"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 20, "{names:?}");
+    for name in names {
+        let rel = format!("gofeed/{name}");
+        let parsed = ok(&rel);
+        assert_eq!(parsed.kind, Kind::Feed, "{name}");
+        let expected: Value =
+            serde_json::from_slice(&fixture(&rel.replace(".xml", ".json"))).expect("json");
+        let want = gofeed_pages(&expected);
+        assert_eq!(locs(&parsed), want, "{name}");
+        // Dates: gofeed's parse of each entry's date is ours as a W3C datetime.
+        for (entry, item) in parsed.entries.iter().zip(
+            expected["items"]
+                .as_array()
+                .or(expected["entries"].as_array())
+                .into_iter()
+                .flatten(),
+        ) {
+            let date = item["pubDateParsed"]
+                .as_str()
+                .or(item["updatedParsed"].as_str());
+            if let Some(date) = date {
+                assert_eq!(entry.lastmod.as_deref(), Some(date), "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn gofeed_universal_samples_are_feeds_or_clear_errors() {
+    for (name, kind) in [
+        ("rss_feed.xml", Kind::Feed),
+        ("rss_feed_bom.xml", Kind::Feed),
+        ("rss_feed_leading_spaces.xml", Kind::Feed),
+        ("atom10_feed.xml", Kind::Feed),
+        ("atom03_feed.xml", Kind::Feed),
+        ("rdf_feed.xml", Kind::Feed),
+    ] {
+        let parsed = ok(&format!("gofeed/universal__{name}"));
+        assert_eq!((parsed.kind, parsed.entries.len()), (kind, 0), "{name}");
+    }
+    let unknown = parse(
+        &fixture("gofeed/universal__unknown_feed.xml"),
+        &Limits::default(),
+    );
+    assert_eq!(unknown, Err(SitemapError::NotASitemap("note".into())));
+    let empty = parse(
+        &fixture("gofeed/universal__empty_feed.xml"),
+        &Limits::default(),
+    );
+    assert_eq!(empty, Err(SitemapError::Empty));
 }
