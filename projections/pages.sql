@@ -18,7 +18,7 @@ p.id, p.client_id, p.url, p.url_hash, p.status, p.stage, p.source,
     p.generator, p.title, p.description, p.language, p.simple_html_hash, p.kv_key, p.edge_store,
     p.last_scraped_at, p.last_changed_at, p.last_processed_at, p.kv_uploaded_at,
     p.last_updated_at, p.lastmod_at, p.last_attempt_at, p.last_fetch_ms,
-    p.last_refresh_requested_at, p.version, p.created_at, p.updated_at
+    p.last_refresh_requested_at, p.version, p.created_at, p.updated_at, p.alternates
 
 -- name: next_due
 -- When the page is next due (`$1` the shortest refresh interval): none for removed pages and inactive clients.
@@ -28,14 +28,17 @@ CASE WHEN p.status = 'removed' OR NOT COALESCE(c.is_active, false) THEN NULL ELS
 -- name: upsert_discovered_many
 -- `pages.discovered`: new pages, or known ones seen again (distinct ids: one row each).
 INSERT INTO pages (id, client_id, url, url_hash, status, stage, source,
-        sitemap_url, lastmod, changefreq, priority, created_at, updated_at, lastmod_at)
+        sitemap_url, lastmod, changefreq, priority, created_at, updated_at, lastmod_at,
+        alternates)
     SELECT id, client_id, url, url_hash, 'discovered', 'discovered', source,
-            sitemap_url, lastmod, changefreq, priority, at, at, lastmod_at
+            sitemap_url, lastmod, changefreq, priority, at, at, lastmod_at, alternates
         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])
+            $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],
+            $12::jsonb[])
             AS d(id, client_id, url, url_hash, source, sitemap_url, lastmod, changefreq,
-                priority, at, lastmod_at)
+                priority, at, lastmod_at, alternates)
     ON CONFLICT (id) DO UPDATE SET
+        alternates = COALESCE(EXCLUDED.alternates, pages.alternates),
         sitemap_url = COALESCE(EXCLUDED.sitemap_url, pages.sitemap_url),
         lastmod = COALESCE(EXCLUDED.lastmod, pages.lastmod),
         lastmod_at = COALESCE(EXCLUDED.lastmod_at, pages.lastmod_at),
@@ -45,7 +48,7 @@ INSERT INTO pages (id, client_id, url, url_hash, status, stage, source,
 
 -- name: sitemap_metadata
 -- The sitemap metadata of these pages.
-SELECT id, sitemap_url, lastmod, changefreq, priority FROM pages WHERE id = ANY($1);
+SELECT id, sitemap_url, lastmod, changefreq, priority, alternates FROM pages WHERE id = ANY($1);
 
 -- name: count_for_client
 -- How many of a client's pages there are (with content or not).
@@ -86,9 +89,9 @@ UPDATE pages p SET last_refresh_requested_at = e.at
 -- `pages.metadata_updated`.
 UPDATE pages p SET sitemap_url = COALESCE(e.sitemap_url, p.sitemap_url), lastmod = e.lastmod,
         changefreq = e.changefreq, priority = e.priority, lastmod_at = e.lastmod_at,
-        updated_at = e.at
+        alternates = e.alternates, updated_at = e.at
     FROM jsonb_to_recordset($1) AS e(id uuid, at timestamptz, sitemap_url text, lastmod text,
-        changefreq text, priority text, lastmod_at timestamptz)
+        changefreq text, priority text, lastmod_at timestamptz, alternates jsonb)
     WHERE p.id = e.id;
 
 -- name: on_scraped

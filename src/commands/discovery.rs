@@ -609,6 +609,7 @@ impl Accepted<'_> {
             lastmod: self.entry.lastmod.clone(),
             changefreq: self.entry.changefreq.clone(),
             priority: self.entry.priority.clone(),
+            alternates: self.entry.alternates.clone(),
             ..Discovered::bare(self.url, source)
         };
         Outgoing::keyed(
@@ -624,6 +625,7 @@ impl Accepted<'_> {
             lastmod: self.entry.lastmod.clone(),
             changefreq: self.entry.changefreq.clone(),
             priority: self.entry.priority.clone(),
+            alternates: self.entry.alternates.clone(),
         };
         let key = format!(
             "metadata:{}:{}",

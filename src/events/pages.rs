@@ -7,6 +7,7 @@
 //! event upcasts unchanged: the Markdown stage extracts from the raw HTML); every other type
 //! is at version 1.
 
+pub use crate::domain::sitemap::Alternate;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -154,6 +155,9 @@ pub struct Discovered {
     pub changefreq: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
+    /// The page's translations its sitemap names (`xhtml:link` hreflang alternates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternates: Vec<Alternate>,
 }
 
 /// `pages.metadata_updated` v1: the sitemap metadata as the overwriting import read it
@@ -168,6 +172,8 @@ pub struct MetadataUpdated {
     pub changefreq: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternates: Vec<Alternate>,
 }
 
 impl Discovered {
@@ -180,6 +186,7 @@ impl Discovered {
             lastmod: None,
             changefreq: None,
             priority: None,
+            alternates: Vec::new(),
         }
     }
 

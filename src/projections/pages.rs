@@ -149,6 +149,8 @@ fn change(event: &Event<PageEvent>) -> Result<Option<(Uuid, Change)>, ApplyError
             lastmod: d.lastmod.clone(),
             changefreq: d.changefreq.clone(),
             priority: d.priority.clone(),
+            alternates: (!d.alternates.is_empty())
+                .then(|| serde_json::to_value(&d.alternates).unwrap_or_default()),
             at,
             lastmod_at: d
                 .lastmod
@@ -172,6 +174,7 @@ struct DiscoveredRow {
     lastmod: Option<String>,
     changefreq: Option<String>,
     priority: Option<String>,
+    alternates: Option<serde_json::Value>,
     at: DateTime<Utc>,
     lastmod_at: Option<DateTime<Utc>>,
 }
@@ -197,6 +200,11 @@ async fn upsert_discovered(
         .bind(col(|r| r.priority.as_deref()))
         .bind(rows.iter().map(|r| r.at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.lastmod_at).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.alternates.clone())
+                .collect::<Vec<_>>(),
+        )
         .execute(conn)
         .await?;
     Ok(())
@@ -234,6 +242,7 @@ fn update_for(
                 "changefreq": m.changefreq, "priority": m.priority,
                 "lastmod_at": m.lastmod.as_deref()
                     .and_then(crate::domain::sitemap::lastmod_time).map(time),
+                "alternates": (!m.alternates.is_empty()).then_some(&m.alternates),
             }),
         ),
         PageEvent::Scraped(s) => (
@@ -332,6 +341,7 @@ pub struct SitemapMetadata {
     pub lastmod: Option<String>,
     pub changefreq: Option<String>,
     pub priority: Option<String>,
+    pub alternates: Option<sqlx::types::Json<Vec<crate::domain::sitemap::Alternate>>>,
 }
 
 impl SitemapMetadata {
@@ -344,6 +354,7 @@ impl SitemapMetadata {
         self.lastmod != entry.lastmod
             || self.changefreq != entry.changefreq
             || self.priority != entry.priority
+            || self.alternates.as_ref().map_or(&[][..], |a| &a.0[..]) != &entry.alternates[..]
             || (sitemap_url.is_some() && self.sitemap_url.as_deref() != sitemap_url)
     }
 }
@@ -411,6 +422,9 @@ pub struct PageRow {
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The page's translations its sitemap names (hreflang alternates).
+    #[schema(value_type = Option<Vec<crate::domain::sitemap::Alternate>>)]
+    pub alternates: Option<sqlx::types::Json<Vec<crate::domain::sitemap::Alternate>>>,
 }
 
 /// The page with this id; `min_interval_secs` is the scheduler's shortest refresh interval.

@@ -578,3 +578,85 @@ async fn without_private_networks_internal_addresses_are_refused_before_and_afte
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_feed_is_imported_like_a_sitemap_and_hreflang_alternates_stay_with_their_page() {
+    let app = TestApp::with_roles(&[Role::Api, Role::Projections]).await;
+    let origin = crate::page_origin::PageOrigin::start().await;
+    let client = create_client(&app, "Site", "site.test").await;
+    let page = |path: &str| origin.url(path);
+    origin.set(
+        "/feed.xml",
+        crate::page_origin::Page::html(&format!(
+            r#"<?xml version="1.0"?><rss version="2.0"><channel><title>Blog</title><link>{}</link>
+            <item><title>One</title><link>{}</link><pubDate>Sun, 06 Jul 2014 12:56:00 GMT</pubDate></item>
+            <item><title>Two</title><link>{}</link></item></channel></rss>"#,
+            page("/"),
+            page("/one"),
+            page("/two")
+        )),
+    );
+    origin.set(
+        "/sitemap.xml",
+        crate::page_origin::Page::html(&format!(
+            r#"<sm:urlset xmlns:sm="http://www.sitemaps.org/schemas/sitemap/0.9" xmlns:xhtml="http://www.w3.org/1999/xhtml">
+            <sm:url><sm:loc>{}</sm:loc><xhtml:link rel="alternate" hreflang="de" href="{}"/></sm:url></sm:urlset>"#,
+            page("/en/"),
+            page("/de/")
+        )),
+    );
+    let (status, body) = import(&app, &client, &page("/feed.xml"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(summary(&body), (2, 2, 0, 0, 0), "{body}");
+    let (status, body) = import(&app, &client, &page("/sitemap.xml"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(summary(&body).1, 1, "{body}");
+
+    let by_url = |url: String| {
+        let app = &app;
+        let client = client.clone();
+        async move {
+            let (status, body) = send(app.master(
+                Method::GET,
+                &format!("/api/v1/clients/{client}/pages/by-url?url={url}"),
+            ))
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let one = by_url(page("/one")).await;
+    assert_eq!(one["lastmod"], "2014-07-06T12:56:00Z", "{one}");
+    assert_eq!(one["source"], "sitemap");
+    let en = by_url(page("/en/")).await;
+    assert_eq!(
+        en["alternates"],
+        json!([{"hreflang": "de", "href": page("/de/")}]),
+        "{en}"
+    );
+
+    // An overwriting import with other alternates replaces them.
+    origin.set(
+        "/sitemap.xml",
+        crate::page_origin::Page::html(&format!(
+            r#"<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9" xmlns:xhtml="http://www.w3.org/1999/xhtml">
+            <url><loc>{}</loc><xhtml:link rel="alternate" hreflang="fr" href="{}"/></url></urlset>"#,
+            page("/en/"),
+            page("/fr/")
+        )),
+    );
+    let (status, body) = import(
+        &app,
+        &client,
+        &page("/sitemap.xml"),
+        json!({"overwrite": true}),
+    )
+    .await;
+    assert_eq!((status, summary(&body).3), (200, 1), "{body}");
+    let en = by_url(page("/en/")).await;
+    assert_eq!(
+        en["alternates"],
+        json!([{"hreflang": "fr", "href": page("/fr/")}]),
+        "{en}"
+    );
+}

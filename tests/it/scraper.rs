@@ -619,6 +619,7 @@ async fn a_newer_sitemap_lastmod_makes_a_page_due() {
         lastmod: Some(lastmod),
         changefreq: None,
         priority: None,
+        alternates: Vec::new(),
     };
     let event = Event::new(client, Some(page), PageEvent::MetadataUpdated(update));
     ai_cache::infra::publish::Publisher::new(s.app.js().clone())
