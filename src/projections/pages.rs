@@ -93,7 +93,7 @@ impl Projection for PagesProjection {
 
 /// What one event does to its page's row.
 enum Change {
-    Discovered(DiscoveredRow),
+    Discovered(Box<DiscoveredRow>),
     /// The statement that applies this kind of event, and the event's record for it.
     Update(&'static str, serde_json::Value),
 }
@@ -109,7 +109,7 @@ struct Round {
 impl Round {
     fn add(&mut self, change: Change) {
         match change {
-            Change::Discovered(row) => self.discovered.push(row),
+            Change::Discovered(row) => self.discovered.push(*row),
             Change::Update(statement, record) => {
                 match self.updates.iter_mut().find(|(s, _)| *s == statement) {
                     Some((_, records)) => records.push(record),
@@ -157,7 +157,7 @@ fn change(event: &Event<PageEvent>) -> Result<Option<(Uuid, Change)>, ApplyError
                 .as_deref()
                 .and_then(crate::domain::sitemap::lastmod_time),
         };
-        return Ok(Some((page, Change::Discovered(row))));
+        return Ok(Some((page, Change::Discovered(Box::new(row)))));
     }
     Ok(update_for(&event.payload, page, at)?
         .map(|(statement, record)| (page, Change::Update(statement, record))))
