@@ -135,6 +135,7 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(pages::get_one))
         .routes(routes!(pages::by_url))
         .routes(routes!(pages::add))
+        .routes(routes!(pages::convert))
         .routes(routes!(pages::refresh))
         .routes(routes!(pages::refresh_client))
         .routes(routes!(pages::content))

@@ -352,3 +352,204 @@ pub async fn events(
     .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(history))
 }
+
+/// Body of `POST /api/v1/clients/{id}/pages/convert`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Convert {
+    /// A URL on the client's domain.
+    pub url: String,
+    /// How old a cached conversion may be, in seconds (default: the client's refresh
+    /// interval); an older one is fetched again.
+    #[schema(minimum = 0)]
+    pub max_age_secs: Option<u64>,
+    /// How long to wait for a fetch, in seconds, 0 to 60 (default 30): past it the answer is
+    /// 202 with the page id, to read later.
+    #[schema(minimum = 0, maximum = 60)]
+    pub wait_secs: Option<u64>,
+}
+
+/// A conversion: the page's Markdown and metadata when ready.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Converted {
+    pub page_id: Uuid,
+    pub url: String,
+    /// `ready` (the Markdown is here) or `pending` (still in the pipeline: ask again, or read
+    /// the page).
+    pub state: String,
+    /// Whether the answer came from the cache, without a fetch.
+    pub cached: bool,
+    pub markdown: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub language: Option<String>,
+    /// When the page was last fetched.
+    pub last_scraped_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Longest wait a conversion may ask for.
+const MAX_CONVERT_WAIT_SECS: u64 = 60;
+
+#[utoipa::path(post, path = "/api/v1/clients/{id}/pages/convert", tag = "pages", params(("id" = Uuid, Path)), request_body = Convert,
+    responses((status = 200, body = Converted, description = "the Markdown: from the cache if fresh enough, else just fetched"),
+        (status = 202, body = Converted, description = "still in the pipeline after `wait_secs`: ask again, or read the page"),
+        (status = 403), (status = 404), (status = 409, description = "the page could not be fetched (removed, blocked by robots.txt, failed), or the client is inactive"),
+        (status = 422)),
+    security(("api_key" = [])))]
+/// A page's Markdown on demand (master key, or the client's `write` key): the cached
+/// conversion when it is fresh enough, else the page goes through the pipeline (robots.txt,
+/// politeness, change detection: the same rules as every page) and the answer waits for it.
+pub async fn convert(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(client_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<Convert>,
+) -> Result<(axum::http::StatusCode, Json<Converted>), ApiError> {
+    use axum::http::StatusCode;
+    principal.require(client_id, Scope::Write)?;
+    let wait = body.wait_secs.unwrap_or(30);
+    if wait > MAX_CONVERT_WAIT_SECS {
+        return Err(ApiError::validation(
+            "wait_secs",
+            format!("must be at most {MAX_CONVERT_WAIT_SECS}"),
+        ));
+    }
+    let client = clients_read::find(&state.db, client_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("client not found".into()))?;
+    auth::require_active(&state.db, client_id).await?;
+    let url =
+        NormalizedUrl::parse(&body.url).map_err(|e| ApiError::validation("url", e.to_string()))?;
+    let page_id = PageId::derive(ClientId::from_uuid(client_id), &url).as_uuid();
+    let max_age = body.max_age_secs.map_or(client.refresh_interval_secs, |s| {
+        i64::try_from(s).unwrap_or(i64::MAX)
+    });
+    let asked_at = chrono::Utc::now();
+    let known = read::find(&state.db, page_id, state.schedule_min_secs).await?;
+    if let Some(page) = &known
+        && page.status != "removed"
+        && page.markdown_hash.is_some()
+        && page
+            .last_scraped_at
+            .is_some_and(|t| asked_at - t <= chrono::Duration::seconds(max_age))
+    {
+        return Ok((StatusCode::OK, Json(converted(&state, page, true).await?)));
+    }
+    match &known {
+        // Known and not fresh enough (or removed): fetch it again.
+        Some(page) => {
+            request_refresh(&state, client_id, &[page.id]).await?;
+        }
+        // New: adding it starts its fetch, by the same rules as any page of the client's.
+        None => {
+            let entries = vec![(
+                Entry {
+                    loc: url.to_string(),
+                    ..Entry::default()
+                },
+                None,
+            )];
+            let mode = ImportMode {
+                origin: Origin::Manual,
+                apply: Apply::Publish,
+                known: KnownPages::Keep,
+                limit: 1,
+            };
+            let summary = state.importer.import(&client, &entries, mode).await?;
+            if let Some(issue) = summary.error_details.first() {
+                return Err(ApiError::validation("url", issue.reason.clone()));
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        if let Some(page) = read::find(&state.db, page_id, state.schedule_min_secs).await? {
+            match conversion_state(&page, asked_at) {
+                ConversionState::Ready => {
+                    return Ok((StatusCode::OK, Json(converted(&state, &page, false).await?)));
+                }
+                ConversionState::Failed(why) => return Err(ApiError::Conflict(why)),
+                ConversionState::Pending => {}
+            }
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            break;
+        }
+        // The projection is read again until the fetch shows in it: a point read, at most
+        // a few a second.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(500));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Converted {
+            page_id,
+            url: url.to_string(),
+            state: "pending".into(),
+            cached: false,
+            markdown: None,
+            title: None,
+            description: None,
+            language: None,
+            last_scraped_at: None,
+        }),
+    ))
+}
+
+/// Where a page asked for at `asked_at` stands.
+enum ConversionState {
+    Ready,
+    Pending,
+    Failed(String),
+}
+
+fn conversion_state(page: &PageRow, asked_at: chrono::DateTime<chrono::Utc>) -> ConversionState {
+    // The fetch asked for has not been made yet.
+    if page.last_attempt_at.is_none_or(|t| t < asked_at) {
+        return ConversionState::Pending;
+    }
+    match page.status.as_str() {
+        "removed" | "blocked" | "failed" => ConversionState::Failed(format!(
+            "the page could not be fetched ({}): {}",
+            page.status,
+            page.last_error.as_deref().unwrap_or("no detail")
+        )),
+        // The same content as the cached conversion.
+        "unchanged" if page.markdown_hash.is_some() => ConversionState::Ready,
+        // New content: ready once its Markdown is made.
+        _ if page.markdown_hash.is_some()
+            && page.last_processed_at.is_some_and(|t| t >= asked_at) =>
+        {
+            ConversionState::Ready
+        }
+        _ => ConversionState::Pending,
+    }
+}
+
+async fn converted(state: &AppState, page: &PageRow, cached: bool) -> Result<Converted, ApiError> {
+    let markdown = match page.markdown_hash.as_deref() {
+        Some(hash) => {
+            let hash = crate::domain::content::ContentHash::parse(hash)
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            let bytes = state
+                .blobs
+                .get(&hash)
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
+        }
+        None => None,
+    };
+    Ok(Converted {
+        page_id: page.id,
+        url: page.url.clone(),
+        state: "ready".into(),
+        cached,
+        markdown,
+        title: page.title.clone(),
+        description: page.description.clone(),
+        language: page.language.clone(),
+        last_scraped_at: page.last_scraped_at,
+    })
+}

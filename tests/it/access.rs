@@ -115,6 +115,12 @@ async fn no_client_key_reaches_another_client_and_each_scope_allows_only_what_it
             None,
             Needs::Scope("read"),
         ),
+        (
+            Method::POST,
+            "/api/v1/clients/{T}/pages/convert",
+            Some(json!({"url": "https://a.example/x", "wait_secs": 0})),
+            Needs::Scope("write"),
+        ),
         (Method::GET, "/api/v1/dead-letters", None, Needs::Master),
         (
             Method::POST,
@@ -366,6 +372,7 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
         "POST /api/v1/visits/batch",
         "GET /api/v1/clients/{id}/visits/stats",
         "GET /api/v1/clients/{id}/visits/robots-violations",
+        "POST /api/v1/clients/{id}/pages/convert",
         "GET /api/v1/pages/{id}/events",
         "GET /api/v1/clients/{id}/events/stream",
         "POST /api/v1/clients/{id}/reprocess",

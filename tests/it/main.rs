@@ -9,6 +9,7 @@ mod cloudflare;
 mod cloudflare_fake;
 mod cluster;
 mod compose;
+mod convert;
 mod deadletters;
 mod dev;
 mod discovery;
