@@ -29,16 +29,19 @@ CASE WHEN p.status = 'removed' OR NOT COALESCE(c.is_active, false) THEN NULL ELS
 -- `pages.discovered`: new pages, or known ones seen again (distinct ids: one row each).
 INSERT INTO pages (id, client_id, url, url_hash, status, stage, source,
         sitemap_url, lastmod, changefreq, priority, created_at, updated_at, lastmod_at,
-        alternates)
+        alternates, crawl_run, crawl_depth)
     SELECT id, client_id, url, url_hash, 'discovered', 'discovered', source,
-            sitemap_url, lastmod, changefreq, priority, at, at, lastmod_at, alternates
+            sitemap_url, lastmod, changefreq, priority, at, at, lastmod_at, alternates,
+            crawl_run, crawl_depth
         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],
-            $12::jsonb[])
+            $12::jsonb[], $13::uuid[], $14::int[])
             AS d(id, client_id, url, url_hash, source, sitemap_url, lastmod, changefreq,
-                priority, at, lastmod_at, alternates)
+                priority, at, lastmod_at, alternates, crawl_run, crawl_depth)
     ON CONFLICT (id) DO UPDATE SET
         alternates = COALESCE(EXCLUDED.alternates, pages.alternates),
+        crawl_run = COALESCE(EXCLUDED.crawl_run, pages.crawl_run),
+        crawl_depth = COALESCE(EXCLUDED.crawl_depth, pages.crawl_depth),
         sitemap_url = COALESCE(EXCLUDED.sitemap_url, pages.sitemap_url),
         lastmod = COALESCE(EXCLUDED.lastmod, pages.lastmod),
         lastmod_at = COALESCE(EXCLUDED.lastmod_at, pages.lastmod_at),
@@ -226,3 +229,17 @@ SELECT url FROM pages WHERE client_id = $1 AND id = ANY($2) ORDER BY array_posit
 SELECT url, title, description, markdown_hash FROM pages
     WHERE client_id = $1 AND last_updated_at IS NOT NULL AND status <> 'removed'
     ORDER BY url LIMIT $2;
+
+-- name: crawl_pages
+-- How many pages a crawl has (its budget counts them).
+SELECT count(*) FROM pages WHERE client_id = $1 AND crawl_run = $2;
+
+-- name: crawl_progress
+-- Where a crawl stands: its pages, how many were fetched, are live, could not be fetched, and
+-- the deepest it went.
+SELECT count(*) AS pages,
+       count(*) FILTER (WHERE last_attempt_at IS NOT NULL) AS fetched,
+       count(*) FILTER (WHERE stage = 'live') AS live,
+       count(*) FILTER (WHERE status IN ('failed', 'blocked', 'removed')) AS failed,
+       coalesce(max(crawl_depth), 0) AS deepest
+  FROM pages WHERE client_id = $1 AND crawl_run = $2;

@@ -136,6 +136,8 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(pages::by_url))
         .routes(routes!(pages::add))
         .routes(routes!(pages::convert))
+        .routes(routes!(pages::start_crawl))
+        .routes(routes!(pages::crawl_progress))
         .routes(routes!(pages::refresh))
         .routes(routes!(pages::refresh_client))
         .routes(routes!(pages::content))

@@ -553,3 +553,91 @@ async fn converted(state: &AppState, page: &PageRow, cached: bool) -> Result<Con
         last_scraped_at: page.last_scraped_at,
     })
 }
+
+/// Body of `POST /api/v1/clients/{id}/crawl`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartCrawl {
+    /// Start pages on the client's domain (default: its home page), at most 100.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Links followed from a start page, 1 to 10 (default 3).
+    #[schema(minimum = 1, maximum = 10)]
+    pub max_depth: Option<u32>,
+    /// Most pages the crawl finds, start pages included, 1 to 50,000 (default 500).
+    #[schema(minimum = 1, maximum = 50000)]
+    pub max_pages: Option<u32>,
+}
+
+#[utoipa::path(post, path = "/api/v1/clients/{id}/crawl", tag = "pages", params(("id" = Uuid, Path)), request_body = StartCrawl,
+    responses((status = 202, body = crate::commands::crawl::CrawlStarted, description = "started: its pages go through the pipeline; follow it at /crawls/{run_id}"),
+        (status = 403), (status = 404), (status = 409, description = "client_inactive"), (status = 422)),
+    security(("api_key" = [])))]
+/// Discover a site's pages by following its links (master key, or the client's `write`
+/// key): from the start pages, same-site links of every page the scraper fetches become
+/// pages (`source: link`) within the depth and page budget, fetched by the client's rules
+/// (robots.txt, crawl rate) like every page.
+pub async fn start_crawl(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(client_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<StartCrawl>,
+) -> Result<
+    (
+        axum::http::StatusCode,
+        Json<crate::commands::crawl::CrawlStarted>,
+    ),
+    ApiError,
+> {
+    use crate::commands::crawl::{self, CrawlError, CrawlRequest};
+    principal.require(client_id, Scope::Write)?;
+    let client = clients_read::find(&state.db, client_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("client not found".into()))?;
+    auth::require_active(&state.db, client_id).await?;
+    let request = CrawlRequest {
+        seeds: body.urls,
+        max_depth: body.max_depth.unwrap_or(3),
+        max_pages: body.max_pages.unwrap_or(500),
+    };
+    let publisher = crate::infra::publish::Publisher::new(state.nats.js.clone());
+    let started = crawl::start(&publisher, &state.db, &client, request)
+        .await
+        .map_err(|e| match e {
+            CrawlError::Invalid { field, message } => ApiError::validation(field, message),
+            CrawlError::Publish(e) => ApiError::Unavailable(e.to_string()),
+            CrawlError::Db(e) => e.into(),
+        })?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(started)))
+}
+
+/// A crawl's progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CrawlView {
+    pub client_id: Uuid,
+    pub run_id: Uuid,
+    #[serde(flatten)]
+    pub progress: read::CrawlProgress,
+}
+
+#[utoipa::path(get, path = "/api/v1/clients/{id}/crawls/{run_id}", tag = "pages", params(("id" = Uuid, Path), ("run_id" = Uuid, Path)),
+    responses((status = 200, body = CrawlView), (status = 403), (status = 404)),
+    security(("api_key" = [])))]
+/// Where a crawl stands: its pages, how many were fetched, are live, could not be fetched,
+/// and the deepest it went (master key, or the client's `read` key).
+pub async fn crawl_progress(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath((client_id, run_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<Json<CrawlView>, ApiError> {
+    principal.require(client_id, Scope::Read)?;
+    let progress = read::crawl_progress(&state.db, client_id, run_id).await?;
+    if progress.pages == 0 {
+        return Err(ApiError::NotFound(format!("no crawl {run_id}")));
+    }
+    Ok(Json(CrawlView {
+        client_id,
+        run_id,
+        progress,
+    }))
+}

@@ -95,6 +95,25 @@ pub enum Command {
         #[command(subcommand)]
         command: sitemap::SitemapCommand,
     },
+    /// Discover a client's pages by following its links from start pages (default: its home
+    /// page) within a depth and a page budget; prints the run, then its progress with --watch.
+    Crawl {
+        /// The client, by id or domain.
+        #[arg(long)]
+        client: String,
+        /// A start page (repeat for several).
+        #[arg(long = "url")]
+        urls: Vec<String>,
+        /// Links followed from a start page (1 to 10).
+        #[arg(long, default_value_t = 3)]
+        max_depth: u32,
+        /// Most pages the crawl finds (1 to 50,000).
+        #[arg(long, default_value_t = 500)]
+        max_pages: u32,
+        /// Print the crawl's progress every 2 seconds until it stops growing.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Manage clients (tenants).
     Client {
         #[command(subcommand)]
@@ -226,6 +245,20 @@ impl Cli {
                 app::run_roles(&backbone, &roles, setup(&config, api), shutdown).await
             }
             Command::Sitemap { command } => sitemap::run(&config, command).await,
+            Command::Crawl {
+                client,
+                urls,
+                max_depth,
+                max_pages,
+                watch,
+            } => {
+                let request = crate::commands::crawl::CrawlRequest {
+                    seeds: urls,
+                    max_depth,
+                    max_pages,
+                };
+                sitemap::crawl(&config, &client, request, watch).await
+            }
             Command::DeadLetters { command } => deadletters::run(&config, command).await,
             Command::Events { command } => ops::events(&config, command).await,
             Command::Status {

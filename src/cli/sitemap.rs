@@ -136,3 +136,37 @@ async fn parse(
     }
     Ok(())
 }
+
+/// `ai-cache crawl`: starts a crawl and, with `watch`, prints its progress until it stops
+/// growing (no new page for 10 seconds).
+pub async fn crawl(
+    config: &Config,
+    client: &str,
+    request: crate::commands::crawl::CrawlRequest,
+    watch: bool,
+) -> anyhow::Result<()> {
+    use crate::projections::pages as pages_read;
+    let backbone = super::connect(config).await?;
+    let row = super::tenants::resolve(&backbone.db, client).await?;
+    anyhow::ensure!(row.is_active, "the client is inactive");
+    let publisher = crate::infra::publish::Publisher::new(backbone.nats.js.clone());
+    let started = crate::commands::crawl::start(&publisher, &backbone.db, &row, request).await?;
+    println!("{}", serde_json::to_string_pretty(&started)?);
+    if !watch {
+        return Ok(());
+    }
+    let mut last = None;
+    let mut quiet = 0;
+    while quiet < 5 {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let progress = pages_read::crawl_progress(&backbone.db, row.id, started.run_id).await?;
+        println!("{}", serde_json::to_string(&progress)?);
+        quiet = if last.as_ref() == Some(&progress) {
+            quiet + 1
+        } else {
+            0
+        };
+        last = Some(progress);
+    }
+    Ok(())
+}

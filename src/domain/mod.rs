@@ -9,6 +9,7 @@ pub mod html;
 pub mod html_bounds;
 pub mod ids;
 pub mod kv_key;
+pub mod links;
 pub mod llms;
 pub mod markdown;
 pub mod netaddr;

@@ -139,6 +139,19 @@ impl PageEvent {
 pub enum DiscoverySource {
     Sitemap,
     Manual,
+    /// Found as a link in a page fetched by a crawl.
+    Link,
+}
+
+/// The crawl a page was discovered by (or is a start of): its links are followed while
+/// `depth` is under `max_depth` and the crawl has fewer than `max_pages` pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrawlRef {
+    pub run_id: uuid::Uuid,
+    /// Links followed from a start page to this one (0 for a start page).
+    pub depth: u32,
+    pub max_depth: u32,
+    pub max_pages: u32,
 }
 
 /// `pages.discovered` v1.
@@ -158,6 +171,9 @@ pub struct Discovered {
     /// The page's translations its sitemap names (`xhtml:link` hreflang alternates).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alternates: Vec<Alternate>,
+    /// The crawl that found the page, or started from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crawl: Option<CrawlRef>,
 }
 
 /// `pages.metadata_updated` v1: the sitemap metadata as the overwriting import read it
@@ -187,6 +203,7 @@ impl Discovered {
             changefreq: None,
             priority: None,
             alternates: Vec::new(),
+            crawl: None,
         }
     }
 

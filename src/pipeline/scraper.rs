@@ -20,6 +20,9 @@
 //! compared with the newer change, so page versions are unique and a slow fetch never
 //! publishes older content as a newer version (nor moves the page's state back).
 
+use crate::commands::crawl;
+use crate::events::pages::CrawlRef;
+use crate::projections::pages as pages_read;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -196,8 +199,9 @@ impl Scraper {
         };
         let prev = self.previous(client, at.page).await?;
         let started = Instant::now();
-        // Reprocessing fetches the page whole, whatever the validators say.
-        let conditional = if at.reprocess.is_some() {
+        // Reprocessing fetches the page whole, whatever the validators say; so does a crawl
+        // (it reads the page's links).
+        let conditional = if at.reprocess.is_some() || at.crawl.is_some() {
             HeaderMap::new()
         } else {
             validators(&prev)
@@ -360,8 +364,9 @@ impl Scraper {
             header(reqwest::header::ETAG),
             header(reqwest::header::LAST_MODIFIED),
         );
-        let parsed = parse(fetched.body, content_type, at.url.to_string()).await?;
-        let (text, extracted) = match parsed {
+        let links = at.crawl.is_some_and(|c| c.depth < c.max_depth);
+        let parsed = parse(fetched.body, content_type, at.url.to_string(), links).await?;
+        let (text, extracted, links) = match parsed {
             Ok(parsed) => parsed,
             Err(too_complex) => {
                 let message = format!("{too_complex}: refused unparsed");
@@ -376,7 +381,8 @@ impl Scraper {
             .is_some_and(|c| c.fingerprint == fingerprint);
         let forced = at.reprocess.is_some_and(|r| r.force);
         if same && !forced {
-            return self.unchanged(at, status, fingerprint).await;
+            self.unchanged(at, status, fingerprint).await?;
+            return self.follow(at, &links).await;
         }
         let page = FetchedPage {
             status,
@@ -387,7 +393,48 @@ impl Scraper {
             fingerprint,
             duration_ms,
         };
-        self.changed(at, page, prev, same).await
+        self.changed(at, page, prev, same).await?;
+        self.follow(at, &links).await
+    }
+
+    /// For a page fetched by a crawl: its same-site links not yet known become pages of the
+    /// crawl, one level deeper, while the crawl's depth and budget allow
+    /// ([`crawl::next_pages`]). The budget is counted on the projection, so pages fetched at
+    /// the same moment may take a crawl a few pages past it.
+    async fn follow(&self, at: &Attempt<'_>, links: &[Url]) -> Result<(), StepError> {
+        let Some(crawl) = at.crawl else {
+            return Ok(());
+        };
+        if links.is_empty() {
+            return Ok(());
+        }
+        let client = at.cause.meta.client_id;
+        let ids: Vec<uuid::Uuid> = links
+            .iter()
+            .filter_map(|l| NormalizedUrl::parse(l.as_str()).ok())
+            .map(|u| PageId::derive(client, &u).as_uuid())
+            .collect();
+        let known = pages_read::sitemap_metadata(&self.db, &ids)
+            .await
+            .map_err(StepError::transient)?;
+        let count = pages_read::crawl_pages(&self.db, client.as_uuid(), crawl.run_id)
+            .await
+            .map_err(StepError::transient)?;
+        let next = crawl::next_pages(
+            client,
+            at.page,
+            crawl,
+            (&at.site.0, at.site.1),
+            links,
+            &|id| known.contains_key(&id.as_uuid()),
+            count,
+        );
+        metrics::counter!("aicache_crawl_pages_found_total").increment(next.len() as u64);
+        let out = next
+            .into_iter()
+            .map(|(id, d)| Outgoing::keyed(d.into_event(client), format!("discovered:{id}")))
+            .collect();
+        self.publish(out).await
     }
 
     /// The fetched page is the one we have (same main content).
@@ -507,14 +554,25 @@ struct FetchedPage {
 /// the Markdown stage uses the result rather than extracting again). CPU work on a non-Send
 /// document, so off the async threads; HTML beyond the generator's bounds is refused (the
 /// bound it broke).
+#[allow(clippy::type_complexity)]
 async fn parse(
     body: Vec<u8>,
     content_type: Option<String>,
     url: String,
-) -> Result<Result<(String, markdown::Generated), html_bounds::TooComplex>, StepError> {
+    links: bool,
+) -> Result<Result<(String, markdown::Generated, Vec<Url>), html_bounds::TooComplex>, StepError> {
     tokio::task::spawn_blocking(move || {
         let (text, _) = html::decode(&body, content_type.as_deref());
-        markdown::generate(&text, &url).map(|extracted| (text, extracted))
+        let extracted = markdown::generate(&text, &url)?;
+        // Links are read only for a crawl, and only from a page the generator's bounds let
+        // through.
+        let links = match (links, Url::parse(&url)) {
+            (true, Ok(page)) => {
+                crate::domain::links::followable(&text, &page, crawl::MAX_LINKS_PER_PAGE)
+            }
+            _ => Vec::new(),
+        };
+        Ok((text, extracted, links))
     })
     .await
     .map_err(StepError::transient)
@@ -528,6 +586,10 @@ struct Attempt<'a> {
     url: NormalizedUrl,
     /// The reprocessing run that asked for the fetch.
     reprocess: Option<&'a Reprocess>,
+    /// The crawl whose page this is, when a crawl's discovery asked for the fetch.
+    crawl: Option<CrawlRef>,
+    /// The client's domain and whether its subdomains are its site.
+    site: (String, bool),
 }
 
 impl Attempt<'_> {
@@ -621,12 +683,18 @@ impl Step<PageEvent> for Scraper {
             PageEvent::RefreshRequested(r) => r.reprocess.as_ref(),
             _ => None,
         };
+        let crawl = match &event.payload {
+            PageEvent::Discovered(d) => d.crawl,
+            _ => None,
+        };
         let attempt = Attempt {
             cause: &event,
             delivery,
             page,
             url,
             reprocess,
+            crawl,
+            site: (settings.domain.clone(), settings.allow_subdomains),
         };
         self.scrape(&attempt, client, rate).await
     }

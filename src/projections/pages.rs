@@ -151,6 +151,8 @@ fn change(event: &Event<PageEvent>) -> Result<Option<(Uuid, Change)>, ApplyError
             priority: d.priority.clone(),
             alternates: (!d.alternates.is_empty())
                 .then(|| serde_json::to_value(&d.alternates).unwrap_or_default()),
+            crawl_run: d.crawl.map(|c| c.run_id),
+            crawl_depth: d.crawl.map(|c| i32::try_from(c.depth).unwrap_or(i32::MAX)),
             at,
             lastmod_at: d
                 .lastmod
@@ -175,6 +177,8 @@ struct DiscoveredRow {
     changefreq: Option<String>,
     priority: Option<String>,
     alternates: Option<serde_json::Value>,
+    crawl_run: Option<Uuid>,
+    crawl_depth: Option<i32>,
     at: DateTime<Utc>,
     lastmod_at: Option<DateTime<Utc>>,
 }
@@ -205,6 +209,8 @@ async fn upsert_discovered(
                 .map(|r| r.alternates.clone())
                 .collect::<Vec<_>>(),
         )
+        .bind(rows.iter().map(|r| r.crawl_run).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.crawl_depth).collect::<Vec<_>>())
         .execute(conn)
         .await?;
     Ok(())
@@ -550,5 +556,42 @@ pub async fn refreshable(db: &sqlx::PgPool, client: Uuid) -> Result<Vec<Uuid>, s
     sqlx::query_scalar(sql::pages::REFRESHABLE)
         .bind(client)
         .fetch_all(db)
+        .await
+}
+
+/// How many pages a crawl has.
+pub async fn crawl_pages(db: &sqlx::PgPool, client: Uuid, run: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(sql::pages::CRAWL_PAGES)
+        .bind(client)
+        .bind(run)
+        .fetch_one(db)
+        .await
+}
+
+/// Where a crawl stands.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct CrawlProgress {
+    /// Pages the crawl found or started from.
+    pub pages: i64,
+    /// Of them, fetched at least once.
+    pub fetched: i64,
+    /// Live at the edge.
+    pub live: i64,
+    /// Removed, blocked by robots.txt or failed.
+    pub failed: i64,
+    /// The most links followed from a start page so far.
+    pub deepest: i32,
+}
+
+/// The progress of a crawl of `client`.
+pub async fn crawl_progress(
+    db: &sqlx::PgPool,
+    client: Uuid,
+    run: Uuid,
+) -> Result<CrawlProgress, sqlx::Error> {
+    sqlx::query_as(sql::pages::CRAWL_PROGRESS)
+        .bind(client)
+        .bind(run)
+        .fetch_one(db)
         .await
 }

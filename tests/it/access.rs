@@ -117,6 +117,12 @@ async fn no_client_key_reaches_another_client_and_each_scope_allows_only_what_it
         ),
         (
             Method::POST,
+            "/api/v1/clients/{T}/crawl",
+            Some(json!({"urls": ["https://a.example/"], "max_depth": 1})),
+            Needs::Scope("write"),
+        ),
+        (
+            Method::POST,
             "/api/v1/clients/{T}/pages/convert",
             Some(json!({"url": "https://a.example/x", "wait_secs": 0})),
             Needs::Scope("write"),
@@ -373,6 +379,8 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_is_s
         "GET /api/v1/clients/{id}/visits/stats",
         "GET /api/v1/clients/{id}/visits/robots-violations",
         "POST /api/v1/clients/{id}/pages/convert",
+        "POST /api/v1/clients/{id}/crawl",
+        "GET /api/v1/clients/{id}/crawls/{run_id}",
         "GET /api/v1/pages/{id}/events",
         "GET /api/v1/clients/{id}/events/stream",
         "POST /api/v1/clients/{id}/reprocess",

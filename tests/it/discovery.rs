@@ -660,3 +660,131 @@ async fn a_feed_is_imported_like_a_sitemap_and_hreflang_alternates_stay_with_the
         "{en}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crawl_follows_same_site_links_within_its_depth_by_the_scrapers_own_fetches() {
+    use crate::page_origin::{Page, PageOrigin};
+    let app = TestApp::with_options(&crate::harness::PIPELINE_ROLES, Default::default()).await;
+    let origin = PageOrigin::start().await;
+    origin.robots("User-agent: *\nDisallow: /private\n");
+    let client = create_client(&app, "Site", "site.test").await;
+    app.crawl_rate(&client, 600).await;
+    let linking = |title: &str, links: &[&str]| {
+        let anchors: String = links
+            .iter()
+            .map(|l| format!("<li><a href=\"{l}\">{l}</a></li>"))
+            .collect();
+        Page::html(&format!(
+            "<html><head><title>{title}</title></head><body><main><h1>{title}</h1><p>The page \
+             {title}, with enough words in it to be the main content of an article page.</p>\
+             <ul>{anchors}</ul></main></body></html>"
+        ))
+    };
+    origin.set(
+        "/",
+        linking(
+            "Home",
+            &["/a", "b", "/private/x", "https://elsewhere.test/", "#top"],
+        ),
+    );
+    origin.set("/a", linking("A", &["/a1", "/a2"]));
+    origin.set("/b", linking("B", &["/"]));
+    origin.set("/a1", linking("A1", &["/a11"]));
+    origin.set("/a2", linking("A2", &[]));
+    origin.set("/a11", linking("A11", &[]));
+
+    let (status, started) = send(
+        app.master(Method::POST, &format!("/api/v1/clients/{client}/crawl"))
+            .json(&json!({"urls": [origin.url("/")], "max_depth": 2})),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    let run = started["run_id"].as_str().expect("run").to_owned();
+    let progress = || async {
+        send(app.master(
+            Method::GET,
+            &format!("/api/v1/clients/{client}/crawls/{run}"),
+        ))
+        .await
+        .1
+    };
+    crate::harness::eventually(
+        std::time::Duration::from_secs(60),
+        "the crawl is done",
+        || async {
+            let p = progress().await;
+            p["pages"] == 6 && p["fetched"] == 6
+        },
+    )
+    .await;
+    let p = progress().await;
+    assert_eq!(
+        (p["deepest"].as_i64(), p["failed"].as_i64()),
+        (Some(2), Some(1)),
+        "{p}"
+    );
+
+    let (_, pages) = send(app.master(
+        Method::GET,
+        &format!("/api/v1/sitemap/client/{client}/pages?limit=100"),
+    ))
+    .await;
+    let mut found: Vec<(String, String)> = pages["pages"]
+        .as_array()
+        .expect("pages")
+        .iter()
+        .map(|p| {
+            (
+                p["url"].as_str().expect("url").replace(&origin.url(""), ""),
+                p["source"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("/", "manual"),
+            ("/a", "link"),
+            ("/a1", "link"),
+            ("/a2", "link"),
+            ("/b", "link"),
+            ("/private/x", "link"),
+        ]
+        .map(|(u, s)| (u.to_owned(), s.to_owned())),
+        "other hosts and fragments are not followed; /a11 is deeper than 2"
+    );
+    assert!(origin.hits("/a11").is_empty());
+    assert!(
+        origin.hits("/private/x").is_empty(),
+        "robots.txt holds for crawled pages"
+    );
+    assert_eq!(
+        origin.hits("/").len(),
+        1,
+        "links are read from the fetch the page had anyway"
+    );
+    assert_eq!(
+        stream_count(app.js(), "PAGES", Some("pages.discovered.>")).await,
+        6,
+        "each page discovered once"
+    );
+
+    // Bad requests are refused with the field at fault.
+    for (body, field) in [
+        (json!({"max_depth": 0}), "max_depth"),
+        (json!({"max_pages": 50001}), "max_pages"),
+        (json!({"urls": ["https://elsewhere.test/"]}), "urls"),
+    ] {
+        let (status, answer) = send(
+            app.master(Method::POST, &format!("/api/v1/clients/{client}/crawl"))
+                .json(&body),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{answer}"
+        );
+    }
+}
