@@ -18,8 +18,13 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> (String, &'static str)
     let declared = content_type
         .and_then(charset_param)
         .or_else(|| meta_charset(&body[..body.len().min(1024)]));
+    // Bytes that are valid UTF-8 and not plain ASCII are UTF-8 whatever is declared: legacy
+    // encodings almost never make valid multi-byte UTF-8 by chance, and pages re-encoded to
+    // UTF-8 (by a CDN, a CMS, an archive) often keep their old declaration.
+    let self_evident = !body.is_ascii() && std::str::from_utf8(body).is_ok();
     let encoding = encoding_rs::Encoding::for_bom(body)
         .map(|(e, _)| e)
+        .or_else(|| self_evident.then_some(encoding_rs::UTF_8))
         .or_else(|| declared.and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes())))
         .unwrap_or(encoding_rs::UTF_8);
     let (text, used, _) = encoding.decode(body);
@@ -120,12 +125,67 @@ fn main_element(doc: &Html) -> Option<ElementRef<'_>> {
         .or_else(|| pick("body"))
 }
 
+/// Whether an element is hidden from readers: the `hidden` attribute, `aria-hidden="true"`,
+/// or an inline style with `display: none` or `visibility: hidden` (the rule Readability
+/// applies before it scores anything).
+fn is_hidden(el: &scraper::node::Element) -> bool {
+    if el.attr("hidden").is_some() || el.attr("aria-hidden") == Some("true") {
+        return true;
+    }
+    el.attr("style").is_some_and(|style| {
+        let style: String = style
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        style.contains("display:none") || style.contains("visibility:hidden")
+    })
+}
+
+/// The document without the elements hidden from readers ([`is_hidden`]); the document
+/// itself when it has none (a quick look for their markers first: most pages are not parsed
+/// twice). Call it on a document [`super::html_bounds::check`] let through.
+pub fn visible_only(html: &str) -> std::borrow::Cow<'_, str> {
+    let lower_has = |needle: &str| {
+        html.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    };
+    if !(lower_has("hidden") || lower_has("none")) {
+        return std::borrow::Cow::Borrowed(html);
+    }
+    let mut doc = Html::parse_document(html);
+    let hidden: Vec<ego_tree::NodeId> = doc
+        .tree
+        .nodes()
+        // `<noscript>` too: parsed as text (scripting on), it would come back escaped as
+        // text when the document is written out again, and it is never content.
+        .filter(
+            |n| matches!(n.value(), Node::Element(el) if is_hidden(el) || el.name() == "noscript"),
+        )
+        .map(|n| n.id())
+        .collect();
+    if hidden.is_empty() {
+        return std::borrow::Cow::Borrowed(html);
+    }
+    for id in hidden {
+        if let Some(mut node) = doc.tree.get_mut(id) {
+            node.detach();
+        }
+    }
+    std::borrow::Cow::Owned(doc.html())
+}
+
 /// The text of the main content, whitespace collapsed, boilerplate left out.
 pub fn main_text(html: &str) -> String {
     let doc = Html::parse_document(html);
     let Some(root) = main_element(&doc) else {
         return String::new();
     };
+    element_text(root)
+}
+
+fn element_text(root: ElementRef<'_>) -> String {
     let mut words: Vec<&str> = Vec::new();
     let mut stack: Vec<NodeRef<'_, Node>> = root.children().collect();
     stack.reverse();
@@ -146,6 +206,43 @@ pub fn main_text(html: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_elements_and_noscript_are_left_out_and_plain_pages_are_not_parsed_again() {
+        let page = r#"<html><body><p>Shown</p><p hidden>Gone 1</p><div aria-hidden="true">Gone 2</div>
+            <span style="display: none">Gone 3</span><p style="VISIBILITY:hidden">Gone 4</p>
+            <noscript><img src="x.png"></noscript><p aria-hidden="false">Shown too</p></body></html>"#;
+        let visible = visible_only(page);
+        assert!(matches!(visible, std::borrow::Cow::Owned(_)));
+        assert!(
+            visible.contains("Shown") && visible.contains("Shown too"),
+            "{visible}"
+        );
+        for gone in ["Gone", "noscript", "x.png"] {
+            assert!(!visible.contains(gone), "{gone}: {visible}");
+        }
+        let plain = "<html><body><p>Nothing to hide</p></body></html>";
+        assert!(matches!(visible_only(plain), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn valid_utf8_is_utf8_whatever_the_page_declares() {
+        let page = "<meta charset=\"gb2312\"><p>谷歌收购</p>".as_bytes();
+        assert_eq!(
+            decode(page, None),
+            (
+                "<meta charset=\"gb2312\"><p>谷歌收购</p>".to_owned(),
+                "UTF-8"
+            )
+        );
+        let gbk = encoding_rs::GBK
+            .encode("<meta charset=\"gb2312\"><p>谷歌收购</p>")
+            .0;
+        assert_eq!(
+            decode(&gbk, None).0,
+            "<meta charset=\"gb2312\"><p>谷歌收购</p>"
+        );
+    }
 
     fn page(main: &str, footer: &str, script: &str) -> String {
         format!(
