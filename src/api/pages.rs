@@ -118,32 +118,7 @@ pub async fn add(
     let client = clients_read::find(&state.db, client_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("client not found".into()))?;
-    let entries: Vec<(Entry, Option<String>)> = body
-        .urls
-        .into_iter()
-        .map(|loc| {
-            (
-                Entry {
-                    loc,
-                    ..Entry::default()
-                },
-                None,
-            )
-        })
-        .collect();
-    let summary = state
-        .importer
-        .import(
-            &client,
-            &entries,
-            ImportMode {
-                origin: Origin::Manual,
-                apply: Apply::Publish,
-                known: KnownPages::Keep,
-                limit,
-            },
-        )
-        .await?;
+    let summary = add_by_hand(&state, &client, body.urls, limit).await?;
     Ok((
         super::sitemap::applied_status(summary.applied),
         Json(AddPagesResponse {
@@ -151,6 +126,32 @@ pub async fn add(
             summary,
         }),
     ))
+}
+
+/// Adds `urls` as pages of `client`, as given by hand (known ones are left as they are).
+async fn add_by_hand(
+    state: &AppState,
+    client: &clients_read::ClientRow,
+    urls: Vec<String>,
+    limit: usize,
+) -> Result<ImportSummary, ApiError> {
+    let entries: Vec<(Entry, Option<String>)> = urls
+        .into_iter()
+        .map(|loc| {
+            let entry = Entry {
+                loc,
+                ..Entry::default()
+            };
+            (entry, None)
+        })
+        .collect();
+    let mode = ImportMode {
+        origin: Origin::Manual,
+        apply: Apply::Publish,
+        known: KnownPages::Keep,
+        limit,
+    };
+    Ok(state.importer.import(client, &entries, mode).await?)
 }
 
 /// The page, if it exists and the caller may use it with `scope`; one answer (404) for both
@@ -442,20 +443,7 @@ pub async fn convert(
         }
         // New: adding it starts its fetch, by the same rules as any page of the client's.
         None => {
-            let entries = vec![(
-                Entry {
-                    loc: url.to_string(),
-                    ..Entry::default()
-                },
-                None,
-            )];
-            let mode = ImportMode {
-                origin: Origin::Manual,
-                apply: Apply::Publish,
-                known: KnownPages::Keep,
-                limit: 1,
-            };
-            let summary = state.importer.import(&client, &entries, mode).await?;
+            let summary = add_by_hand(&state, &client, vec![url.to_string()], 1).await?;
             if let Some(issue) = summary.error_details.first() {
                 return Err(ApiError::validation("url", issue.reason.clone()));
             }

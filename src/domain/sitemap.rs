@@ -794,17 +794,19 @@ mod tests {
         let rss = parse_str(
             r#"<rss version="2.0"><channel><title>T</title><link>https://a.example/</link><item><title>One</title><link> https://a.example/one </link><pubDate>Sun, 06 Jul 2014 12:56:00 GMT</pubDate></item><item><link>https://a.example/two</link><pubDate>not a date</pubDate></item><item><title>no link</title></item></channel></rss>"#,
         );
+        let pages = |p: &Parsed| -> Vec<(String, Option<String>)> {
+            p.entries
+                .iter()
+                .map(|e| (e.loc.clone(), e.lastmod.clone()))
+                .collect()
+        };
+        let s = |v: &str| v.to_owned();
         assert_eq!(rss.kind, Kind::Feed);
-        let got: Vec<(&str, Option<&str>)> = rss
-            .entries
-            .iter()
-            .map(|e| (e.loc.as_str(), e.lastmod.as_deref()))
-            .collect();
         assert_eq!(
-            got,
+            pages(&rss),
             [
-                ("https://a.example/one", Some("2014-07-06T12:56:00Z")),
-                ("https://a.example/two", None)
+                (s("https://a.example/one"), Some(s("2014-07-06T12:56:00Z"))),
+                (s("https://a.example/two"), None)
             ],
             "the channel's own link is not a page"
         );
@@ -813,16 +815,14 @@ mod tests {
             r#"<feed xmlns="http://www.w3.org/2005/Atom"><link href="https://a.example/"/><entry><link rel="self" href="https://a.example/feed/1"/><link rel="alternate" href="https://a.example/1"/><updated>2026-03-04T05:06:07Z</updated><published>2026-01-01T00:00:00Z</published></entry><entry><link href="https://a.example/2"/><published>2026-02-02T00:00:00+01:00</published></entry></feed>"#,
         );
         assert_eq!(atom.kind, Kind::Feed);
-        let got: Vec<(&str, Option<&str>)> = atom
-            .entries
-            .iter()
-            .map(|e| (e.loc.as_str(), e.lastmod.as_deref()))
-            .collect();
         assert_eq!(
-            got,
+            pages(&atom),
             [
-                ("https://a.example/1", Some("2026-03-04T05:06:07Z")),
-                ("https://a.example/2", Some("2026-02-02T00:00:00+01:00"))
+                (s("https://a.example/1"), Some(s("2026-03-04T05:06:07Z"))),
+                (
+                    s("https://a.example/2"),
+                    Some(s("2026-02-02T00:00:00+01:00"))
+                )
             ]
         );
     }
