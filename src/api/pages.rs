@@ -298,17 +298,21 @@ pub async fn content(
     let hash = hash
         .as_deref()
         .ok_or_else(|| ApiError::NotFound(format!("the page has no {format} content yet")))?;
+    let bytes = stored(&state, hash).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("the page's {format} content is no longer stored"))
+    })?;
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response())
+}
+
+/// A page's content by the hash its row names, if still in the blob store.
+async fn stored(state: &AppState, hash: &str) -> Result<Option<Vec<u8>>, ApiError> {
     let hash = crate::domain::content::ContentHash::parse(hash)
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let bytes = state
+    state
         .blobs
         .get(&hash)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("the page's {format} content is no longer stored"))
-        })?;
-    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response())
+        .map_err(|e| ApiError::Unavailable(e.to_string()))
 }
 
 /// `?after=&limit=` of a page's history.
@@ -517,16 +521,9 @@ fn conversion_state(page: &PageRow, asked_at: chrono::DateTime<chrono::Utc>) -> 
 
 async fn converted(state: &AppState, page: &PageRow, cached: bool) -> Result<Converted, ApiError> {
     let markdown = match page.markdown_hash.as_deref() {
-        Some(hash) => {
-            let hash = crate::domain::content::ContentHash::parse(hash)
-                .map_err(|e| ApiError::Internal(e.into()))?;
-            let bytes = state
-                .blobs
-                .get(&hash)
-                .await
-                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-            bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
-        }
+        Some(hash) => stored(state, hash)
+            .await?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()),
         None => None,
     };
     Ok(Converted {

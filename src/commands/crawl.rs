@@ -145,15 +145,30 @@ async fn home_page(db: &sqlx::PgPool, client: &ClientRow) -> Result<String, Craw
     Ok(known.unwrap_or_else(|| candidates[0].0.clone()))
 }
 
-/// The pages to publish for the links a crawl page gave: same-site, new, within the budget
-/// (`known`: which of the candidates' pages exist; `crawl_pages`: how many the crawl has).
-/// Pure, so the rule is tested on its own.
-pub fn next_pages(
+/// The pages a crawl page's links name on the site (`site`: its domain and whether
+/// subdomains count), each once, the page itself left out, in document order.
+pub fn same_site_pages(
     client: ClientId,
     page: PageId,
-    crawl: CrawlRef,
     site: (&str, bool),
     links: &[url::Url],
+) -> Vec<(PageId, NormalizedUrl)> {
+    let mut seen = std::collections::HashSet::new();
+    links
+        .iter()
+        .filter_map(|link| NormalizedUrl::parse(link.as_str()).ok())
+        .filter(|url| on_domain(url, site.0, site.1).is_ok())
+        .map(|url| (PageId::derive(client, &url), url))
+        .filter(|(id, _)| *id != page && seen.insert(*id))
+        .collect()
+}
+
+/// The pages to publish among a crawl page's [`same_site_pages`]: the new ones (`known`:
+/// which exist), while the depth and the budget allow (`crawl_pages`: how many the crawl
+/// has). Pure, so the rule is tested on its own.
+pub fn next_pages(
+    crawl: CrawlRef,
+    candidates: Vec<(PageId, NormalizedUrl)>,
     known: &dyn Fn(&PageId) -> bool,
     crawl_pages: i64,
 ) -> Vec<(PageId, Discovered)> {
@@ -165,31 +180,18 @@ pub fn next_pages(
         depth: crawl.depth + 1,
         ..crawl
     };
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for link in links {
-        if out.len() >= room {
-            break;
-        }
-        let Ok(url) = NormalizedUrl::parse(link.as_str()) else {
-            continue;
-        };
-        if on_domain(&url, site.0, site.1).is_err() {
-            continue;
-        }
-        let id = PageId::derive(client, &url);
-        if id == page || known(&id) || !seen.insert(id) {
-            continue;
-        }
-        out.push((
-            id,
-            Discovered {
+    candidates
+        .into_iter()
+        .filter(|(id, _)| !known(id))
+        .take(room)
+        .map(|(id, url)| {
+            let discovered = Discovered {
                 crawl: Some(next),
                 ..Discovered::bare(url, DiscoverySource::Link)
-            },
-        ));
-    }
-    out
+            };
+            (id, discovered)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -222,7 +224,11 @@ mod tests {
             url("https://a.example/c"),
         ];
         let known = |id: &PageId| *id == known_id;
-        let got = next_pages(client, page, crawl, ("a.example", false), &links, &known, 1);
+        let next = |crawl, site, crawl_pages| {
+            let candidates = same_site_pages(client, page, site, &links);
+            next_pages(crawl, candidates, &known, crawl_pages)
+        };
+        let got = next(crawl, ("a.example", false), 1);
         let urls: Vec<String> = got.iter().map(|(_, d)| d.url.to_string()).collect();
         assert_eq!(
             urls,
@@ -236,27 +242,14 @@ mod tests {
         assert!(got.iter().all(
             |(_, d)| d.source == DiscoverySource::Link && d.crawl.is_some_and(|c| c.depth == 1)
         ));
-        let subdomains = next_pages(client, page, crawl, ("a.example", true), &links, &known, 0);
+        let subdomains = next(crawl, ("a.example", true), 0);
         assert!(
             subdomains
                 .iter()
                 .any(|(_, d)| d.url.as_str() == "https://b.a.example/sub")
         );
         let deepest = CrawlRef { depth: 2, ..crawl };
-        assert!(
-            next_pages(
-                client,
-                page,
-                deepest,
-                ("a.example", false),
-                &links,
-                &known,
-                0
-            )
-            .is_empty()
-        );
-        assert!(
-            next_pages(client, page, crawl, ("a.example", false), &links, &known, 4).is_empty()
-        );
+        assert!(next(deepest, ("a.example", false), 0).is_empty());
+        assert!(next(crawl, ("a.example", false), 4).is_empty());
     }
 }

@@ -409,11 +409,11 @@ impl Scraper {
             return Ok(());
         }
         let client = at.cause.meta.client_id;
-        let ids: Vec<uuid::Uuid> = links
-            .iter()
-            .filter_map(|l| NormalizedUrl::parse(l.as_str()).ok())
-            .map(|u| PageId::derive(client, &u).as_uuid())
-            .collect();
+        let candidates = crawl::same_site_pages(client, at.page, (&at.site.0, at.site.1), links);
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<uuid::Uuid> = candidates.iter().map(|(id, _)| id.as_uuid()).collect();
         let known = pages_read::sitemap_metadata(&self.db, &ids)
             .await
             .map_err(StepError::transient)?;
@@ -421,11 +421,8 @@ impl Scraper {
             .await
             .map_err(StepError::transient)?;
         let next = crawl::next_pages(
-            client,
-            at.page,
             crawl,
-            (&at.site.0, at.site.1),
-            links,
+            candidates,
             &|id| known.contains_key(&id.as_uuid()),
             count,
         );
