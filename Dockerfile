@@ -6,8 +6,11 @@ COPY . .
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim
+# WITH_CHROMIUM=true adds Debian's chromium, for the renderer-js role (JavaScript rendering).
+ARG WITH_CHROMIUM=false
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
+    $(if [ "$WITH_CHROMIUM" = true ]; then echo chromium; fi) \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin aicache
 COPY --from=build /src/target/release/ai-cache /usr/local/bin/ai-cache

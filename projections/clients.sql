@@ -10,7 +10,7 @@
 id, name, domain, cloudflare_account_id, cloudflare_api_token_encrypted,
     cloudflare_kv_namespace_id, gemini_api_key_encrypted, is_active, refresh_interval_secs,
     crawl_rate_per_minute, use_gemini, edge_target, allow_subdomains, edge_policy,
-    created_at, updated_at
+    render_js, render_wait_for, created_at, updated_at
 
 -- name: key_columns
 -- An API key's columns, as `ApiKeyRow` reads them (never the key: only its hash).
@@ -54,8 +54,8 @@ UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND client_id = $2 AND revoked
 INSERT INTO clients (id, name, domain, cloudflare_account_id,
         cloudflare_api_token_encrypted, cloudflare_kv_namespace_id, gemini_api_key_encrypted,
         is_active, refresh_interval_secs, crawl_rate_per_minute, use_gemini, edge_target,
-        allow_subdomains, edge_policy, created_at, updated_at)
-    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$15,$14,$14)
+        allow_subdomains, edge_policy, render_js, render_wait_for, created_at, updated_at)
+    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$15,$16,$17,$14,$14)
     ON CONFLICT (id) DO UPDATE SET
         name = EXCLUDED.name, domain = EXCLUDED.domain,
         cloudflare_account_id = EXCLUDED.cloudflare_account_id,
@@ -67,6 +67,7 @@ INSERT INTO clients (id, name, domain, cloudflare_account_id,
         crawl_rate_per_minute = EXCLUDED.crawl_rate_per_minute,
         use_gemini = EXCLUDED.use_gemini, edge_target = EXCLUDED.edge_target,
         allow_subdomains = EXCLUDED.allow_subdomains, edge_policy = EXCLUDED.edge_policy,
+        render_js = EXCLUDED.render_js, render_wait_for = EXCLUDED.render_wait_for,
         updated_at = EXCLUDED.updated_at;
 
 -- name: count_clients

@@ -47,6 +47,8 @@ pub enum Role {
     Markdown,
     /// The renderer stage: Markdown to minimal HTML.
     Renderer,
+    /// Runs pages that need JavaScript in a browser (chromium) before extraction.
+    RendererJs,
     /// The uploader stage: pages to the edge store, `pages.updated`.
     Uploader,
     /// Plans reprocessing runs: re-sends the selected pages' inputs to their first stage.
@@ -56,13 +58,14 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 9] = [
+    pub const ALL: [Role; 10] = [
         Role::Api,
         Role::Projections,
         Role::Scraper,
         Role::Scheduler,
         Role::Markdown,
         Role::Renderer,
+        Role::RendererJs,
         Role::Uploader,
         Role::Reprocessor,
         Role::Webhooks,
@@ -428,6 +431,52 @@ pub async fn run_roles(
         )
         .await?;
         tracing::info!(role = "renderer", "role started");
+    }
+    if roles.contains(&Role::RendererJs) {
+        let p = &setup.pipeline;
+        let blobs = BlobStore::open(&backbone.nats.js, setup.blob_max_bytes).await?;
+        let http = HttpClient::new(&setup.fetch.http())?;
+        // Started at the first page that needs it: a process with no such page never runs
+        // a browser (nor needs one installed).
+        let chromium = Arc::new(crate::infra::chromium::Chromium::new(
+            crate::infra::chromium::ChromiumConfig {
+                executable: p.chromium_bin.clone(),
+                contexts: p.render_concurrency,
+                memory_limit_bytes: p.render_memory_mb.saturating_mul(1 << 20),
+                profile_root: p.render_profile_dir.clone(),
+                no_sandbox: p.render_no_sandbox,
+            },
+        ));
+        let config = crate::pipeline::renderer_js::RenderConfig {
+            timeout: std::time::Duration::from_secs(p.render_timeout_secs.max(1)),
+            pages_per_minute: p.render_pages_per_minute,
+            max_resource_bytes: p.scraper_max_bytes,
+            per_host_concurrency: p.scraper_per_host_concurrency,
+        };
+        let step = crate::pipeline::renderer_js::RendererJs::new(
+            &backbone.nats.js,
+            http,
+            backbone.db.clone(),
+            blobs,
+            chromium,
+            config,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the renderer-js role: {e}"))?;
+        let options = RuntimeOptions {
+            concurrency: p.render_concurrency.max(1),
+            ..options.clone()
+        };
+        spawn_stage(
+            &mut tasks,
+            backbone,
+            "renderer-js",
+            step,
+            options,
+            &shutdown,
+        )
+        .await?;
+        tracing::info!(role = "renderer-js", "role started");
     }
     if roles.contains(&Role::Uploader) {
         let blobs = BlobStore::open(&backbone.nats.js, setup.blob_max_bytes).await?;

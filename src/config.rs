@@ -321,6 +321,35 @@ pub struct PipelineConfig {
     /// Shortest refresh interval a sitemap changefreq can bring (seconds).
     #[arg(long, env = "SCHEDULER_MIN_INTERVAL_SECS", default_value_t = 3600)]
     pub scheduler_min_interval_secs: i64,
+
+    /// The browser the renderer-js role drives (default: Debian's /usr/bin/chromium).
+    #[arg(long, env = "CHROMIUM_BIN")]
+    pub chromium_bin: Option<std::path::PathBuf>,
+
+    /// Pages the renderer-js role renders at once (per process; each in its own context).
+    #[arg(long, env = "RENDER_CONCURRENCY", default_value_t = 2)]
+    pub render_concurrency: usize,
+
+    /// Pages the renderer-js role renders a minute at most (per process).
+    #[arg(long, env = "RENDER_PAGES_PER_MINUTE", default_value_t = 60)]
+    pub render_pages_per_minute: u32,
+
+    /// Seconds a page may render; then it is taken as it is.
+    #[arg(long, env = "RENDER_TIMEOUT_SECS", default_value_t = 20)]
+    pub render_timeout_secs: u64,
+
+    /// Runs chromium without its sandbox: for containers without user namespaces, where the
+    /// container is the boundary (chromium's sandbox is always off as root).
+    #[arg(long, env = "RENDER_NO_SANDBOX", default_value_t = false)]
+    pub render_no_sandbox: bool,
+
+    /// Where the browser's throwaway profiles are made (default: the temporary directory).
+    #[arg(long, env = "RENDER_PROFILE_DIR")]
+    pub render_profile_dir: Option<std::path::PathBuf>,
+
+    /// Memory (MiB) the browser's processes may use together before it is replaced.
+    #[arg(long, env = "RENDER_MEMORY_MB", default_value_t = 1024)]
+    pub render_memory_mb: u64,
 }
 
 #[cfg(test)]

@@ -82,6 +82,10 @@ pub struct SettingsView {
     pub allow_subdomains: bool,
     /// What the edge serves to whom.
     pub edge: EdgePolicy,
+    /// `never`, `auto` or `always`: whether pages go through a browser before extraction.
+    pub render_js: String,
+    /// The CSS selector a rendered page is complete with.
+    pub render_wait_for: Option<String>,
 }
 
 /// A client as the API shows it.
@@ -125,6 +129,8 @@ impl ClientView {
                 edge_target: row.edge_target.clone(),
                 allow_subdomains: state.settings.allow_subdomains,
                 edge: state.settings.edge,
+                render_js: row.render_js.clone(),
+                render_wait_for: row.render_wait_for.clone(),
             },
             created_at: row.created_at,
             updated_at: row.updated_at,

@@ -1,6 +1,7 @@
 //! `ai-cache client|key|secrets`: the operator's tools for tenants. They run the same
 //! commands as the API (and wait for the projections the same way), printing JSON.
 
+use crate::domain::render_js::RenderJs;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use uuid::Uuid;
@@ -100,6 +101,12 @@ pub struct ClientFields {
     /// edge section.
     #[arg(long, value_name = "FILE")]
     edge_policy: Option<std::path::PathBuf>,
+    /// never, auto or always: whether pages go through a browser (chromium) before extraction.
+    #[arg(long)]
+    render_js: Option<String>,
+    /// The CSS selector a rendered page is complete with ("" clears it).
+    #[arg(long)]
+    render_wait_for: Option<String>,
 }
 
 impl ClientFields {
@@ -152,6 +159,14 @@ impl ClientFields {
             edge_target,
             allow_subdomains: self.allow_subdomains,
             edge: self.edge_policy.as_deref().map(read_policy).transpose()?,
+            render_js: match self.render_js.as_deref() {
+                None => None,
+                Some(mode @ ("never" | "auto" | "always")) => Some(RenderJs::parse(mode)),
+                Some(other) => {
+                    anyhow::bail!("--render-js must be never, auto or always, not {other:?}")
+                }
+            },
+            render_wait_for: self.render_wait_for.clone(),
         })
     }
 }

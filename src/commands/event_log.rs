@@ -135,6 +135,25 @@ fn page_summary(event: &PageEvent) -> String {
                 .unwrap_or_default();
             format!("reason {:?}{run}", r.reason).to_lowercase()
         }
+        PageEvent::RenderRequested(r) => format!(
+            "HTTP {}, {} bytes: needs a browser ({})",
+            r.http_status,
+            r.raw.size,
+            r.reason.describe()
+        ),
+        PageEvent::RenderedJs(r) => format!(
+            "rendered in {} ms{}, {} requests ({} refused), {} bytes, fingerprint {}",
+            r.duration_ms,
+            if r.settled {
+                ""
+            } else {
+                " (did not settle: cut at the time budget)"
+            },
+            r.requests,
+            r.refused,
+            r.rendered.size,
+            short(&r.fingerprint)
+        ),
         PageEvent::Scraped(s) => format!(
             "HTTP {}, {} bytes in {} ms, fingerprint {}",
             s.http_status,

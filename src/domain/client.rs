@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::policy::EdgePolicy;
+use super::render_js::RenderJs;
 
 /// A field that failed validation: which one, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +49,13 @@ pub struct ClientSettings {
     /// default policy, which is the behaviour of that time).
     #[serde(default, skip_serializing_if = "EdgePolicy::is_default")]
     pub edge: EdgePolicy,
+    /// Whether pages go through a browser before extraction (absent from events written
+    /// before rendering: `never`).
+    #[serde(default, skip_serializing_if = "RenderJs::is_never")]
+    pub render_js: RenderJs,
+    /// A CSS selector a rendered page is complete with (else: the network is idle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub render_wait_for: Option<String>,
 }
 
 impl Default for ClientSettings {
@@ -59,6 +67,8 @@ impl Default for ClientSettings {
             edge_target: EdgeTarget::Auto,
             allow_subdomains: false,
             edge: EdgePolicy::default(),
+            render_js: RenderJs::Never,
+            render_wait_for: None,
         }
     }
 }
@@ -160,6 +170,13 @@ pub struct SettingsPatch {
     pub allow_subdomains: Option<bool>,
     /// The client's whole edge policy (replaces the current one).
     pub edge: Option<EdgePolicy>,
+    /// `never` (pages are read as fetched), `auto` (pages that look built by scripts go
+    /// through a browser) or `always`.
+    #[schema(value_type = Option<String>)]
+    pub render_js: Option<RenderJs>,
+    /// A CSS selector a rendered page is complete with (at most 200 characters); `""` clears
+    /// it (then a render waits for the network to be idle).
+    pub render_wait_for: Option<String>,
 }
 
 impl SettingsPatch {
@@ -176,6 +193,11 @@ impl SettingsPatch {
             edge_target: self.edge_target.unwrap_or(base.edge_target),
             allow_subdomains: self.allow_subdomains.unwrap_or(base.allow_subdomains),
             edge: self.edge.clone().unwrap_or_else(|| base.edge.clone()),
+            render_js: self.render_js.unwrap_or(base.render_js),
+            render_wait_for: match &self.render_wait_for {
+                None => base.render_wait_for.clone(),
+                Some(selector) => wait_selector(selector)?,
+            },
         };
         s.edge.validate()?;
         if !REFRESH_INTERVAL_SECS.contains(&s.refresh_interval_secs) {
@@ -200,6 +222,28 @@ impl SettingsPatch {
         }
         Ok(s)
     }
+}
+
+/// Longest `render_wait_for` accepted.
+pub const MAX_WAIT_SELECTOR_LEN: usize = 200;
+
+/// A `render_wait_for` selector: trimmed, empty clears it, printable and bounded. Whether it
+/// is a valid selector only the browser can tell: an invalid one never matches, so the
+/// render waits for its time budget.
+fn wait_selector(selector: &str) -> Result<Option<String>, FieldError> {
+    let selector = selector.trim();
+    if selector.is_empty() {
+        return Ok(None);
+    }
+    if selector.chars().count() > MAX_WAIT_SELECTOR_LEN || selector.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            "settings.render_wait_for",
+            format!(
+                "must be a CSS selector of at most {MAX_WAIT_SELECTOR_LEN} printable characters"
+            ),
+        ));
+    }
+    Ok(Some(selector.to_owned()))
 }
 
 /// An optional text field (Cloudflare ids): trimmed, empty means absent, bounded length.

@@ -73,6 +73,15 @@ impl Generated {
         bytes.extend_from_slice(&metadata);
         ContentHash::of(&bytes)
     }
+
+    /// How much text the Markdown holds: its letters and digits (markup and whitespace do
+    /// not count).
+    pub fn main_text_chars(&self) -> usize {
+        self.markdown
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .count()
+    }
 }
 
 /// Tags whose content never belongs in the Markdown.

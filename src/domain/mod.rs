@@ -16,6 +16,7 @@ pub mod netaddr;
 pub mod policy;
 pub mod quality;
 pub mod render;
+pub mod render_js;
 pub mod reprocess;
 pub mod robots_txt;
 pub mod sitemap;

@@ -21,6 +21,7 @@ use crate::domain::url::NormalizedUrl;
 /// Value types the page events carry, defined with their rules in `domain`.
 pub use crate::domain::{
     markdown::PageMetadata,
+    render_js::RenderReason,
     reprocess::{ReprocessOutcome, Stage},
 };
 
@@ -37,6 +38,12 @@ pub enum PageEvent {
     /// Someone or something (scheduler, API, reprocessing) asked for the page to be fetched again.
     #[serde(rename = "pages.refresh_requested")]
     RefreshRequested(RefreshRequested),
+    /// The page was fetched and needs a browser: the `renderer-js` role's input.
+    #[serde(rename = "pages.render_requested")]
+    RenderRequested(RenderRequested),
+    /// The page was rendered in a browser; `pages.scraped` (with the rendered HTML) follows.
+    #[serde(rename = "pages.rendered_js")]
+    RenderedJs(RenderedJs),
     /// The page was fetched and its raw HTML stored.
     #[serde(rename = "pages.scraped")]
     Scraped(Scraped),
@@ -75,6 +82,8 @@ impl EventFamily for PageEvent {
         ("pages.discovered", 1),
         ("pages.metadata_updated", 1),
         ("pages.refresh_requested", 2),
+        ("pages.render_requested", 1),
+        ("pages.rendered_js", 1),
         ("pages.scraped", 1),
         ("pages.unchanged", 1),
         ("pages.scrape_failed", 1),
@@ -92,6 +101,8 @@ impl EventFamily for PageEvent {
             Self::Discovered(_) => "pages.discovered",
             Self::MetadataUpdated(_) => "pages.metadata_updated",
             Self::RefreshRequested(_) => "pages.refresh_requested",
+            Self::RenderRequested(_) => "pages.render_requested",
+            Self::RenderedJs(_) => "pages.rendered_js",
             Self::Scraped(_) => "pages.scraped",
             Self::Unchanged(_) => "pages.unchanged",
             Self::ScrapeFailed(_) => "pages.scrape_failed",
@@ -254,6 +265,42 @@ pub struct Reprocessed {
     /// The stage where the page's run ended.
     pub ended_at: Stage,
     pub outcome: ReprocessOutcome,
+}
+
+/// `pages.render_requested` v1: the scraper fetched the page and it needs a browser.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RenderRequested {
+    pub url: NormalizedUrl,
+    pub reason: RenderReason,
+    /// The fetched HTML (UTF-8): the browser is given it as the page's document, so the page
+    /// itself is fetched once, by the scraper, under its politeness.
+    pub raw: BlobRef,
+    pub http_status: u16,
+    pub fetched_at: DateTime<Utc>,
+    /// The fetch's duration.
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprocess: Option<Reprocess>,
+    /// The crawl the page belongs to: its links are read from the rendered page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crawl: Option<CrawlRef>,
+}
+
+/// `pages.rendered_js` v1: what the browser made of the page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RenderedJs {
+    /// The rendered document (its DOM serialized), in the blob store.
+    pub rendered: BlobRef,
+    /// The fingerprint of the rendered page's main content.
+    pub fingerprint: ContentHash,
+    /// Whether the page settled (network idle, or the wait selector found) within the time
+    /// budget; if not, the document is what it was when the budget ran out.
+    pub settled: bool,
+    /// Requests the page made, and how many of them were refused (address rules, trackers,
+    /// media, methods).
+    pub requests: u32,
+    pub refused: u32,
+    pub duration_ms: u64,
 }
 
 /// `pages.scraped` v1.

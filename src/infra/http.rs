@@ -230,15 +230,27 @@ impl HttpClient {
         max_bytes: usize,
         headers: HeaderMap,
     ) -> Result<Fetched, FetchError> {
+        self.request(reqwest::Method::GET, url, headers, None, max_bytes)
+            .await
+    }
+
+    /// Sends `method` to `url` with `headers` and `body` (a rendered page's requests), reading
+    /// at most `max_bytes` of the answer (more is an error, not a truncation).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<Vec<u8>>,
+        max_bytes: usize,
+    ) -> Result<Fetched, FetchError> {
         let parsed = Url::parse(url).map_err(|_| FetchError::InvalidUrl(url.to_owned()))?;
         check_url(&parsed, self.allow_private)?;
-        let response = self
-            .client
-            .get(parsed)
-            .headers(headers)
-            .send()
-            .await
-            .map_err(classify)?;
+        let mut request = self.client.request(method, parsed).headers(headers);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.map_err(classify)?;
         if let Some(len) = response.content_length()
             && len > max_bytes as u64
         {

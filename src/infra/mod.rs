@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod bot_ranges;
+pub mod chromium;
 pub mod cloudflare;
 pub mod db;
 pub mod edge_store;

@@ -1,6 +1,7 @@
 //! The scraper stage: `pages.discovered` and `pages.refresh_requested` in; the page fetched
 //! politely and safely; `pages.scraped` + `pages.content_changed`, `pages.unchanged`,
-//! `pages.removed` or `pages.scrape_failed` out.
+//! `pages.removed`, `pages.scrape_failed` or, for a page that needs a browser,
+//! `pages.render_requested` out.
 //!
 //! What the page was before comes from the PAGES stream itself, not from the projection, so a
 //! lagging read model can never cause a wrong comparison: the last `pages.scraped` of the page
@@ -12,17 +13,13 @@
 //! Main content: each fetched page goes through the local Markdown generator once; the hash of
 //! its Markdown and metadata is the fingerprint, and the Markdown travels on in
 //! `pages.content_changed` (`extracted`), so the Markdown stage does not extract again and
-//! change detection compares exactly what would be served.
+//! change detection compares exactly what would be served. What is published, and the order
+//! rules that keep a slow fetch from winning over a newer one, are `landing`'s.
 //!
-//! Order: `pages.scraped` and then `pages.content_changed` are published only if the page's
-//! last fetch and change on the stream are still the ones this fetch read (conditional
-//! publishes); when another fetch of the page got there first, this one is retried and
-//! compared with the newer change, so page versions are unique and a slow fetch never
-//! publishes older content as a newer version (nor moves the page's state back).
+//! JavaScript: for a client with `render_js` on, the fetched page is judged
+//! (`domain::render_js::decide`); a page that needs a browser is stored as fetched and handed
+//! to the `renderer-js` role (`pages.render_requested`, with the reason), which lands it.
 
-use crate::commands::crawl;
-use crate::events::pages::CrawlRef;
-use crate::projections::pages as pages_read;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -31,28 +28,22 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use sqlx::PgPool;
 use url::Url;
 
-use super::history::PageHistory;
+use super::landing::{self, Attempt, FetchedPage, Landing, Previous};
 use super::politeness::{self, HostGates, HostHealth};
 use super::robots::{RobotsCache, Verdict};
 use super::runtime::{Delivery, Step, StepError, page_of};
-use crate::domain::content::{BlobRef, ContentHash};
-use crate::domain::ids::{ClientId, PageId};
-use crate::domain::markdown::{self, GENERATOR_VERSION};
-use crate::domain::reprocess::output_key;
-use crate::domain::url::NormalizedUrl;
-use crate::domain::{html, html_bounds};
+use crate::domain::html;
+use crate::domain::ids::ClientId;
+use crate::domain::render_js::{self, RenderJs};
 use crate::events::Event;
 use crate::events::envelope::now;
 use crate::events::pages::*;
 use crate::infra::blobs::BlobStore;
 use crate::infra::http::{FetchError, Fetched, HttpClient};
 use crate::infra::limits::SharedRates;
-use crate::infra::publish::{Outgoing, PublishError, Publisher};
+use crate::infra::publish::Outgoing;
 use crate::infra::robots_store::RobotsStore;
 use crate::projections::clients as clients_read;
-
-/// How soon a fetch whose change lost the race to another fetch of the page is tried again.
-const CONFLICT_RETRY: Duration = Duration::from_millis(200);
 
 /// Settings of the scraper.
 #[derive(Clone, Debug)]
@@ -69,21 +60,9 @@ pub struct Scraper {
     robots: RobotsCache,
     gates: HostGates,
     health: HostHealth,
-    blobs: BlobStore,
-    publisher: Publisher,
-    history: PageHistory,
+    landing: Landing,
     db: PgPool,
     max_body_bytes: usize,
-}
-
-/// What the stream knows of a page.
-struct Previous {
-    scraped: Option<Scraped>,
-    changed: Option<ContentChanged>,
-    /// The stream sequences of `scraped` and `changed` (0: none): a new fetch and change are
-    /// published only if these are still the page's last.
-    scraped_seq: u64,
-    changed_seq: u64,
 }
 
 impl Scraper {
@@ -94,7 +73,6 @@ impl Scraper {
         blobs: BlobStore,
         config: &ScraperConfig,
     ) -> Result<Self, String> {
-        let history = PageHistory::open(js).await?;
         Ok(Self {
             robots: RobotsCache::new(http.clone(), &config.robots_agent, config.robots_ttl)
                 .with_store(RobotsStore::open(js).await.map_err(|e| e.to_string())?),
@@ -102,50 +80,12 @@ impl Scraper {
                 .with_shared(SharedRates::open(js, "host").await?, http.timeout()),
             health: HostHealth::default(),
             http,
-            blobs,
-            publisher: Publisher::new(js.clone()),
-            history,
+            landing: Landing::new(js, db.clone(), blobs).await?,
             db,
             max_body_bytes: config.max_body_bytes,
         })
     }
 
-    async fn previous(&self, client: ClientId, page: PageId) -> Result<Previous, StepError> {
-        let scraped = self
-            .history
-            .last_as("pages.scraped", client, page, |e| match e {
-                PageEvent::Scraped(s) => Some(s),
-                _ => None,
-            })
-            .await?;
-        let changed = self
-            .history
-            .last_as("pages.content_changed", client, page, |e| match e {
-                PageEvent::ContentChanged(c) => Some(c),
-                _ => None,
-            })
-            .await?;
-        Ok(Previous {
-            scraped_seq: scraped.as_ref().map_or(0, |(seq, _)| *seq),
-            changed_seq: changed.as_ref().map_or(0, |(seq, _)| *seq),
-            scraped: scraped.map(|(_, s)| s),
-            changed: changed.map(|(_, c)| c),
-        })
-    }
-
-    async fn publish(&self, out: Vec<Outgoing<PageEvent>>) -> Result<(), StepError> {
-        match self.publisher.publish_all(&out).await {
-            Ok(_) => Ok(()),
-            // Another fetch of the page published its change first: this fetch may be older,
-            // so it is compared again with the page's new last change (fetching again).
-            Err(e @ PublishError::Conflict { .. }) => {
-                Err(StepError::retry_after(e, CONFLICT_RETRY))
-            }
-            Err(e) => Err(StepError::transient(e)),
-        }
-    }
-
-    /// Records a failure in the page's state; the runtime decides about retries.
     async fn failed(
         &self,
         at: &Attempt<'_>,
@@ -154,35 +94,9 @@ impl Scraper {
         http_status: Option<u16>,
         retry_after: Option<Duration>,
     ) -> Result<(), StepError> {
-        let event = Event::caused_by(
-            at.cause,
-            PageEvent::ScrapeFailed(ScrapeFailed {
-                failure,
-                message: message.clone(),
-                http_status,
-                retry_after_secs: retry_after.map(|d| d.as_secs()),
-                attempt: u32::try_from(at.delivery.delivered).unwrap_or(u32::MAX),
-            }),
-        );
-        let key = format!(
-            "failed:{}:{}:{}",
-            at.page, at.cause.meta.id, at.delivery.delivered
-        );
-        let mut out = vec![Outgoing::keyed(event, key)];
-        if failure != ScrapeFailure::Transient {
-            out.extend(at.end_run(ReprocessOutcome::Failed));
-        }
-        self.publish(out).await?;
-        metrics::counter!("aicache_scraper_fetches_total", "outcome" => failure_label(failure))
-            .increment(1);
-        match failure {
-            ScrapeFailure::Transient => Err(match retry_after {
-                Some(d) => StepError::retry_after(message, d),
-                None => StepError::transient(message),
-            }),
-            // Recorded in the page's state; nothing to retry.
-            _ => Ok(()),
-        }
+        self.landing
+            .failed(at, failure, message, http_status, retry_after)
+            .await
     }
 
     async fn scrape(
@@ -197,15 +111,17 @@ impl Scraper {
             ControlFlow::Continue(turn) => turn,
             ControlFlow::Break(ended) => return ended,
         };
-        let prev = self.previous(client, at.page).await?;
+        let prev = self.landing.previous(client, at.page).await?;
         let started = Instant::now();
         // Reprocessing fetches the page whole, whatever the validators say; so does a crawl
-        // (it reads the page's links).
-        let conditional = if at.reprocess.is_some() || at.crawl.is_some() {
-            HeaderMap::new()
-        } else {
-            validators(&prev)
-        };
+        // (it reads the page's links), and so does a client that renders (a shell's validators
+        // say nothing of what its scripts load).
+        let conditional =
+            if at.reprocess.is_some() || at.crawl.is_some() || !at.render_js.is_never() {
+                HeaderMap::new()
+            } else {
+                validators(&prev)
+            };
         let fetched = match self
             .http
             .get_with(at.url.as_str(), self.max_body_bytes, conditional)
@@ -304,7 +220,8 @@ impl Scraper {
                 let event = Event::caused_by(at.cause, PageEvent::Unchanged(unchanged));
                 metrics::counter!("aicache_scraper_fetches_total", "outcome" => "not_modified")
                     .increment(1);
-                self.publish(vec![Outgoing::keyed(event, key("unchanged"))])
+                self.landing
+                    .publish(vec![Outgoing::keyed(event, key("unchanged"))])
                     .await
             }
             404 | 410 => {
@@ -317,7 +234,7 @@ impl Scraper {
                     .increment(1);
                 let mut out = vec![Outgoing::keyed(event, key("removed"))];
                 out.extend(at.end_run(ReprocessOutcome::Removed));
-                self.publish(out).await
+                self.landing.publish(out).await
             }
             429 | 500..=599 => {
                 let message = format!("the origin answered HTTP {status}");
@@ -365,8 +282,14 @@ impl Scraper {
             header(reqwest::header::LAST_MODIFIED),
         );
         let links = at.crawl.is_some_and(|c| c.depth < c.max_depth);
-        let parsed = parse(fetched.body, content_type, at.url.to_string(), links).await?;
-        let (text, extracted, links) = match parsed {
+        let parsed = landing::parse(
+            fetched.body,
+            content_type,
+            at.url.to_string(),
+            links,
+            at.render_js,
+        );
+        let parsed = match parsed.await? {
             Ok(parsed) => parsed,
             Err(too_complex) => {
                 let message = format!("{too_complex}: refused unparsed");
@@ -374,226 +297,56 @@ impl Scraper {
                 return self.failed(at, failure, message, Some(status), None).await;
             }
         };
-        let fingerprint = extracted.fingerprint();
-        let same = prev
-            .changed
-            .as_ref()
-            .is_some_and(|c| c.fingerprint == fingerprint);
-        let forced = at.reprocess.is_some_and(|r| r.force);
-        if same && !forced {
-            self.unchanged(at, status, fingerprint).await?;
-            return self.follow(at, &links).await;
+        if let Some(reason) = parsed.render {
+            return self
+                .request_render(at, parsed.text, status, reason, duration_ms)
+                .await;
         }
         let page = FetchedPage {
             status,
             etag,
             last_modified,
-            text,
-            extracted,
-            fingerprint,
+            fingerprint: parsed.extracted.fingerprint(),
+            text: parsed.text,
+            extracted: parsed.extracted,
             duration_ms,
         };
-        self.changed(at, page, prev, same).await?;
-        self.follow(at, &links).await
+        self.landing.land(at, page, prev, &parsed.links).await
     }
 
-    /// For a page fetched by a crawl: its same-site links not yet known become pages of the
-    /// crawl, one level deeper, while the crawl's depth and budget allow
-    /// ([`crawl::next_pages`]). The budget is counted on the projection, so pages fetched at
-    /// the same moment may take a crawl a few pages past it.
-    async fn follow(&self, at: &Attempt<'_>, links: &[Url]) -> Result<(), StepError> {
-        let Some(crawl) = at.crawl else {
-            return Ok(());
-        };
-        if links.is_empty() {
-            return Ok(());
-        }
-        let client = at.cause.meta.client_id;
-        let candidates = crawl::same_site_pages(client, at.page, (&at.site.0, at.site.1), links);
-        if candidates.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<uuid::Uuid> = candidates.iter().map(|(id, _)| id.as_uuid()).collect();
-        let known = pages_read::sitemap_metadata(&self.db, &ids)
-            .await
-            .map_err(StepError::transient)?;
-        let count = pages_read::crawl_pages(&self.db, client.as_uuid(), crawl.run_id)
-            .await
-            .map_err(StepError::transient)?;
-        let next = crawl::next_pages(
-            crawl,
-            candidates,
-            &|id| known.contains_key(&id.as_uuid()),
-            count,
-        );
-        metrics::counter!("aicache_crawl_pages_found_total").increment(next.len() as u64);
-        let out = next
-            .into_iter()
-            .map(|(id, d)| Outgoing::keyed(d.into_event(client), format!("discovered:{id}")))
-            .collect();
-        self.publish(out).await
-    }
-
-    /// The fetched page is the one we have (same main content).
-    async fn unchanged(
+    /// The page needs a browser: stored as fetched and handed to the `renderer-js` role,
+    /// which lands it (its links too, read from the rendered page).
+    async fn request_render(
         &self,
         at: &Attempt<'_>,
+        text: String,
         status: u16,
-        fingerprint: ContentHash,
+        reason: render_js::RenderReason,
+        duration_ms: u64,
     ) -> Result<(), StepError> {
-        let unchanged = Unchanged {
-            reason: UnchangedReason::SameFingerprint,
-            http_status: status,
-            fingerprint: Some(fingerprint),
-            fetched_at: now(),
-        };
-        let event = Event::caused_by(at.cause, PageEvent::Unchanged(unchanged));
-        metrics::counter!("aicache_scraper_fetches_total", "outcome" => "unchanged").increment(1);
-        let key = format!("unchanged:{}:{}", at.page, at.cause.meta.id);
-        let mut out = vec![Outgoing::keyed(event, key)];
-        out.extend(at.end_run(ReprocessOutcome::Unchanged));
-        self.publish(out).await
-    }
-
-    /// New content (or the same again, for a forced run): stored, then `pages.scraped` and
-    /// `pages.content_changed` at the page's next version.
-    async fn changed(
-        &self,
-        at: &Attempt<'_>,
-        fetched: FetchedPage,
-        prev: Previous,
-        same: bool,
-    ) -> Result<(), StepError> {
-        let (page, fetched_at) = (at.page, now());
-        let fingerprint = fetched.fingerprint;
-        let raw: BlobRef = self
-            .blobs
-            .put(fetched.text.as_bytes())
+        let raw = self
+            .landing
+            .blobs()
+            .put(text.as_bytes())
             .await
             .map_err(StepError::transient)?;
-        let extracted = Extracted {
-            markdown: self
-                .blobs
-                .put(fetched.extracted.markdown.as_bytes())
-                .await
-                .map_err(StepError::transient)?,
-            metadata: fetched.extracted.metadata,
-            generator_version: GENERATOR_VERSION.to_owned(),
+        let requested = RenderRequested {
+            url: at.url.clone(),
+            reason,
+            raw,
+            http_status: status,
+            fetched_at: now(),
+            duration_ms,
+            reprocess: at.reprocess.cloned(),
+            crawl: at.crawl,
         };
-        // A forced run over the same content makes it again at the same page version.
-        let version = match &prev.changed {
-            Some(c) if same => c.page_version,
-            Some(c) => c.page_version + 1,
-            None => 1,
-        };
-        let scraped = Event::caused_by(
-            at.cause,
-            PageEvent::Scraped(Scraped {
-                url: at.url.clone(),
-                http_status: fetched.status,
-                raw: raw.clone(),
-                // The stored HTML is UTF-8 whatever the origin sent.
-                content_type: "text/html; charset=utf-8".into(),
-                etag: fetched.etag,
-                last_modified: fetched.last_modified,
-                fingerprint: fingerprint.clone(),
-                fetched_at,
-                duration_ms: fetched.duration_ms,
-            }),
-        );
-        let changed = Event::caused_by(
-            &scraped,
-            PageEvent::ContentChanged(ContentChanged {
-                url: at.url.clone(),
-                raw,
-                fingerprint: fingerprint.clone(),
-                previous_fingerprint: prev.changed.map(|c| c.fingerprint),
-                page_version: version,
-                reprocess: at.reprocess.cloned(),
-                extracted: Some(extracted),
-            }),
-        );
-        let changed_key = output_key(
-            at.reprocess.map(|run| run.run_id),
-            format!("changed:{page}:{version}:{fingerprint}"),
-        );
-        metrics::counter!("aicache_scraper_fetches_total", "outcome" => "changed").increment(1);
-        // One after the other, each only if the page's last of its kind is still the one
-        // read: a fetch that lost the race leaves nothing behind (see the module's doc).
-        let scraped_key = format!("scraped:{page}:{}:{fingerprint}", at.cause.meta.id);
-        self.publish(vec![
-            Outgoing::keyed(scraped, scraped_key).expecting(prev.scraped_seq),
-        ])
-        .await?;
-        self.publish(vec![
-            Outgoing::keyed(changed, changed_key).expecting(prev.changed_seq),
-        ])
-        .await
-    }
-}
-
-/// A page fetched and parsed, ready to be stored.
-struct FetchedPage {
-    status: u16,
-    etag: Option<String>,
-    last_modified: Option<String>,
-    /// The HTML, decoded to UTF-8.
-    text: String,
-    /// Its main content, as the Markdown stage would make it.
-    extracted: markdown::Generated,
-    /// The fingerprint of `extracted`.
-    fingerprint: ContentHash,
-    duration_ms: u64,
-}
-
-/// Decodes the body and extracts its main content with the local Markdown generator (the
-/// one definition of main content: its fingerprint is what change detection compares, and
-/// the Markdown stage uses the result rather than extracting again). CPU work on a non-Send
-/// document, so off the async threads; HTML beyond the generator's bounds is refused (the
-/// bound it broke).
-#[allow(clippy::type_complexity)]
-async fn parse(
-    body: Vec<u8>,
-    content_type: Option<String>,
-    url: String,
-    links: bool,
-) -> Result<Result<(String, markdown::Generated, Vec<Url>), html_bounds::TooComplex>, StepError> {
-    tokio::task::spawn_blocking(move || {
-        let (text, _) = html::decode(&body, content_type.as_deref());
-        let extracted = markdown::generate(&text, &url)?;
-        // Links are read only for a crawl, and only from a page the generator's bounds let
-        // through.
-        let links = match (links, Url::parse(&url)) {
-            (true, Ok(page)) => {
-                crate::domain::links::followable(&text, &page, crawl::MAX_LINKS_PER_PAGE)
-            }
-            _ => Vec::new(),
-        };
-        Ok((text, extracted, links))
-    })
-    .await
-    .map_err(StepError::transient)
-}
-
-/// One request to scrape a page: what caused it, which delivery this is, the page.
-struct Attempt<'a> {
-    cause: &'a Event<PageEvent>,
-    delivery: &'a Delivery,
-    page: PageId,
-    url: NormalizedUrl,
-    /// The reprocessing run that asked for the fetch.
-    reprocess: Option<&'a Reprocess>,
-    /// The crawl whose page this is, when a crawl's discovery asked for the fetch.
-    crawl: Option<CrawlRef>,
-    /// The client's domain and whether its subdomains are its site.
-    site: (String, bool),
-}
-
-impl Attempt<'_> {
-    /// The end of the page's run at the scraper, when a run asked for the fetch.
-    fn end_run(&self, outcome: ReprocessOutcome) -> Option<Outgoing<PageEvent>> {
-        self.reprocess
-            .map(|run| super::reprocess::ended(self.cause, run, Stage::Scrape, outcome))
+        let event = Event::caused_by(at.cause, PageEvent::RenderRequested(requested));
+        let key = format!("render:{}:{}", at.page, at.cause.meta.id);
+        metrics::counter!("aicache_scraper_fetches_total", "outcome" => "render_requested")
+            .increment(1);
+        self.landing
+            .publish(vec![Outgoing::keyed(event, key)])
+            .await
     }
 }
 
@@ -621,16 +374,6 @@ fn refusal(e: &FetchError) -> ScrapeFailure {
     }
 }
 
-fn failure_label(f: ScrapeFailure) -> &'static str {
-    match f {
-        ScrapeFailure::Transient => "transient",
-        ScrapeFailure::Permanent => "permanent",
-        ScrapeFailure::RobotsDisallowed => "robots_disallowed",
-        ScrapeFailure::UnsupportedContentType => "unsupported_content_type",
-        ScrapeFailure::BlockedAddress => "blocked_address",
-    }
-}
-
 /// `Retry-After` in seconds or as an HTTP date, capped at an hour.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers
@@ -653,7 +396,8 @@ impl Step<PageEvent> for Scraper {
         let (client, page) = (event.meta.client_id, page_of(&event)?);
         let url = match &event.payload {
             PageEvent::Discovered(d) => d.url.clone(),
-            PageEvent::RefreshRequested(_) => match self.history.url(client, page).await? {
+            PageEvent::RefreshRequested(_) => match self.landing.history().url(client, page).await?
+            {
                 Some(url) => url,
                 None => {
                     return Err(StepError::permanent(
@@ -692,6 +436,7 @@ impl Step<PageEvent> for Scraper {
             reprocess,
             crawl,
             site: (settings.domain.clone(), settings.allow_subdomains),
+            render_js: RenderJs::parse(&settings.render_js),
         };
         self.scrape(&attempt, client, rate).await
     }

@@ -1,6 +1,7 @@
 //! The clients projection: the original `clients` table plus per-client settings, and
 //! `api_keys` (hashes only).
 
+use crate::domain::render_js::RenderJs;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
@@ -144,6 +145,8 @@ async fn upsert(
         .bind(s.allow_subdomains)
         .bind(event.meta.occurred_at)
         .bind(sqlx::types::Json(&s.edge))
+        .bind(s.render_js.as_str())
+        .bind(&s.render_wait_for)
         .execute(conn)
         .await?;
     Ok(())
@@ -166,6 +169,8 @@ pub struct ClientRow {
     pub edge_target: String,
     pub allow_subdomains: bool,
     pub edge_policy: sqlx::types::Json<EdgePolicy>,
+    pub render_js: String,
+    pub render_wait_for: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -196,6 +201,8 @@ impl ClientRow {
                 },
                 allow_subdomains: self.allow_subdomains,
                 edge: self.edge_policy.0.clone(),
+                render_js: RenderJs::parse(&self.render_js),
+                render_wait_for: self.render_wait_for.clone(),
             },
         }
     }

@@ -232,7 +232,11 @@ fn update_for(
 ) -> Result<Option<(&'static str, serde_json::Value)>, ApplyError> {
     let at = time(at);
     let update = match event {
-        PageEvent::Discovered(_) => return Ok(None),
+        // A render's request and result change no column: `pages.scraped` follows the render
+        // with what the page's row shows.
+        PageEvent::Discovered(_) | PageEvent::RenderRequested(_) | PageEvent::RenderedJs(_) => {
+            return Ok(None);
+        }
         PageEvent::Reprocessed(r) => (
             sql::pages::ON_REPROCESSED,
             json!({"id": id, "at": at, "run_id": r.run_id, "outcome": r.outcome.as_str()}),

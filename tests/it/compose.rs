@@ -84,7 +84,10 @@ fn every_role_runs_restarts_and_is_checked() {
         roles.extend(command[2].split(',').map(str::to_owned));
     }
     for role in Role::ALL {
-        let name = format!("{role:?}").to_lowercase();
+        let name = clap::ValueEnum::to_possible_value(&role)
+            .expect("a role has a name")
+            .get_name()
+            .to_owned();
         assert_eq!(
             roles.iter().filter(|r| **r == name).count(),
             1,

@@ -27,7 +27,7 @@ struct SharedPostgres {
     _server: Mutex<LocalPostgres>,
 }
 
-fn temp_dir(prefix: &str) -> PathBuf {
+pub fn temp_dir(prefix: &str) -> PathBuf {
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
@@ -142,6 +142,10 @@ pub struct Options {
     /// The API's header and body deadlines.
     pub header_timeout_secs: u64,
     pub body_timeout_secs: u64,
+    /// The renderer-js role's page budget, and where its browsers keep their profiles (a
+    /// test finds its own browser's processes by it).
+    pub render_timeout_secs: u64,
+    pub render_profile_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -165,6 +169,8 @@ impl Default for Options {
             header_timeout_secs: 10,
             body_timeout_secs: 30,
             sitemap_run_timeout_secs: 120,
+            render_timeout_secs: 10,
+            render_profile_dir: None,
         }
     }
 }
@@ -186,6 +192,13 @@ impl Options {
             gemini_api_key: self.gemini_api_key.clone(),
             gemini_model: self.gemini_model.clone(),
             gemini_api_base: self.gemini_api_base.clone(),
+            chromium_bin: None,
+            render_concurrency: 2,
+            render_pages_per_minute: 600,
+            render_timeout_secs: self.render_timeout_secs,
+            render_profile_dir: self.render_profile_dir.clone(),
+            render_memory_mb: 1024,
+            render_no_sandbox: false,
         }
     }
 

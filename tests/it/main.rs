@@ -29,6 +29,7 @@ mod page_origin;
 mod parsers;
 mod projections;
 mod rdns;
+mod render_js;
 mod reprocess;
 mod routes;
 mod runtime;

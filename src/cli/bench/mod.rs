@@ -5,6 +5,7 @@
 
 mod edge;
 mod figures;
+mod render;
 
 use std::time::Instant;
 
@@ -103,6 +104,7 @@ pub async fn run(
         let scraped = scrape(&backbone, 2000, &mut figures).await?;
         let stages = stages(&backbone, scraped, &mut figures).await?;
         pipeline(&backbone, &scraped, 1000, &mut figures).await?;
+        render::run(&backbone, 100, &mut figures).await?;
         reprocessing(&backbone, scraped.client, &mut figures).await?;
         stages.cancel();
     }
@@ -416,6 +418,17 @@ async fn bench_origin() -> anyhow::Result<u16> {
 
 /// The scrape benchmark's client, crawling each host at 600 pages a minute.
 async fn scrape_client(backbone: &Backbone) -> anyhow::Result<ClientId> {
+    scrape_client_with(backbone, "Scrape bench", "bench.test", None).await
+}
+
+/// A benchmark's client of `domain`, crawling each host at 600 pages a minute, with
+/// `render_js` when given.
+async fn scrape_client_with(
+    backbone: &Backbone,
+    name: &str,
+    domain: &str,
+    render_js: Option<crate::domain::render_js::RenderJs>,
+) -> anyhow::Result<ClientId> {
     use crate::commands::tenants::{NewClient, Tenants};
     use crate::domain::client::SettingsPatch;
     let secrets =
@@ -428,12 +441,13 @@ async fn scrape_client(backbone: &Backbone) -> anyhow::Result<ClientId> {
     );
     let settings = SettingsPatch {
         crawl_rate_per_minute: Some(600),
+        render_js,
         ..SettingsPatch::default()
     };
     let (client, _) = tenants
         .register(NewClient {
-            name: "Scrape bench".into(),
-            domain: "bench.test".into(),
+            name: name.into(),
+            domain: domain.into(),
             settings,
             ..NewClient::default()
         })
