@@ -30,12 +30,38 @@ SELECT count(*),
     FROM visits WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3;
 
 -- name: top_ai_pages
--- The pages AI bots read most over a time range.
-SELECT url, count(*) AS ai_visits, count(DISTINCT bot_name) AS bots
-     FROM visits
-    WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3
-      AND visitor_type = 'ai_bot'
-    GROUP BY url ORDER BY ai_visits DESC, url ASC LIMIT 10;
+-- The client's pages AI bots read most over a time range: visits answered below 400, to a
+-- page the client has (not removed), whatever the scheme and port they came by (`page_key`).
+SELECT p.url, p.id AS page_id, v.ai_visits, v.bots
+    FROM (SELECT page_key(url) AS key, count(*) AS ai_visits, count(DISTINCT bot_name) AS bots
+            FROM visits
+           WHERE client_id = $1 AND visited_at >= $2 AND visited_at < $3
+             AND visitor_type = 'ai_bot' AND (status IS NULL OR status < 400)
+           GROUP BY 1) v
+    JOIN LATERAL (SELECT id, url FROM pages
+                   WHERE client_id = $1 AND page_key(url) = v.key AND status <> 'removed'
+                   ORDER BY url LIMIT 1) p ON true
+    ORDER BY v.ai_visits DESC, p.url ASC LIMIT 10;
+
+-- name: top_ai_misses
+-- What AI bots asked for that is not a page of the client (or was answered 400 or more),
+-- most asked first, as `//host/path` (any scheme and port).
+SELECT '//' || key AS url, NULL::uuid AS page_id, count(*) AS ai_visits,
+        count(DISTINCT bot_name) AS bots
+    FROM (SELECT page_key(v.url) AS key, v.bot_name, v.status
+            FROM visits v
+           WHERE v.client_id = $1 AND v.visited_at >= $2 AND v.visited_at < $3
+             AND v.visitor_type = 'ai_bot') x
+   WHERE x.status >= 400
+      OR NOT EXISTS (SELECT 1 FROM pages p WHERE p.client_id = $1
+                        AND page_key(p.url) = x.key AND p.status <> 'removed')
+   GROUP BY key ORDER BY ai_visits DESC, key ASC LIMIT 10;
+
+-- name: pages_by_key
+-- The client's pages with these keys (`page_key`), for the `page` groups of `groups`.
+SELECT DISTINCT ON (page_key(url)) page_key(url), id, url FROM pages
+    WHERE client_id = $1 AND page_key(url) = ANY($2) AND status <> 'removed'
+    ORDER BY page_key(url), url;
 
 -- name: count_visits
 -- How many visits are stored (the bench).
@@ -43,7 +69,7 @@ SELECT count(*) FROM visits;
 
 -- name: groups
 -- A client's visits over a time range, grouped by `{expr}` (bot, operator, category, day,
--- page or visitor type) and ordered by `{order}`: the code fills both from a closed set.
+-- page key or visitor type) and ordered by `{order}`: the code fills both from a closed set.
 SELECT {expr} AS key, count(*) AS visits,
         count(*) FILTER (WHERE visitor_type = 'ai_bot') AS ai_visits,
         count(*) FILTER (WHERE verification = 'ip_verified') AS ip_verified,

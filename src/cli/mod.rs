@@ -48,7 +48,7 @@ pub enum Command {
     /// Run chosen roles against the configured NATS and Postgres (production).
     Run {
         /// Roles to run, comma-separated.
-        #[arg(long, env = "ROLES", value_delimiter = ',', default_values = ["api", "projections", "scraper", "scheduler", "markdown", "renderer", "uploader", "reprocessor", "webhooks"])]
+        #[arg(long, env = "ROLES", value_delimiter = ',', default_values = ["api", "projections", "scraper", "scheduler", "markdown", "renderer", "renderer-js", "uploader", "reprocessor", "webhooks"])]
         roles: Vec<Role>,
     },
     /// Apply the database migrations.

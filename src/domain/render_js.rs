@@ -188,6 +188,9 @@ pub enum ResourceKind {
     Data,
     /// Images, media, fonts: nothing the text needs.
     Media,
+    /// Beacons, reports, prefetches, event streams: nothing the text needs, and an event
+    /// stream would keep the network from ever being quiet.
+    Background,
     Other,
 }
 
@@ -200,6 +203,9 @@ impl ResourceKind {
             "Stylesheet" => Self::Stylesheet,
             "XHR" | "Fetch" => Self::Data,
             "Image" | "Media" | "Font" | "TextTrack" | "Manifest" => Self::Media,
+            "Ping" | "CSPViolationReport" | "Prefetch" | "EventSource" | "SignedExchange" => {
+                Self::Background
+            }
             _ => Self::Other,
         }
     }
@@ -259,7 +265,7 @@ pub fn judge_request(kind: ResourceKind, method: &str, url: &url::Url) -> Result
     if !matches!(url.scheme(), "http" | "https") || !matches!(method, "GET" | "HEAD" | "POST") {
         return Err(Refusal::NotAllowed);
     }
-    if kind == ResourceKind::Media {
+    if matches!(kind, ResourceKind::Media | ResourceKind::Background) {
         return Err(Refusal::NotNeeded);
     }
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();

@@ -76,6 +76,7 @@ impl Landing {
         &self.history
     }
 
+    /// The page's last fetch and change, read from its stream (never from the read model).
     pub async fn previous(
         &self,
         client: crate::domain::ids::ClientId,

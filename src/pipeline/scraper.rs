@@ -86,19 +86,6 @@ impl Scraper {
         })
     }
 
-    async fn failed(
-        &self,
-        at: &Attempt<'_>,
-        failure: ScrapeFailure,
-        message: String,
-        http_status: Option<u16>,
-        retry_after: Option<Duration>,
-    ) -> Result<(), StepError> {
-        self.landing
-            .failed(at, failure, message, http_status, retry_after)
-            .await
-    }
-
     async fn scrape(
         &self,
         at: &Attempt<'_>,
@@ -135,11 +122,13 @@ impl Scraper {
                 // A host that keeps failing is backed off as a host, not page by page.
                 let backoff = self.health.failed(&host);
                 return self
+                    .landing
                     .failed(at, ScrapeFailure::Transient, e.to_string(), None, backoff)
                     .await;
             }
             Err(e) => {
                 return self
+                    .landing
                     .failed(at, refusal(&e), e.to_string(), None, None)
                     .await;
             }
@@ -163,18 +152,24 @@ impl Scraper {
             Verdict::Disallowed => {
                 let message = "robots.txt disallows this page for ai-cache".to_owned();
                 let failure = ScrapeFailure::RobotsDisallowed;
-                return ControlFlow::Break(self.failed(at, failure, message, None, None).await);
+                return ControlFlow::Break(
+                    self.landing.failed(at, failure, message, None, None).await,
+                );
             }
             Verdict::Deferred {
                 retry_after,
                 reason,
             } => {
                 let failure = ScrapeFailure::Transient;
-                let ended = self.failed(at, failure, reason, None, Some(retry_after));
+                let ended = self
+                    .landing
+                    .failed(at, failure, reason, None, Some(retry_after));
                 return ControlFlow::Break(ended.await);
             }
             Verdict::Refused(e) => {
-                let ended = self.failed(at, refusal(&e), e.to_string(), None, None);
+                let ended = self
+                    .landing
+                    .failed(at, refusal(&e), e.to_string(), None, None);
                 return ControlFlow::Break(ended.await);
             }
         };
@@ -183,7 +178,9 @@ impl Scraper {
                 "{host} does not answer: backed off for {} s before it is tried again",
                 wait.as_secs().max(1)
             );
-            let ended = self.failed(at, ScrapeFailure::Transient, message, None, Some(wait));
+            let ended =
+                self.landing
+                    .failed(at, ScrapeFailure::Transient, message, None, Some(wait));
             return ControlFlow::Break(ended.await);
         }
         match self
@@ -238,19 +235,21 @@ impl Scraper {
             }
             429 | 500..=599 => {
                 let message = format!("the origin answered HTTP {status}");
-                self.failed(
-                    at,
-                    ScrapeFailure::Transient,
-                    message,
-                    Some(status),
-                    retry_after(&fetched.headers),
-                )
-                .await
+                self.landing
+                    .failed(
+                        at,
+                        ScrapeFailure::Transient,
+                        message,
+                        Some(status),
+                        retry_after(&fetched.headers),
+                    )
+                    .await
             }
             200..=299 => self.content(at, fetched, prev, duration_ms).await,
             _ => {
                 let message = format!("the origin answered HTTP {status}");
-                self.failed(at, ScrapeFailure::Permanent, message, Some(status), None)
+                self.landing
+                    .failed(at, ScrapeFailure::Permanent, message, Some(status), None)
                     .await
             }
         }
@@ -275,7 +274,10 @@ impl Scraper {
         if !html::is_html(content_type.as_deref()) {
             let message = format!("not HTML: {}", content_type.unwrap_or_default());
             let failure = ScrapeFailure::UnsupportedContentType;
-            return self.failed(at, failure, message, Some(status), None).await;
+            return self
+                .landing
+                .failed(at, failure, message, Some(status), None)
+                .await;
         }
         let (etag, last_modified) = (
             header(reqwest::header::ETAG),
@@ -294,7 +296,10 @@ impl Scraper {
             Err(too_complex) => {
                 let message = format!("{too_complex}: refused unparsed");
                 let failure = ScrapeFailure::Permanent;
-                return self.failed(at, failure, message, Some(status), None).await;
+                return self
+                    .landing
+                    .failed(at, failure, message, Some(status), None)
+                    .await;
             }
         };
         if let Some(reason) = parsed.render {

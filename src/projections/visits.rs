@@ -189,11 +189,19 @@ impl GroupBy {
     /// The grouping expression (a fixed list: never built from input).
     fn expr(self) -> &'static str {
         match self {
-            Self::Bot => "coalesce(bot_name, '')",
-            Self::Operator => "coalesce(operator, '')",
-            Self::Category => "coalesce(category, '')",
+            Self::Bot => {
+                "coalesce(bot_name, CASE visitor_type WHEN 'human' THEN 'human' ELSE 'unknown bot' END)"
+            }
+            Self::Operator => {
+                "coalesce(operator, CASE visitor_type WHEN 'human' THEN 'human' ELSE 'unknown operator' END)"
+            }
+            Self::Category => {
+                "coalesce(category, CASE visitor_type WHEN 'human' THEN 'human' ELSE 'unknown' END)"
+            }
             Self::Day => "to_char(visited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-            Self::Page => "url",
+            // One page whatever the scheme and port it was asked by: named after the
+            // client's page afterwards (`name_pages`).
+            Self::Page => "page_key(url)",
             Self::VisitorType => "visitor_type",
             Self::Verification => "verification",
         }
@@ -232,9 +240,15 @@ pub struct Totals {
 /// One group of visits.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Group {
-    /// The bot, operator, category, day (`YYYY-MM-DD`, UTC), page URL or visitor type; empty
-    /// when the visits carry none (people have no bot name).
+    /// The bot, operator, category, day (`YYYY-MM-DD`, UTC), page or visitor type. Visits
+    /// without a bot, operator or category are `human` (people) or `unknown bot`, `unknown
+    /// operator`, `unknown` (bots nobody names). A page is the client's page URL, whatever
+    /// scheme and port it was asked by, or `//host/path` for what is not one of its pages.
     pub key: String,
+    /// The page, for `group_by=page` groups that are one of the client's pages.
+    #[sqlx(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_id: Option<Uuid>,
     pub visits: i64,
     pub ai_visits: i64,
     pub ip_verified: i64,
@@ -250,10 +264,14 @@ struct GroupRow {
     total_groups: i64,
 }
 
-/// A page AI agents read.
+/// A page AI agents read (or asked for: `top_ai_misses`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TopPage {
+    /// The client's page URL; for a miss `//host/path` (any scheme and port).
     pub url: String,
+    /// The page (absent for a miss).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_id: Option<Uuid>,
     pub ai_visits: i64,
     pub bots: i64,
 }
@@ -266,8 +284,12 @@ pub struct VisitStats {
     /// How many groups there are in all (for paging).
     pub total_groups: i64,
     pub groups: Vec<Group>,
-    /// The pages AI agents visited most (up to 10).
+    /// The client's pages AI agents read most (up to 10): answered below 400, counted once
+    /// whatever scheme and port they were asked by.
     pub top_ai_pages: Vec<TopPage>,
+    /// What AI agents asked for most that is not one of the client's pages, or was answered
+    /// 400 or more (up to 10).
+    pub top_ai_misses: Vec<TopPage>,
 }
 
 /// The range and page of a `stats` query.
@@ -279,6 +301,35 @@ pub struct StatsQuery {
     pub group_by: GroupBy,
     pub limit: i64,
     pub offset: i64,
+}
+
+/// Page groups (keyed by `page_key`) named after the client's pages: its URL and id, or
+/// `//host/path` for what is not one of its pages.
+async fn name_pages(
+    db: &sqlx::PgPool,
+    client: Uuid,
+    groups: &mut [Group],
+) -> Result<(), sqlx::Error> {
+    let keys: Vec<String> = groups.iter().map(|g| g.key.clone()).collect();
+    let pages: Vec<(String, Uuid, String)> = sqlx::query_as(sql::visits::PAGES_BY_KEY)
+        .bind(client)
+        .bind(&keys)
+        .fetch_all(db)
+        .await?;
+    let pages: std::collections::HashMap<String, (Uuid, String)> = pages
+        .into_iter()
+        .map(|(key, id, url)| (key, (id, url)))
+        .collect();
+    for group in groups {
+        match pages.get(&group.key) {
+            Some((id, url)) => {
+                group.page_id = Some(*id);
+                group.key = url.clone();
+            }
+            None => group.key = format!("//{}", group.key),
+        }
+    }
+    Ok(())
 }
 
 /// Visits of a client in `[from, to)`, totalled and grouped.
@@ -317,13 +368,19 @@ pub async fn stats(db: &sqlx::PgPool, q: StatsQuery) -> Result<VisitStats, sqlx:
         }
         None => 0,
     };
-    let groups = rows.into_iter().map(|r| r.group).collect();
-    let top_ai_pages = sqlx::query_as::<_, TopPage>(sql::visits::TOP_AI_PAGES)
-        .bind(q.client)
-        .bind(q.from)
-        .bind(q.to)
-        .fetch_all(db)
-        .await?;
+    let mut groups: Vec<Group> = rows.into_iter().map(|r| r.group).collect();
+    if q.group_by == GroupBy::Page {
+        name_pages(db, q.client, &mut groups).await?;
+    }
+    let top = |statement| {
+        sqlx::query_as::<_, TopPage>(statement)
+            .bind(q.client)
+            .bind(q.from)
+            .bind(q.to)
+            .fetch_all(db)
+    };
+    let top_ai_pages = top(sql::visits::TOP_AI_PAGES).await?;
+    let top_ai_misses = top(sql::visits::TOP_AI_MISSES).await?;
     Ok(VisitStats {
         totals: Totals {
             visits,
@@ -346,6 +403,7 @@ pub async fn stats(db: &sqlx::PgPool, q: StatsQuery) -> Result<VisitStats, sqlx:
         total_groups,
         groups,
         top_ai_pages,
+        top_ai_misses,
     })
 }
 

@@ -431,6 +431,15 @@ async fn eventually_ok_post(app: &TestApp, key: &str, visits: &[Value]) -> (u16,
 #[tokio::test]
 async fn stats_group_visits_by_bot_operator_category_day_and_page() {
     let (app, client, key) = app_with(&[Role::Api, Role::Projections], Options::default()).await;
+    // The client's pages; the edge sees them by any scheme and port.
+    app.add_urls(
+        &client,
+        &[
+            "https://site.test/top".into(),
+            "https://site.test/other".into(),
+        ],
+    )
+    .await;
     let mut batch = Vec::new();
     for (ua, n) in [
         (GPTBOT, 5),
@@ -446,8 +455,13 @@ async fn stats_group_visits_by_bot_operator_category_day_and_page() {
                 "2026-11-20"
             };
             let page = if i < 2 { "/top" } else { "/other" };
+            let origin = if i % 3 == 0 {
+                "http://site.test:8080"
+            } else {
+                "https://site.test"
+            };
             batch.push(visit(
-                &format!("https://site.test{page}"),
+                &format!("{origin}{page}"),
                 ua,
                 "198.51.100.7",
                 &format!("{day}T1{i}:00:00Z"),
@@ -496,7 +510,7 @@ async fn stats_group_visits_by_bot_operator_category_day_and_page() {
     assert_eq!(
         groups(&by_bot),
         [
-            ("".into(), 6),
+            ("human".into(), 6),
             ("GPTBot".into(), 5),
             ("Googlebot".into(), 4),
             ("ChatGPT-User".into(), 3),
@@ -507,8 +521,9 @@ async fn stats_group_visits_by_bot_operator_category_day_and_page() {
     assert_eq!(
         groups(&by_operator),
         [
-            ("".into(), 10),
             ("OpenAI".into(), 8),
+            ("human".into(), 6),
+            ("unknown operator".into(), 4),
             ("Anthropic".into(), 2)
         ]
     );
@@ -517,7 +532,7 @@ async fn stats_group_visits_by_bot_operator_category_day_and_page() {
         groups(&by_category),
         [
             ("training".into(), 7),
-            ("".into(), 6),
+            ("human".into(), 6),
             ("search".into(), 4),
             ("user_fetch".into(), 3)
         ]
@@ -535,25 +550,36 @@ async fn stats_group_visits_by_bot_operator_category_day_and_page() {
             ("https://site.test/top".into(), 10)
         ]
     );
-    let top: Vec<(&str, i64, i64)> = by_page["top_ai_pages"]
-        .as_array()
-        .expect("top pages")
-        .iter()
-        .map(|p| {
-            (
-                p["url"].as_str().expect("url"),
-                p["ai_visits"].as_i64().expect("n"),
-                p["bots"].as_i64().expect("n"),
-            )
-        })
-        .collect();
+    assert!(
+        by_page["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .all(|g| g["page_id"].is_string()),
+        "{by_page}"
+    );
+    let top = |v: &Value, table: &str| -> Vec<(String, i64, i64)> {
+        v[table]
+            .as_array()
+            .expect("top pages")
+            .iter()
+            .map(|p| {
+                (
+                    p["url"].as_str().expect("url").to_owned(),
+                    p["ai_visits"].as_i64().expect("n"),
+                    p["bots"].as_i64().expect("n"),
+                )
+            })
+            .collect()
+    };
     assert_eq!(
-        top,
+        top(&by_page, "top_ai_pages"),
         [
-            ("https://site.test/top", 6, 3),
-            ("https://site.test/other", 4, 2)
+            ("https://site.test/top".into(), 6, 3),
+            ("https://site.test/other".into(), 4, 2)
         ]
     );
+    assert_eq!(top(&by_page, "top_ai_misses"), []);
     // Paging.
     let (_, page2) = stats("group_by=bot&limit=2&offset=2".into()).await;
     assert_eq!(page2["total_groups"], 5);
@@ -568,6 +594,42 @@ async fn stats_group_visits_by_bot_operator_category_day_and_page() {
             past["groups"].as_array().map(Vec::len)
         ),
         (Some(5), Some(0))
+    );
+    // What is not a page of the client, or was not found, is a miss, not a page read.
+    let misses = [
+        ("http://site.test:8080/nope", 404),
+        ("https://site.test/nope", 404),
+        ("https://site.test/unknown", 200),
+    ];
+    let batch: Vec<Value> = misses
+        .iter()
+        .map(|(url, status)| {
+            let mut v = visit(url, GPTBOT, "198.51.100.7", "2026-11-21T10:00:00Z");
+            v["status"] = json!(status);
+            v
+        })
+        .collect();
+    let (status, body) = post_batch(&app, &key, &batch).await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (200, Some(3)),
+        "{body}"
+    );
+    wait_for_rows(&app, 23).await;
+    let (_, after) = stats("group_by=page".into()).await;
+    assert_eq!(
+        top(&after, "top_ai_pages"),
+        [
+            ("https://site.test/top".into(), 6, 3),
+            ("https://site.test/other".into(), 4, 2)
+        ]
+    );
+    assert_eq!(
+        top(&after, "top_ai_misses"),
+        [
+            ("//site.test/nope".into(), 2, 1),
+            ("//site.test/unknown".into(), 1, 1)
+        ]
     );
     // A range with nothing in it.
     let (status, empty) = send(app.master(

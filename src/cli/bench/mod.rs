@@ -382,16 +382,23 @@ async fn scrape(
         produced == 2 * pages as u64,
         "the scrape benchmark produced {produced} events for {pages} pages: not a valid run"
     );
-    let per_page = |seconds: f64| seconds * 1000.0 / pages as f64;
-    figures.set("scrape_pages_per_s", pages as f64 / secs);
-    figures.set("scrape_cpu_ms_per_page", per_page(cpu));
-    figures.set("scrape_machine_cpu_ms_per_page", per_page(machine));
+    let (rate, cpu, machine) = per_page_figures(
+        figures,
+        [
+            "scrape_pages_per_s",
+            "scrape_cpu_ms_per_page",
+            "scrape_machine_cpu_ms_per_page",
+        ],
+        pages,
+        secs,
+        (cpu, machine),
+    );
     println!(
         "{:<58} {:>10.0} pages/s  ({:.2} ms CPU per page in this process, origin included; {:.2} ms machine-wide; {} events)",
         format!("scrape {pages} new 20 KB pages, {SCRAPE_HOSTS} hosts, 64 in flight"),
-        pages as f64 / secs,
-        per_page(cpu),
-        per_page(machine),
+        rate,
+        cpu,
+        machine,
         produced
     );
     Ok(Scraped {
@@ -399,6 +406,23 @@ async fn scrape(
         port,
         pages,
     })
+}
+
+/// Records a section's pages per second and CPU milliseconds per page (this process's, the
+/// machine's) under `keys`, and returns them.
+fn per_page_figures(
+    figures: &mut Figures,
+    keys: [&'static str; 3],
+    pages: usize,
+    secs: f64,
+    (cpu, machine): (f64, f64),
+) -> (f64, f64, f64) {
+    let per_page = |seconds: f64| seconds * 1000.0 / pages as f64;
+    let values = (pages as f64 / secs, per_page(cpu), per_page(machine));
+    figures.set(keys[0], values.0);
+    figures.set(keys[1], values.1);
+    figures.set(keys[2], values.2);
+    values
 }
 
 /// The origin: every path answers an article; its port.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::figures::{CpuClock, Figures};
-use super::{drained, scrape_client_with};
+use super::{drained, per_page_figures, scrape_client_with};
 use crate::app::Backbone;
 use crate::domain::render_js::RenderJs;
 use crate::domain::url::NormalizedUrl;
@@ -215,16 +215,23 @@ pub async fn run(backbone: &Backbone, pages: usize, figures: &mut Figures) -> an
         rendered == pages as u64 && changed == pages as u64,
         "the render benchmark rendered {rendered} and changed {changed} of {pages} pages: not a valid run"
     );
-    let per_page = |seconds: f64| seconds * 1000.0 / pages as f64;
-    figures.set("render_pages_per_s", pages as f64 / secs);
-    figures.set("render_cpu_ms_per_page", per_page(cpu));
-    figures.set("render_machine_cpu_ms_per_page", per_page(machine));
+    let (rate, cpu, machine) = per_page_figures(
+        figures,
+        [
+            "render_pages_per_s",
+            "render_cpu_ms_per_page",
+            "render_machine_cpu_ms_per_page",
+        ],
+        pages,
+        secs,
+        (cpu, machine),
+    );
     println!(
         "{:<58} {:>10.1} pages/s  ({:.1} ms CPU per page machine-wide, chromium included; {:.1} ms in this process)",
         format!("scrape + render {pages} applications in chromium, {CONTEXTS} at once"),
-        pages as f64 / secs,
-        per_page(machine),
-        per_page(cpu),
+        rate,
+        machine,
+        cpu,
     );
     if let (Some(fetched), Some(fetched_cpu)) = (
         figures.get("scrape_pages_per_s"),
@@ -233,8 +240,8 @@ pub async fn run(backbone: &Backbone, pages: usize, figures: &mut Figures) -> an
         println!(
             "{:<58} {:>10.0}x fewer pages/s, {:.0}x the CPU per page",
             "rendered beside fetched HTML (scrape section)",
-            fetched / (pages as f64 / secs),
-            per_page(machine) / fetched_cpu
+            fetched / rate,
+            machine / fetched_cpu
         );
     }
     Ok(())
