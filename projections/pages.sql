@@ -54,8 +54,9 @@ INSERT INTO pages (id, client_id, url, url_hash, status, stage, source,
 SELECT id, sitemap_url, lastmod, changefreq, priority, alternates FROM pages WHERE id = ANY($1);
 
 -- name: count_for_client
--- How many of a client's pages there are (with content or not).
-SELECT count(*) FROM pages p WHERE p.client_id = $1 AND ($2::bool IS NULL OR (p.content_hash IS NOT NULL) = $2);
+-- How many of a client's pages (`$2`) the filters of `page_filters` keep (`$1` is
+-- `list_for_client`'s, unused here).
+SELECT count(*) FROM pages p WHERE p.client_id = $2 AND {page_filters};
 
 -- name: counts_by_status_and_stage
 -- How many pages each client has in each status and stage (`$1` one client, or NULL for all).
@@ -197,12 +198,21 @@ UPDATE pages p SET stage = 'live', last_updated_at = e.updated_at, updated_at = 
 SELECT {page_columns}, {next_due} AS next_due_at
     FROM pages p LEFT JOIN clients c ON c.id = p.client_id WHERE p.id = $2;
 
+-- name: page_filters
+-- The page list's filters, each skipped when NULL: whether raw HTML was fetched (`$3`), the
+-- status (`$4`), the stage (`$5`), a path prefix (`$6`, matched on the URL's path and query).
+($3::bool IS NULL OR (p.content_hash IS NOT NULL) = $3)
+    AND ($4::text IS NULL OR p.status = $4)
+    AND ($5::text IS NULL OR p.stage = $5)
+    AND ($6::text IS NULL OR starts_with(regexp_replace(p.url, '^https?://[^/]+', ''), $6))
+
 -- name: list_for_client
--- A page of a client's pages, oldest first; `$3` filters on whether raw HTML was fetched.
+-- A page of a client's pages (`$2`), oldest first, as the filters of `page_filters` keep
+-- them (`$1`: the shortest refresh interval).
 SELECT {page_columns}, {next_due} AS next_due_at
     FROM pages p LEFT JOIN clients c ON c.id = p.client_id
-    WHERE p.client_id = $2 AND ($3::bool IS NULL OR (p.content_hash IS NOT NULL) = $3)
-    ORDER BY p.created_at, p.id LIMIT $4 OFFSET $5;
+    WHERE p.client_id = $2 AND {page_filters}
+    ORDER BY p.created_at, p.id LIMIT $7 OFFSET $8;
 
 -- name: due
 -- Up to `$2` pages due now whose refresh was not asked for since they fell due, most overdue first.

@@ -228,6 +228,71 @@ pub struct PageQuery {
     pub offset: Option<i64>,
     /// Only pages whose raw HTML was (true) or was not yet (false) fetched.
     pub has_content: Option<bool>,
+    /// Only pages in this status: `discovered`, `fetched`, `unchanged`, `changed`, `removed`,
+    /// `blocked` or `failed`.
+    pub status: Option<String>,
+    /// Only pages at this stage: `discovered`, `scraped`, `markdown`, `rendered`, `uploaded`,
+    /// `updated` or `removed`.
+    pub stage: Option<String>,
+    /// Only pages whose path (and query) starts with this, e.g. `/blog/`.
+    pub path: Option<String>,
+}
+
+/// The statuses and stages a page can be in (the page list's filters).
+const STATUSES: [&str; 7] = [
+    "discovered",
+    "fetched",
+    "unchanged",
+    "changed",
+    "removed",
+    "blocked",
+    "failed",
+];
+const STAGES: [&str; 7] = [
+    "discovered",
+    "scraped",
+    "markdown",
+    "rendered",
+    "uploaded",
+    "updated",
+    "removed",
+];
+/// Longest path prefix accepted.
+const MAX_PATH_FILTER: usize = 2048;
+
+impl PageQuery {
+    /// The filters, checked: a status or stage that does not exist, or a path that is not
+    /// one, is refused rather than answered with nothing.
+    fn filter(&self) -> Result<pages_read::PageFilter, ApiError> {
+        let invalid = |message: String| ApiError::InvalidQuery { message };
+        let one_of = |name: &str, value: &Option<String>, allowed: &[&str]| match value {
+            Some(v) if !allowed.contains(&v.as_str()) => Err(invalid(format!(
+                "{name} must be one of {}, not {v:?}",
+                allowed.join(", ")
+            ))),
+            _ => Ok(value.clone()),
+        };
+        if let Some(path) = &self.path
+            && (!path.starts_with('/') || path.len() > MAX_PATH_FILTER)
+        {
+            return Err(invalid(format!(
+                "path must start with / and be at most {MAX_PATH_FILTER} bytes"
+            )));
+        }
+        Ok(pages_read::PageFilter {
+            has_content: self.has_content,
+            status: one_of("status", &self.status, &STATUSES)?,
+            stage: one_of("stage", &self.stage, &STAGES)?,
+            path: self.path.clone(),
+        })
+    }
+}
+
+/// A client's pages by status and by stage.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct PageCounts {
+    pub by_status: std::collections::BTreeMap<String, i64>,
+    pub by_stage: std::collections::BTreeMap<String, i64>,
 }
 
 /// `GET /api/v1/sitemap/client/{client_id}/pages` answer.
@@ -235,7 +300,10 @@ pub struct PageQuery {
 pub struct PageList {
     pub client_id: Uuid,
     pub client_name: String,
+    /// The pages the filters keep.
     pub total_pages: i64,
+    /// All the client's pages by status and by stage (whatever the filters).
+    pub counts: PageCounts,
     pub pages: Vec<PageView>,
     pub limit: i64,
     pub offset: i64,
@@ -244,7 +312,8 @@ pub struct PageList {
 #[utoipa::path(get, path = "/api/v1/sitemap/client/{client_id}/pages", tag = "sitemaps", params(("client_id" = Uuid, Path), PageQuery),
     responses((status = 200, body = PageList), (status = 400), (status = 403), (status = 404)),
     security(("api_key" = [])))]
-/// List a client's pages (master key, or the client's `read` key).
+/// List a client's pages, filtered by status, stage, path prefix or fetched content, with
+/// the client's page counts by status and stage (master key, or the client's `read` key).
 pub async fn client_pages(
     State(state): State<AppState>,
     principal: Principal,
@@ -260,19 +329,25 @@ pub async fn client_pages(
     let client = clients_read::find(&state.db, client_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("client not found".into()))?;
+    let filter = q.filter()?;
     let (rows, total) = pages_read::list_for_client(
         &state.db,
         client_id,
-        q.has_content,
-        limit,
-        offset,
+        &filter,
+        (limit, offset),
         state.schedule_min_secs,
     )
     .await?;
+    let mut counts = PageCounts::default();
+    for c in pages_read::counts_by_status_and_stage(&state.db, Some(client_id)).await? {
+        *counts.by_status.entry(c.status).or_default() += c.pages;
+        *counts.by_stage.entry(c.stage).or_default() += c.pages;
+    }
     Ok(Json(PageList {
         client_id,
         client_name: client.name,
         total_pages: total,
+        counts,
         pages: rows.into_iter().map(PageView::from).collect(),
         limit,
         offset,

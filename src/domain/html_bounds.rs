@@ -254,26 +254,34 @@ mod tests {
 }
 
 #[cfg(test)]
-mod corpus {
+pub(crate) mod corpus {
     /// Every real page of the readability test corpus (beside the checkout, as the shared
-    /// data is laid out) passes the bound.
-    #[test]
-    fn real_pages_pass() {
+    /// data is laid out), with its path; empty (and said) where the corpus is not there.
+    pub(crate) fn pages() -> Vec<(std::path::PathBuf, String)> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../shared/data/readability-test-pages/test-pages");
         let Ok(cases) = std::fs::read_dir(&dir) else {
             eprintln!("skipped: no corpus at {}", dir.display());
-            return;
+            return Vec::new();
         };
+        cases
+            .flatten()
+            .filter_map(|case| {
+                let html = std::fs::read_to_string(case.path().join("source.html")).ok()?;
+                Some((case.path(), html))
+            })
+            .collect()
+    }
+
+    /// Every real page passes the bound.
+    #[test]
+    fn real_pages_pass() {
         let (mut deepest, mut most) = (0, 0);
-        for case in cases.flatten() {
-            let Ok(html) = std::fs::read_to_string(case.path().join("source.html")) else {
-                continue;
-            };
-            let shape = super::check(&html).unwrap_or_else(|e| panic!("{:?}: {e}", case.path()));
+        for (path, html) in pages() {
+            let shape = super::check(&html).unwrap_or_else(|e| panic!("{path:?}: {e}"));
             deepest = deepest.max(shape.max_depth);
             if !shape.fits_extractor() {
-                println!("over the extractor's budget: {:?} {shape:?}", case.path());
+                println!("over the extractor's budget: {path:?} {shape:?}");
             }
             most = most.max(shape.elements);
         }

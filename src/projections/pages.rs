@@ -507,25 +507,43 @@ pub async fn counts_by_status_and_stage(
         .await
 }
 
+/// Which of a client's pages a list shows (each filter skipped when `None`).
+#[derive(Clone, Debug, Default)]
+pub struct PageFilter {
+    /// Whether raw HTML was fetched.
+    pub has_content: Option<bool>,
+    pub status: Option<String>,
+    pub stage: Option<String>,
+    /// A prefix of the URL's path (and query), e.g. `/blog/`.
+    pub path: Option<String>,
+}
+
+/// A page of a client's pages that `filter` keeps, oldest first, and how many it keeps.
 pub async fn list_for_client(
     db: &sqlx::PgPool,
     client: Uuid,
-    has_content: Option<bool>,
-    limit: i64,
-    offset: i64,
+    filter: &PageFilter,
+    (limit, offset): (i64, i64),
     min_interval_secs: i64,
 ) -> Result<(Vec<PageRow>, i64), sqlx::Error> {
     let rows = sqlx::query_as(sql::pages::LIST_FOR_CLIENT)
         .bind(min_interval_secs)
         .bind(client)
-        .bind(has_content)
+        .bind(filter.has_content)
+        .bind(&filter.status)
+        .bind(&filter.stage)
+        .bind(&filter.path)
         .bind(limit)
         .bind(offset)
         .fetch_all(db)
         .await?;
     let total = sqlx::query_scalar(sql::pages::COUNT_FOR_CLIENT)
+        .bind(min_interval_secs)
         .bind(client)
-        .bind(has_content)
+        .bind(filter.has_content)
+        .bind(&filter.status)
+        .bind(&filter.stage)
+        .bind(&filter.path)
         .fetch_one(db)
         .await?;
     Ok((rows, total))

@@ -788,3 +788,63 @@ async fn a_crawl_follows_same_site_links_within_its_depth_by_the_scrapers_own_fe
         );
     }
 }
+
+#[tokio::test]
+async fn the_page_list_filters_by_status_stage_and_path_and_counts_the_clients_pages() {
+    let app = TestApp::with_roles(&[Role::Api, Role::Projections]).await;
+    let client = create_client(&app, "Site", "site.test").await;
+    let urls: Vec<String> = ["/blog/a", "/blog/b?page=2", "/about", "/blogroll"]
+        .iter()
+        .map(|p| format!("https://site.test{p}"))
+        .collect();
+    app.add_urls(&client, &urls).await;
+    let list = |query: &str| {
+        let app = &app;
+        let path = format!("/api/v1/sitemap/client/{client}/pages?{query}");
+        async move { send(app.master(Method::GET, &path)).await }
+    };
+    let urls_of = |body: &Value| -> Vec<String> {
+        body["pages"]
+            .as_array()
+            .expect("pages")
+            .iter()
+            .map(|p| p["url"].as_str().expect("url").to_owned())
+            .collect()
+    };
+
+    let (status, blog) = list("path=/blog/").await;
+    assert_eq!(status, 200, "{blog}");
+    assert_eq!(blog["total_pages"], 2);
+    assert_eq!(
+        urls_of(&blog),
+        [
+            "https://site.test/blog/a",
+            "https://site.test/blog/b?page=2"
+        ]
+    );
+    // Every page of the client, counted by status and stage, whatever the filters.
+    assert_eq!(blog["counts"]["by_status"], json!({"discovered": 4}));
+    assert_eq!(blog["counts"]["by_stage"], json!({"discovered": 4}));
+    let (_, prefix) = list("path=/blog").await;
+    assert_eq!(prefix["total_pages"], 3, "/blogroll starts with /blog too");
+    let (_, discovered) = list("status=discovered&stage=discovered&limit=1").await;
+    assert_eq!(
+        (
+            discovered["total_pages"].as_i64(),
+            urls_of(&discovered).len()
+        ),
+        (Some(4), 1)
+    );
+    let (_, failed) = list("status=failed").await;
+    assert_eq!(failed["total_pages"], 0);
+    assert_eq!(urls_of(&failed), Vec::<String>::new());
+
+    for bad in ["status=lost", "stage=somewhere", "path=blog"] {
+        let (status, body) = list(bad).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_query")),
+            "{bad}: {body}"
+        );
+    }
+}

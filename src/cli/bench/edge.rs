@@ -453,9 +453,8 @@ async fn page_query(backbone: &Backbone, base: &str, figures: &mut Figures) -> a
         let (pages, _) = crate::projections::pages::list_for_client(
             &backbone.db,
             client.parse()?,
-            None,
-            64,
-            0,
+            &crate::projections::pages::PageFilter::default(),
+            (64, 0),
             60,
         )
         .await?;
