@@ -147,8 +147,8 @@ pub struct StatsParams {
     /// day, UTC); default now.
     #[serde(default, deserialize_with = "end_of")]
     pub to: Option<DateTime<Utc>>,
-    /// `bot` (default), `operator`, `category`, `day`, `page`, `visitor_type` or
-    /// `verification`.
+    /// `bot` (default), `operator`, `category`, `day`, `hour`, `page`, `visitor_type`,
+    /// `verification`, `status` or `format`.
     pub group_by: Option<GroupBy>,
     /// Groups per page, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]

@@ -183,6 +183,12 @@ pub enum GroupBy {
     VisitorType,
     /// How far each visit's identity was checked (`claimed`, `ip_verified`, `rdns`...).
     Verification,
+    /// The HTTP status the visit was answered with (`unknown` when not reported).
+    Status,
+    /// What was served: `markdown`, `html` or `passthrough`.
+    Format,
+    /// The hour (`YYYY-MM-DDTHH:00Z`, UTC), for short ranges.
+    Hour,
 }
 
 impl GroupBy {
@@ -204,13 +210,16 @@ impl GroupBy {
             Self::Page => "page_key(url)",
             Self::VisitorType => "visitor_type",
             Self::Verification => "verification",
+            Self::Status => "coalesce(status::text, 'unknown')",
+            Self::Format => "format_served",
+            Self::Hour => "to_char(visited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00\"Z\"')",
         }
     }
 
-    /// Days in time order; everything else busiest first.
+    /// Days and hours in time order; everything else busiest first.
     fn order(self) -> &'static str {
         match self {
-            Self::Day => "key ASC",
+            Self::Day | Self::Hour => "key ASC",
             _ => "visits DESC, key ASC",
         }
     }
@@ -240,7 +249,8 @@ pub struct Totals {
 /// One group of visits.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Group {
-    /// The bot, operator, category, day (`YYYY-MM-DD`, UTC), page or visitor type. Visits
+    /// The bot, operator, category, day (`YYYY-MM-DD`, UTC), hour (`YYYY-MM-DDTHH:00Z`),
+    /// page, visitor type, verification, status or format served. Visits
     /// without a bot, operator or category are `human` (people) or `unknown bot`, `unknown
     /// operator`, `unknown` (bots nobody names). A page is the client's page URL, whatever
     /// scheme and port it was asked by, or `//host/path` for what is not one of its pages.

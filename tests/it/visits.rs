@@ -542,6 +542,22 @@ async fn stats_group_visits_by_bot_operator_category_day_and_page() {
         groups(&by_day),
         [("2026-11-19".into(), 11), ("2026-11-20".into(), 9)]
     );
+    let (_, by_hour) = stats("group_by=hour".into()).await;
+    assert_eq!(
+        groups(&by_hour),
+        [
+            ("2026-11-19T10:00Z".into(), 5),
+            ("2026-11-19T12:00Z".into(), 4),
+            ("2026-11-19T14:00Z".into(), 2),
+            ("2026-11-20T11:00Z".into(), 5),
+            ("2026-11-20T13:00Z".into(), 3),
+            ("2026-11-20T15:00Z".into(), 1)
+        ]
+    );
+    let (_, by_format) = stats("group_by=format".into()).await;
+    assert_eq!(groups(&by_format), [("markdown".into(), 20)]);
+    let (_, by_status) = stats("group_by=status".into()).await;
+    assert_eq!(groups(&by_status), [("200".into(), 20)]);
     let (_, by_page) = stats("group_by=page".into()).await;
     assert_eq!(
         groups(&by_page),
