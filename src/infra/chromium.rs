@@ -80,11 +80,6 @@ impl Instance {
             .as_ref()
             .ok_or_else(|| BrowserError::Protocol("the browser is gone".into()))
     }
-
-    /// The browser's main process id.
-    pub fn pid(&self) -> Option<u32> {
-        self.pid
-    }
 }
 
 impl Drop for Instance {
@@ -125,11 +120,6 @@ impl Chromium {
             current: Mutex::new(None),
             launches: AtomicU64::new(0),
         }
-    }
-
-    /// How many browsers were started so far.
-    pub fn launches(&self) -> u64 {
-        self.launches.load(Ordering::Relaxed)
     }
 
     /// A place for one page, in a browser that works (started or replaced as needed).

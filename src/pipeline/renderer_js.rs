@@ -51,7 +51,7 @@ use futures::StreamExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use sqlx::PgPool;
 
-use super::landing::{self, Attempt, FetchedPage, Landing};
+use super::landing::{self, Attempt, FetchedPage, Landing, Previous};
 use super::politeness::{self, HostGates};
 use super::runtime::{Delivery, Step, StepError, page_of};
 use crate::domain::render_js::{self, RenderJs, ResourceKind};
@@ -130,6 +130,7 @@ impl RendererJs {
         &self,
         event: &Event<PageEvent>,
         page: crate::domain::ids::PageId,
+        prev: &Previous,
     ) -> Result<bool, StepError> {
         let client = event.meta.client_id;
         let last = self
@@ -143,7 +144,6 @@ impl RendererJs {
         if last.meta.id != event.meta.id {
             return Ok(true);
         }
-        let prev = self.landing.previous(client, page).await?;
         Ok(prev.scraped_seq > requested_seq)
     }
 }
@@ -162,7 +162,10 @@ impl Step<PageEvent> for RendererJs {
             tracing::info!(client.id = %client, page.id = %page, "client gone or inactive: render dropped");
             return Ok(());
         };
-        if self.superseded(&event, page).await? {
+        // What the stream knows of the page: whether this request is still its newest, and
+        // what the render's outcome is compared with and published after.
+        let prev = self.landing.previous(client, page).await?;
+        if self.superseded(&event, page, &prev).await? {
             metrics::counter!("aicache_superseded_total", "stage" => "renderer-js").increment(1);
             return Ok(());
         }
@@ -179,7 +182,6 @@ impl Step<PageEvent> for RendererJs {
         let html =
             super::required_blob(self.landing.blobs(), &request.raw.hash, "fetched HTML").await?;
         self.pace.until_ready().await;
-        let prev = self.landing.previous(client, page).await?;
         let job = Job {
             url: request.url.to_string(),
             html: Arc::new(html),

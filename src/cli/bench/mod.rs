@@ -316,10 +316,9 @@ async fn scrape(
     pages: usize,
     figures: &mut Figures,
 ) -> anyhow::Result<Scraped> {
-    use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
     let port = bench_origin().await?;
     let client = scrape_client(backbone).await?;
-    let scraper = bench_scraper(backbone).await?;
+    let scraper = hosts_scraper(backbone).await?;
     let before = crate::infra::nats::last_sequence(&backbone.nats.js, "PAGES")
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
@@ -338,35 +337,16 @@ async fn scrape(
     Publisher::new(backbone.nats.js.clone())
         .publish_all(&events)
         .await?;
-    // A consumer of this client's discoveries only: the earlier sections published others.
-    backbone
-        .nats
-        .js
-        .get_stream("PAGES")
-        .await?
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            durable_name: Some("bench-scraper".into()),
-            filter_subject: format!("pages.discovered.{client}.>"),
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: std::time::Duration::from_secs(60),
-            max_deliver: 5,
-            ..Default::default()
-        })
-        .await?;
     let stop = tokio_util::sync::CancellationToken::new();
-    let runtime = ConsumerRuntime::<PageEvent, _>::new(
-        backbone.nats.js.clone(),
+    let run = run_consumer(
+        backbone,
         "bench-scraper",
+        format!("pages.discovered.{client}.>"),
         scraper,
-        RuntimeOptions {
-            concurrency: 64,
-            ..RuntimeOptions::default()
-        },
-    );
-    let run = {
-        let stop = stop.clone();
-        tokio::spawn(async move { runtime.run(stop).await })
-    };
+        64,
+        &stop,
+    )
+    .await?;
     drained(backbone, "bench-scraper").await?;
     let secs = started.elapsed().as_secs_f64();
     let (cpu, machine) = cpu.elapsed();
@@ -479,35 +459,87 @@ async fn scrape_client_with(
     Ok(client)
 }
 
-/// A scraper whose `h<N>.bench.test` host names all lead to the local origin.
-async fn bench_scraper(
-    backbone: &Backbone,
-) -> anyhow::Result<std::sync::Arc<crate::pipeline::scraper::Scraper>> {
-    use crate::pipeline::scraper::{Scraper, ScraperConfig};
+/// An HTTP client for which each of `hosts` leads to this machine (the bench's origins).
+fn local_http(
+    hosts: impl Iterator<Item = String>,
+) -> anyhow::Result<crate::infra::http::HttpClient> {
     let http_config = crate::infra::http::HttpConfig {
-        resolve: (0..SCRAPE_HOSTS)
-            .map(|h| {
-                (
-                    format!("h{h}.bench.test"),
-                    std::net::Ipv4Addr::LOCALHOST.into(),
-                )
-            })
+        resolve: hosts
+            .map(|host| (host, std::net::Ipv4Addr::LOCALHOST.into()))
             .collect(),
         ..Default::default()
     };
+    Ok(crate::infra::http::HttpClient::new(&http_config)?)
+}
+
+/// A scraper whose `h<N>.bench.test` host names all lead to the local origin.
+async fn hosts_scraper(
+    backbone: &Backbone,
+) -> anyhow::Result<std::sync::Arc<crate::pipeline::scraper::Scraper>> {
+    let http = local_http((0..SCRAPE_HOSTS).map(|h| format!("h{h}.bench.test")))?;
     let blobs = crate::infra::blobs::BlobStore::open(&backbone.nats.js, 16 << 20).await?;
+    bench_scraper(backbone, http, blobs).await
+}
+
+/// A scraper fetching through `http`.
+async fn bench_scraper(
+    backbone: &Backbone,
+    http: crate::infra::http::HttpClient,
+    blobs: crate::infra::blobs::BlobStore,
+) -> anyhow::Result<std::sync::Arc<crate::pipeline::scraper::Scraper>> {
+    use crate::pipeline::scraper::{Scraper, ScraperConfig};
     let config = ScraperConfig {
         max_body_bytes: 1 << 20,
         per_host_concurrency: 2,
         robots_agent: "ai-cache".into(),
         robots_ttl: std::time::Duration::from_secs(3600),
     };
-    let http = crate::infra::http::HttpClient::new(&http_config)?;
     Ok(std::sync::Arc::new(
         Scraper::new(&backbone.nats.js, http, backbone.db.clone(), blobs, &config)
             .await
             .map_err(|e| anyhow::anyhow!(e))?,
     ))
+}
+
+/// Runs `step`, `concurrency` messages at once, on a durable consumer of the bench's own on
+/// PAGES that takes only `filter` (this section's events: earlier sections published
+/// others), until `stop`.
+async fn run_consumer<S: crate::pipeline::runtime::Step<PageEvent>>(
+    backbone: &Backbone,
+    name: &str,
+    filter: String,
+    step: S,
+    concurrency: usize,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
+    backbone
+        .nats
+        .js
+        .get_stream("PAGES")
+        .await?
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some(name.into()),
+            filter_subject: filter,
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: std::time::Duration::from_secs(60),
+            max_deliver: 5,
+            ..Default::default()
+        })
+        .await?;
+    let runtime = ConsumerRuntime::<PageEvent, _>::new(
+        backbone.nats.js.clone(),
+        name,
+        step,
+        RuntimeOptions {
+            concurrency,
+            ..RuntimeOptions::default()
+        },
+    );
+    let stop = stop.clone();
+    Ok(tokio::spawn(async move {
+        let _ = runtime.run(stop).await;
+    }))
 }
 
 /// Waits until the named consumer has nothing pending or in flight (10 minutes at most).
@@ -632,7 +664,7 @@ async fn pipeline(
 ) -> anyhow::Result<()> {
     use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
     use futures::StreamExt;
-    let scraper = bench_scraper(backbone).await?;
+    let scraper = hosts_scraper(backbone).await?;
     // Counted as they are published (asking the server for subject counts in a loop would
     // cost it more than the pipeline does).
     let mut updates = backbone

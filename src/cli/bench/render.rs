@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::figures::{CpuClock, Figures};
-use super::{drained, per_page_figures, scrape_client_with};
+use super::{
+    bench_scraper, drained, local_http, per_page_figures, run_consumer, scrape_client_with,
+};
 use crate::app::Backbone;
 use crate::domain::render_js::RenderJs;
 use crate::domain::url::NormalizedUrl;
-use crate::events::pages::{Discovered, DiscoverySource, PageEvent};
+use crate::events::pages::{Discovered, DiscoverySource};
 use crate::infra::publish::{Outgoing, Publisher};
-use crate::pipeline::runtime::{ConsumerRuntime, RuntimeOptions};
 
 /// Hosts the pages are spread over (the renderer keeps each host's pace).
 const HOSTS: usize = 20;
@@ -81,35 +82,9 @@ pub async fn run(backbone: &Backbone, pages: usize, figures: &mut Figures) -> an
         Some(RenderJs::Always),
     )
     .await?;
-    let resolve: Vec<(String, std::net::IpAddr)> = (0..HOSTS)
-        .map(|h| {
-            (
-                format!("r{h}.render.test"),
-                std::net::Ipv4Addr::LOCALHOST.into(),
-            )
-        })
-        .collect();
-    let http = crate::infra::http::HttpClient::new(&crate::infra::http::HttpConfig {
-        resolve,
-        ..Default::default()
-    })?;
+    let http = local_http((0..HOSTS).map(|h| format!("r{h}.render.test")))?;
     let blobs = crate::infra::blobs::BlobStore::open(&backbone.nats.js, 16 << 20).await?;
-    let scraper = Arc::new(
-        crate::pipeline::scraper::Scraper::new(
-            &backbone.nats.js,
-            http.clone(),
-            backbone.db.clone(),
-            blobs.clone(),
-            &crate::pipeline::scraper::ScraperConfig {
-                max_body_bytes: 1 << 20,
-                per_host_concurrency: 2,
-                robots_agent: "ai-cache".into(),
-                robots_ttl: std::time::Duration::from_secs(3600),
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?,
-    );
+    let scraper = bench_scraper(backbone, http.clone(), blobs.clone()).await?;
     let chromium = Arc::new(crate::infra::chromium::Chromium::new(
         crate::infra::chromium::ChromiumConfig {
             executable: std::env::var_os("CHROMIUM_BIN").map(Into::into),
@@ -136,28 +111,6 @@ pub async fn run(backbone: &Backbone, pages: usize, figures: &mut Figures) -> an
     .map_err(|e| anyhow::anyhow!(e))?;
     // The browser starts before the clock does: a running role has it already.
     drop(chromium.lease().await?);
-    let stream = backbone.nats.js.get_stream("PAGES").await?;
-    for (name, filter) in [
-        (
-            "bench-render-scraper",
-            format!("pages.discovered.{client}.>"),
-        ),
-        (
-            "bench-renderer-js",
-            format!("pages.render_requested.{client}.>"),
-        ),
-    ] {
-        stream
-            .create_consumer(async_nats::jetstream::consumer::pull::Config {
-                durable_name: Some(name.into()),
-                filter_subject: filter,
-                ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: std::time::Duration::from_secs(60),
-                max_deliver: 5,
-                ..Default::default()
-            })
-            .await?;
-    }
     let events: Vec<_> = (0..pages)
         .map(|i| {
             let url =
@@ -172,33 +125,25 @@ pub async fn run(backbone: &Backbone, pages: usize, figures: &mut Figures) -> an
     Publisher::new(backbone.nats.js.clone())
         .publish_all(&events)
         .await?;
-    let scraping = ConsumerRuntime::<PageEvent, _>::new(
-        backbone.nats.js.clone(),
-        "bench-render-scraper",
-        scraper,
-        RuntimeOptions {
-            concurrency: 16,
-            ..RuntimeOptions::default()
-        },
-    );
-    let rendering = ConsumerRuntime::<PageEvent, _>::new(
-        backbone.nats.js.clone(),
-        "bench-renderer-js",
-        renderer,
-        RuntimeOptions {
-            concurrency: CONTEXTS,
-            ..RuntimeOptions::default()
-        },
-    );
     let runs = [
-        tokio::spawn({
-            let stop = stop.clone();
-            async move { scraping.run(stop).await }
-        }),
-        tokio::spawn({
-            let stop = stop.clone();
-            async move { rendering.run(stop).await }
-        }),
+        run_consumer(
+            backbone,
+            "bench-render-scraper",
+            format!("pages.discovered.{client}.>"),
+            scraper,
+            16,
+            &stop,
+        )
+        .await?,
+        run_consumer(
+            backbone,
+            "bench-renderer-js",
+            format!("pages.render_requested.{client}.>"),
+            renderer,
+            CONTEXTS,
+            &stop,
+        )
+        .await?,
     ];
     drained(backbone, "bench-render-scraper").await?;
     drained(backbone, "bench-renderer-js").await?;
@@ -209,6 +154,7 @@ pub async fn run(backbone: &Backbone, pages: usize, figures: &mut Figures) -> an
         let _ = run.await;
     }
     // Every page must have been rendered with its article, or the figure means nothing.
+    let stream = backbone.nats.js.get_stream("PAGES").await?;
     let rendered = count(&stream, &format!("pages.rendered_js.{client}.>")).await?;
     let changed = count(&stream, &format!("pages.content_changed.{client}.>")).await?;
     anyhow::ensure!(
