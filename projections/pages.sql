@@ -200,19 +200,27 @@ SELECT {page_columns}, {next_due} AS next_due_at
 
 -- name: page_filters
 -- The page list's filters, each skipped when NULL: whether raw HTML was fetched (`$3`), the
--- status (`$4`), the stage (`$5`), a path prefix (`$6`, matched on the URL's path and query).
+-- status (`$4`), the stage (`$5`), a path prefix (`$6`, matched on the URL's path and query),
+-- a LIKE pattern the URL matches case-insensitively (`$7`), whether an AI bot ever read the
+-- page (`$8`: a visit answered below 400, whatever scheme and port it came by).
 ($3::bool IS NULL OR (p.content_hash IS NOT NULL) = $3)
     AND ($4::text IS NULL OR p.status = $4)
     AND ($5::text IS NULL OR p.stage = $5)
     AND ($6::text IS NULL OR starts_with(regexp_replace(p.url, '^https?://[^/]+', ''), $6))
+    AND ($7::text IS NULL OR p.url ILIKE $7)
+    AND ($8::bool IS NULL OR (page_key(p.url) IN (
+            SELECT page_key(v.url) FROM visits v
+             WHERE v.client_id = $2 AND v.visitor_type = 'ai_bot'
+               AND (v.status IS NULL OR v.status < 400))) = $8)
 
 -- name: list_for_client
--- A page of a client's pages (`$2`), oldest first, as the filters of `page_filters` keep
--- them (`$1`: the shortest refresh interval).
+-- A page of a client's pages (`$2`), oldest first (or last changed first when `$11`), as the
+-- filters of `page_filters` keep them (`$1`: the shortest refresh interval).
 SELECT {page_columns}, {next_due} AS next_due_at
     FROM pages p LEFT JOIN clients c ON c.id = p.client_id
     WHERE p.client_id = $2 AND {page_filters}
-    ORDER BY p.created_at, p.id LIMIT $7 OFFSET $8;
+    ORDER BY CASE WHEN $11::bool THEN p.updated_at END DESC, p.created_at, p.id
+    LIMIT $9 OFFSET $10;
 
 -- name: due
 -- Up to `$2` pages due now whose refresh was not asked for since they fell due, most overdue first.

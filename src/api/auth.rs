@@ -96,6 +96,41 @@ impl Principal {
     }
 }
 
+/// Who a key is.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    /// `master` (every client) or `client` (one client's key).
+    pub kind: &'static str,
+    /// The client of a client key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<Uuid>,
+    /// What a client key may do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<Scope>>,
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "keys",
+    responses((status = 200, body = WhoAmI), (status = 401)),
+    security(("api_key" = [])))]
+/// Who the key is: the master key, or a client's key with its client and scopes (what the
+/// dashboard asks first).
+pub async fn whoami(principal: Principal) -> axum::Json<WhoAmI> {
+    axum::Json(match principal {
+        Principal::Master => WhoAmI {
+            kind: "master",
+            client_id: None,
+            scopes: None,
+        },
+        Principal::Client {
+            client_id, scopes, ..
+        } => WhoAmI {
+            kind: "client",
+            client_id: Some(client_id),
+            scopes: Some(scopes),
+        },
+    })
+}
+
 /// Work that sets `client`'s pipeline going (pages added, imports, refreshes, reprocessing)
 /// needs an active client, whoever asks: an inactive client's pipeline is paused.
 pub async fn require_active(db: &sqlx::PgPool, client: Uuid) -> Result<(), ApiError> {

@@ -1,31 +1,11 @@
-//! What a browser finds on the API: `/` names the service and links to what there is to see,
-//! `/docs` is the API documentation (RapiDoc over `/api/v1/openapi.json`), served from a copy
+//! The API's documentation for browsers: `/docs` (RapiDoc over `/api/v1/openapi.json`), served from a copy
 //! vendored in `assets/vendor/` (pinned in `assets/package-lock.json`, no CDN).
 
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::{Html, Response};
 
 /// RapiDoc, gzipped as `scripts/vendor-assets` leaves it.
 static RAPIDOC_GZ: &[u8] = include_bytes!("../../assets/vendor/rapidoc-min.js.gz");
-
-/// `/` when its host is not a client's site (a site's own `/` is the edge's).
-pub fn index() -> Response {
-    Html(concat!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>ai-cache</title>\n",
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",
-        "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}",
-        "code{background:#f3f3f3;padding:0 .2em}</style></head><body>\n",
-        "<h1>ai-cache is running</h1>\n",
-        "<p>Clean Markdown and minimal HTML of websites for AI crawlers, and who reads them.</p>\n<ul>\n",
-        "<li><a href=\"/docs\">API documentation</a> (every route, tried from the browser with an <code>X-API-Key</code>)</li>\n",
-        "<li><a href=\"/api/v1/openapi.json\">OpenAPI document</a></li>\n",
-        "<li><a href=\"/health\">Health</a> and <a href=\"/metrics\">metrics</a></li>\n",
-        "</ul>\n<p>With <code>scripts/dev</code>, the master key is in <code>.data/master_api_key</code>; ",
-        "<code>target/debug/ai-cache status</code> shows every client's pages.</p>\n",
-        "</body></html>\n"
-    ))
-    .into_response()
-}
 
 /// `/docs`: the API documentation.
 pub async fn page() -> Html<&'static str> {
@@ -39,41 +19,9 @@ pub async fn page() -> Html<&'static str> {
     ))
 }
 
-/// `/docs/rapidoc-min.js`: gzipped to clients that take it (every browser), else inflated.
+/// `/docs/rapidoc-min.js`.
 pub async fn script(headers: HeaderMap) -> Response {
-    let gzip_ok = headers
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
-    let js = HeaderValue::from_static("text/javascript; charset=utf-8");
-    let cache = HeaderValue::from_static("public, max-age=86400");
-    if gzip_ok {
-        return (
-            [
-                (header::CONTENT_TYPE, js),
-                (header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
-                (header::CACHE_CONTROL, cache),
-                (header::VARY, HeaderValue::from_static("accept-encoding")),
-            ],
-            RAPIDOC_GZ,
-        )
-            .into_response();
-    }
-    let mut plain = Vec::new();
-    match std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(RAPIDOC_GZ), &mut plain) {
-        Ok(_) => (
-            [
-                (header::CONTENT_TYPE, js),
-                (header::CACHE_CONTROL, cache),
-                (header::VARY, HeaderValue::from_static("accept-encoding")),
-            ],
-            plain,
-        )
-            .into_response(),
-        Err(e) => {
-            super::ApiError::Internal(anyhow::anyhow!("the vendored RapiDoc: {e}")).into_response()
-        }
-    }
+    super::dashboard::gzipped(&headers, RAPIDOC_GZ, "text/javascript; charset=utf-8")
 }
 
 #[cfg(test)]

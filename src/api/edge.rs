@@ -348,7 +348,7 @@ pub async fn by_host(
     if !is_edge {
         // The service's own front page, for people who open the API in a browser.
         if uri.path() == "/" && matches!(method, Method::GET | Method::HEAD) {
-            return Ok(super::docs::index());
+            return Ok(super::dashboard::front_page());
         }
         return Err(ApiError::NotFound("no such route".into()));
     }
@@ -413,6 +413,7 @@ async fn serve(
                 timestamp: Utc::now(),
                 format_served: Some(format),
                 status: Some(response.status().as_u16()),
+                bytes: axum::body::HttpBody::size_hint(response.body()).exact(),
                 cf_worker: Some(header("cf-worker").to_owned()).filter(|w| !w.is_empty()),
                 charged_price: charged.map(|p| p.to_string()),
                 signature_agent: signature_agent.clone(),

@@ -4,11 +4,13 @@
 
 pub mod auth;
 pub mod clients;
+pub mod dashboard;
 pub mod deadletters;
 pub mod docs;
 pub mod edge;
 pub mod error;
 pub mod event_stream;
+pub mod export;
 pub mod extract;
 pub mod health;
 pub mod keys;
@@ -150,6 +152,10 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(visits::record_one))
         .routes(routes!(visits::stats))
+        .routes(routes!(visits::series))
+        .routes(routes!(visits::referrals))
+        .routes(routes!(visits::list))
+        .routes(routes!(auth::whoami))
         .routes(routes!(visits::robots_violations))
         .routes(routes!(deadletters::list))
         .routes(routes!(deadletters::show, deadletters::discard))
@@ -180,6 +186,11 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
             "/api/v1/openapi.json",
             get(move || async move { Json(document) }),
         )
+        .route("/dashboard", get(dashboard::index))
+        .route("/dashboard/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::app_js))
+        .route("/dashboard/app.css", get(dashboard::app_css))
+        .route("/dashboard/chart.umd.min.js", get(dashboard::chart_js))
         .route("/docs", get(docs::page))
         .route("/docs/rapidoc-min.js", get(docs::script))
         .route("/edge/{domain}", get(edge::by_path))

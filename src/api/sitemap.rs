@@ -3,12 +3,14 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Principal;
 use super::clients::Paging;
+use super::export::{self, FormatParam};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::pages::PageView;
 use super::{ApiError, AppState};
@@ -232,10 +234,24 @@ pub struct PageQuery {
     /// `blocked` or `failed`.
     pub status: Option<String>,
     /// Only pages at this stage: `discovered`, `scraped`, `markdown`, `rendered`, `uploaded`,
-    /// `updated` or `removed`.
+    /// `live` or `removed`.
     pub stage: Option<String>,
     /// Only pages whose path (and query) starts with this, e.g. `/blog/`.
     pub path: Option<String>,
+    /// Only pages whose URL contains this text (any case).
+    pub search: Option<String>,
+    /// Only pages an AI bot read (true: answered below 400, ever) or never read (false).
+    pub read_by_ai: Option<bool>,
+    /// `created` (default: oldest first) or `updated` (last changed first).
+    pub sort: Option<PageSort>,
+}
+
+/// The page list's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PageSort {
+    Created,
+    Updated,
 }
 
 /// The statuses and stages a page can be in (the page list's filters).
@@ -254,7 +270,7 @@ const STAGES: [&str; 7] = [
     "markdown",
     "rendered",
     "uploaded",
-    "updated",
+    "live",
     "removed",
 ];
 /// Longest path prefix accepted.
@@ -279,7 +295,19 @@ impl PageQuery {
                 "path must start with / and be at most {MAX_PATH_FILTER} bytes"
             )));
         }
+        if self
+            .search
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_PATH_FILTER)
+        {
+            return Err(invalid(format!(
+                "search may be at most {MAX_PATH_FILTER} bytes"
+            )));
+        }
         Ok(pages_read::PageFilter {
+            search: self.search.clone().filter(|s| !s.is_empty()),
+            read_by_ai: self.read_by_ai,
+            recent_first: self.sort == Some(PageSort::Updated),
             has_content: self.has_content,
             status: one_of("status", &self.status, &STATUSES)?,
             stage: one_of("stage", &self.stage, &STAGES)?,
@@ -309,17 +337,21 @@ pub struct PageList {
     pub offset: i64,
 }
 
-#[utoipa::path(get, path = "/api/v1/sitemap/client/{client_id}/pages", tag = "sitemaps", params(("client_id" = Uuid, Path), PageQuery),
-    responses((status = 200, body = PageList), (status = 400), (status = 403), (status = 404)),
+#[utoipa::path(get, path = "/api/v1/sitemap/client/{client_id}/pages", tag = "sitemaps", params(("client_id" = Uuid, Path), PageQuery, FormatParam),
+    responses((status = 200, description = "The pages; as CSV with `format=csv`",
+            content((PageList = "application/json"), (String = "text/csv"))),
+        (status = 400), (status = 403), (status = 404)),
     security(("api_key" = [])))]
-/// List a client's pages, filtered by status, stage, path prefix or fetched content, with
-/// the client's page counts by status and stage (master key, or the client's `read` key).
+/// List a client's pages, filtered by status, stage, path prefix, URL text, fetched content
+/// or whether an AI bot ever read them, with the client's page counts by status and stage
+/// (master key, or the client's `read` key).
 pub async fn client_pages(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(client_id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<PageQuery>,
-) -> Result<Json<PageList>, ApiError> {
+    ApiQuery(format): ApiQuery<FormatParam>,
+) -> Result<Response, ApiError> {
     principal.require(client_id, Scope::Read)?;
     let (limit, offset) = Paging {
         limit: q.limit,
@@ -338,6 +370,9 @@ pub async fn client_pages(
         state.schedule_min_secs,
     )
     .await?;
+    if format.csv() {
+        return export::rows("pages.csv", &rows);
+    }
     let mut counts = PageCounts::default();
     for c in pages_read::counts_by_status_and_stage(&state.db, Some(client_id)).await? {
         *counts.by_status.entry(c.status).or_default() += c.pages;
@@ -351,7 +386,48 @@ pub async fn client_pages(
         pages: rows.into_iter().map(PageView::from).collect(),
         limit,
         offset,
-    }))
+    })
+    .into_response())
+}
+
+impl export::Row for pages_read::PageRow {
+    const HEADER: &'static [&'static str] = &[
+        "url",
+        "id",
+        "status",
+        "stage",
+        "title",
+        "last_http_status",
+        "last_error",
+        "content_size",
+        "last_scraped_at",
+        "last_changed_at",
+        "last_updated_at",
+        "next_due_at",
+        "version",
+        "created_at",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        let time =
+            |t: Option<chrono::DateTime<chrono::Utc>>| export::opt(t.map(|t| t.to_rfc3339()));
+        vec![
+            self.url.clone(),
+            self.id.to_string(),
+            self.status.clone(),
+            self.stage.clone(),
+            export::opt(self.title.as_ref()),
+            export::opt(self.last_http_status),
+            export::opt(self.last_error.as_ref()),
+            export::opt(self.content_size),
+            time(self.last_scraped_at),
+            time(self.last_changed_at),
+            time(self.last_updated_at),
+            time(self.next_due_at),
+            self.version.to_string(),
+            self.created_at.to_rfc3339(),
+        ]
+    }
 }
 
 /// What an import did, in one line: "Sitemap imported successfully" when every URL was taken

@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Principal;
+use super::export::{self, FormatParam};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{ApiError, AppState};
 use crate::commands::discovery::on_domain;
@@ -20,7 +22,7 @@ use crate::commands::visits::{
 use crate::domain::client::Scope;
 use crate::domain::url::NormalizedUrl;
 use crate::projections::clients as clients_read;
-use crate::projections::visits::{self as read, GroupBy, StatsQuery, VisitStats};
+use crate::projections::visits::{self as read, GroupBy, Interval, VisitStats};
 
 /// Largest body of a batch (1,000 visits with long user agents and referrers).
 pub const MAX_BATCH_BODY_BYTES: usize = 4 << 20;
@@ -135,10 +137,11 @@ pub async fn record_batch(
     Ok(Json(record(&state, &principal, batch.visits).await?))
 }
 
-/// `?from=&to=&group_by=&limit=&offset=`.
+/// `?from=&to=&bot=&operator=&category=&verified=&page_id=`: which visits an analytics
+/// answer counts.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct StatsParams {
+pub struct VisitFilters {
     /// Start, inclusive: an RFC 3339 time, or a date (`2026-11-01`: from the start of that
     /// day, UTC); default 30 days before `to`.
     #[serde(default, deserialize_with = "start_of")]
@@ -147,8 +150,74 @@ pub struct StatsParams {
     /// day, UTC); default now.
     #[serde(default, deserialize_with = "end_of")]
     pub to: Option<DateTime<Utc>>,
-    /// `bot` (default), `operator`, `category`, `day`, `hour`, `page`, `visitor_type`,
-    /// `verification`, `status` or `format`.
+    /// Only this bot, as the groups name it (`GPTBot`, `human`, `unknown bot`).
+    pub bot: Option<String>,
+    /// Only this operator (`OpenAI`, `human`, `unknown operator`).
+    pub operator: Option<String>,
+    /// Only this category (`training`, `search`, `user_fetch`, `agent`, `human`...).
+    pub category: Option<String>,
+    /// Only visits whose identity was verified (IP ranges, reverse DNS or a signature).
+    pub verified: Option<bool>,
+    /// Only visits to this page (whatever scheme and port they came by).
+    pub page_id: Option<Uuid>,
+}
+
+/// Longest filter value accepted (bot, operator and category names are short).
+const MAX_FILTER_CHARS: usize = 200;
+
+impl VisitFilters {
+    /// The visits of `client` these filters keep, checked: the key may read the client, the
+    /// client and the page exist, the range is valid.
+    async fn scope(
+        &self,
+        state: &AppState,
+        principal: &Principal,
+        client: Uuid,
+    ) -> Result<read::VisitScope, ApiError> {
+        principal.require(client, Scope::Read)?;
+        let (from, to) = range(self.from, self.to)?;
+        for (name, value) in [
+            ("bot", &self.bot),
+            ("operator", &self.operator),
+            ("category", &self.category),
+        ] {
+            if value
+                .as_ref()
+                .is_some_and(|v| v.chars().count() > MAX_FILTER_CHARS)
+            {
+                return Err(ApiError::InvalidQuery {
+                    message: format!("{name} may be at most {MAX_FILTER_CHARS} characters"),
+                });
+            }
+        }
+        if clients_read::find(&state.db, client).await?.is_none() {
+            return Err(ApiError::NotFound(format!("no client {client}")));
+        }
+        let page_key = match self.page_id {
+            Some(page) => Some(
+                read::page_key_of(&state.db, client, page)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("no page {page} of {client}")))?,
+            ),
+            None => None,
+        };
+        Ok(read::VisitScope {
+            bot: self.bot.clone(),
+            operator: self.operator.clone(),
+            category: self.category.clone(),
+            verified_only: self.verified.unwrap_or(false),
+            page_key,
+            ..read::VisitScope::new(client, from, to)
+        })
+    }
+}
+
+/// `?group_by=&limit=&offset=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsParams {
+    /// `bot` (default), `operator`, `category`, `day`, `hour`, `page`, `section`,
+    /// `visitor_type`, `verification`, `status`, `format` or `referrer`.
     pub group_by: Option<GroupBy>,
     /// Groups per page, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -222,21 +291,25 @@ pub struct StatsView {
 }
 
 #[utoipa::path(get, path = "/api/v1/clients/{id}/visits/stats", tag = "visits",
-    params(("id" = Uuid, Path), StatsParams),
-    responses((status = 200, body = StatsView), (status = 400), (status = 403), (status = 404)),
+    params(("id" = Uuid, Path), VisitFilters, StatsParams, FormatParam),
+    responses((status = 200, description = "The stats, or their groups as CSV with `format=csv`",
+            content((StatsView = "application/json"), (String = "text/csv"))),
+        (status = 400), (status = 403), (status = 404)),
     security(("api_key" = [])))]
-/// A client's visits over a time range: totals (with the AI share), groups by bot, operator,
-/// category, day, page or visitor type, and the pages AI agents read most (master key, or
-/// the client's `read` key).
+/// A client's visits over a time range: totals (with the AI share, verified identities,
+/// referrals and bytes served), groups by bot, operator, category, day, hour, page, section,
+/// visitor type, verification, status, format or referrer, and the pages AI agents read
+/// most; narrowed by bot, operator, category, verified identity or page (master key, or the
+/// client's `read` key).
 pub async fn stats(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(client): ApiPath<Uuid>,
+    ApiQuery(filters): ApiQuery<VisitFilters>,
     ApiQuery(p): ApiQuery<StatsParams>,
-) -> Result<Json<StatsView>, ApiError> {
-    principal.require(client, Scope::Read)?;
+    ApiQuery(format): ApiQuery<FormatParam>,
+) -> Result<Response, ApiError> {
     let invalid = |message: String| ApiError::InvalidQuery { message };
-    let (from, to) = range(p.from, p.to)?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(invalid("limit must be between 1 and 1000".into()));
@@ -245,29 +318,299 @@ pub async fn stats(
     if offset < 0 {
         return Err(invalid("offset must not be negative".into()));
     }
-    if clients_read::find(&state.db, client).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no client {client}")));
+    let scope = filters.scope(&state, &principal, client).await?;
+    let group_by = p.group_by.unwrap_or(GroupBy::Bot);
+    let stats = read::stats(&state.db, &scope, group_by, (limit, offset)).await?;
+    if format.csv() {
+        return export::rows("visits-by.csv", &stats.groups);
     }
-    let stats = read::stats(
-        &state.db,
-        StatsQuery {
-            client,
-            from,
-            to,
-            group_by: p.group_by.unwrap_or(GroupBy::Bot),
-            limit,
-            offset,
-        },
-    )
-    .await?;
     Ok(Json(StatsView {
         client_id: client,
-        from,
-        to,
+        from: scope.from,
+        to: scope.to,
         limit,
         offset,
         stats,
-    }))
+    })
+    .into_response())
+}
+
+impl export::Row for read::Group {
+    const HEADER: &'static [&'static str] = &[
+        "key",
+        "page_id",
+        "visits",
+        "ai_visits",
+        "ip_verified",
+        "ip_mismatch",
+        "bytes",
+        "last_visit_at",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.key.clone(),
+            export::opt(self.page_id),
+            self.visits.to_string(),
+            self.ai_visits.to_string(),
+            self.ip_verified.to_string(),
+            self.ip_mismatch.to_string(),
+            self.bytes.to_string(),
+            self.last_visit_at.to_rfc3339(),
+        ]
+    }
+}
+
+/// `?interval=&split=&lines=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SeriesParams {
+    /// `day` (default) or `hour` (ranges of up to 31 days).
+    pub interval: Option<Interval>,
+    /// What the lines are: `category` (default), `bot`, `operator`, `section`,
+    /// `visitor_type`, `verification`, `status`, `format` or `referrer`.
+    pub split: Option<GroupBy>,
+    /// Most lines, 1–20 (default 8): past it, the rest are summed as `other`.
+    #[param(minimum = 1, maximum = 20)]
+    pub lines: Option<usize>,
+}
+
+/// Longest range of an hourly series.
+const MAX_HOURLY_DAYS: i64 = 31;
+
+/// A client's visits over time.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesView {
+    pub client_id: Uuid,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub split: GroupBy,
+    #[serde(flatten)]
+    pub series: read::Series,
+}
+
+#[utoipa::path(get, path = "/api/v1/clients/{id}/visits/series", tag = "visits",
+    params(("id" = Uuid, Path), VisitFilters, SeriesParams, FormatParam),
+    responses((status = 200, description = "Visits per day or hour, one line per key; as CSV with `format=csv` (a row per bucket, a column per line)",
+            content((SeriesView = "application/json"), (String = "text/csv"))),
+        (status = 400), (status = 403), (status = 404)),
+    security(("api_key" = [])))]
+/// A client's visits per day or hour, split in lines by category, bot, operator, section,
+/// format, status, verification or referrer (what the dashboard's charts draw), narrowed by
+/// the same filters as the stats (master key, or the client's `read` key).
+pub async fn series(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(client): ApiPath<Uuid>,
+    ApiQuery(filters): ApiQuery<VisitFilters>,
+    ApiQuery(p): ApiQuery<SeriesParams>,
+    ApiQuery(format): ApiQuery<FormatParam>,
+) -> Result<Response, ApiError> {
+    let invalid = |message: String| ApiError::InvalidQuery { message };
+    let split = p.split.unwrap_or(GroupBy::Category);
+    if !split.splits_series() {
+        return Err(invalid(
+            "split may not be day, hour or page: use group_by=page of the stats for pages".into(),
+        ));
+    }
+    let lines = p.lines.unwrap_or(8);
+    if !(1..=20).contains(&lines) {
+        return Err(invalid("lines must be between 1 and 20".into()));
+    }
+    let scope = filters.scope(&state, &principal, client).await?;
+    let interval = p.interval.unwrap_or(Interval::Day);
+    if interval == Interval::Hour && scope.to - scope.from > Duration::days(MAX_HOURLY_DAYS) {
+        return Err(invalid(format!(
+            "an hourly series covers at most {MAX_HOURLY_DAYS} days"
+        )));
+    }
+    let series = read::series(&state.db, &scope, interval, split, lines).await?;
+    if format.csv() {
+        return series_csv("visits-over-time.csv", &series);
+    }
+    Ok(Json(SeriesView {
+        client_id: client,
+        from: scope.from,
+        to: scope.to,
+        split,
+        series,
+    })
+    .into_response())
+}
+
+/// A series as CSV: a row per bucket, a column per line.
+fn series_csv(filename: &str, series: &read::Series) -> Result<Response, ApiError> {
+    let mut header = vec!["bucket"];
+    header.extend(series.series.iter().map(|l| l.key.as_str()));
+    let rows = series.buckets.iter().enumerate().map(|(i, bucket)| {
+        let mut row = vec![bucket.clone()];
+        row.extend(series.series.iter().map(|l| l.values[i].to_string()));
+        row
+    });
+    export::table(filename, &header, rows)
+}
+
+/// What AI assistants send back to a client's site.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReferralsView {
+    pub client_id: Uuid,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    #[serde(flatten)]
+    pub referrals: read::Referrals,
+}
+
+#[utoipa::path(get, path = "/api/v1/clients/{id}/visits/referrals", tag = "visits",
+    params(("id" = Uuid, Path), VisitFilters, FormatParam),
+    responses((status = 200, description = "Referrals and crawls per operator; the operators' table as CSV with `format=csv`",
+            content((ReferralsView = "application/json"), (String = "text/csv"))),
+        (status = 400), (status = 403), (status = 404)),
+    security(("api_key" = [])))]
+/// What AI assistants send back: people who followed a link from ChatGPT, Perplexity,
+/// Claude, Gemini, Copilot... (their `Referer`, matched against the catalogue's list), per
+/// operator and per day, and each operator's **crawl-to-refer ratio**: its AI bots' crawls
+/// (requests a person did not trigger) per referred visit (master key, or the client's
+/// `read` key).
+pub async fn referrals(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(client): ApiPath<Uuid>,
+    ApiQuery(filters): ApiQuery<VisitFilters>,
+    ApiQuery(format): ApiQuery<FormatParam>,
+) -> Result<Response, ApiError> {
+    let scope = filters.scope(&state, &principal, client).await?;
+    let referrals = read::referrals(&state.db, &scope).await?;
+    if format.csv() {
+        return export::rows("referrals.csv", &referrals.operators);
+    }
+    Ok(Json(ReferralsView {
+        client_id: client,
+        from: scope.from,
+        to: scope.to,
+        referrals,
+    })
+    .into_response())
+}
+
+impl export::Row for read::OperatorReferrals {
+    const HEADER: &'static [&'static str] = &["operator", "crawls", "referrals", "crawl_to_refer"];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.operator.clone(),
+            self.crawls.to_string(),
+            self.referrals.to_string(),
+            export::opt(self.crawl_to_refer.map(|r| format!("{r:.1}"))),
+        ]
+    }
+}
+
+/// `?limit=&after=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VisitListParams {
+    /// Visits per page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// Where to go on from: the `next` of the previous page.
+    pub after: Option<String>,
+}
+
+/// A page of a client's visits, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VisitList {
+    pub client_id: Uuid,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub visits: Vec<read::VisitView>,
+    /// The `after` of the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/clients/{id}/visits", tag = "visits",
+    params(("id" = Uuid, Path), VisitFilters, VisitListParams, FormatParam),
+    responses((status = 200, description = "Visits, newest first; as CSV with `format=csv`",
+            content((VisitList = "application/json"), (String = "text/csv"))),
+        (status = 400), (status = 403), (status = 404)),
+    security(("api_key" = [])))]
+/// A client's individual visits, newest first, paged by `after` (stable while visits
+/// arrive), narrowed by the same filters as the stats (master key, or the client's `read`
+/// key).
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(client): ApiPath<Uuid>,
+    ApiQuery(filters): ApiQuery<VisitFilters>,
+    ApiQuery(p): ApiQuery<VisitListParams>,
+    ApiQuery(format): ApiQuery<FormatParam>,
+) -> Result<Response, ApiError> {
+    let invalid = |message: String| ApiError::InvalidQuery { message };
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(invalid("limit must be between 1 and 1000".into()));
+    }
+    let after = match p.after.as_deref() {
+        Some(text) => Some(read::VisitCursor::decode(text).ok_or_else(|| {
+            invalid("after is not a cursor this list gave (use its next)".into())
+        })?),
+        None => None,
+    };
+    let scope = filters.scope(&state, &principal, client).await?;
+    let (visits, next) = read::list(&state.db, &scope, after, limit).await?;
+    if format.csv() {
+        return export::rows("visits.csv", &visits);
+    }
+    Ok(Json(VisitList {
+        client_id: client,
+        from: scope.from,
+        to: scope.to,
+        visits,
+        next: next.map(|c| c.encode()),
+    })
+    .into_response())
+}
+
+impl export::Row for read::VisitView {
+    const HEADER: &'static [&'static str] = &[
+        "visited_at",
+        "url",
+        "page_id",
+        "visitor_type",
+        "bot_name",
+        "operator",
+        "category",
+        "verification",
+        "format_served",
+        "status",
+        "bytes",
+        "referrer",
+        "referred_by",
+        "user_agent",
+        "robots",
+        "id",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.visited_at.to_rfc3339(),
+            self.url.clone(),
+            export::opt(self.page_id),
+            self.visitor_type.clone(),
+            export::opt(self.bot_name.as_ref()),
+            export::opt(self.operator.as_ref()),
+            export::opt(self.category.as_ref()),
+            self.verification.clone(),
+            self.format_served.clone(),
+            export::opt(self.status),
+            export::opt(self.bytes),
+            export::opt(self.referrer.as_ref()),
+            export::opt(self.referred_by.as_ref()),
+            export::opt(self.user_agent.as_ref()),
+            export::opt(self.robots.as_ref()),
+            self.id.to_string(),
+        ]
+    }
 }
 
 /// `?from=&to=`.

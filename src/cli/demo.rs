@@ -114,12 +114,45 @@ pub async fn import(backbone: &Backbone, config: &Config, port: u16) -> anyhow::
     Ok(())
 }
 
-/// What the demo's first visitors send: three AI agents and a person's browser.
-const FIRST_VISITORS: [&str; 4] = [
-    "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; GPTBot/1.2; +https://openai.com/gptbot",
-    "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)",
-    "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; PerplexityBot/1.0; +https://perplexity.ai/perplexitybot)",
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+const GPTBOT: &str = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; GPTBot/1.2; +https://openai.com/gptbot";
+const CLAUDEBOT: &str = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)";
+const PERPLEXITYBOT: &str = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; PerplexityBot/1.0; +https://perplexity.ai/perplexitybot)";
+const CHATGPT_USER: &str = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; ChatGPT-User/1.0; +https://openai.com/bot";
+const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+/// What the demo's first visitors do: AI crawlers and an assistant fetching for a person
+/// read pages (one asks for a page that is not there), and people arrive from AI
+/// assistants' answers and from nowhere: (user agent, referrer, paths).
+const FIRST_VISITS: [(&str, Option<&str>, &[&str]); 7] = [
+    (
+        GPTBOT,
+        None,
+        &[
+            "/",
+            "/blog/first-post",
+            "/guides/getting-started",
+            "/guides/how-it-works",
+            "/nope",
+        ],
+    ),
+    (
+        CLAUDEBOT,
+        None,
+        &["/", "/blog/first-post", "/guides/how-it-works"],
+    ),
+    (PERPLEXITYBOT, None, &["/", "/guides/getting-started"]),
+    (CHATGPT_USER, None, &["/guides/getting-started"]),
+    (
+        BROWSER,
+        Some("https://chatgpt.com/"),
+        &["/guides/getting-started"],
+    ),
+    (
+        BROWSER,
+        Some("https://www.perplexity.ai/search?q=ai-cache"),
+        &["/"],
+    ),
+    (BROWSER, None, &["/", "/blog/first-post"]),
 ];
 
 /// On the first run, once the demo's pages are live, a few AI agents and a browser read them
@@ -156,22 +189,21 @@ pub async fn first_visits(
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let mut sent = 0;
-    for agent in FIRST_VISITORS {
-        for path in ["/", "/blog/first-post", "/guides/getting-started"] {
+    for (agent, referrer, paths) in FIRST_VISITS {
+        for path in paths {
             let url = format!("http://{api}/edge/{HOST}:{port}{path}");
-            http.get(&url)
-                .header(header::USER_AGENT, agent)
-                .send()
-                .await
-                .with_context(|| format!("GET {url}"))?;
+            let mut request = http.get(&url).header(header::USER_AGENT, agent);
+            if let Some(referrer) = referrer {
+                request = request.header(header::REFERER, referrer);
+            }
+            request.send().await.with_context(|| format!("GET {url}"))?;
             sent += 1;
         }
     }
     std::fs::write(&marker, sent.to_string())
         .with_context(|| format!("writing {}", marker.display()))?;
     println!(
-        "  demo       {sent} first visits (GPTBot, ClaudeBot, PerplexityBot, a browser): GET /api/v1/clients/{}/visits/stats",
-        client.id
+        "  demo       {sent} first visits (AI crawlers, ChatGPT-User, people referred by ChatGPT and Perplexity): see the dashboard"
     );
     Ok(())
 }

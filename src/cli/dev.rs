@@ -175,8 +175,22 @@ fn print_banner(api: Option<std::net::SocketAddr>, servers: &LocalServers, data_
     println!();
     println!("ai-cache dev is running (Ctrl-C stops it and the servers it started)");
     if let Some(api) = api {
+        // The dev master key rides in the fragment, which the browser never sends: the
+        // dashboard keeps it in the tab's session storage and drops it from the address bar.
+        let key = std::fs::read_to_string(data_dir.join("master_api_key"))
+            .ok()
+            .filter(|_| std::env::var_os("MASTER_API_KEY").is_none())
+            .map(|k| {
+                let k = percent_encoding::utf8_percent_encode(
+                    k.trim(),
+                    percent_encoding::NON_ALPHANUMERIC,
+                );
+                format!("#key={k}")
+            })
+            .unwrap_or_default();
+        println!("  dashboard  http://{api}/dashboard{key}");
         println!(
-            "  API        http://{api}   (health: http://{api}/health, metrics: http://{api}/metrics)"
+            "  API        http://{api}   (docs: http://{api}/docs, health: http://{api}/health, metrics: http://{api}/metrics)"
         );
     }
     println!(

@@ -70,6 +70,9 @@ pub struct VisitInput {
     /// The HTTP status the edge answered with.
     #[serde(default)]
     pub status: Option<u16>,
+    /// The length of the body the edge answered with (bytes served).
+    #[serde(default)]
+    pub bytes: Option<u64>,
     /// The `CF-Worker` header of the request, present when another Cloudflare Worker made it.
     #[serde(default)]
     pub cf_worker: Option<String>,
@@ -504,6 +507,7 @@ impl Visits {
                     ip_hash: ip.map(|ip| self.ip_hasher.hash(ip)),
                     format_served: input.format_served.unwrap_or(FormatServed::Unknown),
                     status: input.status,
+                    bytes: input.bytes,
                     visited_at: input.timestamp,
                     charged_price: input
                         .charged_price
@@ -735,6 +739,7 @@ mod tests {
                 id: Uuid::from_u128(n),
                 page_id: PageId::derive(client, &url),
                 visit: VisitRecorded {
+                    bytes: Some(u64::MAX),
                     charged_price: None,
                     signature_agent: None,
                     robots: Some(crate::events::visits::RobotsCompliance::Disallowed),

@@ -15,6 +15,7 @@ pub mod markdown;
 pub mod netaddr;
 pub mod policy;
 pub mod quality;
+pub mod referrers;
 pub mod render;
 pub mod render_js;
 pub mod reprocess;

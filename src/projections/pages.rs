@@ -516,6 +516,25 @@ pub struct PageFilter {
     pub stage: Option<String>,
     /// A prefix of the URL's path (and query), e.g. `/blog/`.
     pub path: Option<String>,
+    /// Text the URL contains (any case).
+    pub search: Option<String>,
+    /// Whether an AI bot ever read the page.
+    pub read_by_ai: Option<bool>,
+    /// Last changed first (else oldest first).
+    pub recent_first: bool,
+}
+
+impl PageFilter {
+    /// `search` as a LIKE pattern: its `%`, `_` and `\` match themselves.
+    fn search_pattern(&self) -> Option<String> {
+        self.search.as_ref().map(|text| {
+            let escaped = text
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        })
+    }
 }
 
 /// A page of a client's pages that `filter` keeps, oldest first, and how many it keeps.
@@ -533,8 +552,11 @@ pub async fn list_for_client(
         .bind(&filter.status)
         .bind(&filter.stage)
         .bind(&filter.path)
+        .bind(filter.search_pattern())
+        .bind(filter.read_by_ai)
         .bind(limit)
         .bind(offset)
+        .bind(filter.recent_first)
         .fetch_all(db)
         .await?;
     let total = sqlx::query_scalar(sql::pages::COUNT_FOR_CLIENT)
@@ -544,6 +566,8 @@ pub async fn list_for_client(
         .bind(&filter.status)
         .bind(&filter.stage)
         .bind(&filter.path)
+        .bind(filter.search_pattern())
+        .bind(filter.read_by_ai)
         .fetch_one(db)
         .await?;
     Ok((rows, total))

@@ -1,8 +1,12 @@
 //! The visits projection: the original `visits` table plus classification and verification.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, PgConnection};
 
 use super::{ApplyError, Projection, StoredMessage, decode, enum_name};
 use uuid::Uuid;
@@ -164,6 +168,11 @@ async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sqlx::Error
         .bind(col(|r| r.visit.charged_price.as_deref()))
         .bind(col(|r| r.visit.signature_agent.as_deref()))
         .bind(col(|r| r.robots.as_deref()))
+        .bind(
+            rows.iter()
+                .map(|r| r.visit.bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)))
+                .collect::<Vec<_>>(),
+        )
         .execute(conn)
         .await?;
     Ok(())
@@ -189,22 +198,21 @@ pub enum GroupBy {
     Format,
     /// The hour (`YYYY-MM-DDTHH:00Z`, UTC), for short ranges.
     Hour,
+    /// The AI assistant (its operator) whose answer the visitor followed a link from
+    /// (`Referer`), `other site` or `none`.
+    Referrer,
+    /// The first directory of the path (`/blog/*`; `/` for pages at the top).
+    Section,
 }
 
 impl GroupBy {
     /// The grouping expression (a fixed list: never built from input).
-    fn expr(self) -> &'static str {
+    pub(crate) fn expr(self) -> &'static str {
         match self {
-            Self::Bot => {
-                "coalesce(bot_name, CASE visitor_type WHEN 'human' THEN 'human' ELSE 'unknown bot' END)"
-            }
-            Self::Operator => {
-                "coalesce(operator, CASE visitor_type WHEN 'human' THEN 'human' ELSE 'unknown operator' END)"
-            }
-            Self::Category => {
-                "coalesce(category, CASE visitor_type WHEN 'human' THEN 'human' ELSE 'unknown' END)"
-            }
-            Self::Day => "to_char(visited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+            Self::Bot => sql::visits::BOT_KEY,
+            Self::Operator => sql::visits::OPERATOR_KEY,
+            Self::Category => sql::visits::CATEGORY_KEY,
+            Self::Day => DAY,
             // One page whatever the scheme and port it was asked by: named after the
             // client's page afterwards (`name_pages`).
             Self::Page => "page_key(url)",
@@ -212,7 +220,9 @@ impl GroupBy {
             Self::Verification => "verification",
             Self::Status => "coalesce(status::text, 'unknown')",
             Self::Format => "format_served",
-            Self::Hour => "to_char(visited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00\"Z\"')",
+            Self::Hour => HOUR,
+            Self::Referrer => sql::visits::REFERRER_KEY,
+            Self::Section => sql::visits::SECTION_KEY,
         }
     }
 
@@ -222,6 +232,78 @@ impl GroupBy {
             Self::Day | Self::Hour => "key ASC",
             _ => "visits DESC, key ASC",
         }
+    }
+
+    /// Whether a series can be split by it (not by time, nor by page: too many).
+    pub fn splits_series(self) -> bool {
+        !matches!(self, Self::Day | Self::Hour | Self::Page)
+    }
+}
+
+const DAY: &str = "to_char(visited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')";
+const HOUR: &str = "to_char(visited_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00\"Z\"')";
+
+/// Which visits an analytics query reads: one client's over `[from, to)`, narrowed by the
+/// filters (each `None` or `false` keeps everything).
+#[derive(Clone, Debug)]
+pub struct VisitScope {
+    pub client: Uuid,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// A bot as the groups name it (`GPTBot`, `human`, `unknown bot`).
+    pub bot: Option<String>,
+    pub operator: Option<String>,
+    pub category: Option<String>,
+    /// Only visits whose identity was verified (IP ranges, reverse DNS or a signature).
+    pub verified_only: bool,
+    /// Only visits to one page (its `page_key`: any scheme and port).
+    pub page_key: Option<String>,
+}
+
+impl VisitScope {
+    /// All of a client's visits in `[from, to)`.
+    pub fn new(client: Uuid, from: DateTime<Utc>, to: DateTime<Utc>) -> Self {
+        Self {
+            client,
+            from,
+            to,
+            bot: None,
+            operator: None,
+            category: None,
+            verified_only: false,
+            page_key: None,
+        }
+    }
+
+    /// `$1`–`$10` of the `filtered_visits` fragment.
+    fn args(&self) -> Result<PgArguments, sqlx::Error> {
+        let (hosts, operators) = crate::domain::referrers::hosts_and_operators();
+        let mut args = PgArguments::default();
+        let add =
+            |result: Result<(), sqlx::error::BoxDynError>| result.map_err(sqlx::Error::Encode);
+        add(args.add(self.client))?;
+        add(args.add(self.from))?;
+        add(args.add(self.to))?;
+        add(args.add(self.bot.as_deref()))?;
+        add(args.add(self.operator.as_deref()))?;
+        add(args.add(self.category.as_deref()))?;
+        add(args.add(self.verified_only))?;
+        add(args.add(self.page_key.as_deref()))?;
+        add(args.add(hosts))?;
+        add(args.add(operators))?;
+        Ok(args)
+    }
+
+    /// The scope's arguments followed by `more`.
+    fn args_and<T>(&self, more: impl IntoIterator<Item = T>) -> Result<PgArguments, sqlx::Error>
+    where
+        T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        let mut args = self.args()?;
+        for value in more {
+            args.add(value).map_err(sqlx::Error::Encode)?;
+        }
+        Ok(args)
     }
 }
 
@@ -240,17 +322,24 @@ pub struct Totals {
     pub ip_verified: i64,
     /// Bot visits claiming an operator that publishes ranges, from outside them.
     pub ip_mismatch: i64,
+    /// Visits whose identity was verified (IP ranges, reverse DNS or a signature); the rest
+    /// only claim theirs.
+    pub verified: i64,
     /// Requests answered with Markdown or minimal HTML from the cache.
     pub served_from_cache: i64,
     /// Named bots' visits to paths the site's robots.txt disallows for them.
     pub robots_violations: i64,
+    /// People who came from an AI assistant's answer (`Referer`).
+    pub referrals: i64,
+    /// Bytes served (of the visits whose edge reported it).
+    pub bytes: i64,
 }
 
 /// One group of visits.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Group {
     /// The bot, operator, category, day (`YYYY-MM-DD`, UTC), hour (`YYYY-MM-DDTHH:00Z`),
-    /// page, visitor type, verification, status or format served. Visits
+    /// page, visitor type, verification, status, format served, referrer or section. Visits
     /// without a bot, operator or category are `human` (people) or `unknown bot`, `unknown
     /// operator`, `unknown` (bots nobody names). A page is the client's page URL, whatever
     /// scheme and port it was asked by, or `//host/path` for what is not one of its pages.
@@ -263,7 +352,9 @@ pub struct Group {
     pub ai_visits: i64,
     pub ip_verified: i64,
     pub ip_mismatch: i64,
-    pub last_visit_at: chrono::DateTime<chrono::Utc>,
+    /// Bytes served (of the visits whose edge reported it).
+    pub bytes: i64,
+    pub last_visit_at: DateTime<Utc>,
 }
 
 /// A group and the number of groups in all.
@@ -302,15 +393,21 @@ pub struct VisitStats {
     pub top_ai_misses: Vec<TopPage>,
 }
 
-/// The range and page of a `stats` query.
-#[derive(Clone, Copy, Debug)]
-pub struct StatsQuery {
-    pub client: Uuid,
-    pub from: chrono::DateTime<chrono::Utc>,
-    pub to: chrono::DateTime<chrono::Utc>,
-    pub group_by: GroupBy,
-    pub limit: i64,
-    pub offset: i64,
+/// The client's pages with these keys (`page_key`): key → (id, URL).
+async fn pages_by_key(
+    db: &sqlx::PgPool,
+    client: Uuid,
+    keys: Vec<String>,
+) -> Result<HashMap<String, (Uuid, String)>, sqlx::Error> {
+    let pages: Vec<(String, Uuid, String)> = sqlx::query_as(sql::visits::PAGES_BY_KEY)
+        .bind(client)
+        .bind(keys)
+        .fetch_all(db)
+        .await?;
+    Ok(pages
+        .into_iter()
+        .map(|(key, id, url)| (key, (id, url)))
+        .collect())
 }
 
 /// Page groups (keyed by `page_key`) named after the client's pages: its URL and id, or
@@ -320,16 +417,7 @@ async fn name_pages(
     client: Uuid,
     groups: &mut [Group],
 ) -> Result<(), sqlx::Error> {
-    let keys: Vec<String> = groups.iter().map(|g| g.key.clone()).collect();
-    let pages: Vec<(String, Uuid, String)> = sqlx::query_as(sql::visits::PAGES_BY_KEY)
-        .bind(client)
-        .bind(&keys)
-        .fetch_all(db)
-        .await?;
-    let pages: std::collections::HashMap<String, (Uuid, String)> = pages
-        .into_iter()
-        .map(|(key, id, url)| (key, (id, url)))
-        .collect();
+    let pages = pages_by_key(db, client, groups.iter().map(|g| g.key.clone()).collect()).await?;
     for group in groups {
         match pages.get(&group.key) {
             Some((id, url)) => {
@@ -342,55 +430,73 @@ async fn name_pages(
     Ok(())
 }
 
-/// Visits of a client in `[from, to)`, totalled and grouped.
-pub async fn stats(db: &sqlx::PgPool, q: StatsQuery) -> Result<VisitStats, sqlx::Error> {
-    let totals: (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64) =
-        sqlx::query_as(sql::visits::TOTALS)
-            .bind(q.client)
-            .bind(q.from)
-            .bind(q.to)
-            .fetch_one(db)
-            .await?;
-    let (visits, ai, search, other, human, worker, verified, mismatch, cached, violations) = totals;
+/// A client's visits in its scope, totalled and grouped by `group_by`, `limit` groups from
+/// `offset`.
+pub async fn stats(
+    db: &sqlx::PgPool,
+    scope: &VisitScope,
+    group_by: GroupBy,
+    (limit, offset): (i64, i64),
+) -> Result<VisitStats, sqlx::Error> {
+    type TotalsRow = (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    );
+    let totals: TotalsRow = sqlx::query_as_with(sql::visits::TOTALS, scope.args()?)
+        .fetch_one(db)
+        .await?;
+    let (visits, ai, search, other, human, worker, ip_verified, mismatch, cached, violations) = (
+        totals.0, totals.1, totals.2, totals.3, totals.4, totals.5, totals.6, totals.7, totals.8,
+        totals.9,
+    );
+    let (verified, referrals, bytes) = (totals.10, totals.11, totals.12);
     // `{expr}` and `{order}` are filled from the closed set of `GroupBy`, never from input.
     let sql = sql::visits::GROUPS
-        .replace("{expr}", q.group_by.expr())
-        .replace("{order}", q.group_by.order());
-    let rows: Vec<GroupRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(q.client)
-        .bind(q.from)
-        .bind(q.to)
-        .bind(q.limit)
-        .bind(q.offset)
-        .fetch_all(db)
-        .await?;
+        .replace("{expr}", group_by.expr())
+        .replace("{order}", group_by.order());
+    let rows: Vec<GroupRow> =
+        sqlx::query_as_with(sqlx::AssertSqlSafe(sql), scope.args_and([limit, offset])?)
+            .fetch_all(db)
+            .await?;
     let total_groups = match rows.first() {
         Some(r) => r.total_groups,
         // Past the last page: count the groups on their own.
-        None if q.offset > 0 => {
-            let sql = sql::visits::COUNT_GROUPS.replace("{expr}", q.group_by.expr());
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .bind(q.client)
-                .bind(q.from)
-                .bind(q.to)
+        None if offset > 0 => {
+            let sql = sql::visits::COUNT_GROUPS.replace("{expr}", group_by.expr());
+            sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), scope.args()?)
                 .fetch_one(db)
                 .await?
         }
         None => 0,
     };
     let mut groups: Vec<Group> = rows.into_iter().map(|r| r.group).collect();
-    if q.group_by == GroupBy::Page {
-        name_pages(db, q.client, &mut groups).await?;
+    if group_by == GroupBy::Page {
+        name_pages(db, scope.client, &mut groups).await?;
     }
-    let top = |statement| {
-        sqlx::query_as::<_, TopPage>(statement)
-            .bind(q.client)
-            .bind(q.from)
-            .bind(q.to)
-            .fetch_all(db)
+    let top_ai_pages = sqlx::query_as_with(sql::visits::TOP_AI_PAGES, scope.args()?)
+        .fetch_all(db)
+        .await?;
+    let top_ai_misses = sqlx::query_as_with(sql::visits::TOP_AI_MISSES, scope.args()?)
+        .fetch_all(db)
+        .await?;
+    let share = |part: i64| {
+        if visits == 0 {
+            0.0
+        } else {
+            part as f64 / visits as f64
+        }
     };
-    let top_ai_pages = top(sql::visits::TOP_AI_PAGES).await?;
-    let top_ai_misses = top(sql::visits::TOP_AI_MISSES).await?;
     Ok(VisitStats {
         totals: Totals {
             visits,
@@ -399,22 +505,293 @@ pub async fn stats(db: &sqlx::PgPool, q: StatsQuery) -> Result<VisitStats, sqlx:
             other_bot_visits: other,
             human_visits: human,
             worker_proxy_visits: worker,
-            ai_share: if visits == 0 {
-                0.0
-            } else {
-                ai as f64 / visits as f64
-            },
-            ip_verified: verified,
+            ai_share: share(ai),
+            ip_verified,
             ip_mismatch: mismatch,
+            verified,
             served_from_cache: cached,
             robots_violations: violations,
+            referrals,
+            bytes,
         },
-        group_by: q.group_by,
+        group_by,
         total_groups,
         groups,
         top_ai_pages,
         top_ai_misses,
     })
+}
+
+/// Series over time: per day, or per hour.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Interval {
+    Day,
+    Hour,
+}
+
+impl Interval {
+    fn expr(self) -> &'static str {
+        match self {
+            Self::Day => DAY,
+            Self::Hour => HOUR,
+        }
+    }
+
+    /// Every bucket of `[from, to)`, named as the SQL names them.
+    pub fn buckets(self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<String> {
+        let (step, format) = match self {
+            Self::Day => (chrono::Duration::days(1), "%Y-%m-%d"),
+            Self::Hour => (chrono::Duration::hours(1), "%Y-%m-%dT%H:00Z"),
+        };
+        let mut at = match self {
+            Self::Day => from.date_naive().and_time(chrono::NaiveTime::MIN).and_utc(),
+            Self::Hour => from
+                .date_naive()
+                .and_hms_opt(chrono::Timelike::hour(&from), 0, 0)
+                .map_or(from, |t| t.and_utc()),
+        };
+        let mut buckets = Vec::new();
+        while at < to {
+            buckets.push(at.format(format).to_string());
+            at += step;
+        }
+        buckets
+    }
+}
+
+/// One line of a series: visits per bucket.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct SeriesLine {
+    /// What the line counts (a bot, a category...; `other` for the rest).
+    pub key: String,
+    pub total: i64,
+    /// One per bucket, in their order.
+    pub values: Vec<i64>,
+}
+
+/// Visits over time, split in lines.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Series {
+    pub interval: Interval,
+    /// The buckets' names: days (`YYYY-MM-DD`) or hours (`YYYY-MM-DDTHH:00Z`), UTC.
+    pub buckets: Vec<String>,
+    /// Busiest first; past `lines`, the rest are summed in one `other` line.
+    pub series: Vec<SeriesLine>,
+}
+
+/// Rows `(bucket, key, visits)` as lines over `buckets`: the `lines - 1` busiest keys, and
+/// the rest summed as `other` (when there are more than `lines`).
+fn into_series(
+    interval: Interval,
+    buckets: Vec<String>,
+    rows: Vec<(String, String, i64)>,
+    lines: usize,
+) -> Series {
+    let index: HashMap<&str, usize> = buckets
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.as_str(), i))
+        .collect();
+    let mut by_key: HashMap<String, Vec<i64>> = HashMap::new();
+    for (bucket, key, visits) in rows {
+        if let Some(&i) = index.get(bucket.as_str()) {
+            by_key.entry(key).or_insert_with(|| vec![0; buckets.len()])[i] += visits;
+        }
+    }
+    let mut series: Vec<SeriesLine> = by_key
+        .into_iter()
+        .map(|(key, values)| SeriesLine {
+            total: values.iter().sum(),
+            key,
+            values,
+        })
+        .collect();
+    series.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.key.cmp(&b.key)));
+    if series.len() > lines.max(1) {
+        let rest = series.split_off(lines.max(1) - 1);
+        let mut other = SeriesLine {
+            key: "other".into(),
+            total: 0,
+            values: vec![0; buckets.len()],
+        };
+        for line in rest {
+            other.total += line.total;
+            for (sum, v) in other.values.iter_mut().zip(line.values) {
+                *sum += v;
+            }
+        }
+        series.push(other);
+    }
+    Series {
+        interval,
+        buckets,
+        series,
+    }
+}
+
+/// A client's visits in its scope per day or hour, split by `split` in up to `lines` lines.
+pub async fn series(
+    db: &sqlx::PgPool,
+    scope: &VisitScope,
+    interval: Interval,
+    split: GroupBy,
+    lines: usize,
+) -> Result<Series, sqlx::Error> {
+    // Both filled from closed sets, never from input.
+    let sql = sql::visits::SERIES
+        .replace("{bucket}", interval.expr())
+        .replace("{expr}", split.expr());
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as_with(sqlx::AssertSqlSafe(sql), scope.args()?)
+            .fetch_all(db)
+            .await?;
+    Ok(into_series(
+        interval,
+        interval.buckets(scope.from, scope.to),
+        rows,
+        lines,
+    ))
+}
+
+/// An operator's crawls and the people its assistant referred.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct OperatorReferrals {
+    pub operator: String,
+    /// Its AI bots' requests, except those a person triggered (`user_fetch`, `agent`).
+    pub crawls: i64,
+    /// Visits of people who followed a link from its assistant.
+    pub referrals: i64,
+    /// Crawls per referral (as Cloudflare Radar reports it); absent without referrals.
+    #[sqlx(skip)]
+    pub crawl_to_refer: Option<f64>,
+}
+
+/// What AI assistants send back.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Referrals {
+    pub total_referrals: i64,
+    pub total_crawls: i64,
+    /// Per operator, most referrals first.
+    pub operators: Vec<OperatorReferrals>,
+    /// Referrals per day and operator.
+    pub per_day: Series,
+}
+
+/// A client's referrals from AI assistants and its crawl-to-refer ratio per operator.
+pub async fn referrals(db: &sqlx::PgPool, scope: &VisitScope) -> Result<Referrals, sqlx::Error> {
+    let mut operators: Vec<OperatorReferrals> =
+        sqlx::query_as_with(sql::visits::REFERRALS, scope.args()?)
+            .fetch_all(db)
+            .await?;
+    for o in &mut operators {
+        o.crawl_to_refer = (o.referrals > 0).then(|| o.crawls as f64 / o.referrals as f64);
+    }
+    let rows = sqlx::query_as_with(sql::visits::REFERRALS_PER_DAY, scope.args()?)
+        .fetch_all(db)
+        .await?;
+    Ok(Referrals {
+        total_referrals: operators.iter().map(|o| o.referrals).sum(),
+        total_crawls: operators.iter().map(|o| o.crawls).sum(),
+        operators,
+        per_day: into_series(
+            Interval::Day,
+            Interval::Day.buckets(scope.from, scope.to),
+            rows,
+            12,
+        ),
+    })
+}
+
+/// One visit, as the visit list shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct VisitView {
+    pub id: Uuid,
+    pub visited_at: DateTime<Utc>,
+    pub url: String,
+    #[serde(skip)]
+    key: String,
+    /// The client's page it asked for (any scheme and port), if it is one.
+    #[sqlx(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_id: Option<Uuid>,
+    pub visitor_type: String,
+    pub bot_name: Option<String>,
+    pub operator: Option<String>,
+    pub category: Option<String>,
+    pub verification: String,
+    pub format_served: String,
+    pub status: Option<i32>,
+    pub bytes: Option<i64>,
+    pub referrer: Option<String>,
+    /// The AI assistant's operator, when the referrer is one.
+    pub referred_by: Option<String>,
+    pub user_agent: Option<String>,
+    pub robots: Option<String>,
+    pub signature_agent: Option<String>,
+    pub charged_price: Option<String>,
+}
+
+/// Where a visit list goes on from: the last visit shown.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VisitCursor {
+    pub visited_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl VisitCursor {
+    /// `<RFC 3339 time>_<id>`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}_{}",
+            self.visited_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            self.id
+        )
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (at, id) = text.rsplit_once('_')?;
+        Some(Self {
+            visited_at: DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc),
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// Up to `limit` of a client's visits in its scope, newest first, after `after`; and the
+/// cursor of the next page when there may be one.
+pub async fn list(
+    db: &sqlx::PgPool,
+    scope: &VisitScope,
+    after: Option<VisitCursor>,
+    limit: i64,
+) -> Result<(Vec<VisitView>, Option<VisitCursor>), sqlx::Error> {
+    let mut args = scope.args()?;
+    let add = |result: Result<(), sqlx::error::BoxDynError>| result.map_err(sqlx::Error::Encode);
+    add(args.add(after.map(|c| c.visited_at)))?;
+    add(args.add(after.map(|c| c.id)))?;
+    add(args.add(limit))?;
+    let mut visits: Vec<VisitView> = sqlx::query_as_with(sql::visits::LIST, args)
+        .fetch_all(db)
+        .await?;
+    let mut keys: Vec<String> = visits.iter().map(|v| v.key.clone()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let pages = pages_by_key(db, scope.client, keys).await?;
+    for v in &mut visits {
+        v.page_id = pages.get(&v.key).map(|(id, _)| *id);
+    }
+    let next = (visits.len() as i64 == limit)
+        .then(|| visits.last())
+        .flatten()
+        .map(|v| VisitCursor {
+            visited_at: v.visited_at,
+            id: v.id,
+        });
+    Ok((visits, next))
 }
 
 /// A bot's visits to paths robots.txt disallows for it, over a time range.
@@ -424,8 +801,8 @@ pub struct RobotsViolations {
     /// The bot's operator (empty when the catalogue names none).
     pub operator: String,
     pub violations: i64,
-    pub first_seen: chrono::DateTime<chrono::Utc>,
-    pub last_seen: chrono::DateTime<chrono::Utc>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
     /// The URLs it read against the rules, most read first.
     #[sqlx(json)]
     #[schema(value_type = Vec<ViolatedUrl>)]
@@ -455,5 +832,18 @@ pub async fn robots_violations(
         .bind(to)
         .bind(VIOLATED_URLS)
         .fetch_all(db)
+        .await
+}
+
+/// The `page_key` of a client's page, if it has that page.
+pub async fn page_key_of(
+    db: &sqlx::PgPool,
+    client: Uuid,
+    page: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(sql::visits::PAGE_KEY_OF)
+        .bind(client)
+        .bind(page)
+        .fetch_optional(db)
         .await
 }

@@ -279,6 +279,7 @@ async fn publish_history(app: &TestApp) {
                     ip_hash: Some("h".into()),
                     format_served: FormatServed::Markdown,
                     status: Some(200),
+                    bytes: Some(1234),
                     visited_at: ai_cache::events::envelope::now(),
                 }),
             ))
@@ -312,6 +313,7 @@ async fn publish_history(app: &TestApp) {
                         ip_hash: None,
                         format_served: FormatServed::Html,
                         status: Some(200),
+                        bytes: None,
                         visited_at: ai_cache::events::envelope::now(),
                     },
                 }

@@ -877,3 +877,352 @@ async fn a_signature_the_reporting_edge_verified_is_recorded_with_its_agent() {
         assert_eq!(body["error"]["code"], "invalid_signature_agent", "{bad}");
     }
 }
+
+/// What the dashboard reads: filters, sections, referrals and the crawl-to-refer ratio,
+/// series, the visit list with its cursor, bytes served, page filters and CSV exports.
+#[tokio::test]
+async fn the_dashboard_apis_filter_split_refer_list_and_export() {
+    let (app, client, key) = app_with(&[Role::Api, Role::Projections], Options::default()).await;
+    let page_urls = ["/blog/a", "/blog/b", "/blog/c", "/about"]
+        .map(|p| format!("https://site.test{p}"))
+        .to_vec();
+    app.add_urls(&client, &page_urls).await;
+    let at = |day: u32, i: usize| format!("2026-11-{day}T10:{i:02}:00Z");
+    let mut batch = Vec::new();
+    let mut push = |path: &str, ua: &str, day: u32, referrer: Option<&str>, bytes: Option<u64>| {
+        let mut v = visit(
+            &format!("https://site.test{path}"),
+            ua,
+            "198.51.100.7",
+            &at(day, batch.len()),
+        );
+        v["referrer"] = json!(referrer);
+        v["bytes"] = json!(bytes);
+        batch.push(v);
+    };
+    for path in ["/blog/a", "/blog/a", "/blog/b", "/about"] {
+        push(path, GPTBOT, 21, None, Some(1000));
+    }
+    for _ in 0..2 {
+        push("/blog/a", CLAUDEBOT, 20, None, Some(500));
+    }
+    push("/about", CHATGPT_USER, 20, None, None);
+    push("/blog/a", FIREFOX, 20, Some("https://chatgpt.com/"), None);
+    push(
+        "/blog/a",
+        FIREFOX,
+        20,
+        Some("https://chatgpt.com/c/123"),
+        None,
+    );
+    push(
+        "/about",
+        FIREFOX,
+        20,
+        Some("https://www.perplexity.ai/search?q=x"),
+        None,
+    );
+    push("/about", FIREFOX, 20, Some("https://example.org/"), None);
+    // A referrer a spreadsheet would run as a formula.
+    push(
+        "/about",
+        FIREFOX,
+        20,
+        Some("=HYPERLINK(\"https://evil.test\")"),
+        None,
+    );
+    let (status, body) = post_batch(&app, &key, &batch).await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (200, Some(12)),
+        "{body}"
+    );
+    wait_for_rows(&app, 12).await;
+
+    let get = |q: String| {
+        let app = &app;
+        async move { send(app.master(Method::GET, &q)).await }
+    };
+    let base = format!("/api/v1/clients/{client}/visits");
+    let range = "from=2026-11-19&to=2026-11-21";
+    let stats = |q: &str| get(format!("{base}/stats?{range}&{q}"));
+    let groups = |v: &Value| -> Vec<(String, i64)> {
+        v["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| {
+                (
+                    g["key"].as_str().expect("key").to_owned(),
+                    g["visits"].as_i64().expect("n"),
+                )
+            })
+            .collect()
+    };
+
+    let (status, all) = stats("group_by=referrer").await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["totals"]["visits"], 12);
+    assert_eq!(all["totals"]["referrals"], 3);
+    assert_eq!(all["totals"]["bytes"], 5000);
+    assert_eq!(all["totals"]["verified"], 0);
+    let mut referrers = groups(&all);
+    referrers.sort();
+    assert_eq!(
+        referrers,
+        [
+            ("OpenAI".into(), 2),
+            ("Perplexity".into(), 1),
+            ("none".into(), 8),
+            ("other site".into(), 1)
+        ]
+    );
+    let (_, sections) = stats("group_by=section").await;
+    assert_eq!(groups(&sections), [("/blog/*".into(), 7), ("/".into(), 5)]);
+    let (_, by_bot) = stats("group_by=bot").await;
+    let gpt = by_bot["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["key"] == "GPTBot"))
+        .expect("GPTBot");
+    assert_eq!(
+        (gpt["visits"].as_i64(), gpt["bytes"].as_i64()),
+        (Some(4), Some(4000))
+    );
+
+    // Filters narrow every figure.
+    for (q, visits) in [
+        ("bot=GPTBot", 4),
+        ("operator=Anthropic", 2),
+        ("category=user_fetch", 1),
+        ("bot=human", 5),
+        ("verified=true", 0),
+        ("bot=GPTBot&operator=Anthropic", 0),
+    ] {
+        let (status, v) = stats(q).await;
+        assert_eq!(
+            (status, v["totals"]["visits"].as_i64()),
+            (200, Some(visits)),
+            "{q}: {v}"
+        );
+    }
+    let (_, pages) = send(app.master(
+        Method::GET,
+        &format!("/api/v1/sitemap/client/{client}/pages?search=BLOG/A"),
+    ))
+    .await;
+    assert_eq!(pages["total_pages"], 1, "{pages}");
+    let blog_a = pages["pages"][0]["id"].as_str().expect("id").to_owned();
+    let (_, one_page) = stats(&format!("page_id={blog_a}&group_by=bot")).await;
+    assert_eq!(one_page["totals"]["visits"], 6, "{one_page}");
+    let (status, _) = stats(&format!("page_id={}", uuid::Uuid::nil())).await;
+    assert_eq!(status, 404);
+    let (status, bad) = stats(&format!("bot={}", "x".repeat(300))).await;
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (400, Some("invalid_query")),
+        "{bad}"
+    );
+
+    // Referrals: people sent by assistants, against the operator's crawls (ChatGPT-User
+    // fetched for a person: not a crawl).
+    let (status, refs) = get(format!("{base}/referrals?{range}")).await;
+    assert_eq!(status, 200, "{refs}");
+    let operators: Vec<(String, i64, i64, Option<f64>)> = refs["operators"]
+        .as_array()
+        .expect("operators")
+        .iter()
+        .map(|o| {
+            (
+                o["operator"].as_str().expect("name").to_owned(),
+                o["crawls"].as_i64().expect("n"),
+                o["referrals"].as_i64().expect("n"),
+                o["crawl_to_refer"].as_f64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        operators,
+        [
+            ("OpenAI".into(), 4, 2, Some(2.0)),
+            ("Perplexity".into(), 0, 1, Some(0.0)),
+            ("Anthropic".into(), 2, 0, None)
+        ]
+    );
+    assert_eq!(
+        (
+            refs["total_referrals"].as_i64(),
+            refs["total_crawls"].as_i64()
+        ),
+        (Some(3), Some(6))
+    );
+    assert_eq!(
+        refs["per_day"]["buckets"],
+        json!(["2026-11-19", "2026-11-20", "2026-11-21"])
+    );
+
+    // Series: a line per key over every bucket, the rest summed as `other`.
+    let (status, series) = get(format!("{base}/series?{range}&split=category&lines=2")).await;
+    assert_eq!(status, 200, "{series}");
+    assert_eq!(
+        series["buckets"],
+        json!(["2026-11-19", "2026-11-20", "2026-11-21"])
+    );
+    assert_eq!(
+        series["series"],
+        json!([
+            {"key": "training", "total": 6, "values": [0, 2, 4]},
+            {"key": "other", "total": 6, "values": [0, 6, 0]}
+        ])
+    );
+    let (_, hourly) = get(format!(
+        "{base}/series?from=2026-11-21T09:00:00Z&to=2026-11-21T12:00:00Z&interval=hour&split=bot"
+    ))
+    .await;
+    assert_eq!(
+        hourly["buckets"],
+        json!([
+            "2026-11-21T09:00Z",
+            "2026-11-21T10:00Z",
+            "2026-11-21T11:00Z"
+        ])
+    );
+    assert_eq!(
+        hourly["series"][0],
+        json!({"key": "GPTBot", "total": 4, "values": [0, 4, 0]})
+    );
+    for bad in [
+        format!("{base}/series?from=2026-01-01&to=2026-11-21&interval=hour"),
+        format!("{base}/series?{range}&split=page"),
+        format!("{base}/series?{range}&lines=0"),
+    ] {
+        let (status, body) = get(bad.clone()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_query")),
+            "{bad}: {body}"
+        );
+    }
+
+    // The visit list pages by cursor, newest first, each visit once.
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let after = next
+            .as_ref()
+            .map(|n| format!("&after={n}"))
+            .unwrap_or_default();
+        let (status, list) = get(format!("{base}?{range}&limit=5{after}")).await;
+        assert_eq!(status, 200, "{list}");
+        for v in list["visits"].as_array().expect("visits") {
+            seen.push((
+                v["visited_at"].as_str().expect("t").to_owned(),
+                v["id"].as_str().expect("id").to_owned(),
+            ));
+            if v["url"] == "https://site.test/blog/a" {
+                assert_eq!(v["page_id"].as_str(), Some(blog_a.as_str()), "{v}");
+            }
+        }
+        next = list["next"].as_str().map(str::to_owned);
+        if next.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 12);
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seen:?}"
+    );
+    let (status, bad) = get(format!("{base}?after=nonsense")).await;
+    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("invalid_query")));
+
+    // CSV exports, formulas defused.
+    let csv = |q: String| {
+        let app = &app;
+        async move {
+            let res = app.master(Method::GET, &q).send().await.expect("csv");
+            assert_eq!(res.status(), 200);
+            assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+            res.text().await.expect("text")
+        }
+    };
+    let visits_csv = csv(format!("{base}?{range}&limit=1000&format=csv")).await;
+    assert_eq!(visits_csv.lines().count(), 13, "{visits_csv}");
+    assert!(
+        visits_csv.starts_with("visited_at,url,page_id,"),
+        "{visits_csv}"
+    );
+    assert!(
+        visits_csv.contains("\"'=HYPERLINK(\"\"https://evil.test\"\")\""),
+        "{visits_csv}"
+    );
+    let bots_csv = csv(format!("{base}/stats?{range}&group_by=bot&format=csv")).await;
+    assert!(
+        bots_csv.starts_with("key,page_id,visits,ai_visits,"),
+        "{bots_csv}"
+    );
+    assert!(bots_csv.contains("\nGPTBot,,4,4,"), "{bots_csv}");
+    let series_csv = csv(format!(
+        "{base}/series?{range}&split=category&lines=2&format=csv"
+    ))
+    .await;
+    assert_eq!(
+        series_csv,
+        "bucket,training,other\n2026-11-19,0,0\n2026-11-20,2,6\n2026-11-21,4,0\n"
+    );
+    let refs_csv = csv(format!("{base}/referrals?{range}&format=csv")).await;
+    assert_eq!(
+        refs_csv,
+        "operator,crawls,referrals,crawl_to_refer\nOpenAI,4,2,2.0\nPerplexity,0,1,0.0\nAnthropic,2,0,\n"
+    );
+
+    // The page list: pages no AI bot ever read, by URL text, last changed first, as CSV.
+    let pages_of = |q: &str| get(format!("/api/v1/sitemap/client/{client}/pages?{q}"));
+    let urls = |v: &Value| -> Vec<String> {
+        v["pages"]
+            .as_array()
+            .expect("pages")
+            .iter()
+            .map(|p| p["url"].as_str().expect("url").to_owned())
+            .collect()
+    };
+    let (_, unread) = pages_of("read_by_ai=false").await;
+    assert_eq!(urls(&unread), ["https://site.test/blog/c"]);
+    let (_, read) = pages_of("read_by_ai=true").await;
+    assert_eq!(read["total_pages"], 3);
+    let (_, blog) = pages_of("search=blog%2F&sort=updated").await;
+    assert_eq!(blog["total_pages"], 3);
+    let (_, literal) = pages_of("search=%25").await;
+    assert_eq!(literal["total_pages"], 0, "% is matched as itself");
+    let pages_csv = csv(format!("/api/v1/sitemap/client/{client}/pages?format=csv")).await;
+    assert_eq!(pages_csv.lines().count(), 5, "{pages_csv}");
+
+    // Who a key is; a client's key sees its own client only.
+    let (_, me) = get("/api/v1/me".into()).await;
+    assert_eq!(me, json!({"kind": "master"}));
+    let (_, reader) = create_key(&app, &client, &["read"]).await;
+    let (_, me) = send(
+        app.request(Method::GET, "/api/v1/me")
+            .header("X-API-Key", &reader),
+    )
+    .await;
+    assert_eq!(
+        (me["kind"].as_str(), me["client_id"].as_str()),
+        (Some("client"), Some(client.as_str()))
+    );
+    let other = create_client(&app, "Other", "other.test").await;
+    let (status, _) = send(
+        app.request(
+            Method::GET,
+            &format!("/api/v1/clients/{other}/visits/series"),
+        )
+        .header("X-API-Key", &reader),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = send(
+        app.request(Method::GET, &format!("{base}/referrals"))
+            .header("X-API-Key", &reader),
+    )
+    .await;
+    assert_eq!(status, 200);
+}

@@ -88,6 +88,9 @@ pub struct VisitRecorded {
     pub format_served: FormatServed,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// The length of the body the edge answered with, when it reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
     pub visited_at: DateTime<Utc>,
     /// What the visitor was charged under the client's `charge` rule (`USD 0.01`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +148,7 @@ impl From<v1::VisitRecorded> for VisitRecorded {
             ip_hash: old.ip_hash,
             format_served: FormatServed::Unknown,
             status: None,
+            bytes: None,
             visited_at: old.visited_at,
             charged_price: None,
             signature_agent: None,
