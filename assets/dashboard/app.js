@@ -40,9 +40,9 @@ async function call(path, params) {
     let code = "error";
     let message = `${response.status} ${response.statusText}`;
     try {
-      const body = await response.json();
-      code = body.code || code;
-      message = body.message || body.detail || message;
+      const { error } = await response.json();
+      code = error.code || code;
+      message = error.message || message;
     } catch (_) { /* not JSON */ }
     throw new ApiError(response.status, code, message);
   }
@@ -237,7 +237,7 @@ function drawFilters(params) {
       .map(([v, label]) => h("option", { value: v, selected: v === range }, label)));
   const input = (id, name, label, type = "text", list) => h("label", { for: id }, label,
     h("input", { id, name, type, value: params.get(name) || "", list, autocomplete: "off" }));
-  filtersForm.append(
+  filtersForm.append(...[
     h("label", { for: "f-range" }, "Time range", select),
     range === "custom" ? input("f-from", "from", "From", "date") : null,
     range === "custom" ? input("f-to", "to", "To", "date") : null,
@@ -251,7 +251,7 @@ function drawFilters(params) {
       h("input", { id: "f-verified", name: "verified", type: "checkbox", value: "true", checked: params.get("verified") === "true" }),
       "Verified identity only"),
     h("button", { type: "submit" }, "Apply"),
-    h("datalist", { id: "bots-seen" }), h("datalist", { id: "operators-seen" }));
+    h("datalist", { id: "bots-seen" }), h("datalist", { id: "operators-seen" })].filter(Boolean));
   select.addEventListener("change", () => filtersForm.requestSubmit());
 }
 
@@ -285,6 +285,11 @@ function drawNav(client, current) {
     h("a", { href: `#/c/${client}/${id}?${route().params}`, "aria-current": id === current ? "page" : false }, label)))));
 }
 
+// Puts a view's parts in the page (absent parts, null or false, are skipped).
+function show(...parts) {
+  main.replaceChildren(...parts.flat().filter((p) => p !== null && p !== undefined && p !== false));
+}
+
 function showError(error) {
   const message = error instanceof ApiError
     ? `${error.message} (${error.status} ${error.code})`
@@ -316,7 +321,7 @@ function signIn(message) {
     me = null;
     await render();
   });
-  main.replaceChildren(form);
+  show(form);
   main.dataset.ready = "sign-in";
   key.focus();
 }
@@ -340,7 +345,7 @@ async function allClients(params) {
       num(stats.totals.visits), num(stats.totals.ai_visits), num(stats.totals.ai_share, pct(stats.totals.ai_share)));
   }));
   const health = await fetch("/health").then((r) => r.json()).catch(() => null);
-  main.replaceChildren(
+  show(
     h("h1", {}, "All clients"),
     health ? h("p", { class: `health ${health.status}` }, `Service ${health.status}`,
       health.reasons && health.reasons.length ? `: ${health.reasons.join("; ")}` : "") : null,
@@ -401,7 +406,7 @@ async function overview(client, params) {
             : "No dead letters for this client.")));
     }
   }
-  main.replaceChildren(...parts);
+  show(...parts);
 }
 
 async function activity(client, params) {
@@ -415,7 +420,7 @@ async function activity(client, params) {
     get(`${base}/series`, { ...f, interval: every, split: "operator" }),
   ]);
   const t = bots.totals;
-  main.replaceChildren(
+  show(
     h("h1", {}, "AI activity"),
     h("div", { class: "cards" },
       card("Visits", t.visits), card("AI visits", t.ai_visits), card("AI share", t.ai_share, pct(t.ai_share)),
@@ -449,7 +454,7 @@ async function reads(client, params) {
     get(`/api/v1/sitemap/client/${client}/pages`, { read_by_ai: false, limit: 50 }),
   ]);
   const top = (p) => h("tr", {}, h("td", {}, pageLink(client, p.page_id, p.url)), num(p.ai_visits), num(p.bots));
-  main.replaceChildren(
+  show(
     h("h1", {}, "What they read"),
     h("div", { class: "two" },
       section("Pages AI agents read most", { path: `${base}/stats`, params: { ...f, limit: 1 } },
@@ -478,7 +483,7 @@ async function referrals(client, params) {
   const path = `/api/v1/clients/${client}/visits/referrals`;
   const r = await get(path, f);
   const ratio = (x) => (x === null || x === undefined ? "no referrals" : `${x.toFixed(1)} : 1`);
-  main.replaceChildren(
+  show(
     h("h1", {}, "What they send back"),
     h("div", { class: "cards" },
       card("Referred visits", r.total_referrals, null, "people who followed a link from an AI assistant"),
@@ -519,7 +524,7 @@ async function pagesView(client, params) {
     go(route().parts, next);
   });
   const page = (o) => { const p = route().params; p.set("offset", o); return `#/${route().parts.join("/")}?${p}`; };
-  main.replaceChildren(
+  show(
     h("h1", {}, "Pages"), form,
     section(`${fmt(list.total_pages)} pages`, { path, params: { ...q, limit: 1000 }, file: "pages.csv" },
       table("The client's pages", ["Page", "Status", "Stage", "HTTP", "Last fetched", "Version"],
@@ -540,7 +545,7 @@ async function pageView(client, id, params) {
     get(`/api/v1/clients/${client}/visits`, { ...f, page_id: id, limit: 50 }),
   ]);
   const content = h("div", { class: "content" });
-  const show = async (format) => {
+  const showContent = async (format) => {
     for (const b of tabs.querySelectorAll("button")) b.setAttribute("aria-pressed", String(b.dataset.format === format));
     try {
       const body = await text(`/api/v1/pages/${id}/content`, { format: format === "preview" ? "html" : format });
@@ -554,29 +559,30 @@ async function pageView(client, id, params) {
   };
   const tabs = h("div", { class: "tabs", role: "group", "aria-label": "What was served" },
     [["markdown", "Markdown"], ["preview", "Minimal HTML (preview)"], ["html", "Minimal HTML (source)"]]
-      .map(([format, label]) => h("button", { type: "button", dataset: { format }, onclick: () => show(format) }, label)));
-  main.replaceChildren(
+      .map(([format, label]) => h("button", { type: "button", dataset: { format }, onclick: () => showContent(format) }, label)));
+  show(
     h("p", {}, h("a", { href: `#/c/${client}/pages?${params}` }, "← Pages")),
     h("h1", {}, page.title || page.url),
     h("p", {}, h("a", { href: page.url, rel: "noreferrer noopener", target: "_blank" }, page.url)),
     h("dl", { class: "facts" },
-      ["Status", page.status], ["Stage", page.stage], ["Version", page.version],
-      ["Last HTTP status", page.last_http_status ?? "—"], ["Last fetched", when(page.last_scraped_at)],
-      ["Last changed", when(page.last_changed_at)], ["Live since", when(page.last_updated_at)],
-      ["Next refresh", when(page.next_due_at)], ["Last error", page.last_error || "—"])
-      .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]),
+      [["Status", page.status], ["Stage", page.stage], ["Version", page.version],
+        ["Last HTTP status", page.last_http_status ?? "—"], ["Last fetched", when(page.last_scraped_at)],
+        ["Last changed", when(page.last_changed_at)], ["Live since", when(page.last_updated_at)],
+        ["Next refresh", when(page.next_due_at)], ["Last error", page.last_error || "—"]]
+        .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
     section("Served content", null, tabs, content),
     section("Event history", { path: `/api/v1/pages/${id}/events`, params: { limit: 200 } },
       history && history.items.length
         ? h("ol", { class: "timeline" }, history.items.map((e) => h("li", {},
-          h("time", { datetime: e.stored_at }, when(e.stored_at)), " ", h("strong", {}, e.event_type), " ", e.summary)))
+          h("time", { datetime: e.stored_at }, when(e.stored_at)), " ", h("strong", {}, e.type), " ", e.summary)))
         : h("p", { class: "empty" }, "No events (or the event stream is unreachable).")),
     section(`Visits (${visits.visits.length}${visits.next ? "+" : ""})`,
       { path: `/api/v1/clients/${client}/visits`, params: { ...f, page_id: id, limit: 1000 }, file: "page-visits.csv" },
       table("The page's visits, newest first", ["When", "Visitor", "Operator", "Identity", "Served", "Status", "Bytes"],
         visits.visits.map((v) => h("tr", {}, h("td", {}, when(v.visited_at)), h("td", {}, v.bot_name || v.visitor_type),
           h("td", {}, v.operator || "—"), h("td", {}, v.verification), h("td", {}, v.format_served), num(v.status), num(v.bytes, bytes(v.bytes)))))));
-  if (page.has_markdown) await show("markdown");
+  if (page.has_markdown) await showContent("markdown");
+  else content.replaceChildren(h("p", { class: "empty" }, `Nothing served yet: the page is at the ${page.stage} stage.`));
 }
 
 // ---- the router ----------------------------------------------------------------------
@@ -597,7 +603,7 @@ async function drawClientSwitch(current, params) {
 async function render() {
   if (!sessionStorage.getItem(KEY)) return signIn();
   main.dataset.ready = "";
-  main.replaceChildren(h("p", { class: "loading", "aria-live": "polite" }, "Loading…"));
+  show(h("p", { class: "loading", "aria-live": "polite" }, "Loading…"));
   try {
     if (!me) me = await get("/api/v1/me");
     signOut.hidden = false;
@@ -624,7 +630,7 @@ async function render() {
       me = null;
       return signIn("That key was not accepted: check it and try again.");
     }
-    main.replaceChildren();
+    show();
     showError(error);
   }
 }

@@ -245,7 +245,7 @@ const LAUNCH_ARGS: [(&str, &str); 8] = [
 ];
 
 /// Debian's `chromium`, else whatever chromiumoxide finds.
-fn default_executable() -> Option<PathBuf> {
+pub fn default_executable() -> Option<PathBuf> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .iter()
         .map(PathBuf::from)

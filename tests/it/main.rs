@@ -10,6 +10,7 @@ mod cloudflare_fake;
 mod cluster;
 mod compose;
 mod convert;
+mod dashboard;
 mod deadletters;
 mod dev;
 mod discovery;

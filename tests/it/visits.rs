@@ -1133,7 +1133,10 @@ async fn the_dashboard_apis_filter_split_refer_list_and_export() {
         "newest first: {seen:?}"
     );
     let (status, bad) = get(format!("{base}?after=nonsense")).await;
-    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("invalid_query")));
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
 
     // CSV exports, formulas defused.
     let csv = |q: String| {

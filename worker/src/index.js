@@ -91,8 +91,8 @@ export default {
     // A Web Bot Auth signature that verifies with its agent's published keys names the agent.
     const agent = await signatureAgent(request);
     const visitor = agent ? attribute(classify(userAgent), agent) : classify(userAgent);
-    const record = (env, ctx, request, userAgent, format, status, charged) =>
-      recordVisit(env, ctx, request, userAgent, format, status, charged, agent);
+    const record = (env, ctx, request, userAgent, format, response, charged) =>
+      recordVisit(env, ctx, request, userAgent, format, response, charged, agent);
     const policy = await policyOf(env, url.hostname);
     // The site's llms.txt files (written by ai-cache like a page) are public: everyone gets them.
     // So is its robots.txt (the site's own, with the policy's Content-Signal) when the policy
@@ -101,7 +101,7 @@ export default {
     // robots.txt is never a page: without the policy's say-so it is the origin's, for everyone.
     if (isRobots && policy?.robots_txt !== true) {
       const response = await fetch(request);
-      record(env, ctx, request, userAgent, "origin", response.status, null);
+      record(env, ctx, request, userAgent, "origin", response, null);
       return response;
     }
     if (isRobots || url.pathname === "/llms.txt" || url.pathname === "/llms-full.txt") {
@@ -112,7 +112,7 @@ export default {
         file = null;
       }
       if (file) {
-        record(env, ctx, request, userAgent, "markdown", file.status, null);
+        record(env, ctx, request, userAgent, "markdown", file, null);
         return file;
       }
     }
@@ -148,15 +148,19 @@ export default {
       }
     }
     if (!response) response = await fetch(request);
-    record(env, ctx, request, userAgent, format, response.status, charged);
+    record(env, ctx, request, userAgent, format, response, charged);
     return response;
   },
 };
 
 /** Records the request as a visit, sent after the response: to the VISITS_QUEUE when bound
  * (an evicted isolate then loses nothing), else buffered in the isolate and posted in batches. */
-function recordVisit(env, ctx, request, userAgent, format, status, charged, agent) {
+function recordVisit(env, ctx, request, userAgent, format, response, charged, agent) {
   if (!env.AI_CACHE_API_URL) return;
+  // Bytes served: the body's length when the response says it (ours always do; an origin's
+  // streamed answer may not), none for HEAD.
+  const length = Number(response.headers.get("content-length"));
+  const bytes = request.method === "HEAD" ? 0 : Number.isInteger(length) && response.headers.has("content-length") ? length : undefined;
   const visit = {
     id: crypto.randomUUID(),
     url: request.url,
@@ -165,7 +169,8 @@ function recordVisit(env, ctx, request, userAgent, format, status, charged, agen
     referrer: request.headers.get("referer"),
     timestamp: new Date().toISOString(),
     format_served: format,
-    status,
+    status: response.status,
+    bytes,
     cf_worker: request.headers.get("cf-worker") || undefined,
     charged_price: charged || undefined,
     signature_agent: agent || undefined,

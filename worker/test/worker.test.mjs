@@ -459,6 +459,9 @@ describe("visits", () => {
     assert.equal(byFormat["bot html"].status, 200);
     assert.equal(byFormat["person origin"].referrer, "https://search.example/");
     assert.ok(byFormat["person markdown"]);
+    // Bytes served: what the cache answered ("<p>V</p>" is 8 bytes, "# V" 3).
+    assert.equal(byFormat["bot html"].bytes, 8);
+    assert.equal(byFormat["person markdown"].bytes, 3);
     for (const v of visits) {
       assert.match(v.id, /^[0-9a-f-]{36}$/);
       assert.ok(!Number.isNaN(Date.parse(v.timestamp)));
