@@ -125,8 +125,29 @@ function section(title, source, ...body) {
     tools.append(h("button", { type: "button", class: "csv",
       onclick: () => download(source.path, { ...source.params, format: "csv" }, source.file)
         .catch(showError) }, "CSV"));
+  } else if (body.some((b) => b instanceof Element && b.matches("table"))) {
+    // A table the API has no CSV of (it is part of a larger answer): the table as shown.
+    const shown = body.find((b) => b instanceof Element && b.matches("table"));
+    tools.append(h("button", { type: "button", class: "csv", onclick: () => saveTable(shown, title) }, "CSV"));
   }
   return h("section", { "aria-label": title }, h("div", { class: "section-head" }, h("h2", {}, title), tools), ...body);
+}
+
+// A table as CSV, its numbers raw; cells a spreadsheet would run as formulas quoted with '.
+function saveTable(table, title) {
+  const cell = (el) => {
+    let text = el.dataset.value !== undefined && el.dataset.value !== "" ? el.dataset.value : el.textContent.trim();
+    if (/^[=+\-@\t\r]/.test(text)) text = `'${text}`;
+    return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+  };
+  const lines = [...table.querySelectorAll("tr")].map((tr) => [...tr.children].map(cell).join(","));
+  const link = h("a", {
+    href: URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" })),
+    download: `${title.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "")}.csv`,
+  });
+  document.body.append(link);
+  link.click();
+  link.remove();
 }
 
 function pageLink(client, id, label) {
@@ -326,6 +347,14 @@ function signIn(message) {
   key.focus();
 }
 
+// The service's health (`/health`: database, NATS, streams, consumers, dead letters) in a line.
+async function serviceHealth() {
+  const health = await fetch("/health").then((r) => r.json()).catch(() => null);
+  if (!health) return h("p", { class: "health degraded" }, "Service health unknown: /health did not answer.");
+  const why = health.reasons && health.reasons.length ? `: ${health.reasons.join("; ")}` : "";
+  return h("p", { class: `health ${health.status}` }, `Service ${health.status}${why}`);
+}
+
 async function allClients(params) {
   drawFilters(params);
   nav.replaceChildren();
@@ -344,11 +373,10 @@ async function allClients(params) {
       num(pages.total_pages), num(stage.live || 0), num(pages.counts.by_status.failed || 0),
       num(stats.totals.visits), num(stats.totals.ai_visits), num(stats.totals.ai_share, pct(stats.totals.ai_share)));
   }));
-  const health = await fetch("/health").then((r) => r.json()).catch(() => null);
+  const health = await serviceHealth();
   show(
     h("h1", {}, "All clients"),
-    health ? h("p", { class: `health ${health.status}` }, `Service ${health.status}`,
-      health.reasons && health.reasons.length ? `: ${health.reasons.join("; ")}` : "") : null,
+    health,
     section(`Clients (${list.total})`, { path: "/api/v1/clients", params: { limit: 100 } },
       table("Every client, its pages and its visits in the range",
         ["Client", "Domain", "State", "Pages", "Live", "Failed", "Visits", "AI visits", "AI share"], rows,
@@ -358,17 +386,19 @@ async function allClients(params) {
 async function overview(client, params) {
   const f = filters(params);
   const pagesPath = `/api/v1/sitemap/client/${client}/pages`;
-  const [pages, failed, recent, stats] = await Promise.all([
+  const [pages, failed, recent, stats, health] = await Promise.all([
     get(pagesPath, { limit: 1 }),
     get(pagesPath, { status: "failed", limit: 10 }),
     get(pagesPath, { sort: "updated", limit: 10 }),
     get(`/api/v1/clients/${client}/visits/stats`, { ...f, limit: 1 }),
+    serviceHealth(),
   ]);
   const { by_status: status, by_stage: stage } = pages.counts;
   const active = pages.total_pages - (status.removed || 0);
   const live = stage.live || 0;
   const parts = [
     h("h1", {}, pages.client_name),
+    health,
     h("div", { class: "cards" },
       card("Pages", pages.total_pages),
       card("Live for AI", live, null, active ? `${pct(live / active)} of pages not removed` : null),

@@ -156,7 +156,11 @@ impl Session {
         let leaked = self
             .eval("document.body.innerText.match(/null|undefined|NaN|\\[object Object\\]/)?.[0] ?? ''")
             .await;
-        assert_eq!(leaked, json!(""), "a value leaked into the {ready} view as text");
+        assert_eq!(
+            leaked,
+            json!(""),
+            "a value leaked into the {ready} view as text"
+        );
     }
 
     /// The raw numbers (`data-value`) of the cells `selector` finds, whole ones only (counts;
@@ -321,6 +325,11 @@ async fn the_dashboard_shows_each_view_with_the_apis_numbers_in_a_real_browser()
             .as_i64()
             .expect("n")]
     );
+    let health = s.text("p.health").await;
+    assert!(
+        health.starts_with("Service healthy") || health.starts_with("Service degraded"),
+        "{health}"
+    );
     s.screenshot("overview").await;
 
     // AI activity: charts drawn with the API's series, the bots table equal to its groups.
@@ -427,6 +436,36 @@ async fn the_dashboard_shows_each_view_with_the_apis_numbers_in_a_real_browser()
             .await
             .contains("https://site.test/never-read")
     );
+    // Exports: a table the API has in a larger answer is saved as shown; the others are the
+    // API's CSV. What would be saved is caught as the blob the page makes of it.
+    let saved = |section: &str| {
+        format!(
+            "(async () => {{
+               const made = [];
+               const original = URL.createObjectURL;
+               URL.createObjectURL = (blob) => {{ made.push(blob); return original(blob); }};
+               const section = document.querySelector('section[aria-label=\"{section}\"]');
+               section.querySelector('button.csv').click();
+               for (let i = 0; i < 100 && !made.length; i++) await new Promise(r => setTimeout(r, 50));
+               URL.createObjectURL = original;
+               return made.length ? await made[0].text() : '';
+             }})()"
+        )
+    };
+    let shown = s.eval(&saved("Pages AI agents read most")).await;
+    let shown = shown.as_str().unwrap_or_default();
+    assert!(shown.starts_with("Page,AI visits,Bots\n"), "{shown}");
+    assert!(
+        shown.contains(first["url"].as_str().expect("url")),
+        "{shown}"
+    );
+    let sections = s.eval(&saved("By section")).await;
+    let sections = sections.as_str().unwrap_or_default();
+    assert!(
+        sections.starts_with("key,page_id,visits,ai_visits,"),
+        "{sections}"
+    );
+    assert!(sections.contains("\n/blog/*,"), "{sections}");
     s.screenshot("reads").await;
 
     // What assistants send back: the crawl-to-refer table.

@@ -137,7 +137,7 @@ async fn the_cli_works_beside_a_running_dev_stack_with_nothing_exported() {
     assert!(out.contains("dead letters: none"), "{out}");
     assert!(!out.contains('\x1b'), "no colour codes in a pipe");
 
-    // The demo's first visitors: three AI agents and a browser, so the analytics show something.
+    // The demo's first visitors: AI agents and people, so the dashboard shows something.
     let key = std::fs::read_to_string(dir.path().join(".data/master_api_key")).expect("key");
     let client: serde_json::Value =
         serde_json::from_str(&run(&["client", "list"]).1).expect("json");
@@ -158,10 +158,12 @@ async fn the_cli_works_beside_a_running_dev_stack_with_nothing_exported() {
                     return false;
                 };
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
-                // Nine AI reads and a person's three.
-                body["totals"]["visits"] == 12
-                    && body["totals"]["ai_visits"] == 9
-                    && body["totals"]["human_visits"] == 3
+                // Eleven AI reads (one of a page that is not there) and four people's, two
+                // of them sent by ChatGPT and Perplexity.
+                body["totals"]["visits"] == 15
+                    && body["totals"]["ai_visits"] == 11
+                    && body["totals"]["human_visits"] == 4
+                    && body["totals"]["referrals"] == 2
             }
         },
     )
