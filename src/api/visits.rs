@@ -162,6 +162,17 @@ pub struct VisitFilters {
     pub page_id: Option<Uuid>,
 }
 
+/// A page's size: 1–1000 (default 100).
+fn limit_of(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::InvalidQuery {
+            message: "limit must be between 1 and 1000".into(),
+        });
+    }
+    Ok(limit)
+}
+
 /// Longest filter value accepted (bot, operator and category names are short).
 const MAX_FILTER_CHARS: usize = 200;
 
@@ -309,14 +320,12 @@ pub async fn stats(
     ApiQuery(p): ApiQuery<StatsParams>,
     ApiQuery(format): ApiQuery<FormatParam>,
 ) -> Result<Response, ApiError> {
-    let invalid = |message: String| ApiError::InvalidQuery { message };
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(invalid("limit must be between 1 and 1000".into()));
-    }
+    let limit = limit_of(p.limit)?;
     let offset = p.offset.unwrap_or(0);
     if offset < 0 {
-        return Err(invalid("offset must not be negative".into()));
+        return Err(ApiError::InvalidQuery {
+            message: "offset must not be negative".into(),
+        });
     }
     let scope = filters.scope(&state, &principal, client).await?;
     let group_by = p.group_by.unwrap_or(GroupBy::Bot);
@@ -545,15 +554,15 @@ pub async fn list(
     ApiQuery(p): ApiQuery<VisitListParams>,
     ApiQuery(format): ApiQuery<FormatParam>,
 ) -> Result<Response, ApiError> {
-    let invalid = |message: String| ApiError::InvalidQuery { message };
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(invalid("limit must be between 1 and 1000".into()));
-    }
+    let limit = limit_of(p.limit)?;
     let after = match p.after.as_deref() {
-        Some(text) => Some(read::VisitCursor::decode(text).ok_or_else(|| {
-            invalid("after is not a cursor this list gave (use its next)".into())
-        })?),
+        Some(text) => {
+            Some(
+                read::VisitCursor::decode(text).ok_or_else(|| ApiError::InvalidQuery {
+                    message: "after is not a cursor this list gave (use its next)".into(),
+                })?,
+            )
+        }
         None => None,
     };
     let scope = filters.scope(&state, &principal, client).await?;

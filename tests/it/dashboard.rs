@@ -230,8 +230,7 @@ async fn the_dashboard_shows_each_view_with_the_apis_numbers_in_a_real_browser()
     app.add_urls(
         &site,
         &["/", "/blog/a", "/blog/b", "/about", "/never-read"]
-            .map(|p| format!("https://site.test{p}"))
-            .to_vec(),
+            .map(|p| format!("https://site.test{p}")),
     )
     .await;
     let mut visits = Vec::new();
@@ -396,6 +395,33 @@ async fn the_dashboard_shows_each_view_with_the_apis_numbers_in_a_real_browser()
         s.values(".card-value").await[0],
         by_bot["totals"]["visits"].as_i64().expect("n")
     );
+    // Text contrast, WCAG's way: every element with text of its own against the first
+    // background behind it with a colour, at least 4.5:1.
+    let low = s
+        .eval(
+            "(() => {
+               const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
+               const lum = ([r, g, b]) => [r, g, b].map((v) => v / 255)
+                 .map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4))
+                 .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+               const behind = (el) => {
+                 for (let e = el; e; e = e.parentElement) {
+                   const c = rgb(getComputedStyle(e).backgroundColor);
+                   if (c.length < 4 || c[3] > 0) return c;
+                 }
+                 return [255, 255, 255];
+               };
+               return [...document.querySelectorAll('body *')]
+                 .filter((e) => e.offsetParent && [...e.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim()))
+                 .map((e) => {
+                   const [a, b] = [lum(rgb(getComputedStyle(e).color)), lum(behind(e))];
+                   return [e.tagName + ' ' + e.textContent.trim().slice(0, 20), (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+                 })
+                 .filter(([, ratio]) => ratio < 4.5);
+             })()",
+        )
+        .await;
+    assert_eq!(low, json!([]), "text below 4.5:1 contrast");
     s.screenshot("activity").await;
 
     // A filter typed in changes the numbers to the API's for it.

@@ -50,6 +50,21 @@ async fn post_batch(app: &TestApp, key: &str, visits: &[Value]) -> (u16, Value) 
     .await
 }
 
+/// The groups of a stats answer: (key, visits).
+fn groups(stats: &Value) -> Vec<(String, i64)> {
+    stats["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["key"].as_str().expect("key").to_owned(),
+                g["visits"].as_i64().expect("n"),
+            )
+        })
+        .collect()
+}
+
 async fn visit_rows(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM visits")
         .fetch_one(app.db())
@@ -494,19 +509,6 @@ async fn stats_group_visits_by_bot_operator_category_day_and_page() {
     assert_eq!(by_bot["totals"]["human_visits"], 6);
     assert_eq!(by_bot["totals"]["search_bot_visits"], 4);
     assert_eq!(by_bot["totals"]["ai_share"], 0.5);
-    let groups = |v: &Value| -> Vec<(String, i64)> {
-        v["groups"]
-            .as_array()
-            .expect("groups")
-            .iter()
-            .map(|g| {
-                (
-                    g["key"].as_str().expect("key").to_owned(),
-                    g["visits"].as_i64().expect("n"),
-                )
-            })
-            .collect()
-    };
     assert_eq!(
         groups(&by_bot),
         [
@@ -946,19 +948,6 @@ async fn the_dashboard_apis_filter_split_refer_list_and_export() {
     let base = format!("/api/v1/clients/{client}/visits");
     let range = "from=2026-11-19&to=2026-11-21";
     let stats = |q: &str| get(format!("{base}/stats?{range}&{q}"));
-    let groups = |v: &Value| -> Vec<(String, i64)> {
-        v["groups"]
-            .as_array()
-            .expect("groups")
-            .iter()
-            .map(|g| {
-                (
-                    g["key"].as_str().expect("key").to_owned(),
-                    g["visits"].as_i64().expect("n"),
-                )
-            })
-            .collect()
-    };
 
     let (status, all) = stats("group_by=referrer").await;
     assert_eq!(status, 200, "{all}");
