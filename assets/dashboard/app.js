@@ -206,6 +206,8 @@ function doughnut(title, groups) {
 // ---- state: the key, the route, the filters ------------------------------------------
 
 let me = null;
+// Whether the next view is the first after signing in.
+let landing = true;
 
 function route() {
   const [path, query] = location.hash.replace(/^#/, "").split("?");
@@ -340,6 +342,7 @@ function signIn(message) {
     event.preventDefault();
     sessionStorage.setItem(KEY, key.value.trim());
     me = null;
+    landing = true;
     await render();
   });
   show(form);
@@ -386,12 +389,16 @@ async function allClients(params) {
 async function overview(client, params) {
   const f = filters(params);
   const pagesPath = `/api/v1/sitemap/client/${client}/pages`;
-  const [pages, failed, recent, stats, health] = await Promise.all([
+  const every = interval(params);
+  const seriesPath = `/api/v1/clients/${client}/visits/series`;
+  const seriesParams = { ...f, interval: every, split: "category" };
+  const [pages, failed, recent, stats, health, series] = await Promise.all([
     get(pagesPath, { limit: 1 }),
     get(pagesPath, { status: "failed", limit: 10 }),
     get(pagesPath, { sort: "updated", limit: 10 }),
     get(`/api/v1/clients/${client}/visits/stats`, { ...f, limit: 1 }),
     serviceHealth(),
+    get(seriesPath, seriesParams),
   ]);
   const { by_status: status, by_stage: stage } = pages.counts;
   const active = pages.total_pages - (status.removed || 0);
@@ -406,6 +413,8 @@ async function overview(client, params) {
       card("Blocked by robots.txt", status.blocked || 0),
       card("Removed", status.removed || 0),
       card("AI visits", stats.totals.ai_visits, null, `${pct(stats.totals.ai_share)} of ${fmt(stats.totals.visits)} visits`)),
+    section(`Visits per ${every}`, { path: seriesPath, params: seriesParams, file: "visits-by-category.csv" },
+      seriesChart(`Visits per ${every} by category (overview)`, series, every)),
     section("Pipeline", { path: pagesPath, params: { limit: 1 } },
       h("label", { for: "live-progress" }, `${fmt(live)} of ${fmt(active)} pages live`),
       h("progress", { id: "live-progress", max: active || 1, value: live }),
@@ -640,6 +649,12 @@ async function render() {
     const { parts, params } = route();
     if (parts[0] !== "c" || !parts[1]) {
       if (me.kind === "client") return go(["c", me.client_id, "overview"], params);
+      // Signing in to a service with one client (the demo's) opens that client.
+      if (landing) {
+        landing = false;
+        const list = await get("/api/v1/clients", { limit: 2 });
+        if (list.total === 1) return go(["c", list.clients[0].id, "overview"], params);
+      }
       await drawClientSwitch(null, params);
       await allClients(params);
       main.dataset.ready = "clients";
