@@ -176,6 +176,73 @@ pub fn visible_only(html: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(doc.html())
 }
 
+/// Blocks of a fragment that are lists of links rather than text (related stories, tag
+/// clouds, link farms an extractor kept beside an article): at least [`LINK_BLOCK_MIN_LINKS`]
+/// links, and at least [`LINK_BLOCK_SHARE`] of their text inside them. Readability drops such
+/// blocks the same way (its link density); the fragment is kept whole when they would be most
+/// of it (a page that is an index of links is what it is).
+const LINK_BLOCK_MIN_LINKS: usize = 3;
+const LINK_BLOCK_SHARE: f64 = 0.8;
+
+/// `fragment` without its blocks of links (see [`LINK_BLOCK_SHARE`]); itself when it has none.
+pub fn without_link_blocks(fragment: &str) -> std::borrow::Cow<'_, str> {
+    let mut doc = Html::parse_fragment(fragment);
+    // Text, text inside links and links under each node, children before parents.
+    let mut sums: std::collections::HashMap<ego_tree::NodeId, (usize, usize, usize)> =
+        std::collections::HashMap::new();
+    let order: Vec<NodeRef<'_, Node>> = doc.tree.root().descendants().collect();
+    for node in order.iter().rev() {
+        let mut sum = match node.value() {
+            Node::Text(t) => (t.trim().chars().count(), 0, 0),
+            _ => (0, 0, 0),
+        };
+        for child in node.children() {
+            let (text, linked, links) = sums.get(&child.id()).copied().unwrap_or_default();
+            sum = (sum.0 + text, sum.1 + linked, sum.2 + links);
+        }
+        if let Node::Element(el) = node.value()
+            && el.name() == "a"
+        {
+            sum = (sum.0, sum.0, sum.2 + 1);
+        }
+        sums.insert(node.id(), sum);
+    }
+    let total = sums.get(&doc.tree.root().id()).map_or(0, |s| s.0);
+    let blocks: Vec<ego_tree::NodeId> = order
+        .iter()
+        .filter(|n| {
+            matches!(n.value(), Node::Element(el)
+                if matches!(el.name(), "ul" | "ol" | "dl" | "div" | "section" | "aside" | "nav" | "table"))
+        })
+        .filter(|n| {
+            let (text, linked, links) = sums.get(&n.id()).copied().unwrap_or_default();
+            links >= LINK_BLOCK_MIN_LINKS
+                && text > 0
+                && linked as f64 >= LINK_BLOCK_SHARE * text as f64
+        })
+        .map(|n| n.id())
+        .collect();
+    let dropped: usize = blocks
+        .iter()
+        .filter(|id| {
+            // Outermost blocks only: an inner one is counted with its outer one.
+            !doc.tree
+                .get(**id)
+                .is_some_and(|n| n.ancestors().any(|a| blocks.contains(&a.id())))
+        })
+        .map(|id| sums.get(id).map_or(0, |s| s.0))
+        .sum();
+    if blocks.is_empty() || dropped * 2 > total {
+        return std::borrow::Cow::Borrowed(fragment);
+    }
+    for id in blocks {
+        if let Some(mut node) = doc.tree.get_mut(id) {
+            node.detach();
+        }
+    }
+    std::borrow::Cow::Owned(doc.root_element().inner_html())
+}
+
 /// The text of the main content, whitespace collapsed, boilerplate left out.
 pub fn main_text(html: &str) -> String {
     let doc = Html::parse_document(html);
@@ -206,6 +273,30 @@ fn element_text(root: ElementRef<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_of_links_are_dropped_and_text_with_links_kept() {
+        let article = "<p>The article says a great deal, with <a href=\"/a\">one link</a> in it, \
+            and more words than any list beside it.</p>";
+        let related = "<ul><li><a href=\"/1\">Story one</a></li><li><a href=\"/2\">Story two</a></li>\
+            <li><a href=\"/3\">Story three</a></li></ul>";
+        let kept = without_link_blocks(&format!("{article}{related}")).into_owned();
+        assert!(kept.contains("The article says"), "{kept}");
+        assert!(kept.contains("one link"), "{kept}");
+        assert!(!kept.contains("Story two"), "{kept}");
+        // Two links are not a list of links; text beside links is not one either.
+        let short = "<p>Words words words words words words.</p><ul><li><a href=\"/1\">One</a></li>\
+            <li><a href=\"/2\">Two</a></li></ul>";
+        assert_eq!(without_link_blocks(short), short);
+        let annotated = format!(
+            "{article}<ul>{}</ul>",
+            "<li><a href=\"/x\">A source</a>: a long description of the source in words</li>"
+                .repeat(3)
+        );
+        assert_eq!(without_link_blocks(&annotated), annotated);
+        // A page that is an index of links stays whole.
+        assert_eq!(without_link_blocks(related), related);
+    }
 
     #[test]
     fn hidden_elements_and_noscript_are_left_out_and_plain_pages_are_not_parsed_again() {
