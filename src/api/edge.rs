@@ -326,6 +326,35 @@ fn without_port(authority: &str) -> &str {
     }
 }
 
+/// In front of the service's own browser pages (`/dashboard`, `/docs`): a request whose
+/// `Host` is a client's site is the site's (its own `/dashboard` page, say), answered by the
+/// edge as any other path of it; the others reach the page.
+pub async fn sites_first(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| without_port(&h.to_ascii_lowercase()).to_owned())
+        .unwrap_or_default();
+    if host.is_empty() || state.edge.client_of(&state.db, &host).await?.is_none() {
+        return Ok(next.run(request).await);
+    }
+    let (parts, _) = request.into_parts();
+    by_host(
+        State(state),
+        ConnectInfo(peer),
+        parts.method,
+        parts.uri,
+        parts.headers,
+    )
+    .await
+}
+
 /// The fallback of the whole router: a request for a client's domain (by `Host`) is an edge
 /// request; anything else is an unknown route.
 pub async fn by_host(

@@ -186,13 +186,21 @@ pub fn routes(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
             "/api/v1/openapi.json",
             get(move || async move { Json(document) }),
         )
-        .route("/dashboard", get(dashboard::index))
-        .route("/dashboard/", get(dashboard::index))
-        .route("/dashboard/app.js", get(dashboard::app_js))
-        .route("/dashboard/app.css", get(dashboard::app_css))
-        .route("/dashboard/chart.umd.min.js", get(dashboard::chart_js))
-        .route("/docs", get(docs::page))
-        .route("/docs/rapidoc-min.js", get(docs::script))
+        .merge(
+            axum::Router::new()
+                .route("/dashboard", get(dashboard::index))
+                .route("/dashboard/", get(dashboard::index))
+                .route("/dashboard/app.js", get(dashboard::app_js))
+                .route("/dashboard/app.css", get(dashboard::app_css))
+                .route("/dashboard/chart.umd.min.js", get(dashboard::chart_js))
+                .route("/docs", get(docs::page))
+                .route("/docs/rapidoc-min.js", get(docs::script))
+                // A client's site may have pages of these names: by its Host, they are its.
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    edge::sites_first,
+                )),
+        )
         .route("/edge/{domain}", get(edge::by_path))
         .route("/edge/{domain}/", get(edge::by_path))
         .route("/edge/{domain}/{*path}", get(edge::by_path))

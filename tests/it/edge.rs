@@ -251,6 +251,24 @@ async fn by_host_the_domain_itself_is_served() {
     assert_eq!(res.status(), 404);
     let body: serde_json::Value = res.json().await.expect("json");
     assert_eq!(body["error"]["code"], "not_cached");
+    // The site's own /dashboard and /docs are the site's, not ai-cache's pages of those names.
+    for path in ["/dashboard", "/docs"] {
+        let res = raw(&app, Method::GET, path)
+            .header(HOST, "site.test")
+            .header(USER_AGENT, FIREFOX)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 404, "{path}");
+        let body: serde_json::Value = res.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "not_cached", "{path}");
+        let ours = raw(&app, Method::GET, path)
+            .header(HOST, "localhost")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(ours.status(), 200, "{path}");
+    }
     // Another host is just an unknown route.
     let res = raw(&app, Method::GET, "/post")
         .header(HOST, "elsewhere.example")
