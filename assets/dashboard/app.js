@@ -27,7 +27,7 @@ class ApiError extends Error {
 function apiUrl(path, params) {
   const url = new URL(path, location.origin);
   for (const [k, v] of Object.entries(params || {})) {
-    if (v !== undefined && v !== null && v !== "" && v !== false) url.searchParams.set(k, v);
+    if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
   }
   return url;
 }

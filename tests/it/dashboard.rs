@@ -462,6 +462,20 @@ async fn the_dashboard_shows_each_view_with_the_apis_numbers_in_a_real_browser()
             .await
             .contains("https://site.test/never-read")
     );
+    // Pages no AI bot read: the one never visited, as the API lists them.
+    let unread = get(
+        &app,
+        &format!("/api/v1/sitemap/client/{site}/pages?read_by_ai=false"),
+    )
+    .await;
+    assert_eq!(unread["total_pages"], 1, "{unread}");
+    assert_eq!(
+        s.eval(
+            "[...document.querySelectorAll('section[aria-label^=\"Never read\"] tbody tr')].map(tr => tr.innerText.split('\\t')[0])"
+        )
+        .await,
+        json!(["https://site.test/never-read"])
+    );
     // Exports: a table the API has in a larger answer is saved as shown; the others are the
     // API's CSV. What would be saved is caught as the blob the page makes of it.
     let saved = |section: &str| {
