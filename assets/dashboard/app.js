@@ -440,7 +440,7 @@ async function overview(client, params) {
     if (dead) {
       parts.push(section("Dead letters", { path: "/api/v1/dead-letters", params: { client_id: client, limit: 100 } },
         h("p", { dataset: { deadLetters: dead.items.length } },
-          dead.items.length ? `${dead.items.length} messages of this client were set aside after failing; ` +
+          dead.items.length ? `${dead.items.length}${dead.next_after ? "+" : ""} messages of this client were set aside after failing; ` +
             "redrive them with POST /api/v1/dead-letters/redrive or `ai-cache dead-letters redrive`."
             : "No dead letters for this client.")));
     }
