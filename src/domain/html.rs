@@ -243,6 +243,113 @@ pub fn without_link_blocks(fragment: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(doc.root_element().inner_html())
 }
 
+/// The parts of the document that continue what an extractor took (`extracted_text`): the
+/// siblings of the element it took that are of the same kind (same tag and class, as the
+/// sections of a long document are), with text of their own and few links. Readability adds
+/// such siblings of its top candidate the same way. Returns the HTML of those before and of
+/// those after it, in document order; none when the element cannot be found.
+///
+/// Linear in the document: one pass writes its text, words separated by single spaces, and
+/// notes where each element's text starts and ends in it; the taken element is the deepest
+/// whose text holds the last place the first paragraph taken starts (a summary of it may come
+/// first), grown to about the size of what was taken.
+pub fn continuing_siblings(document: &str, extracted_text: &str) -> Option<(String, String)> {
+    let wanted = extracted_text.split_whitespace().count();
+    if wanted < 40 {
+        return None;
+    }
+    let probe = extracted_text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|l| l.len() >= 12)?[..12]
+        .join(" ");
+    let doc = Html::parse_document(document);
+    // The document's text, and each element's [start, end) in it (in words and bytes).
+    let mut text = String::new();
+    let mut words_before: Vec<(usize, usize)> = Vec::new(); // (byte offset, words so far)
+    let mut spans: std::collections::HashMap<ego_tree::NodeId, (usize, usize)> =
+        std::collections::HashMap::new();
+    let mut words = 0usize;
+    for edge in doc.tree.root().traverse() {
+        match edge {
+            ego_tree::iter::Edge::Open(node) => match node.value() {
+                Node::Text(t) => {
+                    for word in t.split_whitespace() {
+                        if !text.is_empty() {
+                            text.push(' ');
+                        }
+                        words_before.push((text.len(), words));
+                        text.push_str(word);
+                        words += 1;
+                    }
+                }
+                Node::Element(_) => {
+                    spans.insert(node.id(), (text.len(), text.len()));
+                }
+                _ => {}
+            },
+            ego_tree::iter::Edge::Close(node) => {
+                if let Some(span) = spans.get_mut(&node.id()) {
+                    span.1 = text.len();
+                }
+            }
+        }
+    }
+    let at = text.rfind(&probe)?;
+    let end = at + probe.len();
+    let words_at = |offset: usize| match words_before.binary_search_by_key(&offset, |w| w.0) {
+        Ok(i) => words_before[i].1,
+        Err(i) => i,
+    };
+    let word_count = |span: (usize, usize)| words_at(span.1) - words_at(span.0);
+    // The deepest element holding the probe: the holder with the shortest text.
+    let mut taken = doc
+        .tree
+        .nodes()
+        .filter_map(ElementRef::wrap)
+        .filter(|e| spans.get(&e.id()).is_some_and(|s| s.0 <= at && end <= s.1))
+        .min_by_key(|e| spans.get(&e.id()).map_or(usize::MAX, |s| s.1 - s.0))?;
+    // Up to the element as large as what was taken.
+    while let Some(parent) = taken.parent().and_then(ElementRef::wrap) {
+        let size = spans
+            .get(&parent.id())
+            .map_or(usize::MAX, |s| word_count(*s));
+        if size * 2 > wanted * 3 {
+            break;
+        }
+        taken = parent;
+    }
+    let class = taken
+        .value()
+        .attr("class")
+        .filter(|c| !c.trim().is_empty())?;
+    let links = Selector::parse("a").ok()?;
+    let chars = |e: ElementRef<'_>| spans.get(&e.id()).map_or(0, |s| s.1 - s.0);
+    let kin = |e: &ElementRef<'_>| {
+        if e.value().name() != taken.value().name() || e.value().attr("class") != Some(class) {
+            return false;
+        }
+        let linked: usize = e.select(&links).map(chars).sum();
+        chars(*e) >= 200 && (linked as f64) < 0.25 * chars(*e) as f64
+    };
+    let (mut before, mut after) = (String::new(), String::new());
+    for sibling in taken
+        .prev_siblings()
+        .filter_map(ElementRef::wrap)
+        .filter(|e| kin(e))
+    {
+        before.insert_str(0, &sibling.html());
+    }
+    for sibling in taken
+        .next_siblings()
+        .filter_map(ElementRef::wrap)
+        .filter(|e| kin(e))
+    {
+        after.push_str(&sibling.html());
+    }
+    (!before.is_empty() || !after.is_empty()).then_some((before, after))
+}
+
 /// The text of the main content, whitespace collapsed, boilerplate left out.
 pub fn main_text(html: &str) -> String {
     let doc = Html::parse_document(html);
@@ -273,6 +380,49 @@ fn element_text(root: ElementRef<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sibling_sections_of_the_taken_one_are_found_in_document_order() {
+        let section = |n: usize| {
+            format!(
+                "<div class=\"section\"><h2>Part {n}</h2><p>{}</p></div>",
+                format!("Section {n} explains one more step of the procedure in plain words. ")
+                    .repeat(6)
+            )
+        };
+        let doc = format!(
+            "<html><body><nav class=\"section\"><a href=\"/\">Home</a></nav><div id=\"doc\">{}{}{}\
+             <div class=\"related\"><p>{}</p></div></div></body></html>",
+            section(1),
+            section(2),
+            section(3),
+            "Unrelated words about something else entirely. ".repeat(10)
+        );
+        // The extractor took the second section.
+        let taken = format!(
+            "Part 2\n\n{}",
+            "Section 2 explains one more step of the procedure in plain words. ".repeat(6)
+        );
+        let (before, after) = continuing_siblings(&doc, &taken).expect("siblings");
+        assert!(
+            before.contains("Part 1") && !before.contains("Part 2"),
+            "{before}"
+        );
+        assert!(
+            after.contains("Part 3") && !after.contains("Unrelated"),
+            "{after}"
+        );
+        assert!(
+            !before.contains("Home"),
+            "a nav is not a section of the text"
+        );
+        // Text that is nowhere in the document, or too short to place: nothing is added.
+        assert_eq!(
+            continuing_siblings(&doc, &"Words found nowhere at all in it. ".repeat(10)),
+            None
+        );
+        assert_eq!(continuing_siblings(&doc, "Part 2"), None);
+    }
 
     #[test]
     fn lists_of_links_are_dropped_and_text_with_links_kept() {

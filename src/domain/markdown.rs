@@ -49,7 +49,7 @@ pub fn estimate_tokens_of_size(bytes: u64) -> u32 {
 
 /// Changes whenever the output for the same input can change: it is part of the Markdown
 /// stage's deduplication key, so bumping it and reprocessing regenerates every page.
-pub const GENERATOR_VERSION: &str = "local-4";
+pub const GENERATOR_VERSION: &str = "local-5";
 
 /// Largest HTML input handled, in bytes (larger pages are cut: extraction time and memory
 /// grow with the input).
@@ -120,9 +120,21 @@ pub fn generate(html: &str, page_url: &str) -> Result<Generated, TooComplex> {
         .build();
     let from_html = extracted
         .as_ref()
-        .and_then(|r| r.content_html.as_deref())
-        .filter(|h| !h.trim().is_empty())
-        .and_then(|h| converter.convert(&super::html::without_link_blocks(h)).ok())
+        .and_then(|r| {
+            let taken = r.content_html.as_deref().filter(|h| !h.trim().is_empty())?;
+            // The sections of a long document beside the one the extractor took.
+            Some(
+                match super::html::continuing_siblings(&visible, &r.content_text) {
+                    Some((before, after)) => format!("{before}{taken}{after}"),
+                    None => taken.to_owned(),
+                },
+            )
+        })
+        .and_then(|h| {
+            converter
+                .convert(&super::html::without_link_blocks(&h))
+                .ok()
+        })
         .filter(|md| !md.trim().is_empty());
     let body = match from_html {
         Some(md) => md,
