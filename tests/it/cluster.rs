@@ -14,7 +14,7 @@ use ai_cache::infra::localstack::{self, LocalNats};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{MASTER_KEY, eventually, fresh_database, stream_count};
+use crate::harness::{MASTER_KEY, eventually, eventually_ok, fresh_database, stream_count};
 use crate::page_origin::PageOrigin;
 
 /// A node's configuration: the shipped file with its hosts and ports moved to loopback.
@@ -214,7 +214,9 @@ async fn the_pipeline_runs_on_a_3_node_cluster_through_a_leader_change() {
         .await
         .expect("nats")
         .js;
-    let mut pages = js.get_stream("PAGES").await.expect("PAGES");
+    // The API may answer before the processes have created the replicated streams (three
+    // nodes agree on each): wait for PAGES to exist.
+    let mut pages = eventually_ok(Duration::from_secs(60), || js.get_stream("PAGES")).await;
     assert_eq!(
         pages.info().await.expect("info").config.num_replicas,
         3,
