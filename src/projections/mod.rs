@@ -87,6 +87,18 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     ]
 }
 
+/// Appends `value` to `args`, the next `$n` of a statement run with `query_*_with`: for read
+/// statements whose arguments are built once and shared (a filter's, then each statement's own).
+pub(crate) fn push<'t, T>(
+    args: &mut sqlx::postgres::PgArguments,
+    value: T,
+) -> Result<(), sqlx::Error>
+where
+    T: sqlx::Encode<'t, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    sqlx::Arguments::add(args, value).map_err(sqlx::Error::Encode)
+}
+
 /// Decodes `msg` as an event of family `E`, turning a decode error into a skip.
 pub(crate) fn decode<E: crate::events::EventFamily>(
     msg: &StoredMessage,

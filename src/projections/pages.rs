@@ -525,6 +525,25 @@ pub struct PageFilter {
 }
 
 impl PageFilter {
+    /// `$1`–`$8` of `list_for_client` and `count_for_client`: the shortest refresh interval,
+    /// the client, then the filters of `page_filters`.
+    fn args(
+        &self,
+        min_interval_secs: i64,
+        client: Uuid,
+    ) -> Result<sqlx::postgres::PgArguments, sqlx::Error> {
+        let mut args = sqlx::postgres::PgArguments::default();
+        super::push(&mut args, min_interval_secs)?;
+        super::push(&mut args, client)?;
+        super::push(&mut args, self.has_content)?;
+        super::push(&mut args, self.status.as_deref())?;
+        super::push(&mut args, self.stage.as_deref())?;
+        super::push(&mut args, self.path.as_deref())?;
+        super::push(&mut args, self.search_pattern())?;
+        super::push(&mut args, self.read_by_ai)?;
+        Ok(args)
+    }
+
     /// `search` as a LIKE pattern: its `%`, `_` and `\` match themselves.
     fn search_pattern(&self) -> Option<String> {
         self.search.as_ref().map(|text| {
@@ -545,31 +564,19 @@ pub async fn list_for_client(
     (limit, offset): (i64, i64),
     min_interval_secs: i64,
 ) -> Result<(Vec<PageRow>, i64), sqlx::Error> {
-    let rows = sqlx::query_as(sql::pages::LIST_FOR_CLIENT)
-        .bind(min_interval_secs)
-        .bind(client)
-        .bind(filter.has_content)
-        .bind(&filter.status)
-        .bind(&filter.stage)
-        .bind(&filter.path)
-        .bind(filter.search_pattern())
-        .bind(filter.read_by_ai)
-        .bind(limit)
-        .bind(offset)
-        .bind(filter.recent_first)
+    let mut args = filter.args(min_interval_secs, client)?;
+    super::push(&mut args, limit)?;
+    super::push(&mut args, offset)?;
+    super::push(&mut args, filter.recent_first)?;
+    let rows = sqlx::query_as_with(sql::pages::LIST_FOR_CLIENT, args)
         .fetch_all(db)
         .await?;
-    let total = sqlx::query_scalar(sql::pages::COUNT_FOR_CLIENT)
-        .bind(min_interval_secs)
-        .bind(client)
-        .bind(filter.has_content)
-        .bind(&filter.status)
-        .bind(&filter.stage)
-        .bind(&filter.path)
-        .bind(filter.search_pattern())
-        .bind(filter.read_by_ai)
-        .fetch_one(db)
-        .await?;
+    let total = sqlx::query_scalar_with(
+        sql::pages::COUNT_FOR_CLIENT,
+        filter.args(min_interval_secs, client)?,
+    )
+    .fetch_one(db)
+    .await?;
     Ok((rows, total))
 }
 

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use sqlx::PgConnection;
 use sqlx::postgres::PgArguments;
-use sqlx::{Arguments, PgConnection};
 
-use super::{ApplyError, Projection, StoredMessage, decode, enum_name};
+use super::{ApplyError, Projection, StoredMessage, decode, enum_name, push};
 use uuid::Uuid;
 
 use super::sql;
@@ -279,30 +279,16 @@ impl VisitScope {
     fn args(&self) -> Result<PgArguments, sqlx::Error> {
         let (hosts, operators) = crate::domain::referrers::hosts_and_operators();
         let mut args = PgArguments::default();
-        let add =
-            |result: Result<(), sqlx::error::BoxDynError>| result.map_err(sqlx::Error::Encode);
-        add(args.add(self.client))?;
-        add(args.add(self.from))?;
-        add(args.add(self.to))?;
-        add(args.add(self.bot.as_deref()))?;
-        add(args.add(self.operator.as_deref()))?;
-        add(args.add(self.category.as_deref()))?;
-        add(args.add(self.verified_only))?;
-        add(args.add(self.page_key.as_deref()))?;
-        add(args.add(hosts))?;
-        add(args.add(operators))?;
-        Ok(args)
-    }
-
-    /// The scope's arguments followed by `more`.
-    fn args_and<T>(&self, more: impl IntoIterator<Item = T>) -> Result<PgArguments, sqlx::Error>
-    where
-        T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-    {
-        let mut args = self.args()?;
-        for value in more {
-            args.add(value).map_err(sqlx::Error::Encode)?;
-        }
+        push(&mut args, self.client)?;
+        push(&mut args, self.from)?;
+        push(&mut args, self.to)?;
+        push(&mut args, self.bot.as_deref())?;
+        push(&mut args, self.operator.as_deref())?;
+        push(&mut args, self.category.as_deref())?;
+        push(&mut args, self.verified_only)?;
+        push(&mut args, self.page_key.as_deref())?;
+        push(&mut args, hosts)?;
+        push(&mut args, operators)?;
         Ok(args)
     }
 }
@@ -465,10 +451,12 @@ pub async fn stats(
     let sql = sql::visits::GROUPS
         .replace("{expr}", group_by.expr())
         .replace("{order}", group_by.order());
-    let rows: Vec<GroupRow> =
-        sqlx::query_as_with(sqlx::AssertSqlSafe(sql), scope.args_and([limit, offset])?)
-            .fetch_all(db)
-            .await?;
+    let mut args = scope.args()?;
+    push(&mut args, limit)?;
+    push(&mut args, offset)?;
+    let rows: Vec<GroupRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(sql), args)
+        .fetch_all(db)
+        .await?;
     let total_groups = match rows.first() {
         Some(r) => r.total_groups,
         // Past the last page: count the groups on their own.
@@ -770,10 +758,9 @@ pub async fn list(
     limit: i64,
 ) -> Result<(Vec<VisitView>, Option<VisitCursor>), sqlx::Error> {
     let mut args = scope.args()?;
-    let add = |result: Result<(), sqlx::error::BoxDynError>| result.map_err(sqlx::Error::Encode);
-    add(args.add(after.map(|c| c.visited_at)))?;
-    add(args.add(after.map(|c| c.id)))?;
-    add(args.add(limit))?;
+    push(&mut args, after.map(|c| c.visited_at))?;
+    push(&mut args, after.map(|c| c.id))?;
+    push(&mut args, limit)?;
     let mut visits: Vec<VisitView> = sqlx::query_as_with(sql::visits::LIST, args)
         .fetch_all(db)
         .await?;
