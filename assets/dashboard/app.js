@@ -287,14 +287,16 @@ filtersForm.addEventListener("submit", (event) => {
   go(route().parts, params);
 });
 
-// Fills the filter suggestions with the bots and operators of the range.
-async function suggest(client, f) {
+// Fills the filter suggestions with the bots and operators of the range (`known`: groups the
+// view already has, by what they group, not asked for again).
+async function suggest(client, f, known = {}) {
   const lists = [["bots-seen", "bot"], ["operators-seen", "operator"]];
   for (const [id, group] of lists) {
     const list = document.getElementById(id);
     if (!list) continue;
-    const stats = await get(`/api/v1/clients/${client}/visits/stats`, { ...f, group_by: group, limit: 50 });
-    list.replaceChildren(...stats.groups.map((g) => h("option", { value: g.key })));
+    const groups = known[group]
+      ?? (await get(`/api/v1/clients/${client}/visits/stats`, { ...f, group_by: group, limit: 50 })).groups;
+    list.replaceChildren(...groups.map((g) => h("option", { value: g.key })));
   }
 }
 
@@ -481,7 +483,7 @@ async function activity(client, params) {
       table("Visits per bot", ["Bot", "Visits", "AI visits", "IP verified", "IP mismatch", "Bytes served", "Last visit"],
         bots.groups.map((g) => h("tr", { dataset: { key: g.key } }, h("th", { scope: "row" }, g.key), num(g.visits), num(g.ai_visits),
           num(g.ip_verified), num(g.ip_mismatch), num(g.bytes, bytes(g.bytes)), h("td", {}, when(g.last_visit_at)))))));
-  await suggest(client, f);
+  await suggest(client, f, { bot: bots.groups });
 }
 
 async function reads(client, params) {
