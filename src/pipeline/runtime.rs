@@ -305,6 +305,12 @@ impl<E: EventFamily + 'static, S: Step<E>> ConsumerRuntime<E, S> {
             .consume::<E>(&self.options, shutdown, false)
             .await;
         let _ = redrive.await;
+        // Acks are publishes the client buffers: the caller may exit right after `run`
+        // returns, so they are on the wire first (a lost ack would only mean a redelivery,
+        // but a clean stop should not cause one).
+        if let Err(e) = self.inner.js.client().flush().await {
+            tracing::warn!(stage = %self.inner.durable, error = %e, "acks not flushed on shutdown");
+        }
         Ok(())
     }
 
