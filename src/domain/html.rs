@@ -243,9 +243,14 @@ pub fn without_link_blocks(fragment: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(doc.root_element().inner_html())
 }
 
+/// Least text a sibling of the taken element needs to be added: a sentence (the steps of a
+/// how-to, each a line or two under its own heading, are such siblings).
+const SIBLING_MIN_CHARS: usize = 60;
+
 /// The parts of the document that continue what an extractor took (`extracted_text`): the
 /// siblings of the element it took that are of the same kind (same tag and class, as the
-/// sections of a long document are), with text of their own and few links. Readability adds
+/// sections of a long document are), each with a sentence of text of its own
+/// ([`SIBLING_MIN_CHARS`]) and few links. Readability adds
 /// such siblings of its top candidate the same way. Returns the HTML of those before and of
 /// those after it, in document order; none when the element cannot be found.
 ///
@@ -330,7 +335,7 @@ pub fn continuing_siblings(document: &str, extracted_text: &str) -> Option<(Stri
             return false;
         }
         let linked: usize = e.select(&links).map(chars).sum();
-        chars(*e) >= 200 && (linked as f64) < 0.25 * chars(*e) as f64
+        chars(*e) >= SIBLING_MIN_CHARS && (linked as f64) < 0.25 * chars(*e) as f64
     };
     let (mut before, mut after) = (String::new(), String::new());
     for sibling in taken
@@ -348,6 +353,85 @@ pub fn continuing_siblings(document: &str, extracted_text: &str) -> Option<(Stri
         after.push_str(&sibling.html());
     }
     (!before.is_empty() || !after.is_empty()).then_some((before, after))
+}
+
+/// Least teasers (an `<article>` or `<li>` headed by a linked heading) that make what an
+/// extractor took an index of stories rather than a text.
+const INDEX_MIN_TEASERS: usize = 3;
+
+/// Teasers under `root` (see [`INDEX_MIN_TEASERS`]) and the characters of text inside them.
+fn teasers(root: ElementRef<'_>) -> (usize, usize) {
+    let (Ok(items), Ok(linked_heading)) = (
+        Selector::parse("article, li"),
+        Selector::parse("h1 a, h2 a, h3 a, h4 a, h5 a, h6 a"),
+    ) else {
+        return (0, 0);
+    };
+    let text_len = |e: ElementRef<'_>| e.text().map(|t| t.trim().chars().count()).sum::<usize>();
+    root.select(&items)
+        .filter(|item| item.select(&linked_heading).next().is_some())
+        // Innermost only: a list item holding a list of teasers is not one itself.
+        .filter(|item| {
+            !item.select(&items).any(|inner| {
+                inner.id() != item.id() && inner.select(&linked_heading).next().is_some()
+            })
+        })
+        .fold((0, 0), |(n, chars), item| (n + 1, chars + text_len(item)))
+}
+
+/// When what the extractor took (`fragment`) is an index, a list of story teasers, the page
+/// is an index too, and its content is every teaser of its main element (`<main>`, else the
+/// `[role=main]` element), not the one list the extractor chose: the main element's HTML
+/// without its boilerplate. Readability takes the whole of such a page's main the same way.
+/// None when the fragment is not an index or the main element holds no more than it.
+pub fn index_main(document: &str, fragment: &str) -> Option<String> {
+    let taken = Html::parse_fragment(fragment);
+    let total: usize = taken
+        .root_element()
+        .text()
+        .map(|t| t.trim().chars().count())
+        .sum();
+    let (n, chars) = teasers(taken.root_element());
+    if n < INDEX_MIN_TEASERS || chars * 2 < total {
+        return None;
+    }
+    let mut doc = Html::parse_document(document);
+    let main = ["main", "[role=main]"].iter().find_map(|css| {
+        let selector = Selector::parse(css).ok()?;
+        let mut found = doc.select(&selector);
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
+    })?;
+    // The first story's title (an extractor may join the words of neighbouring elements
+    // elsewhere, never inside a link).
+    let linked_heading = Selector::parse("h1 a, h2 a, h3 a, h4 a, h5 a, h6 a").ok()?;
+    let probe = taken
+        .select(&linked_heading)
+        .map(|a| {
+            a.text()
+                .flat_map(str::split_whitespace)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .find(|t| !t.is_empty())?;
+    if !element_text(main).contains(&probe) || teasers(main).0 <= n {
+        return None;
+    }
+    let main_id = main.id();
+    let boilerplate: Vec<ego_tree::NodeId> = main
+        .descendants()
+        .filter(|d| matches!(d.value(), Node::Element(el) if is_boilerplate(el)))
+        .map(|d| d.id())
+        .collect();
+    for id in boilerplate {
+        if let Some(mut node) = doc.tree.get_mut(id) {
+            node.detach();
+        }
+    }
+    doc.tree
+        .get(main_id)
+        .and_then(ElementRef::wrap)
+        .map(|main| main.inner_html())
 }
 
 /// The text of the main content, whitespace collapsed, boilerplate left out.
@@ -422,6 +506,93 @@ mod tests {
             None
         );
         assert_eq!(continuing_siblings(&doc, "Part 2"), None);
+    }
+
+    #[test]
+    fn short_steps_of_a_how_to_are_siblings_and_a_line_without_a_sentence_is_not() {
+        let step = |n: usize, text: &str| {
+            format!("<div class=\"step\"><h3>Step {n}</h3><p>{text}</p></div>")
+        };
+        let doc = format!(
+            "<html><body><div id=\"how\">{}{}{}{}{}{}</div></body></html>",
+            step(
+                1,
+                &"Measure the pot and cut the foam to fit inside it, leaving room. ".repeat(6)
+            ),
+            step(
+                2,
+                "Insert the plant into the hole you cut, roots first, gently."
+            ),
+            step(3, "Share"),
+            step(
+                4,
+                "Place the glass over the foam; it may push some moss down."
+            ),
+            step(
+                5,
+                "Pull the moss back up with tweezers, or add more where it is thin."
+            ),
+            step(
+                6,
+                "Set the finished terrarium where it gets light but no direct sun."
+            ),
+        );
+        let taken = format!(
+            "Step 1\n\n{}",
+            "Measure the pot and cut the foam to fit inside it, leaving room. ".repeat(6)
+        );
+        let (before, after) = continuing_siblings(&doc, &taken).expect("siblings");
+        assert_eq!(before, "");
+        assert!(
+            after.contains("Step 2") && after.contains("Step 6"),
+            "{after}"
+        );
+        assert!(!after.contains("Step 3"), "a word is not a step: {after}");
+    }
+
+    fn teaser(n: usize) -> String {
+        format!(
+            "<li><article><h2><a href=\"/story/{n}\">Story {n} of the day</a></h2>\
+             <p>What story {n} tells, in one sentence of summary.</p></article></li>"
+        )
+    }
+
+    #[test]
+    fn an_index_the_extractor_took_part_of_is_the_main_element_without_boilerplate() {
+        let list = |range: std::ops::Range<usize>| -> String { range.map(teaser).collect() };
+        let doc = format!(
+            "<html><body><nav><a href=\"/\">Home</a></nav><main><section><h2>Highlights</h2>\
+             <ol>{}</ol></section><section><h2>Opinion</h2><ol>{}</ol></section>\
+             <div class=\"share-tools\"><a href=\"/s\">Share</a></div></main>\
+             <footer>Footer</footer></body></html>",
+            list(0..3),
+            list(3..6)
+        );
+        let taken = format!("<ol>{}</ol>", list(0..3));
+        let index = index_main(&doc, &taken).expect("the main element");
+        for n in 0..6 {
+            assert!(index.contains(&format!("Story {n} of the day")), "{index}");
+        }
+        assert!(index.contains("Opinion"), "{index}");
+        assert!(
+            !index.contains("Share") && !index.contains("Home") && !index.contains("Footer"),
+            "{index}"
+        );
+        // Two teasers are no index; all of them taken already leaves nothing to add; an
+        // article is not an index; a page without one main element has nothing to offer.
+        assert_eq!(index_main(&doc, &format!("<ol>{}</ol>", list(0..2))), None);
+        assert_eq!(
+            index_main(&doc, &format!("<div>{}</div>", list(0..6))),
+            None
+        );
+        let article = format!(
+            "<article><h1>Title</h1><p>{}</p>{}</article>",
+            "Words. ".repeat(200),
+            list(0..3)
+        );
+        assert_eq!(index_main(&doc, &article), None);
+        let no_main = doc.replace("<main>", "<div>").replace("</main>", "</div>");
+        assert_eq!(index_main(&no_main, &taken), None);
     }
 
     #[test]

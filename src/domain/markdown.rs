@@ -49,7 +49,7 @@ pub fn estimate_tokens_of_size(bytes: u64) -> u32 {
 
 /// Changes whenever the output for the same input can change: it is part of the Markdown
 /// stage's deduplication key, so bumping it and reprocessing regenerates every page.
-pub const GENERATOR_VERSION: &str = "local-5";
+pub const GENERATOR_VERSION: &str = "local-6";
 
 /// Largest HTML input handled, in bytes (larger pages are cut: extraction time and memory
 /// grow with the input).
@@ -113,7 +113,7 @@ pub fn generate(html: &str, page_url: &str) -> Result<Generated, TooComplex> {
     let visible = super::html::visible_only(html);
     let extracted = shape
         .fits_extractor()
-        .then(|| rs_trafilatura::extract_with_options(&visible, &options).ok())
+        .then(|| extract(&visible, &options))
         .flatten();
     let converter = htmd::HtmlToMarkdown::builder()
         .skip_tags(SKIP.to_vec())
@@ -123,12 +123,12 @@ pub fn generate(html: &str, page_url: &str) -> Result<Generated, TooComplex> {
         .and_then(|r| {
             let taken = r.content_html.as_deref().filter(|h| !h.trim().is_empty())?;
             // The sections of a long document beside the one the extractor took.
-            Some(
-                match super::html::continuing_siblings(&visible, &r.content_text) {
-                    Some((before, after)) => format!("{before}{taken}{after}"),
-                    None => taken.to_owned(),
-                },
-            )
+            let taken = match super::html::continuing_siblings(&visible, &r.content_text) {
+                Some((before, after)) => format!("{before}{taken}{after}"),
+                None => taken.to_owned(),
+            };
+            // An index of stories: all of them, not the one list the extractor chose.
+            Some(super::html::index_main(&visible, &taken).unwrap_or(taken))
         })
         .and_then(|h| {
             converter
@@ -178,6 +178,41 @@ pub fn generate(html: &str, page_url: &str) -> Result<Generated, TooComplex> {
     let markdown = tidy(&markdown);
     let metadata = metadata(html, extracted.as_ref().map(|r| &r.metadata), base.as_ref());
     Ok(Generated { markdown, metadata })
+}
+
+/// The extractor's answer, with HTML whenever it can give one. On article-like pages whose
+/// main element it finds short, the extractor merges the text of the page's best-scoring
+/// sections instead and answers with text only: no heading, link or list survives, and the
+/// merge takes in whatever scores (a stream of recommended stories beside an article). Such
+/// an answer is asked again with the profile that keeps to one element (the extractor's
+/// `Category` profile: the article profile without merging); the sections beside that element
+/// that continue it are added afterwards by [`super::html::continuing_siblings`], with their
+/// HTML. The text-only answer stands when the second one has no HTML either.
+fn extract(
+    visible: &str,
+    options: &rs_trafilatura::Options,
+) -> Option<rs_trafilatura::ExtractResult> {
+    let has_html = |r: &rs_trafilatura::ExtractResult| {
+        r.content_html
+            .as_deref()
+            .is_some_and(|h| !h.trim().is_empty())
+    };
+    let first = rs_trafilatura::extract_with_options(visible, options).ok()?;
+    if has_html(&first) || first.content_text.trim().is_empty() {
+        return Some(first);
+    }
+    let one_element = rs_trafilatura::Options {
+        page_type: Some(rs_trafilatura::page_type::PageType::Category),
+        ..options.clone()
+    };
+    match rs_trafilatura::extract_with_options(visible, &one_element) {
+        Ok(second) if has_html(&second) => Some(rs_trafilatura::ExtractResult {
+            // What the page is was the first answer's finding, not the profile asked for.
+            metadata: first.metadata,
+            ..second
+        }),
+        _ => Some(first),
+    }
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -445,6 +480,41 @@ mod tests {
         <p>A closing paragraph that also carries enough words to look like prose to the scorer.</p>
         </article></main><footer>© 2026 Example, rendered at 10:00</footer>
         <script>track()</script></body></html>"#;
+
+    /// An article beside a long stream of recommended stories: the extractor's own answer is
+    /// a text-only merge of both (checked first, so the test cannot pass by the extractor
+    /// changing its mind); the Markdown is the article alone, with its structure.
+    #[test]
+    fn a_text_only_merge_gives_way_to_the_article_with_its_html() {
+        let article: String = (0..8)
+            .map(|i| format!("<p>The committee met on Tuesday and paragraph {i} of the report explains, in plain and careful words, what the town decided about its old bridge, why it took so long, and who will pay.</p>"))
+            .collect();
+        let stream: String = (0..14)
+            .map(|i| format!("<li class=\"story\"><h3><a href=\"/s/{i}\">Story number {i} that readers also liked</a></h3><p>A summary of story {i}: it is about something else entirely, told at some length so that it reads like a paragraph, with commas, clauses, and a closing thought.</p><p>Good Morning America</p></li>"))
+            .collect();
+        let html = format!(
+            "<html><head><title>The bridge</title></head><body><div id=\"page\"><article>\
+             <h1>The bridge</h1>{article}</article><section id=\"stream\"><h2>Recommended for You</h2>\
+             <ul>{stream}</ul></section></div></body></html>"
+        );
+        let options = rs_trafilatura::Options {
+            favor_precision: true,
+            include_links: true,
+            ..Default::default()
+        };
+        let merged = rs_trafilatura::extract_with_options(&html, &options).expect("extracted");
+        assert!(merged.content_html.is_none() && merged.content_text.contains("Story number 3"));
+
+        let md = generate(&html, "https://example.com/bridge")
+            .expect("generated")
+            .markdown;
+        assert!(md.contains("paragraph 7 of the report"), "{md}");
+        assert!(!md.contains("Story number"), "{md}");
+        assert!(
+            md.contains("\n\nThe committee met"),
+            "paragraphs kept apart: {md}"
+        );
+    }
 
     #[test]
     fn structure_is_kept_and_boilerplate_left_out() {
