@@ -173,9 +173,37 @@ struct Shared {
     /// The limiter used when the shared rate cannot be reached, with the processes it was
     /// made for: a 1/N share of the limit.
     fallback: RwLock<(u32, Arc<Limiter>)>,
-    /// Units each bucket has claimed from the shared rate and not spent yet. One claim per
-    /// bucket at a time: the requests behind it wait for its block instead of racing it.
-    blocks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Block>>>>,
+    /// Units each bucket has claimed from the shared rate and not spent yet.
+    blocks: std::sync::Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+/// A bucket's claimed units. A request spends one under a short lock and goes on; only the
+/// requests that find the block empty queue behind the one claim in flight (instead of
+/// racing it). Before, every request of a key queued on one async lock, block or no block:
+/// a busy key's requests woke each other one by one.
+#[derive(Default)]
+struct Slot {
+    block: std::sync::Mutex<Block>,
+    claiming: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn block(&self) -> std::sync::MutexGuard<'_, Block> {
+        self.block.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a bucket's block says about the next request.
+#[derive(Debug, PartialEq)]
+enum BlockNext {
+    /// Spent from the block: what is left.
+    Spent(u32),
+    /// The shared rate refused a moment ago: wait this long.
+    Refused(Duration),
+    /// The shared rate could not be reached a moment ago: count alone.
+    Alone,
+    /// The block is spent: claim another.
+    Claim,
 }
 
 /// Units claimed from a bucket's shared rate, spent by this process.
@@ -196,14 +224,21 @@ struct Block {
 const UNKNOWN_FOR: Duration = Duration::from_secs(1);
 
 impl Block {
-    /// Spends one unit: what is left (in the block and beyond it), if any is.
-    fn spend(&mut self) -> Option<u32> {
-        let fresh = self.until.is_some_and(|t| t > std::time::Instant::now());
-        if !fresh || self.units == 0 {
-            return None;
+    /// Spends one unit if there is one (what is left, in the block and beyond it), else says
+    /// what to do.
+    fn next(&mut self) -> BlockNext {
+        let now = std::time::Instant::now();
+        if self.until.is_some_and(|t| t > now) && self.units > 0 {
+            self.units -= 1;
+            return BlockNext::Spent(self.remaining.saturating_add(self.units));
         }
-        self.units -= 1;
-        Some(self.remaining.saturating_add(self.units))
+        if let Some(until) = self.refused_until.filter(|t| *t > now) {
+            return BlockNext::Refused(until - now);
+        }
+        if self.unknown_until.is_some_and(|t| t > now) {
+            return BlockNext::Alone;
+        }
+        BlockNext::Claim
     }
 }
 
@@ -339,28 +374,32 @@ impl Auth {
         let Some(shared) = &self.shared else {
             return check(&self.limiter, bucket);
         };
-        let block = {
+        let slot = {
             let mut blocks = shared.blocks.lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(blocks.entry(bucket.to_owned()).or_default())
         };
-        let mut block = block.lock().await;
-        if let Some(remaining) = block.spend() {
-            return Ok(remaining);
+        let decided = |slot: &Slot| match slot.block().next() {
+            BlockNext::Spent(remaining) => Some(Ok(remaining)),
+            BlockNext::Refused(wait) => Some(Err(wait)),
+            BlockNext::Alone => Some(check(&self.fallback(shared), bucket)),
+            BlockNext::Claim => None,
+        };
+        if let Some(decided) = decided(&slot) {
+            return decided;
         }
-        let now = std::time::Instant::now();
-        if let Some(until) = block.refused_until.filter(|t| *t > now) {
-            return Err(until - now);
-        }
-        if block.unknown_until.is_some_and(|t| t > now) {
-            return check(&self.fallback(shared), bucket);
+        let _claiming = slot.claiming.lock().await;
+        // The claim this request waited for may have filled the block.
+        if let Some(decided) = decided(&slot) {
+            return decided;
         }
         let rate = Rate::per(self.per_minute, Duration::from_secs(60));
         let size = (self.per_minute / 60).clamp(1, BLOCK_MAX);
-        match shared
+        let claim = shared
             .rates
             .claim_up_to(bucket, rate, Duration::ZERO, size)
-            .await
-        {
+            .await;
+        let mut block = slot.block();
+        match claim {
             (Claim::Granted { remaining, .. }, taken) => {
                 *block = Block {
                     units: taken.saturating_sub(1),
@@ -376,6 +415,7 @@ impl Auth {
             }
             (Claim::Unknown, _) => {
                 block.unknown_until = Some(std::time::Instant::now() + UNKNOWN_FOR);
+                drop(block);
                 check(&self.fallback(shared), bucket)
             }
         }
@@ -404,13 +444,15 @@ impl Auth {
             fallback.1.retain_recent();
             let now = std::time::Instant::now();
             let mut blocks = shared.blocks.lock().unwrap_or_else(|e| e.into_inner());
-            // A block in use is locked: keep it; an idle one past its time holds nothing.
-            blocks.retain(|_, b| {
-                b.try_lock().map_or(true, |b| {
+            // A slot being claimed for is in use: keep it; an idle one past its time holds
+            // nothing.
+            blocks.retain(|_, slot| {
+                slot.claiming.try_lock().is_err() || {
+                    let b = slot.block();
                     [b.until, b.refused_until, b.unknown_until]
                         .iter()
                         .any(|t| t.is_some_and(|t| t > now))
-                })
+                }
             });
         }
     }
@@ -627,19 +669,29 @@ mod tests {
             ..Block::default()
         };
         assert_eq!(
-            block.spend(),
-            Some(11),
+            block.next(),
+            BlockNext::Spent(11),
             "one left here, ten in the shared rate"
         );
-        assert_eq!(block.spend(), Some(10));
-        assert_eq!(block.spend(), None, "spent: claim again");
+        assert_eq!(block.next(), BlockNext::Spent(10));
+        assert_eq!(block.next(), BlockNext::Claim, "spent: claim again");
         let mut expired = Block {
             units: 5,
             until: Some(now),
             ..Block::default()
         };
-        assert_eq!(expired.spend(), None, "unspent units expire");
-        assert_eq!(Block::default().spend(), None);
+        assert_eq!(expired.next(), BlockNext::Claim, "unspent units expire");
+        assert_eq!(Block::default().next(), BlockNext::Claim);
+        let mut refused = Block {
+            refused_until: Some(now + Duration::from_secs(5)),
+            ..Block::default()
+        };
+        assert!(matches!(refused.next(), BlockNext::Refused(w) if w <= Duration::from_secs(5)));
+        let mut unknown = Block {
+            unknown_until: Some(now + Duration::from_secs(5)),
+            ..Block::default()
+        };
+        assert_eq!(unknown.next(), BlockNext::Alone, "counts alone for a while");
     }
 
     #[tokio::test]
