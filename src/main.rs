@@ -4,8 +4,11 @@
 async fn main() -> std::process::ExitCode {
     // The command line, then the environment, then the dev stack's settings (`.data/dev.env`).
     let cli = ai_cache::cli::parse();
-    ai_cache::telemetry::init_logging(cli.config.log_format, cli.command.log_level());
-    match cli.run().await {
+    let logs = ai_cache::telemetry::init_logging(cli.config.log_format, cli.command.log_level());
+    let result = cli.run().await;
+    // Every log line out before the answer.
+    drop(logs);
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
