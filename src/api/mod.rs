@@ -236,18 +236,48 @@ pub fn router(state: AppState) -> axum::Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
-/// One line per request (method, path, status, time), in the request's span (its id):
-/// health checks and metric scrapes, which come every few seconds, at DEBUG.
+/// Requests slower than this are logged whatever their answer.
+const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Every request is counted and timed in the metrics (`aicache_http_requests_total` and
+/// `aicache_http_request_duration_seconds`, by method and status class), and logged in the
+/// request's span (its id) with its method, path, status and time: at INFO when it needs a
+/// look (an error answer, a slow one, or a change: any method but GET and HEAD), at DEBUG
+/// otherwise. A line per successful read cost the page reads and the edge a fifth of their
+/// throughput in the bench (BENCHMARKS.md); the metrics say how many there were and how
+/// long they took, and `RUST_LOG=ai_cache::api=debug` shows each again.
 async fn log_request(request: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    if path == "/health" || path == "/metrics" {
-        tracing::debug!(status, duration_ms, "{method} {path}");
-    } else {
+    let elapsed = started.elapsed();
+    let class = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    let method_label: &'static str = match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        _ => "other",
+    };
+    metrics::counter!("aicache_http_requests_total", "method" => method_label, "status" => class)
+        .increment(1);
+    metrics::histogram!("aicache_http_request_duration_seconds", "method" => method_label)
+        .record(elapsed.as_secs_f64());
+    let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    let read = method == axum::http::Method::GET || method == axum::http::Method::HEAD;
+    if status >= 400 || elapsed >= SLOW_REQUEST || !read {
         tracing::info!(status, duration_ms, "{method} {path}");
+    } else {
+        tracing::debug!(status, duration_ms, "{method} {path}");
     }
     response
 }
