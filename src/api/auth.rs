@@ -378,11 +378,16 @@ impl Auth {
             let mut blocks = shared.blocks.lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(blocks.entry(bucket.to_owned()).or_default())
         };
-        let decided = |slot: &Slot| match slot.block().next() {
-            BlockNext::Spent(remaining) => Some(Ok(remaining)),
-            BlockNext::Refused(wait) => Some(Err(wait)),
-            BlockNext::Alone => Some(check(&self.fallback(shared), bucket)),
-            BlockNext::Claim => None,
+        // The block's lock is let go before anything else is locked (`fallback` may write
+        // the fallback limiter, which `forget_idle` holds while it looks at the blocks).
+        let decided = |slot: &Slot| {
+            let next = slot.block().next();
+            match next {
+                BlockNext::Spent(remaining) => Some(Ok(remaining)),
+                BlockNext::Refused(wait) => Some(Err(wait)),
+                BlockNext::Alone => Some(check(&self.fallback(shared), bucket)),
+                BlockNext::Claim => None,
+            }
         };
         if let Some(decided) = decided(&slot) {
             return decided;
