@@ -8,6 +8,8 @@
 //! out. So a timestamp in a footer, a nonce in a script or a rotating ad slot never counts as
 //! a change, while any edit to the text people read does.
 
+use std::sync::LazyLock;
+
 use ego_tree::NodeRef;
 use scraper::{ElementRef, Html, Node, Selector};
 
@@ -359,24 +361,30 @@ pub fn continuing_siblings(document: &str, extracted_text: &str) -> Option<(Stri
 /// extractor took an index of stories rather than a text.
 const INDEX_MIN_TEASERS: usize = 3;
 
+/// The elements that may be teasers, and the links of headings that make them one.
+static TEASER_ITEMS: LazyLock<Selector> =
+    LazyLock::new(|| Selector::parse("article, li").expect("a valid selector"));
+static LINKED_HEADING: LazyLock<Selector> = LazyLock::new(|| {
+    Selector::parse("h1 a, h2 a, h3 a, h4 a, h5 a, h6 a").expect("a valid selector")
+});
+
+/// Characters of text under `e`, each text node trimmed.
+fn text_chars(e: ElementRef<'_>) -> usize {
+    e.text().map(|t| t.trim().chars().count()).sum()
+}
+
 /// Teasers under `root` (see [`INDEX_MIN_TEASERS`]) and the characters of text inside them.
 fn teasers(root: ElementRef<'_>) -> (usize, usize) {
-    let (Ok(items), Ok(linked_heading)) = (
-        Selector::parse("article, li"),
-        Selector::parse("h1 a, h2 a, h3 a, h4 a, h5 a, h6 a"),
-    ) else {
-        return (0, 0);
-    };
-    let text_len = |e: ElementRef<'_>| e.text().map(|t| t.trim().chars().count()).sum::<usize>();
-    root.select(&items)
-        .filter(|item| item.select(&linked_heading).next().is_some())
+    let is_teaser = |e: &ElementRef<'_>| e.select(&LINKED_HEADING).next().is_some();
+    root.select(&TEASER_ITEMS)
+        .filter(is_teaser)
         // Innermost only: a list item holding a list of teasers is not one itself.
         .filter(|item| {
-            !item.select(&items).any(|inner| {
-                inner.id() != item.id() && inner.select(&linked_heading).next().is_some()
-            })
+            !item
+                .select(&TEASER_ITEMS)
+                .any(|inner| inner.id() != item.id() && is_teaser(&inner))
         })
-        .fold((0, 0), |(n, chars), item| (n + 1, chars + text_len(item)))
+        .fold((0, 0), |(n, chars), item| (n + 1, chars + text_chars(item)))
 }
 
 /// When what the extractor took (`fragment`) is an index, a list of story teasers, the page
@@ -386,11 +394,7 @@ fn teasers(root: ElementRef<'_>) -> (usize, usize) {
 /// None when the fragment is not an index or the main element holds no more than it.
 pub fn index_main(document: &str, fragment: &str) -> Option<String> {
     let taken = Html::parse_fragment(fragment);
-    let total: usize = taken
-        .root_element()
-        .text()
-        .map(|t| t.trim().chars().count())
-        .sum();
+    let total = text_chars(taken.root_element());
     let (n, chars) = teasers(taken.root_element());
     if n < INDEX_MIN_TEASERS || chars * 2 < total {
         return None;
@@ -404,9 +408,8 @@ pub fn index_main(document: &str, fragment: &str) -> Option<String> {
     })?;
     // The first story's title (an extractor may join the words of neighbouring elements
     // elsewhere, never inside a link).
-    let linked_heading = Selector::parse("h1 a, h2 a, h3 a, h4 a, h5 a, h6 a").ok()?;
     let probe = taken
-        .select(&linked_heading)
+        .select(&LINKED_HEADING)
         .map(|a| {
             a.text()
                 .flat_map(str::split_whitespace)

@@ -121,7 +121,7 @@ pub fn generate(html: &str, page_url: &str) -> Result<Generated, TooComplex> {
     let from_html = extracted
         .as_ref()
         .and_then(|r| {
-            let taken = r.content_html.as_deref().filter(|h| !h.trim().is_empty())?;
+            let taken = html_of(r)?;
             // The sections of a long document beside the one the extractor took.
             let taken = match super::html::continuing_siblings(&visible, &r.content_text) {
                 Some((before, after)) => format!("{before}{taken}{after}"),
@@ -180,6 +180,11 @@ pub fn generate(html: &str, page_url: &str) -> Result<Generated, TooComplex> {
     Ok(Generated { markdown, metadata })
 }
 
+/// The HTML of the extractor's answer, unless it has none.
+fn html_of(r: &rs_trafilatura::ExtractResult) -> Option<&str> {
+    r.content_html.as_deref().filter(|h| !h.trim().is_empty())
+}
+
 /// The extractor's answer, with HTML whenever it can give one. On article-like pages whose
 /// main element it finds short, the extractor merges the text of the page's best-scoring
 /// sections instead and answers with text only: no heading, link or list survives, and the
@@ -192,13 +197,8 @@ fn extract(
     visible: &str,
     options: &rs_trafilatura::Options,
 ) -> Option<rs_trafilatura::ExtractResult> {
-    let has_html = |r: &rs_trafilatura::ExtractResult| {
-        r.content_html
-            .as_deref()
-            .is_some_and(|h| !h.trim().is_empty())
-    };
     let first = rs_trafilatura::extract_with_options(visible, options).ok()?;
-    if has_html(&first) || first.content_text.trim().is_empty() {
+    if html_of(&first).is_some() || first.content_text.trim().is_empty() {
         return Some(first);
     }
     let one_element = rs_trafilatura::Options {
@@ -206,7 +206,7 @@ fn extract(
         ..options.clone()
     };
     match rs_trafilatura::extract_with_options(visible, &one_element) {
-        Ok(second) if has_html(&second) => Some(rs_trafilatura::ExtractResult {
+        Ok(second) if html_of(&second).is_some() => Some(rs_trafilatura::ExtractResult {
             // What the page is was the first answer's finding, not the profile asked for.
             metadata: first.metadata,
             ..second

@@ -197,10 +197,17 @@ impl Session {
     }
 
     /// Types into a field with the keyboard.
-    async fn type_into(&self, selector: &str, text: &str) {
-        let field = self.page.find_element(selector).await.expect(selector);
-        field.click().await.expect("focus");
-        field.type_str(text).await.expect("type");
+    /// Types `text` into the `field`, clicks the `button` (both CSS selectors) and waits for
+    /// the `ready` view.
+    async fn submit(&self, field: &str, text: &str, button: &str, ready: &str) {
+        let input = self.page.find_element(field).await.expect(field);
+        input.click().await.expect("focus");
+        input.type_str(text).await.expect("type");
+        self.then_ready(
+            &format!("document.querySelector({button:?}).click()"),
+            ready,
+        )
+        .await;
     }
 
     fn problems(&self) -> Vec<String> {
@@ -281,12 +288,8 @@ async fn the_dashboard_shows_each_view_with_the_apis_numbers_in_a_real_browser()
     assert_eq!(s.eval("location.pathname").await, "/dashboard");
     assert_eq!(s.eval("document.activeElement.id").await, "key");
     s.screenshot("sign-in").await;
-    s.type_into("#key", MASTER_KEY).await;
-    s.then_ready(
-        "document.querySelector('#sign-in button').click()",
-        "clients",
-    )
-    .await;
+    s.submit("#key", MASTER_KEY, "#sign-in button", "clients")
+        .await;
     // All clients, with the API's numbers.
     // Its numbers: pages, live, failed, visits, AI visits, AI share.
     let row = |client: &str| format!("tr[data-client='{client}'] td.num");
@@ -425,9 +428,10 @@ async fn the_dashboard_shows_each_view_with_the_apis_numbers_in_a_real_browser()
     s.screenshot("activity").await;
 
     // A filter typed in changes the numbers to the API's for it.
-    s.type_into("#f-bot", "GPTBot").await;
-    s.then_ready(
-        "document.querySelector('#filters button[type=submit]').click()",
+    s.submit(
+        "#f-bot",
+        "GPTBot",
+        "#filters button[type=submit]",
         "activity",
     )
     .await;
@@ -534,12 +538,8 @@ async fn the_dashboard_shows_each_view_with_the_apis_numbers_in_a_real_browser()
     s.then_ready(&format!("location.hash = '#/c/{site}/pages'"), "pages")
         .await;
     s.screenshot("pages").await;
-    s.type_into("#p-search", "blog").await;
-    s.then_ready(
-        "document.querySelector('.page-filters button').click()",
-        "pages",
-    )
-    .await;
+    s.submit("#p-search", "blog", ".page-filters button", "pages")
+        .await;
     assert_eq!(
         s.eval("document.querySelectorAll('main table tbody tr').length")
             .await,
@@ -586,12 +586,8 @@ async fn the_dashboard_shows_each_view_with_the_apis_numbers_in_a_real_browser()
     // A client's read key: its own client only.
     s.then_ready("document.getElementById('sign-out').click()", "sign-in")
         .await;
-    s.type_into("#key", &reader).await;
-    s.then_ready(
-        "document.querySelector('#sign-in button').click()",
-        "overview",
-    )
-    .await;
+    s.submit("#key", &reader, "#sign-in button", "overview")
+        .await;
     assert!(
         s.eval("location.hash")
             .await

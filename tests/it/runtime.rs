@@ -145,15 +145,18 @@ fn spawn(
     (handle, token)
 }
 
-async fn consumer_idle(app: &TestApp) -> bool {
-    let info = app
-        .js()
+async fn test_consumer_info(app: &TestApp) -> consumer::Info {
+    app.js()
         .get_stream("PAGES")
         .await
         .expect("stream")
         .consumer_info(STAGE)
         .await
-        .expect("info");
+        .expect("info")
+}
+
+async fn consumer_idle(app: &TestApp) -> bool {
+    let info = test_consumer_info(app).await;
     info.num_pending == 0 && info.num_ack_pending == 0
 }
 
@@ -417,14 +420,7 @@ async fn on_shutdown_the_message_in_flight_finishes_and_is_acked() {
         || consumer_idle(&app),
     )
     .await;
-    let info = app
-        .js()
-        .get_stream("PAGES")
-        .await
-        .expect("stream")
-        .consumer_info(STAGE)
-        .await
-        .expect("info");
+    let info = test_consumer_info(&app).await;
     assert_eq!(info.num_redelivered, 0, "delivered once, acked once");
     assert_eq!(
         info.ack_floor.stream_sequence,
