@@ -54,3 +54,7 @@ SELECT last_seq FROM public.projection_checkpoints WHERE name = $1;
 -- name: all_checkpoints
 -- Every projection's checkpoint, for /health.
 SELECT name, last_seq FROM projection_checkpoints;
+
+-- name: async_commit
+-- This transaction's commit does not wait for its WAL flush (`Projection::async_commit`).
+SET LOCAL synchronous_commit = off;

@@ -55,6 +55,38 @@ pub trait Projection: Send + Sync + 'static {
         msg: &'a StoredMessage,
     ) -> BoxFuture<'a, Result<(), ApplyError>>;
 
+    /// Whether its batches may commit without waiting for their WAL to reach the disk
+    /// (`synchronous_commit = off`). Only for a read model nothing else acts on: an OS crash
+    /// can then undo its last fraction of a second of batches, rows and checkpoint together
+    /// (never one without the other), and the runner applies those events again from the
+    /// stream. PostgreSQL's own WAL writer flushes them meanwhile, on another core.
+    fn async_commit(&self) -> bool {
+        false
+    }
+
+    /// Whether its events commute and applying one twice changes nothing (visits: rows
+    /// inserted by their id, never updated), so a large batch may be applied on two
+    /// connections at once ([`Projection::apply_batch_on_two`]).
+    fn commutes(&self) -> bool {
+        false
+    }
+
+    /// Applies a large batch (`runtime::on_two_connections`) on two transactions at once,
+    /// `other` committed before `conn`, and returns the events it set aside, as
+    /// [`Projection::apply_batch`]. No row may be written on both connections: one waiting
+    /// for the other's uncommitted row would wait for ever (the runner commits `conn` only
+    /// when both are done), so the rows are split by their key. Only for projections whose
+    /// events commute.
+    fn apply_batch_on_two<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        other: &'a mut PgConnection,
+        batch: &'a [&'a StoredMessage],
+    ) -> BoxFuture<'a, Result<Vec<(usize, String)>, sqlx::Error>> {
+        let _ = other;
+        self.apply_batch(conn, batch)
+    }
+
     /// Applies a batch inside its transaction and returns the events it set aside (their
     /// index in `batch`, and why). One event at a time unless the projection knows better
     /// (visits: one multi-row insert). A database error fails the whole batch, which the

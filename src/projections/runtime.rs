@@ -317,7 +317,7 @@ impl ProjectionRunner {
         batch: &[StoredMessage],
     ) -> Result<BatchOutcome, sqlx::Error> {
         let name = self.projection.name();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin().await?;
         let current: i64 = sqlx::query_scalar(sql::runtime::CHECKPOINT_FOR_UPDATE)
             .bind(name)
             .fetch_one(&mut *tx)
@@ -331,12 +331,17 @@ impl ProjectionRunner {
             return Ok(BatchOutcome::Applied(current));
         };
         let started = std::time::Instant::now();
-        match self.apply_all(&mut tx, &fresh, false).await {
+        let applied = if on_two_connections(self.projection.as_ref(), &fresh) {
+            self.apply_on_two(&mut tx, &fresh).await
+        } else {
+            self.apply_all(&mut tx, &fresh, false).await
+        };
+        match applied {
             Ok(()) => {}
             Err(e) if is_data_error(&e) => {
                 // One event breaks a rule of the table: apply one by one, setting it aside.
                 tx.rollback().await?;
-                tx = self.db.begin().await?;
+                tx = self.begin().await?;
                 sqlx::query(sql::runtime::LOCK_CHECKPOINT)
                     .bind(name)
                     .execute(&mut *tx)
@@ -357,6 +362,41 @@ impl ProjectionRunner {
             .record(started.elapsed().as_secs_f64());
         metrics::gauge!("aicache_projection_position", "projection" => name).set(last as f64);
         Ok(BatchOutcome::Applied(last))
+    }
+
+    /// Applies `batch` on `tx` and a transaction of its own at once: two PostgreSQL
+    /// backends, two cores, for a projection whose events commute
+    /// ([`Projection::apply_batch_on_two`]). The second transaction commits first; `tx`
+    /// holds the checkpoint's lock all along, so no other runner or rebuild applies or
+    /// empties anything meanwhile, and the checkpoint moves only after both. Rows committed
+    /// before a failure are applied again, as nothing, by the retry. The events set aside
+    /// are recorded in `tx`.
+    async fn apply_on_two(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        batch: &[&StoredMessage],
+    ) -> Result<(), sqlx::Error> {
+        let mut other = self.begin().await?;
+        let skipped = self
+            .projection
+            .apply_batch_on_two(tx, &mut other, batch)
+            .await?;
+        other.commit().await?;
+        for (i, reason) in skipped {
+            self.record_failure(tx, batch[i], &reason).await?;
+        }
+        Ok(())
+    }
+
+    /// A batch's transaction.
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        if self.projection.async_commit() {
+            sqlx::query(sql::runtime::ASYNC_COMMIT)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
     }
 
     /// Applies events: as one batch, or with `isolate` each in a savepoint so a failing one is
@@ -413,6 +453,18 @@ impl ProjectionRunner {
             .await?;
         Ok(())
     }
+}
+
+/// Least payload of a batch applied on two connections: below it, a second transaction's
+/// round trips cost more than the second core saves (a live trickle of visits stays on one).
+pub const TWO_CONNECTIONS_MIN_BYTES: usize = 256 * 1024;
+
+/// Whether `batch` is applied on two connections: a projection whose events commute, and a
+/// batch of two events or more and at least [`TWO_CONNECTIONS_MIN_BYTES`].
+pub fn on_two_connections(projection: &dyn Projection, batch: &[&StoredMessage]) -> bool {
+    projection.commutes()
+        && batch.len() >= 2
+        && batch.iter().map(|m| m.payload.len()).sum::<usize>() >= TWO_CONNECTIONS_MIN_BYTES
 }
 
 /// Integrity and data errors (SQLSTATE classes 22 and 23) come from the event, not from the

@@ -655,3 +655,121 @@ async fn page_events_applied_in_rounds_give_the_rows_of_one_event_at_a_time() {
     }
     assert_eq!(count(&app, "projection_failures").await, 0);
 }
+
+/// A batch event of visits `ids` of client `a`, each with `user_agent`.
+fn visits_batch(a: ClientId, ids: &[u128], user_agent: &str) -> Outgoing<VisitEvent> {
+    let visits = ids
+        .iter()
+        .map(|&n| {
+            let url = format!("https://two.example/p/{n}");
+            BatchedVisit {
+                id: uuid::Uuid::from_u128(n),
+                page_id: ai_cache::domain::ids::PageId::derive(
+                    a,
+                    &NormalizedUrl::parse(&url).expect("url"),
+                ),
+                visit: VisitRecorded {
+                    charged_price: None,
+                    signature_agent: None,
+                    robots: None,
+                    url,
+                    visitor_type: VisitorType::AiBot,
+                    bot_name: Some("GPTBot".into()),
+                    operator: Some("OpenAI".into()),
+                    category: Some("training".into()),
+                    verification: Verification::Claimed,
+                    user_agent: Some(user_agent.to_owned()),
+                    referrer: None,
+                    ip_hash: Some("h".into()),
+                    format_served: FormatServed::Markdown,
+                    status: Some(200),
+                    bytes: Some(4096),
+                    visited_at: ai_cache::events::envelope::now(),
+                },
+            }
+        })
+        .collect();
+    Outgoing::unique(Event::new(
+        a,
+        None,
+        VisitEvent::BatchRecorded(VisitsBatch { visits }),
+    ))
+}
+
+/// Large batches of visits are applied on two connections at once (rows split by id): the
+/// rows are those of one event at a time, a visit sent in two events (in another order)
+/// counts once, and an event PostgreSQL refuses (a NUL byte) is set aside on its own.
+#[tokio::test]
+async fn visit_batches_applied_on_two_connections_give_the_rows_of_one_event_at_a_time() {
+    let app = TestApp::with_roles(&[]).await;
+    let a = ClientId::new_random();
+    let agent = format!("Mozilla/5.0 (compatible; GPTBot/1.2; {})", "x".repeat(200));
+    let first: Vec<u128> = (1..=1000).collect();
+    // The second event repeats 300 visits of the first, last first, among new ones.
+    let second: Vec<u128> = (701..=1000).rev().chain(1001..=1700).collect();
+    let third: Vec<u128> = (2001..=3000).collect();
+    let refused: Vec<u128> = (5001..=5010).collect();
+    let publisher = Publisher::new(app.js().clone());
+    let mut published = Vec::new();
+    for event in [
+        visits_batch(a, &first, &agent),
+        visits_batch(a, &refused, "bad\0agent"),
+        visits_batch(a, &second, &agent),
+        visits_batch(a, &third, &agent),
+    ] {
+        published.push(publisher.publish(&event).await.expect("publish"));
+    }
+    let bytes = app
+        .js()
+        .get_stream("VISITS")
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .state
+        .bytes;
+    assert!(
+        bytes >= 2 * runtime::TWO_CONNECTIONS_MIN_BYTES as u64,
+        "{bytes} bytes: too few to be applied on two connections"
+    );
+
+    let visits: Arc<dyn projections::Projection> = Arc::new(projections::visits::VisitsProjection);
+    runtime::rebuild(app.db(), app.js(), Arc::clone(&visits), &|_, _| {})
+        .await
+        .expect("rebuild in one batch");
+    let on_two = dump(&app, "visits").await;
+    let failures = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT seq FROM projection_failures WHERE projection = 'visits' ORDER BY seq",
+        )
+        .fetch_all(app.db())
+        .await
+        .expect("failures")
+    };
+    assert_eq!(failures().await, vec![published[1].sequence as i64]);
+    let rows = on_two.as_array().expect("rows");
+    assert_eq!(
+        rows.len(),
+        2700,
+        "1,000 + 700 new + 1,000, the refused 10 out"
+    );
+    let ids: std::collections::HashSet<&str> =
+        rows.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids.len(), 2700);
+
+    runtime::reset(app.db(), visits.as_ref())
+        .await
+        .expect("reset");
+    runtime::ProjectionRunner::new(visits, app.db().clone(), app.js().clone())
+        .with_batch(1)
+        .catch_up(&|_, _| {})
+        .await
+        .expect("one at a time");
+    assert_eq!(
+        on_two,
+        dump(&app, "visits").await,
+        "two connections ≠ one at a time"
+    );
+    assert_eq!(failures().await, vec![published[1].sequence as i64]);
+}
