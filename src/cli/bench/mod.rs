@@ -108,7 +108,7 @@ pub async fn run(
         reprocessing(&backbone, scraped.client, &mut figures).await?;
         stages.cancel();
     }
-    edge::run(&backbone, raw, 50_000, &mut figures).await?;
+    edge::run(&backbone, raw, 100_000, &mut figures).await?;
     rebuild_all(&backbone, raw, &mut figures).await?;
     projectors.cancel();
     print!("{}", figures.summary());
