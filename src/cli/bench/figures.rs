@@ -29,7 +29,7 @@ pub const RATIOS: &[Ratio] = &[
     Ratio {
         name: "visits",
         figure: "visits_per_s",
-        ceiling: "publish_ceiling_msgs_per_s",
+        ceiling: "visits_publish_ceiling_msgs_per_s",
     },
     Ratio {
         name: "edge",

@@ -108,7 +108,7 @@ pub async fn run(
         reprocessing(&backbone, scraped.client, &mut figures).await?;
         stages.cancel();
     }
-    edge::run(&backbone, raw, 100_000, &mut figures).await?;
+    edge::run(&backbone, 100_000, &mut figures).await?;
     rebuild_all(&backbone, raw, &mut figures).await?;
     projectors.cancel();
     print!("{}", figures.summary());
@@ -124,7 +124,11 @@ pub async fn run(
     Ok(())
 }
 
-async fn raw_publish(js: &jetstream::Context, count: usize, size: usize) -> anyhow::Result<f64> {
+pub(super) async fn raw_publish(
+    js: &jetstream::Context,
+    count: usize,
+    size: usize,
+) -> anyhow::Result<f64> {
     js.create_stream(stream::Config {
         name: "BENCH".into(),
         subjects: vec!["bench.>".into()],
