@@ -47,6 +47,8 @@ pub struct ProjectionRunner {
     js: jetstream::Context,
     batch: usize,
     position: watch::Sender<u64>,
+    /// Batches applied on two connections ([`ProjectionRunner::batches_on_two`]).
+    on_two: std::sync::atomic::AtomicU64,
     /// Changes when the NATS client reconnects (see [`ProjectionRunner::on_reconnect`]).
     reconnects: Option<watch::Receiver<u64>>,
 }
@@ -90,8 +92,14 @@ impl ProjectionRunner {
             js,
             batch: DEFAULT_BATCH,
             position: watch::Sender::new(0),
+            on_two: std::sync::atomic::AtomicU64::new(0),
             reconnects: None,
         }
+    }
+
+    /// How many batches this runner applied on two connections.
+    pub fn batches_on_two(&self) -> u64 {
+        self.on_two.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reopens the consumer as soon as `reconnects` changes (the NATS client reconnected):
@@ -331,10 +339,14 @@ impl ProjectionRunner {
             return Ok(BatchOutcome::Applied(current));
         };
         let started = std::time::Instant::now();
-        let applied = if on_two_connections(self.projection.as_ref(), &fresh) {
-            self.apply_on_two(&mut tx, &fresh).await
+        let other = if on_two_connections(self.projection.as_ref(), &fresh) {
+            self.second_transaction().await
         } else {
-            self.apply_all(&mut tx, &fresh, false).await
+            None
+        };
+        let applied = match other {
+            Some(other) => self.apply_on_two(&mut tx, other, &fresh).await,
+            None => self.apply_all(&mut tx, &fresh, false).await,
         };
         match applied {
             Ok(()) => {}
@@ -374,18 +386,34 @@ impl ProjectionRunner {
     async fn apply_on_two(
         &self,
         tx: &mut Transaction<'_, Postgres>,
+        mut other: Transaction<'static, Postgres>,
         batch: &[&StoredMessage],
     ) -> Result<(), sqlx::Error> {
-        let mut other = self.begin().await?;
         let skipped = self
             .projection
             .apply_batch_on_two(tx, &mut other, batch)
             .await?;
         other.commit().await?;
+        self.on_two
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for (i, reason) in skipped {
             self.record_failure(tx, batch[i], &reason).await?;
         }
         Ok(())
+    }
+
+    /// A second transaction for a batch, if the pool has a connection to spare at once (an
+    /// idle one, or room for a new one within [`SECOND_CONNECTION_WAIT`]): the batch never
+    /// waits for a connection others need, and with none it is applied on one.
+    async fn second_transaction(&self) -> Option<Transaction<'static, Postgres>> {
+        let max = self.db.options().get_max_connections();
+        if self.db.num_idle() == 0 && self.db.size() >= max {
+            return None;
+        }
+        tokio::time::timeout(SECOND_CONNECTION_WAIT, self.begin())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// A batch's transaction.
@@ -459,7 +487,10 @@ impl ProjectionRunner {
 /// round trips cost more than the second core saves (a live trickle of visits stays on one).
 pub const TWO_CONNECTIONS_MIN_BYTES: usize = 256 * 1024;
 
-/// Whether `batch` is applied on two connections: a projection whose events commute, and a
+/// Longest wait for a batch's second connection before it is applied on one.
+const SECOND_CONNECTION_WAIT: Duration = Duration::from_millis(250);
+
+/// Whether `batch` is applied on two connections (when the pool has one to spare): a projection whose events commute, and a
 /// batch of two events or more and at least [`TWO_CONNECTIONS_MIN_BYTES`].
 pub fn on_two_connections(projection: &dyn Projection, batch: &[&StoredMessage]) -> bool {
     projection.commutes()

@@ -735,9 +735,17 @@ async fn visit_batches_applied_on_two_connections_give_the_rows_of_one_event_at_
     );
 
     let visits: Arc<dyn projections::Projection> = Arc::new(projections::visits::VisitsProjection);
-    runtime::rebuild(app.db(), app.js(), Arc::clone(&visits), &|_, _| {})
-        .await
-        .expect("rebuild in one batch");
+    let runner =
+        runtime::ProjectionRunner::new(Arc::clone(&visits), app.db().clone(), app.js().clone())
+            .with_batch(2);
+    runner.catch_up(&|_, _| {}).await.expect("two batches");
+    // The first batch holds the refused event: applied again one event at a time; the
+    // second goes on two connections.
+    assert_eq!(
+        runner.batches_on_two(),
+        1,
+        "a batch went on two connections"
+    );
     let on_two = dump(&app, "visits").await;
     let failures = || async {
         sqlx::query_scalar::<_, i64>(
