@@ -490,8 +490,9 @@ pub const TWO_CONNECTIONS_MIN_BYTES: usize = 256 * 1024;
 /// Longest wait for a batch's second connection before it is applied on one.
 const SECOND_CONNECTION_WAIT: Duration = Duration::from_millis(250);
 
-/// Whether `batch` is applied on two connections (when the pool has one to spare): a projection whose events commute, and a
-/// batch of two events or more and at least [`TWO_CONNECTIONS_MIN_BYTES`].
+/// Whether `batch` is applied on two connections (when the pool has one to spare): a
+/// projection whose events commute, and a batch of two events or more and at least
+/// [`TWO_CONNECTIONS_MIN_BYTES`].
 pub fn on_two_connections(projection: &dyn Projection, batch: &[&StoredMessage]) -> bool {
     projection.commutes()
         && batch.len() >= 2
