@@ -287,44 +287,25 @@ async fn publish_history(app: &TestApp) {
         .collect();
     publisher.publish_all(&visits).await.expect("visits");
     // Visits as this version publishes them: in batches, a visit sent in two batches.
-    let batched = |ids: &[u128]| {
-        let visits = ids
-            .iter()
-            .map(|&n| {
-                let url = format!("https://a.example/b/{n}");
-                BatchedVisit {
-                    id: uuid::Uuid::from_u128(n),
-                    page_id: ai_cache::domain::ids::PageId::derive(
-                        a,
-                        &NormalizedUrl::parse(&url).expect("url"),
-                    ),
-                    visit: VisitRecorded {
-                        charged_price: None,
-                        signature_agent: None,
-                        robots: None,
-                        url,
-                        visitor_type: VisitorType::AiBot,
-                        bot_name: Some("ClaudeBot".into()),
-                        operator: Some("Anthropic".into()),
-                        category: Some("training".into()),
-                        verification: Verification::IpVerified,
-                        user_agent: Some("ClaudeBot/1.0".into()),
-                        referrer: None,
-                        ip_hash: None,
-                        format_served: FormatServed::Html,
-                        status: Some(200),
-                        bytes: None,
-                        visited_at: ai_cache::events::envelope::now(),
-                    },
-                }
-            })
-            .collect();
-        Outgoing::unique(Event::new(
-            a,
-            None,
-            VisitEvent::BatchRecorded(VisitsBatch { visits }),
-        ))
+    let claude = VisitRecorded {
+        charged_price: None,
+        signature_agent: None,
+        robots: None,
+        url: String::new(),
+        visitor_type: VisitorType::AiBot,
+        bot_name: Some("ClaudeBot".into()),
+        operator: Some("Anthropic".into()),
+        category: Some("training".into()),
+        verification: Verification::IpVerified,
+        user_agent: Some("ClaudeBot/1.0".into()),
+        referrer: None,
+        ip_hash: None,
+        format_served: FormatServed::Html,
+        status: Some(200),
+        bytes: None,
+        visited_at: ai_cache::events::envelope::now(),
     };
+    let batched = |ids: &[u128]| visits_batch(a, ids, "https://a.example/b/", &claude);
     publisher
         .publish_all(&[batched(&[1, 2, 3]), batched(&[3, 4])])
         .await
@@ -656,12 +637,17 @@ async fn page_events_applied_in_rounds_give_the_rows_of_one_event_at_a_time() {
     assert_eq!(count(&app, "projection_failures").await, 0);
 }
 
-/// A batch event of visits `ids` of client `a`, each with `user_agent`.
-fn visits_batch(a: ClientId, ids: &[u128], user_agent: &str) -> Outgoing<VisitEvent> {
+/// A batch event of visits `ids` of client `a`: visit `n` is `visit` at `{url_prefix}{n}`.
+fn visits_batch(
+    a: ClientId,
+    ids: &[u128],
+    url_prefix: &str,
+    visit: &VisitRecorded,
+) -> Outgoing<VisitEvent> {
     let visits = ids
         .iter()
         .map(|&n| {
-            let url = format!("https://two.example/p/{n}");
+            let url = format!("{url_prefix}{n}");
             BatchedVisit {
                 id: uuid::Uuid::from_u128(n),
                 page_id: ai_cache::domain::ids::PageId::derive(
@@ -669,22 +655,8 @@ fn visits_batch(a: ClientId, ids: &[u128], user_agent: &str) -> Outgoing<VisitEv
                     &NormalizedUrl::parse(&url).expect("url"),
                 ),
                 visit: VisitRecorded {
-                    charged_price: None,
-                    signature_agent: None,
-                    robots: None,
                     url,
-                    visitor_type: VisitorType::AiBot,
-                    bot_name: Some("GPTBot".into()),
-                    operator: Some("OpenAI".into()),
-                    category: Some("training".into()),
-                    verification: Verification::Claimed,
-                    user_agent: Some(user_agent.to_owned()),
-                    referrer: None,
-                    ip_hash: Some("h".into()),
-                    format_served: FormatServed::Markdown,
-                    status: Some(200),
-                    bytes: Some(4096),
-                    visited_at: ai_cache::events::envelope::now(),
+                    ..visit.clone()
                 },
             }
         })
@@ -709,13 +681,33 @@ async fn visit_batches_applied_on_two_connections_give_the_rows_of_one_event_at_
     let second: Vec<u128> = (701..=1000).rev().chain(1001..=1700).collect();
     let third: Vec<u128> = (2001..=3000).collect();
     let refused: Vec<u128> = (5001..=5010).collect();
+    let gptbot = |user_agent: &str| VisitRecorded {
+        charged_price: None,
+        signature_agent: None,
+        robots: None,
+        url: String::new(),
+        visitor_type: VisitorType::AiBot,
+        bot_name: Some("GPTBot".into()),
+        operator: Some("OpenAI".into()),
+        category: Some("training".into()),
+        verification: Verification::Claimed,
+        user_agent: Some(user_agent.to_owned()),
+        referrer: None,
+        ip_hash: Some("h".into()),
+        format_served: FormatServed::Markdown,
+        status: Some(200),
+        bytes: Some(4096),
+        visited_at: ai_cache::events::envelope::now(),
+    };
+    let (good, bad) = (gptbot(&agent), gptbot("bad\0agent"));
+    let batch = |ids: &[u128], visit| visits_batch(a, ids, "https://two.example/p/", visit);
     let publisher = Publisher::new(app.js().clone());
     let mut published = Vec::new();
     for event in [
-        visits_batch(a, &first, &agent),
-        visits_batch(a, &refused, "bad\0agent"),
-        visits_batch(a, &second, &agent),
-        visits_batch(a, &third, &agent),
+        batch(&first, &good),
+        batch(&refused, &bad),
+        batch(&second, &good),
+        batch(&third, &good),
     ] {
         published.push(publisher.publish(&event).await.expect("publish"));
     }
