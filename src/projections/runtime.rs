@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,8 @@ pub struct ProjectionRunner {
     js: jetstream::Context,
     batch: usize,
     position: watch::Sender<u64>,
+    /// Batches applied ([`ProjectionRunner::batches_applied`]).
+    applied: std::sync::atomic::AtomicU64,
     /// Batches applied on two connections ([`ProjectionRunner::batches_on_two`]).
     on_two: std::sync::atomic::AtomicU64,
     /// Changes when the NATS client reconnects (see [`ProjectionRunner::on_reconnect`]).
@@ -92,9 +94,15 @@ impl ProjectionRunner {
             js,
             batch: DEFAULT_BATCH,
             position: watch::Sender::new(0),
+            applied: std::sync::atomic::AtomicU64::new(0),
             on_two: std::sync::atomic::AtomicU64::new(0),
             reconnects: None,
         }
+    }
+
+    /// How many batches of new events this runner applied.
+    pub fn batches_applied(&self) -> u64 {
+        self.applied.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many batches this runner applied on two connections.
@@ -368,6 +376,8 @@ impl ProjectionRunner {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.applied
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("aicache_projection_events_total", "projection" => name)
             .increment(fresh.len() as u64);
         metrics::histogram!("aicache_projection_batch_seconds", "projection" => name)
@@ -533,11 +543,22 @@ async fn next_batch(
         Ok(Some(msg)) => msg.map_err(|e| e.to_string())?,
     };
     push(&mut batch, &mut pending, first)?;
-    while batch.len() < max && pending > 0 {
-        match tokio::time::timeout(BATCH_LINGER, messages.next()).await {
-            Ok(Some(Ok(msg))) => push(&mut batch, &mut pending, msg)?,
-            Ok(Some(Err(e))) => return Err(e.to_string()),
-            Ok(None) | Err(_) => break,
+    while batch.len() < max {
+        // Messages the client holds already are taken without waiting (the server counts
+        // them as delivered, not pending: a backlog the client had fetched ahead was applied
+        // an event or two at a time); more are waited for, briefly, while the server says
+        // some are pending.
+        let next = if pending > 0 {
+            tokio::time::timeout(BATCH_LINGER, messages.next())
+                .await
+                .ok()
+        } else {
+            messages.next().now_or_never()
+        };
+        match next {
+            Some(Some(Ok(msg))) => push(&mut batch, &mut pending, msg)?,
+            Some(Some(Err(e))) => return Err(e.to_string()),
+            Some(None) | None => break,
         }
     }
     Ok(Some((batch, pending)))

@@ -464,6 +464,96 @@ async fn pages_batched_and_one_by_one(app: &TestApp, events: Vec<Event<PageEvent
     batched
 }
 
+/// Events that reach the runner while it applies a batch are applied together in its next
+/// batch. The server counts them as delivered, not pending: a runner that took more only
+/// while the server said some were pending applied such a backlog an event at a time.
+#[tokio::test]
+async fn events_received_while_a_batch_is_applied_go_together_in_the_next_batch() {
+    use futures::TryStreamExt;
+    use std::time::Duration;
+    let app = TestApp::with_roles(&[]).await;
+    let client = ClientId::new_random();
+    let pages: Arc<dyn projections::Projection> = Arc::new(projections::pages::PagesProjection);
+    let runner = Arc::new(runtime::ProjectionRunner::new(
+        pages,
+        app.db().clone(),
+        app.js().clone(),
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let (runner, stop) = (Arc::clone(&runner), stop.clone());
+        async move { runner.run(stop).await }
+    });
+    let checkpoint = "SELECT last_seq FROM projection_checkpoints WHERE name = 'pages'";
+    crate::harness::eventually(
+        Duration::from_secs(10),
+        "the runner has a checkpoint",
+        || async {
+            sqlx::query_scalar::<_, i64>(checkpoint)
+                .fetch_optional(app.db())
+                .await
+                .expect("checkpoint")
+                .is_some()
+        },
+    )
+    .await;
+    // The runner's first batch waits for the checkpoint's lock, held here.
+    let mut holder = app.db().begin().await.expect("begin");
+    sqlx::query(sqlx::AssertSqlSafe(format!("{checkpoint} FOR UPDATE")))
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+    let publisher = Publisher::new(app.js().clone());
+    let page =
+        |n: usize| Outgoing::unique(discovered(client, &format!("https://held.example/{n}")));
+    publisher.publish(&page(0)).await.expect("publish");
+    crate::harness::eventually(
+        Duration::from_secs(10),
+        "the runner waits for the lock",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(app.db())
+            .await
+            .expect("activity")
+                == 1
+        },
+    )
+    .await;
+    let mut last = 0;
+    for n in 1..=40 {
+        last = publisher.publish(&page(n)).await.expect("publish").sequence;
+    }
+    crate::harness::eventually(
+        Duration::from_secs(10),
+        "the server delivered all 41",
+        || async {
+            let stream = app.js().get_stream("PAGES").await.expect("stream");
+            let consumers: Vec<_> = stream.consumers().try_collect().await.expect("consumers");
+            consumers
+                .iter()
+                .any(|c| c.delivered.stream_sequence == last)
+        },
+    )
+    .await;
+    holder.rollback().await.expect("unlock");
+    let mut position = runner.position();
+    tokio::time::timeout(Duration::from_secs(30), position.wait_for(|p| *p == last))
+        .await
+        .expect("all applied in time")
+        .expect("position");
+    assert_eq!(
+        runner.batches_applied(),
+        2,
+        "the first event, then the 40 received meanwhile together"
+    );
+    assert_eq!(count(&app, "pages").await, 41);
+    stop.cancel();
+    task.await.expect("runner").expect("runner ends");
+}
+
 #[tokio::test]
 async fn discoveries_applied_as_one_batch_give_the_rows_of_one_event_at_a_time() {
     let app = TestApp::with_roles(&[]).await;
