@@ -1,6 +1,6 @@
 //! The visits projection: the original `visits` table plus classification and verification.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
@@ -39,7 +39,7 @@ impl Projection for VisitsProjection {
         async move {
             let mut rows = Vec::new();
             Row::decode(msg, &mut rows)?;
-            insert(conn, &rows).await?;
+            insert(conn, sql::visits::INSERT_VISIT, encode(&rows)?).await?;
             Ok(())
         }
         .boxed()
@@ -56,7 +56,8 @@ impl Projection for VisitsProjection {
         true
     }
 
-    /// Visits arrive by the thousand: one multi-row insert per few thousand rows.
+    /// Visits arrive by the thousand: one multi-row insert per few thousand rows, the next
+    /// rows decoded and encoded while PostgreSQL inserts these.
     fn apply_batch<'a>(
         &'a self,
         conn: &'a mut PgConnection,
@@ -64,8 +65,12 @@ impl Projection for VisitsProjection {
     ) -> BoxFuture<'a, Result<Vec<(usize, String)>, sqlx::Error>> {
         async move {
             let mut rows = Rows::of(batch);
-            while let Some(chunk) = rows.next_chunk(INSERT_ROWS)? {
-                insert(conn, &chunk).await?;
+            let mut args = rows.next_args()?;
+            while let Some(current) = args {
+                let (done, next) =
+                    futures::join!(insert(conn, NEW, Some(current)), async { rows.next_args() });
+                done?;
+                args = next?;
             }
             Ok(rows.skipped)
         }
@@ -73,7 +78,8 @@ impl Projection for VisitsProjection {
     }
 
     /// The rows split by their id (odd ids on `other`), so no row is written on both
-    /// connections; the next rows are decoded while both inserts run.
+    /// connections; the next rows are decoded and encoded while both inserts run, so neither
+    /// connection waits for more than the other's turn.
     fn apply_batch_on_two<'a>(
         &'a self,
         conn: &'a mut PgConnection,
@@ -82,17 +88,15 @@ impl Projection for VisitsProjection {
     ) -> BoxFuture<'a, Result<Vec<(usize, String)>, sqlx::Error>> {
         async move {
             let mut rows = Rows::of(batch);
-            let mut chunk = rows.next_chunk(2 * INSERT_ROWS)?;
-            while let Some(current) = chunk {
-                let (odd, even): (Vec<Row>, Vec<Row>) =
-                    current.into_iter().partition(|r| r.id.as_u128() & 1 == 1);
+            let mut args = rows.next_args_split()?;
+            while let Some([even, odd]) = args {
                 let (here, there, next) =
-                    futures::join!(insert(conn, &even), insert(other, &odd), async {
-                        rows.next_chunk(2 * INSERT_ROWS)
+                    futures::join!(insert(conn, NEW, even), insert(other, NEW, odd), async {
+                        rows.next_args_split()
                     });
                 here?;
                 there?;
-                chunk = next?;
+                args = next?;
             }
             Ok(rows.skipped)
         }
@@ -117,15 +121,20 @@ impl<'a> Rows<'a> {
     }
 
     /// The rows of the next events, `max` or a few more (an event's rows stay together):
-    /// bounded statements, and a batch of batch events a handful of them. `None` at the end.
+    /// bounded statements, and a batch of batch events a handful of them. A visit repeated
+    /// within them is left out (the first is kept), as [`NEW`] requires. `None` at the end.
     fn next_chunk(&mut self, max: usize) -> Result<Option<Vec<Row>>, sqlx::Error> {
         let mut rows = Vec::new();
+        let mut ids = HashSet::new();
         while rows.len() < max && self.next < self.batch.len() {
             let i = self.next;
             self.next += 1;
             let before = rows.len();
             match Row::decode(self.batch[i], &mut rows) {
-                Ok(()) => {}
+                Ok(()) => {
+                    let new = rows.split_off(before);
+                    rows.extend(new.into_iter().filter(|row| ids.insert(row.id)));
+                }
                 Err(ApplyError::Skip(reason)) => {
                     rows.truncate(before);
                     self.skipped.push((i, reason));
@@ -135,7 +144,29 @@ impl<'a> Rows<'a> {
         }
         Ok((!rows.is_empty()).then_some(rows))
     }
+
+    /// The next insert's arguments ([`INSERT_ROWS`] rows or a few more); `None` at the end.
+    fn next_args(&mut self) -> Result<Option<PgArguments>, sqlx::Error> {
+        match self.next_chunk(INSERT_ROWS)? {
+            Some(chunk) => encode(&chunk),
+            None => Ok(None),
+        }
+    }
+
+    /// The next two inserts' arguments, the rows split by their id: even ids, then odd ones
+    /// (either side may have none). `None` at the end.
+    fn next_args_split(&mut self) -> Result<Option<[Option<PgArguments>; 2]>, sqlx::Error> {
+        let Some(chunk) = self.next_chunk(2 * INSERT_ROWS)? else {
+            return Ok(None);
+        };
+        let (odd, even): (Vec<Row>, Vec<Row>) =
+            chunk.into_iter().partition(|r| r.id.as_u128() & 1 == 1);
+        Ok(Some([encode(&even)?, encode(&odd)?]))
+    }
 }
+
+/// The batches' insert: rows not stored yet, their ids all different.
+const NEW: &str = sql::visits::INSERT_NEW_VISITS;
 
 /// Most rows one insert statement carries.
 const INSERT_ROWS: usize = 5_000;
@@ -197,43 +228,64 @@ impl Row {
     }
 }
 
-/// Inserts rows; the visit's id is the row id, so a visit reported again cannot count twice
-/// (nor a visit repeated within one statement: the first is kept).
-async fn insert(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sqlx::Error> {
+/// The arguments of one insert of `rows`, their columns as arrays; `None` for no rows.
+fn encode(rows: &[Row]) -> Result<Option<PgArguments>, sqlx::Error> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let col = |f: fn(&Row) -> Option<&str>| rows.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(sql::visits::INSERT_VISIT)
-        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.page_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.client_id).collect::<Vec<_>>())
-        .bind(col(|r| Some(r.visit.url.as_str())))
-        .bind(col(|r| Some(r.visitor_type.as_str())))
-        .bind(col(|r| r.visit.user_agent.as_deref()))
-        .bind(col(|r| r.visit.ip_hash.as_deref()))
-        .bind(col(|r| r.visit.referrer.as_deref()))
-        .bind(col(|r| r.visit.bot_name.as_deref()))
-        .bind(col(|r| r.visit.operator.as_deref()))
-        .bind(col(|r| r.visit.category.as_deref()))
-        .bind(col(|r| Some(r.verification.as_str())))
-        .bind(col(|r| Some(r.format_served.as_str())))
-        .bind(
-            rows.iter()
-                .map(|r| r.visit.status.map(i32::from))
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.visit.visited_at).collect::<Vec<_>>())
-        .bind(col(|r| r.visit.charged_price.as_deref()))
-        .bind(col(|r| r.visit.signature_agent.as_deref()))
-        .bind(col(|r| r.robots.as_deref()))
-        .bind(
-            rows.iter()
-                .map(|r| r.visit.bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)))
-                .collect::<Vec<_>>(),
-        )
-        .execute(conn)
-        .await?;
+    let mut args = PgArguments::default();
+    push(&mut args, rows.iter().map(|r| r.id).collect::<Vec<_>>())?;
+    push(
+        &mut args,
+        rows.iter().map(|r| r.page_id).collect::<Vec<_>>(),
+    )?;
+    push(
+        &mut args,
+        rows.iter().map(|r| r.client_id).collect::<Vec<_>>(),
+    )?;
+    push(&mut args, col(|r| Some(r.visit.url.as_str())))?;
+    push(&mut args, col(|r| Some(r.visitor_type.as_str())))?;
+    push(&mut args, col(|r| r.visit.user_agent.as_deref()))?;
+    push(&mut args, col(|r| r.visit.ip_hash.as_deref()))?;
+    push(&mut args, col(|r| r.visit.referrer.as_deref()))?;
+    push(&mut args, col(|r| r.visit.bot_name.as_deref()))?;
+    push(&mut args, col(|r| r.visit.operator.as_deref()))?;
+    push(&mut args, col(|r| r.visit.category.as_deref()))?;
+    push(&mut args, col(|r| Some(r.verification.as_str())))?;
+    push(&mut args, col(|r| Some(r.format_served.as_str())))?;
+    push(
+        &mut args,
+        rows.iter()
+            .map(|r| r.visit.status.map(i32::from))
+            .collect::<Vec<_>>(),
+    )?;
+    push(
+        &mut args,
+        rows.iter().map(|r| r.visit.visited_at).collect::<Vec<_>>(),
+    )?;
+    push(&mut args, col(|r| r.visit.charged_price.as_deref()))?;
+    push(&mut args, col(|r| r.visit.signature_agent.as_deref()))?;
+    push(&mut args, col(|r| r.robots.as_deref()))?;
+    push(
+        &mut args,
+        rows.iter()
+            .map(|r| r.visit.bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)))
+            .collect::<Vec<_>>(),
+    )?;
+    Ok(Some(args))
+}
+
+/// Inserts rows encoded by [`encode`] with `statement`; the visit's id is the row id, so a
+/// visit reported again cannot count twice.
+async fn insert(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    args: Option<PgArguments>,
+) -> Result<(), sqlx::Error> {
+    if let Some(args) = args {
+        sqlx::query_with(statement, args).execute(conn).await?;
+    }
     Ok(())
 }
 
