@@ -15,20 +15,6 @@ INSERT INTO visits (id, page_id, client_id, url, visitor_type, user_agent,
         $18::text[], $19::bigint[])
     ON CONFLICT (id) DO NOTHING;
 
--- name: insert_new_visits
--- Visits whose ids are all different (`$1`), those not stored yet: a fifth less of
--- PostgreSQL's time than `insert_visit`'s speculative inserts. Only for the projection's
--- runner, which alone writes visits while it holds the checkpoint's lock: another writer's
--- row could pass the check and fail the insert, which `insert_visit` would skip.
-INSERT INTO visits (id, page_id, client_id, url, visitor_type, user_agent,
-        ip_hash, referrer, bot_name, operator, category, verification,
-        format_served, status, visited_at, charged_price, signature_agent, robots, bytes)
-    SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
-        $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-        $12::text[], $13::text[], $14::int[], $15::timestamptz[], $16::text[], $17::text[],
-        $18::text[], $19::bigint[]) AS visit(id)
-    WHERE visit.id NOT IN (SELECT id FROM visits WHERE id = ANY($1::uuid[]));
-
 -- name: bot_key
 -- A visit's bot: its name, or `human` / `unknown bot` when it has none.
 coalesce(bot_name, CASE visitor_type WHEN 'human' THEN 'human' ELSE 'unknown bot' END)

@@ -1,6 +1,6 @@
 //! The visits projection: the original `visits` table plus classification and verification.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
@@ -39,7 +39,7 @@ impl Projection for VisitsProjection {
         async move {
             let mut rows = Vec::new();
             Row::decode(msg, &mut rows)?;
-            insert(conn, sql::visits::INSERT_VISIT, encode(&rows)?).await?;
+            insert(conn, encode(&rows)?).await?;
             Ok(())
         }
         .boxed()
@@ -68,7 +68,7 @@ impl Projection for VisitsProjection {
             let mut args = rows.next_args()?;
             while let Some(current) = args {
                 let (done, next) =
-                    futures::join!(insert(conn, NEW, Some(current)), async { rows.next_args() });
+                    futures::join!(insert(conn, Some(current)), async { rows.next_args() });
                 done?;
                 args = next?;
             }
@@ -91,7 +91,7 @@ impl Projection for VisitsProjection {
             let mut args = rows.next_args_split()?;
             while let Some([even, odd]) = args {
                 let (here, there, next) =
-                    futures::join!(insert(conn, NEW, even), insert(other, NEW, odd), async {
+                    futures::join!(insert(conn, even), insert(other, odd), async {
                         rows.next_args_split()
                     });
                 here?;
@@ -121,20 +121,15 @@ impl<'a> Rows<'a> {
     }
 
     /// The rows of the next events, `max` or a few more (an event's rows stay together):
-    /// bounded statements, and a batch of batch events a handful of them. A visit repeated
-    /// within them is left out (the first is kept), as [`NEW`] requires. `None` at the end.
+    /// bounded statements, and a batch of batch events a handful of them. `None` at the end.
     fn next_chunk(&mut self, max: usize) -> Result<Option<Vec<Row>>, sqlx::Error> {
         let mut rows = Vec::new();
-        let mut ids = HashSet::new();
         while rows.len() < max && self.next < self.batch.len() {
             let i = self.next;
             self.next += 1;
             let before = rows.len();
             match Row::decode(self.batch[i], &mut rows) {
-                Ok(()) => {
-                    let new = rows.split_off(before);
-                    rows.extend(new.into_iter().filter(|row| ids.insert(row.id)));
-                }
+                Ok(()) => {}
                 Err(ApplyError::Skip(reason)) => {
                     rows.truncate(before);
                     self.skipped.push((i, reason));
@@ -164,9 +159,6 @@ impl<'a> Rows<'a> {
         Ok(Some([encode(&even)?, encode(&odd)?]))
     }
 }
-
-/// The batches' insert: rows not stored yet, their ids all different.
-const NEW: &str = sql::visits::INSERT_NEW_VISITS;
 
 /// Most rows one insert statement carries.
 const INSERT_ROWS: usize = 5_000;
@@ -276,15 +268,13 @@ fn encode(rows: &[Row]) -> Result<Option<PgArguments>, sqlx::Error> {
     Ok(Some(args))
 }
 
-/// Inserts rows encoded by [`encode`] with `statement`; the visit's id is the row id, so a
-/// visit reported again cannot count twice.
-async fn insert(
-    conn: &mut PgConnection,
-    statement: &'static str,
-    args: Option<PgArguments>,
-) -> Result<(), sqlx::Error> {
+/// Inserts rows encoded by [`encode`]; the visit's id is the row id, so a visit reported
+/// again cannot count twice (nor a visit repeated within one statement: the first is kept).
+async fn insert(conn: &mut PgConnection, args: Option<PgArguments>) -> Result<(), sqlx::Error> {
     if let Some(args) = args {
-        sqlx::query_with(statement, args).execute(conn).await?;
+        sqlx::query_with(sql::visits::INSERT_VISIT, args)
+            .execute(conn)
+            .await?;
     }
     Ok(())
 }
